@@ -1,0 +1,226 @@
+//! Builds `AppState` and mounts every module's routes in ONE visible place, with the
+//! middleware every request passes: request id, body limit, metrics, access log, error
+//! rendering per surface, security headers and CORS.
+
+use crate::auth::jwt::JwtKeys;
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode, Surface};
+use crate::metrics::{Metrics, UNMATCHED};
+use crate::routes::Registry;
+use actix_cors::Cors;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use actix_web::middleware::{from_fn, DefaultHeaders, Next};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared state of one server process. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Connection pool (as the database owner; requests switch role per transaction).
+    pub pool: deadpool_postgres::Pool,
+    /// JWT signing/verification keys.
+    pub jwt: JwtKeys,
+    /// Prometheus collectors.
+    pub metrics: Arc<Metrics>,
+    /// Versions of the migrations this binary embeds (readiness checks them).
+    pub migration_versions: Arc<Vec<String>>,
+    /// The OpenAPI document, rendered once.
+    pub openapi_json: Arc<String>,
+    /// Whether the database is the managed local Postgres.
+    pub managed_database: bool,
+    /// Process start.
+    pub started_at: Instant,
+}
+
+/// Every route of the server. Modules declare theirs in `configure`.
+pub fn registry() -> Registry {
+    let mut reg = Registry::default();
+    crate::ops::configure(&mut reg);
+    reg
+}
+
+/// The request id of a request (set by the middleware).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The outermost middleware: request id, early body-limit check, error rendering, metrics
+/// and the access log.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let limit = state
+        .as_ref()
+        .map(|s| s.config.server.body_limit_bytes)
+        .unwrap_or(u64::MAX);
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut res = if declared.is_some_and(|n| n > limit) {
+        let (http_req, _) = req.into_parts();
+        let err = ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("Request body is larger than {limit} bytes"),
+        );
+        let resp = err.render(Surface::for_request(&http_req));
+        ServiceResponse::new(http_req, resp)
+    } else {
+        let res = next.call(req).await?.map_into_boxed_body();
+        rerender_error(res)
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED.to_string());
+    let method = res.request().method().as_str().to_string();
+    let status = res.status().as_u16();
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(s) = &state {
+        s.metrics.observe_http(&route, &method, status, secs);
+    }
+    let quiet = matches!(route.as_str(), "/health" | "/ready" | "/metrics");
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, %route, path = %res.request().path(), status, ms = secs * 1000.0, "request failed");
+    } else if quiet {
+        tracing::debug!(request_id = %id, %method, %route, status, ms = secs * 1000.0, "request");
+    } else {
+        tracing::info!(request_id = %id, %method, %route, status, ms = secs * 1000.0, "request");
+    }
+    Ok(res)
+}
+
+/// Every error leaves in its surface's documented format: ApiErrors are re-rendered for
+/// the Auth/Storage surfaces, and actix's own errors (bad JSON, payload too large, bad path
+/// parameters) become ApiErrors first.
+fn rerender_error(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let Some(err) = res.response().error() else {
+        return res;
+    };
+    let surface = Surface::for_request(res.request());
+    let api = match err.as_error::<ApiError>() {
+        Some(_) if surface == Surface::Rest => return res,
+        Some(api) => api.clone(),
+        None => {
+            let status = res.status();
+            let msg = err.to_string();
+            if status == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, msg)
+            } else if status.is_client_error() {
+                let mut e = ApiError::new(ErrorCode::BadRequest, msg);
+                e.status = status;
+                e
+            } else {
+                ApiError::internal(msg)
+            }
+        }
+    };
+    let resp = api.render(surface);
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, resp)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("No route for {} {}", req.method(), req.path()),
+    ))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
+fn cors(cfg: &Config) -> Cors {
+    let c = &cfg.server.cors;
+    let mut cors = Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_any_header()
+        .max_age(c.max_age_secs as usize);
+    if c.allowed_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for o in &c.allowed_origins {
+            cors = cors.allowed_origin(o);
+        }
+    }
+    if c.allow_credentials {
+        cors = cors.supports_credentials();
+    }
+    cors
+}
+
+/// Mounts the whole app on an actix `App`.
+pub fn configure_app(
+    state: web::Data<AppState>,
+    reg: Arc<Registry>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.config.server.body_limit_bytes as usize;
+        cfg.app_data(state.clone())
+            .app_data(web::PayloadConfig::new(limit))
+            .app_data(web::JsonConfig::default().limit(limit));
+        reg.mount(cfg, method_not_allowed);
+    }
+}
+
+/// Starts the HTTP server on the configured address (port 0 picks one). Signals are left to
+/// the caller, which stops the server gracefully and then the managed database.
+pub fn start_http(
+    state: AppState,
+) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
+    let reg = Arc::new(registry());
+    let cfg = state.config.clone();
+    let data = web::Data::new(state);
+    let mount = configure_app(data, reg);
+    let app_cfg = cfg.clone();
+    let mut server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .configure(mount.clone())
+            .default_service(web::to(not_found))
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "strict-origin-when-cross-origin")),
+            )
+            .wrap(cors(&app_cfg))
+            .wrap(from_fn(observe))
+    })
+    .disable_signals()
+    .shutdown_timeout(cfg.server.shutdown_timeout_secs);
+    if cfg.server.workers > 0 {
+        server = server.workers(cfg.server.workers as usize);
+    }
+    let server = server.bind((cfg.server.host.as_str(), cfg.server.port as u16))?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}

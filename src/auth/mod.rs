@@ -1,0 +1,141 @@
+//! Identity: who is calling. Today: JWT verification (`jwt`) and the `AuthContext` extractor
+//! every handler uses. The GoTrue-compatible service (/auth/v1), `fbk_` API keys and session
+//! checks arrive with the Auth issue behind these same types.
+//!
+//! Must not: run SQL for REST/Storage/Realtime requests (they trust a token until `exp`, as
+//! Supabase does), or accept a role outside the configured allow-list.
+
+pub mod jwt;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use jwt::{Claims, JwtError, JwtKeys, ANON_ROLE, SERVICE_ROLE};
+use serde_json::Value;
+use std::future::{ready, Ready};
+
+/// The caller's identity for one request: the Postgres role to switch to and the claims that
+/// `auth.uid()`, `auth.role()` and `auth.jwt()` read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthContext {
+    /// Postgres role (`anon`, `authenticated`, `service_role`, or an allowed extra role).
+    pub role: String,
+    /// JWT claims (`{"role":"anon"}` without a token).
+    pub claims: Claims,
+    /// Whether a token was presented at all.
+    pub has_token: bool,
+}
+
+impl AuthContext {
+    /// The identity of a request without credentials.
+    pub fn anon() -> Self {
+        let mut claims = Claims::new();
+        claims.insert("role".into(), Value::from(ANON_ROLE));
+        AuthContext {
+            role: ANON_ROLE.into(),
+            claims,
+            has_token: false,
+        }
+    }
+
+    /// Reads `Authorization: Bearer` (preferred, it carries the user's session) or else
+    /// `apikey`. No credentials → anon; bad credentials → 401.
+    pub fn from_headers(headers: &HeaderMap, keys: &JwtKeys) -> Result<Self, ApiError> {
+        let token = match headers.get(AUTHORIZATION) {
+            Some(v) => {
+                let v = v
+                    .to_str()
+                    .map_err(|_| ApiError::invalid_jwt("Authorization header is not valid text"))?;
+                let mut parts = v.splitn(2, ' ');
+                let scheme = parts.next().unwrap_or_default();
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(ApiError::invalid_jwt(
+                        "Authorization header must use the Bearer scheme",
+                    ));
+                }
+                Some(parts.next().unwrap_or_default().trim().to_string())
+            }
+            None => headers
+                .get("apikey")
+                .map(|v| v.to_str().unwrap_or_default().trim().to_string()),
+        };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(AuthContext::anon());
+        };
+        match keys.verify(&token) {
+            Ok((claims, role)) => Ok(AuthContext {
+                role,
+                claims,
+                has_token: true,
+            }),
+            Err(JwtError::RoleNotAllowed(r)) => Err(ApiError::new(
+                ErrorCode::RoleNotAllowed,
+                format!("JWT role {r:?} is not allowed"),
+            )
+            .with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")),
+            Err(e) => Err(ApiError::invalid_jwt(e.to_string())),
+        }
+    }
+
+    /// The service role bypasses RLS and may use admin routes.
+    pub fn is_service_role(&self) -> bool {
+        self.role == SERVICE_ROLE
+    }
+
+    /// Any role but anon (decides 401 vs 403 for permission errors, as PostgREST does).
+    pub fn is_authenticated(&self) -> bool {
+        self.role != ANON_ROLE
+    }
+
+    /// `sub` claim, when present.
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+}
+
+impl FromRequest for AuthContext {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(ctx) = req.extensions().get::<AuthContext>() {
+            return ready(Ok(ctx.clone()));
+        }
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::internal("AppState missing").into()));
+        };
+        let res = AuthContext::from_headers(req.headers(), &state.jwt);
+        if let Ok(ctx) = &res {
+            req.extensions_mut().insert(ctx.clone());
+        }
+        ready(res.map_err(Into::into))
+    }
+}
+
+/// An `AuthContext` that is the service_role; admin routes take this, so they cannot run
+/// without it.
+#[derive(Debug, Clone)]
+pub struct ServiceRole(pub AuthContext);
+
+impl FromRequest for ServiceRole {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let ctx = match AuthContext::from_request(req, payload).into_inner() {
+            Ok(c) => c,
+            Err(e) => return ready(Err(e)),
+        };
+        if ctx.is_service_role() {
+            ready(Ok(ServiceRole(ctx)))
+        } else {
+            ready(Err(ApiError::new(
+                ErrorCode::ServiceRoleRequired,
+                "This route needs the service_role key",
+            )
+            .into()))
+        }
+    }
+}

@@ -1,0 +1,1019 @@
+//! Typed configuration: defaults < `fluxbase.yaml` < environment < CLI flags.
+//!
+//! Owns loading, merging and validating the configuration. It must not start anything or
+//! touch the network: `fluxbase config check` runs exactly this code.
+//!
+//! Layers are merged as JSON trees before one typed deserialisation, so that every layer
+//! speaks the same key paths. Environment names are `FLUXBASE_` + the key path upper-cased
+//! with `__` between every level (`FLUXBASE_STORAGE__S3__ENDPOINT`); list values are
+//! comma-separated; `FLUXBASE_TEST_*` is reserved for the test harness and ignored.
+//! Validation collects every problem before failing, so an operator fixes them in one go.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "FLUXBASE_";
+/// Environment variables with this prefix belong to the test harness and are never config.
+pub const TEST_ENV_PREFIX: &str = "FLUXBASE_TEST_";
+/// File read when `--config` is not given and the file exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "fluxbase.yaml";
+
+/// A secret string: deserialises like a string, never shows in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl Serialize for Secret {
+    // Serialised form is only used to compute the default tree, where secrets are absent.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Database connection or the managed local Postgres.
+    pub database: DatabaseConfig,
+    /// Auth and JWT.
+    pub auth: AuthConfig,
+    /// The PostgREST-compatible REST engine.
+    pub rest: RestConfig,
+    /// Realtime websockets.
+    pub realtime: RealtimeConfig,
+    /// Object storage.
+    pub storage: StorageConfig,
+    /// Durable job queue.
+    pub jobs: JobsConfig,
+    /// Outgoing webhooks.
+    pub webhooks: WebhooksConfig,
+    /// Per-route-group rate limits.
+    pub rate_limits: RateLimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// `server.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (1-65535; 0 picks a free port, used by tests).
+    pub port: u64,
+    /// URL clients reach this server at; derived from host and port when empty.
+    pub public_url: String,
+    /// Directory for the managed Postgres, local storage and other state.
+    pub data_dir: String,
+    /// Largest accepted request body, bytes.
+    pub body_limit_bytes: u64,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Cross-origin resource sharing.
+    pub cors: CorsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            public_url: String::new(),
+            data_dir: "./fluxbase-data".into(),
+            body_limit_bytes: 10 * 1024 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 30,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// `server.cors.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins; `*` allows any (the permissive development default).
+    pub allowed_origins: Vec<String>,
+    /// Whether browsers may send credentials (cookies); never combined with `*`.
+    pub allow_credentials: bool,
+    /// Seconds browsers may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".into()],
+            allow_credentials: false,
+            max_age_secs: 3600,
+        }
+    }
+}
+
+/// `database.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://` URL; when empty Fluxbase runs its own managed Postgres in the data dir.
+    pub url: Option<Secret>,
+    /// Connections in the pool.
+    pub pool_size: u64,
+    /// Seconds to wait for a pooled connection (or to open a new one) before answering 503.
+    pub acquire_timeout_secs: u64,
+    /// Seconds `serve` keeps retrying an unreachable database at start before giving up.
+    pub startup_retry_secs: u64,
+    /// The managed local Postgres (used when `url` is empty).
+    pub managed: ManagedPgConfig,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            pool_size: 16,
+            acquire_timeout_secs: 3,
+            startup_retry_secs: 30,
+            managed: ManagedPgConfig::default(),
+        }
+    }
+}
+
+/// `database.managed.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagedPgConfig {
+    /// Also listen on TCP (`tcp_host`:`port`); by default only a unix socket is opened.
+    pub listen_tcp: bool,
+    /// TCP address when `listen_tcp` is on.
+    pub tcp_host: String,
+    /// Port (names the unix socket file, and the TCP port when `listen_tcp` is on).
+    pub port: u64,
+    /// Directory of the Postgres binaries; found automatically when empty.
+    pub bin_dir: String,
+    /// fsync in the managed cluster (turn off only for throwaway data).
+    pub fsync: bool,
+}
+
+impl Default for ManagedPgConfig {
+    fn default() -> Self {
+        ManagedPgConfig {
+            listen_tcp: false,
+            tcp_host: "127.0.0.1".into(),
+            port: 5432,
+            bin_dir: String::new(),
+            fsync: true,
+        }
+    }
+}
+
+/// `auth.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for all JWTs; generated and stored in the database when empty.
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of access tokens, seconds.
+    pub jwt_expiry_secs: u64,
+    /// Clock skew tolerated when checking `exp`/`nbf`, seconds.
+    pub jwt_leeway_secs: u64,
+    /// Roles a JWT may name besides `anon`, `authenticated` and `service_role`.
+    pub extra_roles: Vec<String>,
+    /// Where auth emails and redirects point by default.
+    pub site_url: String,
+    /// Allow new sign-ups.
+    pub enable_signup: bool,
+    /// Confirm emails automatically (no confirmation mail).
+    pub mailer_autoconfirm: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_expiry_secs: 3600,
+            jwt_leeway_secs: 30,
+            extra_roles: Vec::new(),
+            site_url: "http://localhost:3000".into(),
+            enable_signup: true,
+            mailer_autoconfirm: false,
+        }
+    }
+}
+
+/// `rest.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestConfig {
+    /// Schemas exposed over REST.
+    pub schemas: Vec<String>,
+    /// Hard cap on rows a read returns; 0 = no cap.
+    pub max_rows: u64,
+    /// Allow aggregate functions in `select`.
+    pub aggregates: bool,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            schemas: vec!["public".into()],
+            max_rows: 0,
+            aggregates: true,
+        }
+    }
+}
+
+/// `realtime.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Serve realtime websockets.
+    pub enabled: bool,
+    /// Most concurrent websocket connections per instance.
+    pub max_connections: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            enabled: true,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `storage.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Serve the storage API.
+    pub enabled: bool,
+    /// `local` (files under `local_path`) or `s3`.
+    pub backend: String,
+    /// Directory for the local backend; `<data_dir>/storage` when empty.
+    pub local_path: String,
+    /// Largest object, bytes.
+    pub file_size_limit_bytes: u64,
+    /// The S3-compatible backend.
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            backend: "local".into(),
+            local_path: String::new(),
+            file_size_limit_bytes: 50 * 1024 * 1024,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// `storage.s3.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket holding every object.
+    pub bucket: String,
+    /// Endpoint URL (empty = AWS).
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Path-style addressing (most self-hosted S3 servers need it).
+    pub force_path_style: bool,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            force_path_style: true,
+            access_key_id: String::new(),
+            secret_access_key: None,
+        }
+    }
+}
+
+/// `jobs.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Run job workers inside `serve`.
+    pub enabled: bool,
+    /// Concurrent jobs per instance.
+    pub concurrency: u64,
+    /// Milliseconds between polls when no NOTIFY arrives.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            enabled: true,
+            concurrency: 4,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `webhooks.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Deliver webhooks.
+    pub enabled: bool,
+    /// Seconds a delivery may take.
+    pub timeout_secs: u64,
+    /// Private/loopback address ranges outbound calls may reach (CIDR); empty refuses all.
+    pub allow_private_networks: Vec<String>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            enabled: true,
+            timeout_secs: 10,
+            allow_private_networks: Vec::new(),
+        }
+    }
+}
+
+/// `rate_limits.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Enforce rate limits.
+    pub enabled: bool,
+    /// Requests per minute per IP on `/auth/v1` routes.
+    pub auth_per_minute: u64,
+    /// Requests per minute per API key or user on REST.
+    pub rest_per_minute: u64,
+    /// Requests per minute per API key or user on Storage.
+    pub storage_per_minute: u64,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            enabled: true,
+            auth_per_minute: 360,
+            rest_per_minute: 0,
+            storage_per_minute: 0,
+        }
+    }
+}
+
+/// `log.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// `auto` (pretty on a terminal, JSON otherwise), `pretty` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "auto".into(),
+        }
+    }
+}
+
+/// `metrics.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `/metrics`.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    /// `--host`
+    pub host: Option<String>,
+    /// `--port`
+    pub port: Option<u16>,
+    /// `--data-dir`
+    pub data_dir: Option<String>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+}
+
+/// The result of loading: the config plus warnings that do not stop start-up.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Unknown keys and similar notes, to be logged.
+    pub warnings: Vec<String>,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Everything wrong with a configuration, listed together.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the configuration from the process environment.
+pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Loaded, ConfigErrors> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_from(file, &env, cli)
+}
+
+/// Loads with an explicit environment (tests pass their own).
+pub fn load_from(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<Loaded, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let defaults = default_tree();
+
+    let (path, explicit) = match file {
+        Some(p) => (Some(p.to_path_buf()), true),
+        None => {
+            let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+            (p.exists().then_some(p), false)
+        }
+    };
+    let mut tree = Value::Object(Map::new());
+    if let Some(p) = &path {
+        match std::fs::read_to_string(p) {
+            Ok(text) => match parse_yaml(&text) {
+                Ok(v) => tree = v,
+                Err(e) => problems.push(format!("{}: {e}", p.display())),
+            },
+            Err(e) if explicit || e.kind() != std::io::ErrorKind::NotFound => {
+                problems.push(format!("cannot read {}: {e}", p.display()))
+            }
+            Err(_) => {}
+        }
+    }
+
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name.starts_with(TEST_ENV_PREFIX) || rest.is_empty() {
+            continue;
+        }
+        let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        match lookup(&defaults, &segs) {
+            Some(def) => set_path(&mut tree, &segs, env_value(def, raw)),
+            // FLUXBASE_CONFIG and similar process-level names are not keys.
+            None if segs.len() == 1 && segs[0] == "config" => {}
+            None => warnings.push(format!("unknown environment variable {name} (ignored)")),
+        }
+    }
+
+    let mut set = |segs: &[&str], v: Value| {
+        let segs: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+        set_path(&mut tree, &segs, v);
+    };
+    if let Some(h) = &cli.host {
+        set(&["server", "host"], Value::String(h.clone()));
+    }
+    if let Some(p) = cli.port {
+        set(&["server", "port"], Value::from(p));
+    }
+    if let Some(d) = &cli.data_dir {
+        set(&["server", "data_dir"], Value::String(d.clone()));
+    }
+    if let Some(u) = &cli.database_url {
+        set(&["database", "url"], Value::String(u.clone()));
+    }
+
+    // Unknown keys are reported as warnings and dropped, so one typo never stops start-up.
+    let mut unknown = Vec::new();
+    prune_unknown(&mut tree, &defaults, &mut Vec::new(), &mut unknown);
+    for k in unknown {
+        warnings.push(format!("unknown config key `{k}` (ignored)"));
+    }
+    check_types(&tree, &defaults, &mut Vec::new(), &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
+    }
+    let config: Config = match serde_json::from_value(tree) {
+        Ok(c) => c,
+        Err(e) => return Err(ConfigErrors(vec![e.to_string()])),
+    };
+    problems.extend(config.validate());
+    if problems.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings,
+            file: path,
+        })
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn parse_yaml(text: &str) -> Result<Value, String> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let v: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    match v {
+        Value::Null => Ok(Value::Object(Map::new())),
+        Value::Object(_) => Ok(v),
+        _ => Err("the top level must be a mapping of sections".into()),
+    }
+}
+
+/// The defaults as a JSON tree; secrets and optional values appear as `null`.
+pub fn default_tree() -> Value {
+    // Serialising plain structs of strings, numbers, bools and lists cannot fail.
+    serde_json::to_value(Config::default()).unwrap_or(Value::Null)
+}
+
+/// Every leaf key path of the configuration with its env name, in declaration order.
+pub fn key_paths() -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push((
+                path.join("."),
+                format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase()),
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    walk(&default_tree(), &mut Vec::new(), &mut out);
+    out
+}
+
+fn lookup<'a>(tree: &'a Value, segs: &[String]) -> Option<&'a Value> {
+    let mut cur = tree;
+    for s in segs {
+        cur = cur.as_object()?.get(s)?;
+    }
+    // Only leaves are settable from the environment.
+    (!cur.is_object()).then_some(cur)
+}
+
+fn set_path(tree: &mut Value, segs: &[String], v: Value) {
+    let mut cur = tree;
+    for (i, s) in segs.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(m) = cur else { return };
+        if i + 1 == segs.len() {
+            m.insert(s.clone(), v);
+            return;
+        }
+        cur = m
+            .entry(s.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Converts an env string to the JSON type the default has, so the type check sees a
+/// number where a number belongs (and reports the key when the text is not one).
+fn env_value(default: &Value, raw: &str) -> Value {
+    match default {
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        Value::Bool(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" => Value::Bool(false),
+            _ => Value::String(raw.to_string()),
+        },
+        Value::Number(_) => raw
+            .trim()
+            .parse::<u64>()
+            .map(Value::from)
+            .or_else(|_| raw.trim().parse::<i64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(raw.to_string())),
+        _ => Value::String(raw.to_string()),
+    }
+}
+
+fn prune_unknown(
+    tree: &mut Value,
+    defaults: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<String>,
+) {
+    let (Value::Object(m), Value::Object(d)) = (tree, defaults) else {
+        return;
+    };
+    let keys: Vec<String> = m.keys().cloned().collect();
+    for k in keys {
+        path.push(k.clone());
+        match d.get(&k) {
+            None => {
+                out.push(path.join("."));
+                m.remove(&k);
+            }
+            Some(dv) if dv.is_object() => {
+                if let Some(child) = m.get_mut(&k) {
+                    prune_unknown(child, dv, path, out);
+                }
+            }
+            Some(_) => {}
+        }
+        path.pop();
+    }
+}
+
+fn check_types(tree: &Value, defaults: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
+    let key = path.join(".");
+    match (tree, defaults) {
+        (Value::Object(m), Value::Object(d)) => {
+            for (k, v) in m {
+                if let Some(dv) = d.get(k) {
+                    path.push(k.clone());
+                    check_types(v, dv, path, out);
+                    path.pop();
+                }
+            }
+        }
+        (v, Value::Object(_)) => out.push(format!("`{key}` must be a mapping, got {}", kind(v))),
+        // A null in the file means "use the default".
+        (Value::Null, _) => {}
+        (Value::Bool(_), Value::Bool(_)) => {}
+        (v, Value::Bool(_)) => out.push(format!("`{key}` must be true or false, got {}", show(v))),
+        (Value::Number(n), Value::Number(_)) if n.is_u64() => {}
+        (v, Value::Number(_)) => out.push(format!(
+            "`{key}` must be a non-negative integer, got {}",
+            show(v)
+        )),
+        (Value::Array(items), Value::Array(_)) => {
+            if items.iter().any(|i| !i.is_string()) {
+                out.push(format!("`{key}` must be a list of strings"));
+            }
+        }
+        (v, Value::Array(_)) => out.push(format!("`{key}` must be a list, got {}", show(v))),
+        (Value::String(_), _) => {}
+        (v, _) => out.push(format!("`{key}` must be a string, got {}", show(v))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) | Value::Object(_) => kind(v).to_string(),
+        other => other.to_string(),
+    }
+}
+
+const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+const LOG_FORMATS: [&str; 3] = ["auto", "pretty", "json"];
+const STORAGE_BACKENDS: [&str; 2] = ["local", "s3"];
+
+impl Config {
+    /// Semantic checks; every problem is returned, none stops the others.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.server.port > 65535 {
+            p.push(format!(
+                "`server.port` must be between 0 and 65535, got {}",
+                self.server.port
+            ));
+        }
+        if self.server.host.trim().is_empty() {
+            p.push("`server.host` must not be empty".into());
+        }
+        if !self.server.public_url.is_empty()
+            && !(self.server.public_url.starts_with("http://")
+                || self.server.public_url.starts_with("https://"))
+        {
+            p.push("`server.public_url` must start with http:// or https://".into());
+        }
+        if self.server.body_limit_bytes == 0 {
+            p.push("`server.body_limit_bytes` must be positive".into());
+        }
+        if self.server.cors.allow_credentials
+            && self.server.cors.allowed_origins.iter().any(|o| o == "*")
+        {
+            p.push("`server.cors.allow_credentials` cannot be combined with the `*` origin".into());
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose();
+            if !u.is_empty() && !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                p.push("`database.url` must start with postgres:// or postgresql://".into());
+            }
+        }
+        if self.database.pool_size == 0 || self.database.pool_size > 1000 {
+            p.push(format!(
+                "`database.pool_size` must be between 1 and 1000, got {}",
+                self.database.pool_size
+            ));
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            p.push("`database.acquire_timeout_secs` must be positive".into());
+        }
+        if self.database.managed.port == 0 || self.database.managed.port > 65535 {
+            p.push(format!(
+                "`database.managed.port` must be between 1 and 65535, got {}",
+                self.database.managed.port
+            ));
+        }
+        if let Some(s) = &self.auth.jwt_secret {
+            if !s.expose().is_empty() && s.expose().len() < 32 {
+                p.push("`auth.jwt_secret` must be at least 32 characters".into());
+            }
+        }
+        if self.auth.jwt_expiry_secs == 0 {
+            p.push("`auth.jwt_expiry_secs` must be positive".into());
+        }
+        for r in &self.auth.extra_roles {
+            if !valid_role_name(r) {
+                p.push(format!(
+                    "`auth.extra_roles`: `{r}` is not a valid role name"
+                ));
+            }
+        }
+        if self.rest.schemas.is_empty() {
+            p.push("`rest.schemas` must name at least one schema".into());
+        }
+        if !LOG_LEVELS.contains(&self.log.level.to_ascii_lowercase().as_str()) {
+            p.push(format!(
+                "`log.level` must be one of {}, got {:?}",
+                LOG_LEVELS.join(", "),
+                self.log.level
+            ));
+        }
+        if !LOG_FORMATS.contains(&self.log.format.as_str()) {
+            p.push(format!(
+                "`log.format` must be one of {}, got {:?}",
+                LOG_FORMATS.join(", "),
+                self.log.format
+            ));
+        }
+        if !STORAGE_BACKENDS.contains(&self.storage.backend.as_str()) {
+            p.push(format!(
+                "`storage.backend` must be one of {}, got {:?}",
+                STORAGE_BACKENDS.join(", "),
+                self.storage.backend
+            ));
+        }
+        if self.storage.backend == "s3" && self.storage.s3.bucket.is_empty() {
+            p.push("`storage.s3.bucket` is required when `storage.backend` is s3".into());
+        }
+        if self.jobs.concurrency == 0 {
+            p.push("`jobs.concurrency` must be positive".into());
+        }
+        p
+    }
+
+    /// The database URL when one is configured (empty strings count as none).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database
+            .url
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The data directory as a path.
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.server.data_dir)
+    }
+
+    /// Roles a JWT may select.
+    pub fn allowed_roles(&self) -> Vec<String> {
+        let mut r: Vec<String> = ["anon", "authenticated", "service_role"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        r.extend(self.auth.extra_roles.iter().cloned());
+        r
+    }
+}
+
+fn valid_role_name(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 63
+        && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !r.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn load_yaml(yaml: &str, e: &[(&str, &str)]) -> Result<Loaded, ConfigErrors> {
+        let dir = std::env::temp_dir().join(format!("fbcfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("fluxbase.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let r = load_from(Some(&f), &env(e), &CliOverrides::default());
+        std::fs::remove_dir_all(&dir).ok();
+        r
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_empty());
+        let l = load_from(None, &[], &CliOverrides::default());
+        // Working directory may hold the shipped fluxbase.yaml, which equals the defaults.
+        assert_eq!(l.unwrap().config, Config::default());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let cli = CliOverrides {
+            port: Some(9000),
+            ..Default::default()
+        };
+        let dir = std::env::temp_dir().join(format!("fbcfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "server:\n  port: 7000\n  host: 0.0.0.0\nlog:\n  level: debug\n",
+        )
+        .unwrap();
+        let l = load_from(
+            Some(&f),
+            &env(&[
+                ("FLUXBASE_SERVER__PORT", "7500"),
+                ("FLUXBASE_LOG__LEVEL", "warn"),
+                ("FLUXBASE_REST__SCHEMAS", "public, api"),
+                ("FLUXBASE_STORAGE__S3__ENDPOINT", "http://s3.local"),
+                ("FLUXBASE_TEST_DATABASE_URL", "ignored"),
+                ("FLUXBASE_DATABASE__MANAGED__LISTEN_TCP", "true"),
+            ]),
+            &cli,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(l.config.server.port, 9000, "CLI beats env and file");
+        assert_eq!(l.config.server.host, "0.0.0.0", "file beats default");
+        assert_eq!(l.config.log.level, "warn", "env beats file");
+        assert_eq!(l.config.rest.schemas, vec!["public", "api"]);
+        assert_eq!(l.config.storage.s3.endpoint, "http://s3.local");
+        assert!(l.config.database.managed.listen_tcp);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let e = load_yaml(
+            "server:\n  port: 70000\n  workers: many\nlog:\n  level: loud\ndatabase:\n  pool_size: -1\n",
+            &[("FLUXBASE_JOBS__CONCURRENCY", "lots")],
+        )
+        .unwrap_err();
+        let all = e.0.join("\n");
+        assert!(all.contains("server.workers"), "{all}");
+        assert!(all.contains("database.pool_size"), "{all}");
+        assert!(all.contains("jobs.concurrency"), "{all}");
+        assert_eq!(e.0.len(), 3, "type problems first: {all}");
+
+        let e = load_yaml(
+            "server:\n  port: 70000\nlog:\n  level: loud\n  format: xml\n",
+            &[],
+        )
+        .unwrap_err();
+        let all = e.0.join("\n");
+        assert!(all.contains("server.port"), "{all}");
+        assert!(all.contains("log.level"), "{all}");
+        assert!(all.contains("log.format"), "{all}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let l = load_yaml(
+            "server:\n  prot: 1\nsurprise: {}\n",
+            &[("FLUXBASE_NOPE__X", "1")],
+        )
+        .unwrap();
+        let w = l.warnings.join("\n");
+        assert!(w.contains("server.prot"), "{w}");
+        assert!(w.contains("surprise"), "{w}");
+        assert!(w.contains("FLUXBASE_NOPE__X"), "{w}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let l = load_yaml(
+            "database:\n  url: postgres://u:hunter2@h/db\nauth:\n  jwt_secret: averyveryverylongsecretthatislongenough\n",
+            &[],
+        )
+        .unwrap();
+        let dbg = format!("{:?}", l.config);
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!dbg.contains("averyvery"), "{dbg}");
+        assert_eq!(l.config.database_url(), Some("postgres://u:hunter2@h/db"));
+    }
+
+    #[test]
+    fn shipped_example_lists_every_key_with_its_default() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("fluxbase.yaml")).unwrap();
+        let docs = std::fs::read_to_string(root.join("docs/config.md")).unwrap();
+        let l = load_from(
+            Some(&root.join("fluxbase.yaml")),
+            &[],
+            &CliOverrides::default(),
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(
+            l.config,
+            Config::default(),
+            "fluxbase.yaml must show the defaults"
+        );
+        for (key, envname) in key_paths() {
+            assert!(text.contains(&envname), "fluxbase.yaml lacks {envname}");
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "docs/config.md lacks `{key}`"
+            );
+            assert!(docs.contains(&envname), "docs/config.md lacks {envname}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The request transaction: every API request that touches user data runs in one
+//! transaction that first switches to the caller's role and publishes the claims.
+//!
+//! `BEGIN`, the role/claims statement and the first query are pipelined: one round trip.
+//! The role is set by its own statement because `set_config('role', …)` inside the query
+//! itself would not change the permissions that query runs with.
+
+use crate::auth::AuthContext;
+use crate::error::ApiError;
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+const SETUP_SQL: &str =
+    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+     set_config('request.method', $3, true), set_config('request.path', $4, true), \
+     set_config('request.headers', $5, true)";
+
+/// Request facts published to SQL (`current_setting('request.method')` …), as PostgREST does.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Request headers as a JSON object (lower-case names).
+    pub headers_json: String,
+}
+
+impl RequestInfo {
+    /// Facts from an actix request; header values that are not text are skipped.
+    pub fn from_request(req: &actix_web::HttpRequest) -> Self {
+        let mut headers = serde_json::Map::new();
+        for (k, v) in req.headers() {
+            if let Ok(v) = v.to_str() {
+                headers.insert(k.as_str().to_string(), serde_json::Value::from(v));
+            }
+        }
+        RequestInfo {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            headers_json: serde_json::Value::Object(headers).to_string(),
+        }
+    }
+}
+
+/// An open request transaction. Commit or roll back explicitly; if dropped open (a panic or
+/// a cancelled request), the connection is discarded instead of returned to the pool, so
+/// the server rolls the transaction back.
+pub struct RequestTx {
+    client: Option<Object>,
+    authenticated: bool,
+}
+
+impl RequestTx {
+    /// Begins the transaction as `ctx` and runs `sql` in the same round trip.
+    pub async fn begin_with(
+        pool: &Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        read_only: bool,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(RequestTx, Vec<Row>), ApiError> {
+        let authenticated = ctx.is_authenticated();
+        let client = pool.get().await?;
+        let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
+        let begin = client
+            .prepare_cached(if read_only {
+                "BEGIN READ ONLY"
+            } else {
+                "BEGIN"
+            })
+            .await
+            .map_err(dberr)?;
+        let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
+        let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
+        let claims = serde_json::Value::Object(ctx.claims.clone()).to_string();
+        let setup_params: [&(dyn ToSql + Sync); 5] = [
+            &ctx.role,
+            &claims,
+            &info.method,
+            &info.path,
+            &info.headers_json,
+        ];
+        // Polled together, tokio-postgres writes all three before reading: one round trip.
+        let (b, s, q) = tokio::join!(
+            client.execute(&begin, &[]),
+            client.execute(&setup, &setup_params),
+            client.query(&stmt, params)
+        );
+        let mut tx = RequestTx {
+            client: Some(client),
+            authenticated,
+        };
+        if let Err(e) = b.and(s) {
+            tx.abort().await;
+            return Err(dberr(e));
+        }
+        match q {
+            Ok(rows) => Ok((tx, rows)),
+            Err(e) => {
+                tx.abort().await;
+                Err(dberr(e))
+            }
+        }
+    }
+
+    /// Another statement in the same transaction.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ApiError> {
+        let client = self.client()?;
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| ApiError::from_db(&e, self.authenticated))?;
+        client
+            .query(&stmt, params)
+            .await
+            .map_err(|e| ApiError::from_db(&e, self.authenticated))
+    }
+
+    /// Commits.
+    pub async fn commit(mut self) -> Result<(), ApiError> {
+        let r = self.client()?.batch_execute("COMMIT").await;
+        self.finish(r)
+    }
+
+    /// Rolls back (`Prefer: tx=rollback`, or after an error).
+    pub async fn rollback(mut self) -> Result<(), ApiError> {
+        let r = self.client()?.batch_execute("ROLLBACK").await;
+        self.finish(r)
+    }
+
+    fn client(&self) -> Result<&Object, ApiError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("request transaction already finished"))
+    }
+
+    fn finish(&mut self, r: Result<(), tokio_postgres::Error>) -> Result<(), ApiError> {
+        match r {
+            Ok(()) => {
+                // Back to the pool, clean.
+                self.client.take();
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(c) = self.client.take() {
+                    drop(Object::take(c));
+                }
+                Err(ApiError::from_db(&e, self.authenticated))
+            }
+        }
+    }
+
+    async fn abort(&mut self) {
+        let r = match &self.client {
+            Some(c) => c.batch_execute("ROLLBACK").await,
+            None => return,
+        };
+        let _ = self.finish(r);
+    }
+}
+
+impl Drop for RequestTx {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            // Still inside a transaction: never hand it to the next request.
+            drop(Object::take(c));
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! `ApiError`: the one table of error codes, the SQLSTATE → HTTP mapping, and one renderer per
+//! surface (PostgREST for REST and every `/api/v1` route, GoTrue for `/auth/v1`, Storage for
+//! `/storage/v1`).
+//!
+//! Handlers return `ApiError`; they never choose a body shape. `ResponseError` renders the
+//! PostgREST shape, and the `render_errors` middleware in `app.rs` re-renders for the Auth and
+//! Storage surfaces, because only it sees the request path and headers. Responses are opaque:
+//! an internal cause is logged with the request id, never sent.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use std::fmt;
+
+/// Every error Fluxbase itself raises. Codes are stable and never reused
+/// (`docs/error-codes.md` lists them; a test keeps the two in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// FB000: an unexpected server-side failure (details only in the log).
+    Internal,
+    /// FB001: no route matches the path.
+    RouteNotFound,
+    /// FB002: the path exists but not for this method.
+    MethodNotAllowed,
+    /// FB003: the request body is over `server.body_limit_bytes`.
+    PayloadTooLarge,
+    /// FB004: the request body or parameters are malformed.
+    BadRequest,
+    /// FB005: a resource named in the path does not exist.
+    NotFound,
+    /// FB006: too many requests (rate limit).
+    RateLimited,
+    /// FB100: the database cannot be reached.
+    DatabaseUnavailable,
+    /// FB101: the database is reachable but migrations are not applied.
+    NotMigrated,
+    /// PGRST301: the JWT is malformed, badly signed or expired.
+    InvalidJwt,
+    /// FB201: the JWT names a role that is not allowed.
+    RoleNotAllowed,
+    /// FB202: the route needs the service_role.
+    ServiceRoleRequired,
+}
+
+/// One row of the code table.
+pub struct CodeInfo {
+    /// The `code` field of PostgREST-shaped bodies.
+    pub code: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// GoTrue's `error_code` for the same condition.
+    pub gotrue: &'static str,
+    /// Storage's `error` name for the same condition.
+    pub storage: &'static str,
+    /// What it means (documentation).
+    pub meaning: &'static str,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Internal,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::RateLimited,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::NotMigrated,
+        ErrorCode::InvalidJwt,
+        ErrorCode::RoleNotAllowed,
+        ErrorCode::ServiceRoleRequired,
+    ];
+
+    /// The table row.
+    pub fn info(self) -> CodeInfo {
+        use ErrorCode::*;
+        let (code, status, gotrue, storage, meaning) = match self {
+            Internal => (
+                "FB000",
+                500,
+                "unexpected_failure",
+                "InternalError",
+                "unexpected server-side failure; the cause is logged with the request id",
+            ),
+            RouteNotFound => (
+                "FB001",
+                404,
+                "not_found",
+                "NotFound",
+                "no route matches the request path",
+            ),
+            MethodNotAllowed => (
+                "FB002",
+                405,
+                "method_not_allowed",
+                "MethodNotAllowed",
+                "the path exists but not for this HTTP method",
+            ),
+            PayloadTooLarge => (
+                "FB003",
+                413,
+                "request_too_large",
+                "EntityTooLarge",
+                "request body larger than server.body_limit_bytes",
+            ),
+            BadRequest => (
+                "FB004",
+                400,
+                "validation_failed",
+                "InvalidRequest",
+                "malformed body, header or parameter",
+            ),
+            NotFound => (
+                "FB005",
+                404,
+                "not_found",
+                "NotFound",
+                "the resource named in the path does not exist",
+            ),
+            RateLimited => (
+                "FB006",
+                429,
+                "over_request_rate_limit",
+                "SlowDown",
+                "rate limit exceeded; see Retry-After",
+            ),
+            DatabaseUnavailable => (
+                "FB100",
+                503,
+                "unexpected_failure",
+                "DatabaseTimeout",
+                "the database cannot be reached; retry later",
+            ),
+            NotMigrated => (
+                "FB101",
+                503,
+                "unexpected_failure",
+                "DatabaseError",
+                "the database schema is not migrated yet",
+            ),
+            InvalidJwt => (
+                "PGRST301",
+                401,
+                "bad_jwt",
+                "InvalidJWT",
+                "JWT malformed, wrongly signed, or expired",
+            ),
+            RoleNotAllowed => (
+                "FB201",
+                401,
+                "bad_jwt",
+                "InvalidJWT",
+                "the JWT's role claim names a role that is not allowed",
+            ),
+            ServiceRoleRequired => (
+                "FB202",
+                403,
+                "no_authorization",
+                "AccessDenied",
+                "the route needs the service_role key",
+            ),
+        };
+        CodeInfo {
+            code,
+            status,
+            gotrue,
+            storage,
+            meaning,
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// PostgREST-style code: one of ours, a PGRST code, or a SQLSTATE.
+    pub code: String,
+    /// GoTrue `error_code`.
+    pub gotrue_code: &'static str,
+    /// Storage `error`.
+    pub storage_error: &'static str,
+    /// Human message.
+    pub message: String,
+    /// PostgREST `details`.
+    pub details: Option<String>,
+    /// PostgREST `hint`.
+    pub hint: Option<String>,
+    /// Extra response headers (e.g. `WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    /// An error from the code table with a specific message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let i = code.info();
+        ApiError {
+            status: StatusCode::from_u16(i.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: i.code.to_string(),
+            gotrue_code: i.gotrue,
+            storage_error: i.storage,
+            message: message.into(),
+            details: None,
+            hint: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// An internal failure: `cause` is logged, the client sees a generic message.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(ErrorCode::Internal, "Internal server error")
+    }
+
+    /// Adds `details`.
+    pub fn with_details(mut self, d: impl Into<String>) -> Self {
+        self.details = Some(d.into());
+        self
+    }
+
+    /// Adds `hint`.
+    pub fn with_hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A 401 for a bad token, with the `WWW-Authenticate` challenge PostgREST sends.
+    pub fn invalid_jwt(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let challenge = format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            message.replace('"', "'")
+        );
+        ApiError::new(ErrorCode::InvalidJwt, message).with_header("WWW-Authenticate", challenge)
+    }
+
+    /// Maps a database error: SQLSTATE errors keep their code, message, detail and hint
+    /// (PostgREST shows them, clients rely on them); connection failures become 503.
+    /// `authenticated` picks 403 over 401 for insufficient privilege, as PostgREST does.
+    pub fn from_db(e: &tokio_postgres::Error, authenticated: bool) -> Self {
+        let Some(db) = e.as_db_error() else {
+            tracing::warn!(error = %e, "database connection error");
+            return ApiError::new(ErrorCode::DatabaseUnavailable, "Database unavailable");
+        };
+        let code = db.code().code();
+        let status = status_for_sqlstate(code, authenticated);
+        if status >= 500 && !code.starts_with("PT") {
+            tracing::error!(sqlstate = code, error = %db, "database error");
+        }
+        let mut err = ApiError::new(ErrorCode::Internal, db.message());
+        err.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        err.code = code.to_string();
+        err.details = db.detail().map(str::to_string);
+        err.hint = db.hint().map(str::to_string);
+        err.gotrue_code = "unexpected_failure";
+        err.storage_error = "DatabaseError";
+        err
+    }
+
+    /// The PostgREST body `{code, details, hint, message}`.
+    pub fn postgrest_body(&self) -> Value {
+        json!({
+            "code": self.code,
+            "details": self.details,
+            "hint": self.hint,
+            "message": self.message,
+        })
+    }
+
+    fn base_response(&self) -> actix_web::HttpResponseBuilder {
+        let mut b = HttpResponse::build(self.status);
+        for (k, v) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                b.insert_header((*k, v));
+            }
+        }
+        b
+    }
+
+    /// Renders for a surface.
+    pub fn render(&self, surface: Surface) -> HttpResponse {
+        let mut b = self.base_response();
+        match surface {
+            Surface::Rest => b.json(self.postgrest_body()),
+            Surface::Auth { api_version } => match api_version {
+                Some(v) => {
+                    b.insert_header(("x-sb-error-code", self.gotrue_code));
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        b.insert_header((API_VERSION_HEADER, v));
+                    }
+                    b.json(json!({"code": self.gotrue_code, "message": self.message}))
+                }
+                None => b.json(json!({
+                    "code": self.status.as_u16(),
+                    "error_code": self.gotrue_code,
+                    "msg": self.message,
+                })),
+            },
+            Surface::Storage => b.json(json!({
+                "statusCode": self.status.as_u16().to_string(),
+                "code": self.storage_error,
+                "error": self.storage_error,
+                "message": self.message,
+            })),
+        }
+    }
+}
+
+/// GoTrue's API version header; auth-js always sends it.
+pub const API_VERSION_HEADER: &str = "X-Supabase-Api-Version";
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        self.render(Surface::Rest)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "cannot get a database connection");
+        ApiError::new(ErrorCode::DatabaseUnavailable, "Database unavailable")
+    }
+}
+
+/// Which body shape an error takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Surface {
+    /// PostgREST `{code, details, hint, message}`: REST and all `/api/v1` routes.
+    Rest,
+    /// GoTrue: new shape when the client sent an API version, else the legacy one.
+    Auth {
+        /// The `X-Supabase-Api-Version` the client sent.
+        api_version: Option<String>,
+    },
+    /// Supabase Storage `{statusCode, code, error, message}`.
+    Storage,
+}
+
+impl Surface {
+    /// The surface a request path belongs to.
+    pub fn for_path(path: &str, api_version: Option<&str>) -> Surface {
+        let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+        if under("/auth/v1") || under("/api/v1/auth") {
+            Surface::Auth {
+                api_version: api_version.map(str::to_string),
+            }
+        } else if under("/storage/v1") || under("/api/v1/storage") {
+            Surface::Storage
+        } else {
+            Surface::Rest
+        }
+    }
+
+    /// The surface of a request.
+    pub fn for_request(req: &actix_web::HttpRequest) -> Surface {
+        let v = req
+            .headers()
+            .get(API_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok());
+        Surface::for_path(req.path(), v)
+    }
+}
+
+/// PostgREST's SQLSTATE → HTTP status table.
+pub fn status_for_sqlstate(code: &str, authenticated: bool) -> u16 {
+    // PTxyz raises a custom status (PostgREST convention for RAISE ... USING ERRCODE = 'PT402').
+    if let Some(s) = code.strip_prefix("PT") {
+        if let Ok(n) = s.parse::<u16>() {
+            if (100..600).contains(&n) {
+                return n;
+            }
+        }
+    }
+    match code {
+        "23503" | "23505" => 409,
+        "25006" => 405,
+        "P0001" => 400,
+        "42883" | "42P01" => 404,
+        "42P17" => 500,
+        "42501" => {
+            if authenticated {
+                403
+            } else {
+                401
+            }
+        }
+        "53400" => 500,
+        _ => match &code[..code.len().min(2)] {
+            "08" | "53" => 503,
+            "0L" | "0P" | "28" => 403,
+            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
+            | "HV" | "P0" | "XX" => 500,
+            _ => 400,
+        },
+    }
+}
+
+/// Standard content type of every JSON error.
+pub fn is_json(resp: &HttpResponse) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table() {
+        for (code, auth, want) in [
+            ("23505", false, 409),
+            ("23503", true, 409),
+            ("42P01", false, 404),
+            ("42501", false, 401),
+            ("42501", true, 403),
+            ("08006", false, 503),
+            ("53300", false, 503),
+            ("P0001", false, 400),
+            ("PT418", false, 418),
+            ("22P02", false, 400),
+            ("XX000", false, 500),
+            ("28P01", false, 403),
+        ] {
+            assert_eq!(status_for_sqlstate(code, auth), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn surfaces_from_paths() {
+        assert_eq!(
+            Surface::for_path("/auth/v1/token", None),
+            Surface::Auth { api_version: None }
+        );
+        assert_eq!(
+            Surface::for_path("/api/v1/storage/bucket", None),
+            Surface::Storage
+        );
+        assert_eq!(Surface::for_path("/authx", None), Surface::Rest);
+        assert_eq!(Surface::for_path("/rest/v1/t", None), Surface::Rest);
+    }
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/error-codes.md"))
+                .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            let i = c.info();
+            assert!(seen.insert(i.code), "duplicate {}", i.code);
+            assert!(
+                docs.contains(&format!("`{}`", i.code)),
+                "docs/error-codes.md lacks {}",
+                i.code
+            );
+        }
+    }
+
+    #[test]
+    fn renderers() {
+        let e = ApiError::new(ErrorCode::NotFound, "no such thing");
+        let r = e.render(Surface::Storage);
+        assert_eq!(r.status(), 404);
+        let r = e.render(Surface::Auth {
+            api_version: Some("2024-01-01".into()),
+        });
+        assert_eq!(r.headers().get("x-sb-error-code").unwrap(), "not_found");
+        assert!(is_json(&r));
+    }
+}

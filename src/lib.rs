@@ -1,0 +1,15 @@
+//! Fluxbase: one binary that turns a PostgreSQL database into a complete backend.
+//! `../shared/ARCHITECTURE.md` and `docs/architecture.md` describe the layout.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod embedded_pg;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod routes;
+pub mod server;
+pub mod telemetry;

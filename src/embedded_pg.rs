@@ -625,7 +625,11 @@ mod tests {
         assert_eq!(socket_dir_for(short, 5432), short);
         let long = PathBuf::from(format!("/tmp/{}/pg", "a".repeat(120)));
         let d = socket_dir_for(&long, 5432);
-        assert!(d.starts_with("/tmp/fluxbase-"));
+        assert!(
+            d.to_string_lossy().starts_with("/tmp/fluxbase-"),
+            "{}",
+            d.display()
+        );
         assert_eq!(d, socket_dir_for(&long, 5432), "stable across starts");
     }
 

@@ -1,1 +1,7 @@
+//! The one integration test binary: the real app over HTTP against a real Postgres.
 
+mod support;
+
+mod cli;
+mod database;
+mod http;

@@ -1,0 +1,32 @@
+# Fluxbase developer targets. The README and .ci/run name these; keep them in step.
+
+CARGO ?= cargo
+
+.PHONY: run test lint fmt bench build
+
+## run: build and start the server on a managed local Postgres in ./fluxbase-data
+run:
+	$(CARGO) run --release --bin fluxbase -- serve
+
+## test: every test suite (what CI runs)
+test:
+	$(CARGO) test --workspace --locked
+# >>> Client suites (tier 3: npm supabase-js packages, our SDKs) are added here by later
+# >>> issues, one recipe line each, so `make test` stays the one command CI runs.
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## bench: benchmarks; raw output under bench/results/<date>/
+bench: build
+	bench/run.sh
+
+## build: the release binary (target/release/fluxbase)
+build:
+	$(CARGO) build --release --locked

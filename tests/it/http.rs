@@ -1,0 +1,276 @@
+//! The HTTP kernel: ops endpoints, errors per surface, request ids, limits, CORS, metrics,
+//! OpenAPI coverage, and AuthContext over HTTP.
+
+use crate::support::TestApp;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn health_and_ready() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/health").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let r = app.get("/ready").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404_per_surface() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/nope").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "FB001");
+    assert!(b.get("details").is_some() && b.get("hint").is_some(), "{b}");
+
+    let r = app
+        .get("/auth/v1/nope")
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-sb-error-code"], "not_found");
+    assert_eq!(r.headers()["x-supabase-api-version"], "2024-01-01");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        b,
+        json!({"code": "not_found", "message": "No route for GET /auth/v1/nope"})
+    );
+
+    let r = app.get("/auth/v1/nope").send().await.unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], 404);
+    assert_eq!(b["error_code"], "not_found");
+
+    let r = app.get("/storage/v1/nope").send().await.unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["statusCode"], "404");
+    assert_eq!(b["error"], "NotFound");
+
+    let r = app.http.post(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB002");
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .get("/health")
+        .header("X-Request-Id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r1 = app.get("/health").send().await.unwrap();
+    let r2 = app.get("/health").send().await.unwrap();
+    let (a, b) = (
+        r1.headers()["x-request-id"].clone(),
+        r2.headers()["x-request-id"].clone(),
+    );
+    assert!(uuid::Uuid::parse_str(a.to_str().unwrap()).is_ok());
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_json() {
+    let app = TestApp::spawn_with(|c| c.server.body_limit_bytes = 1024).await;
+    let r = app
+        .http
+        .post(app.url("/health"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB003");
+}
+
+#[tokio::test]
+async fn security_headers_and_cors() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .get("/health")
+        .header("Origin", "http://example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://example.test"
+    );
+    let r = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/admin/info"))
+        .header("Origin", "http://example.test")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "apikey, authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("access-control-allow-methods"));
+
+    let strict =
+        TestApp::spawn_with(|c| c.server.cors.allowed_origins = vec!["http://ok.test".into()])
+            .await;
+    let r = strict
+        .get("/health")
+        .header("Origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = strict
+        .get("/health")
+        .header("Origin", "http://ok.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://ok.test");
+}
+
+#[tokio::test]
+async fn metrics_label_routes_by_template() {
+    let app = TestApp::spawn().await;
+    app.get("/health").send().await.unwrap();
+    app.get("/definitely/not/here").send().await.unwrap();
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"fluxbase_http_requests_total{method="GET",route="/health",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="<unmatched>",status="404""#),
+        "{text}"
+    );
+    assert!(text.contains("fluxbase_db_pool_max 4"), "{text}");
+    assert!(
+        text.contains("fluxbase_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_mounted_route_is_in_openapi() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reg = fluxbase::app::registry();
+    assert!(!reg.routes().is_empty());
+    for r in reg.routes() {
+        let path = fluxbase::routes::openapi_path(r.path);
+        let op = &doc["paths"][&path][r.method.as_str().to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing from /openapi.json",
+            r.method,
+            r.path
+        );
+        // And it is really mounted: the method answers something other than 404/405.
+        let m = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
+        let resp = app.http.request(m, app.url(&path)).send().await.unwrap();
+        assert!(
+            ![404, 405].contains(&resp.status().as_u16()),
+            "{} {} not mounted",
+            r.method,
+            path
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_route_needs_a_valid_service_role_token() {
+    let app = TestApp::spawn().await;
+    let path = "/api/v1/admin/info";
+    let r = app
+        .get(path)
+        .header("apikey", app.service_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["database"]["database"], app.db.name.as_str());
+
+    // anon key: authenticated as anon, but not allowed.
+    let r = app
+        .get(path)
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB202");
+    // Bearer wins over apikey (supabase-js sends both).
+    let r = app
+        .get(path)
+        .header("apikey", app.service_key())
+        .header("Authorization", format!("Bearer {}", app.anon_key()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Expired.
+    let expired =
+        app.token(json!({"role": "service_role", "exp": chrono::Utc::now().timestamp() - 3600}));
+    let r = app.get(path).bearer_auth(expired).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_token\""));
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "PGRST301");
+    assert_eq!(b["message"], "JWT expired");
+
+    // Forged: right claims, wrong secret.
+    let other = fluxbase::auth::jwt::JwtKeys::new(
+        "some-other-secret-some-other-secret",
+        0,
+        vec!["service_role".into()],
+    );
+    let forged = other
+        .api_key("service_role", chrono::Utc::now().timestamp())
+        .unwrap();
+    let r = app.get(path).bearer_auth(forged).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A role outside the allow-list (the connection owner) is refused.
+    let owner = app.token(json!({"role": "postgres"}));
+    let r = app.get(path).bearer_auth(owner).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB201");
+
+    // Non-Bearer schemes are refused, not ignored.
+    let r = app
+        .get(path)
+        .header("Authorization", "Basic Zm9vOmJhcg==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -31,6 +31,8 @@ pub struct AppState {
     pub migration_versions: Arc<Vec<String>>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: Arc<String>,
+    /// Issue time of the anon/service_role keys (they are deterministic given it).
+    pub keys_issued_at: i64,
     /// Whether the database is the managed local Postgres.
     pub managed_database: bool,
     /// Process start.

@@ -759,10 +759,8 @@ impl Config {
         if self.server.host.trim().is_empty() {
             p.push("`server.host` must not be empty".into());
         }
-        if !self.server.public_url.is_empty()
-            && !(self.server.public_url.starts_with("http://")
-                || self.server.public_url.starts_with("https://"))
-        {
+        let url = &self.server.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             p.push("`server.public_url` must start with http:// or https://".into());
         }
         if self.server.body_limit_bytes == 0 {
@@ -775,7 +773,7 @@ impl Config {
         }
         if let Some(url) = &self.database.url {
             let u = url.expose();
-            if !u.is_empty() && !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            if !(u.is_empty() || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 p.push("`database.url` must start with postgres:// or postgresql://".into());
             }
         }

@@ -99,21 +99,50 @@ pub struct ManagedPg {
 /// Order: the configured directory, `PG_BIN`, `PATH`, `pg_config --bindir`, the newest
 /// `/usr/lib/postgresql/*/bin`.
 pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PgError> {
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    search_bin_dir(&BinSearch {
+        configured: configured.map(Path::to_path_buf),
+        pg_bin: std::env::var_os("PG_BIN").map(PathBuf::from),
+        path: std::env::var_os("PATH"),
+        pg_config,
+        lib_root: PathBuf::from("/usr/lib/postgresql"),
+    })
+}
+
+/// Where `search_bin_dir` looks; split out so tests can describe a machine without Postgres.
+#[derive(Debug, Default)]
+pub struct BinSearch {
+    /// `database.managed.bin_dir`.
+    pub configured: Option<PathBuf>,
+    /// `PG_BIN`.
+    pub pg_bin: Option<PathBuf>,
+    /// `PATH`.
+    pub path: Option<std::ffi::OsString>,
+    /// `pg_config --bindir`.
+    pub pg_config: Option<PathBuf>,
+    /// Debian's versioned installs (`/usr/lib/postgresql`).
+    pub lib_root: PathBuf,
+}
+
+/// The first candidate directory that has all three binaries.
+pub fn search_bin_dir(s: &BinSearch) -> Result<PathBuf, PgError> {
     let usable = |d: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| d.join(b).is_file())
     };
-    let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(c) = configured {
-        candidates.push(c.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("PG_BIN") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
+    candidates.extend(s.configured.clone());
+    candidates.extend(s.pg_bin.clone());
+    if let Some(path) = &s.path {
+        for d in std::env::split_paths(path) {
             let initdb = d.join("initdb");
             if initdb.is_file() {
                 // Debian links initdb into PATH; postgres itself stays in the versioned dir.
@@ -124,15 +153,8 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PgError> {
             }
         }
     }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !s.is_empty() {
-                candidates.push(PathBuf::from(s));
-            }
-        }
-    }
-    if let Ok(rd) = fs::read_dir("/usr/lib/postgresql") {
+    candidates.extend(s.pg_config.clone());
+    if let Ok(rd) = fs::read_dir(&s.lib_root) {
         let mut versions: Vec<(u32, PathBuf)> = rd
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -140,9 +162,10 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PgError> {
                 Some((v, e.path().join("bin")))
             })
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
         candidates.extend(versions.into_iter().map(|(_, p)| p));
     }
+    let mut tried = Vec::new();
     for c in candidates {
         if usable(&c) {
             return Ok(c);
@@ -631,6 +654,40 @@ mod tests {
             d.display()
         );
         assert_eq!(d, socket_dir_for(&long, 5432), "stable across starts");
+    }
+
+    #[test]
+    fn missing_binaries_name_the_package_and_the_alternative() {
+        let empty = std::env::temp_dir().join(format!("fb-nopg-{}", std::process::id()));
+        std::fs::create_dir_all(empty.join("15/bin")).unwrap();
+        let e = search_bin_dir(&BinSearch {
+            configured: Some(empty.join("nope")),
+            path: Some(empty.clone().into_os_string()),
+            lib_root: empty.clone(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PgError::MissingBinaries(_)));
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("database.url"), "{msg}");
+        assert!(msg.contains("15/bin"), "lists where it looked: {msg}");
+
+        // A versioned install with all three binaries is found, newest first.
+        for v in ["14", "16"] {
+            let d = empty.join(v).join("bin");
+            std::fs::create_dir_all(&d).unwrap();
+            for b in ["initdb", "pg_ctl", "postgres"] {
+                std::fs::write(d.join(b), "").unwrap();
+            }
+        }
+        let found = search_bin_dir(&BinSearch {
+            lib_root: empty.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(found, empty.join("16/bin"));
+        std::fs::remove_dir_all(&empty).ok();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `/storage/v1`).
 //!
 //! Handlers return `ApiError`; they never choose a body shape. `ResponseError` renders the
-//! PostgREST shape, and the `render_errors` middleware in `app.rs` re-renders for the Auth and
+//! PostgREST shape, and the `observe` middleware in `app.rs` (`rerender_error`) re-renders for the Auth and
 //! Storage surfaces, because only it sees the request path and headers. Responses are opaque:
 //! an internal cause is logged with the request id, never sent.
 

@@ -111,7 +111,7 @@ pub async fn prepare(
             "migrations done"
         );
     }
-    let (jwt, _) = jwt_keys(&config, &client).await?;
+    let (jwt, keys_issued_at) = jwt_keys(&config, &client).await?;
     drop(client);
     let reg = crate::app::registry();
     let openapi_json = crate::openapi::document(&reg)
@@ -125,6 +125,7 @@ pub async fn prepare(
         metrics: Arc::new(metrics),
         migration_versions: Arc::new(set.versioned.iter().map(|m| m.version.clone()).collect()),
         openapi_json: Arc::new(openapi_json),
+        keys_issued_at,
         managed_database: managed,
         started_at: Instant::now(),
     })

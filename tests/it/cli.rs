@@ -232,3 +232,28 @@ async fn two_instances_on_one_database_url() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+#[test]
+fn unreachable_database_at_start_retries_then_fails_clearly() {
+    let tmp = short_tempdir();
+    let port = support::free_port();
+    let started = std::time::Instant::now();
+    let out = bin()
+        .current_dir(tmp.path())
+        .args(["serve", "--port", &support::free_port().to_string()])
+        .args([
+            "--database-url",
+            &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+        ])
+        .env("FLUXBASE_DATABASE__STARTUP_RETRY_SECS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retrying"), "retries are logged:\n{err}");
+    assert!(err.contains("database not reachable after"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it retried for a while"
+    );
+}

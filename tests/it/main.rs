@@ -1,5 +1,8 @@
 //! The one integration test binary: the real app over HTTP against a real Postgres.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod cli;

@@ -134,7 +134,9 @@ fn spawn_reaper(dir: &Path, pgdata: &Path) {
         pgdata = pgdata.display(),
         dir = dir.display()
     );
-    Command::new("sh")
+    // Deliberately never waited on: it must outlive this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
+    let _reaper = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

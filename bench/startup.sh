@@ -7,10 +7,9 @@
 # Environment:
 #   ROUNDS=5              interleaved rounds (managed, external, managed, external, ...)
 #   BENCH_PORT=18080      HTTP port of the measured server (BENCH_PORT+1 for the helper)
-#   BENCH_DATABASE_URL    Postgres for the --database-url mode; default
-#                         postgresql://postgres@127.0.0.1:5432/postgres. When the default is
-#                         unreachable, a throwaway cluster is started with the binary's own
-#                         managed mode and used over its unix socket.
+#   BENCH_DATABASE_URL    Postgres for the --database-url mode (it gets migrated). Unset: a
+#                         throwaway cluster is started with the binary's own managed mode
+#                         and used over its unix socket.
 #
 # Measures per round:
 #   managed   serve --data-dir DIR (already initialised): launch -> /ready 200, polled every 10 ms
@@ -31,8 +30,8 @@ case $BIN in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 ROUNDS=${ROUNDS:-5}
 PORT=${BENCH_PORT:-18080}
 HELPER_PORT=$((PORT + 1))
-DEFAULT_DB_URL=postgresql://postgres@127.0.0.1:5432/postgres
-DB_URL=${BENCH_DATABASE_URL:-$DEFAULT_DB_URL}
+# Never touch a server nobody named: without BENCH_DATABASE_URL a throwaway cluster is used.
+DB_URL=${BENCH_DATABASE_URL:-}
 
 OUT_DIR="$ROOT/bench/results/$(date +%F)"
 LOG_DIR="$OUT_DIR/tmp/startup-logs" # git-ignored: server logs, for when something fails
@@ -157,20 +156,19 @@ one first "$LOG_DIR/managed.log" serve --data-dir "$DATA" --port "$PORT"
 
 # The external database: the given URL when it answers, else a throwaway cluster run by a
 # helper fluxbase in managed mode, kept running while the rounds use it over its socket.
-probe=0
-FLUXBASE_DATABASE__STARTUP_RETRY_SECS=2 "$BIN" migrate up --database-url "$DB_URL" \
-  >>"$LOG_DIR/probe.log" 2>&1 </dev/null || probe=$?
-if [ "$probe" -eq 0 ]; then
+if [ -n "$DB_URL" ]; then
+  FLUXBASE_DATABASE__STARTUP_RETRY_SECS=2 "$BIN" migrate up --database-url "$DB_URL" \
+    >>"$LOG_DIR/probe.log" 2>&1 </dev/null || {
+    echo "error: BENCH_DATABASE_URL is not usable; see $LOG_DIR/probe.log" >&2
+    exit 1
+  }
   say "external_db=$DB_URL"
-elif [ "$DB_URL" != "$DEFAULT_DB_URL" ]; then
-  echo "error: BENCH_DATABASE_URL is not usable; see $LOG_DIR/probe.log" >&2
-  exit 1
 else
   port_free "$HELPER_PORT" || { echo "error: port $HELPER_PORT is in use (set BENCH_PORT)" >&2; exit 1; }
   launch "$LOG_DIR/helper.log" serve --data-dir "$WORK/ext" --port "$HELPER_PORT"
   wait_ready "$HELPER_PORT" "$LOG_DIR/helper.log" 180
   DB_URL="postgresql://postgres@$(pct "$WORK/ext/pg"):5432/postgres"
-  say "external_db=throwaway cluster (default URL unreachable): $DB_URL"
+  say "external_db=throwaway cluster over its unix socket: $DB_URL"
 fi
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do

@@ -397,8 +397,24 @@ impl ManagedPg {
             .map_err(|e| PgError::DataDir(format!("cannot chmod {}: {e}", path.display())))
     }
 
+    /// File holding the superuser's password, for TCP clients (`database.managed.listen_tcp`);
+    /// the unix socket needs none. `<data_dir>/pg.password`, readable by its owner only.
+    pub fn password_file(&self) -> PathBuf {
+        self.opts.pgdata.with_extension("password")
+    }
+
     fn initdb(&self) -> Result<(), PgError> {
         let started = Instant::now();
+        let pwfile = self.password_file();
+        let password = {
+            use rand::Rng;
+            let bytes: [u8; 24] = rand::rng().random();
+            hex::encode(bytes)
+        };
+        fs::write(&pwfile, format!("{password}\n"))
+            .map_err(|e| PgError::DataDir(format!("cannot write {}: {e}", pwfile.display())))?;
+        self.own(&pwfile, 0o600)?;
+        let pwarg = format!("--pwfile={}", pwfile.display());
         let out = self.run_pg(
             "initdb",
             &[
@@ -406,10 +422,12 @@ impl ManagedPg {
                 self.opts.pgdata.as_os_str(),
                 "-U".as_ref(),
                 SUPERUSER.as_ref(),
+                // The socket is 0700: only the cluster's OS user (and root) reach it.
                 "--auth-local=trust".as_ref(),
-                // TCP (opt-in) never trusts: nothing in fluxbase connects over it, and a
-                // local user must not become superuser by connecting to 127.0.0.1.
-                "--auth-host=reject".as_ref(),
+                // TCP (opt-in) never trusts: a local user must not become superuser by
+                // connecting to 127.0.0.1. Clients use the password in `password_file()`.
+                "--auth-host=scram-sha-256".as_ref(),
+                pwarg.as_ref(),
                 "-E".as_ref(),
                 "UTF8".as_ref(),
                 "--no-locale".as_ref(),

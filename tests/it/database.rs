@@ -395,3 +395,44 @@ async fn ready_follows_the_database_down_and_back() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `database.managed.listen_tcp`: TCP needs the generated password; the socket needs none.
+#[tokio::test]
+async fn managed_tcp_listener_requires_the_generated_password() {
+    let tmp = support::short_tempdir();
+    let port = support::free_port();
+    let mut pg = fluxbase::embedded_pg::ManagedPg::new(fluxbase::embedded_pg::ClusterOptions {
+        pgdata: tmp.path().join("pg"),
+        port,
+        tcp_host: Some("127.0.0.1".into()),
+        fsync: false,
+        bin_dir: None,
+        extra_conf: vec![],
+    })
+    .unwrap();
+    let mut pg = std::thread::spawn(move || {
+        pg.start().unwrap();
+        pg
+    })
+    .join()
+    .unwrap();
+    let pw = std::fs::read_to_string(pg.password_file()).unwrap().trim().to_string();
+    let good = format!("postgresql://postgres:{pw}@127.0.0.1:{port}/postgres");
+    let c = connect(&good).await;
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    let bad = format!("postgresql://postgres:wrong@127.0.0.1:{port}/postgres");
+    assert!(tokio_postgres::connect(&bad, tokio_postgres::NoTls).await.is_err());
+    let nopw = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+    assert!(tokio_postgres::connect(&nopw, tokio_postgres::NoTls).await.is_err());
+    // The socket still works without one.
+    let s = connect(&pg.url("postgres")).await;
+    assert_eq!(s.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    drop((c, s));
+    pg = std::thread::spawn(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .join()
+    .unwrap();
+    assert!(pg.running_pid().is_none());
+}

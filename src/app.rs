@@ -37,12 +37,24 @@ pub struct AppState {
     pub managed_database: bool,
     /// Process start.
     pub started_at: Instant,
+    /// Connection settings for dedicated (non-pooled) connections: LISTEN, cron leader.
+    pub pg_config: tokio_postgres::Config,
+    /// The SSRF-guarded outbound HTTP client.
+    pub outbound: crate::outbound::Outbound,
+    /// Rate limiters of this process.
+    pub rate_limits: Arc<crate::ratelimit::RateLimiters>,
+    /// Job metrics.
+    pub jobs_metrics: Arc<crate::jobs::JobMetrics>,
+    /// Where "now" comes from for schedules (tests inject their own).
+    pub clock: Arc<dyn crate::jobs::cron::Clock>,
 }
 
 /// Every route of the server. Modules declare theirs in `configure`.
 pub fn registry() -> Registry {
     let mut reg = Registry::default();
     crate::ops::configure(&mut reg);
+    crate::jobs::configure(&mut reg);
+    crate::audit::configure(&mut reg);
     reg
 }
 
@@ -80,6 +92,10 @@ async fn observe(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let rate = match &state {
+        Some(s) => rate_check(s, &req),
+        None => Ok(None),
+    };
     let mut res = if declared.is_some_and(|n| n > limit) {
         let (http_req, _) = req.into_parts();
         let err = ApiError::new(
@@ -88,10 +104,24 @@ async fn observe(
         );
         let resp = err.render(Surface::for_request(&http_req));
         ServiceResponse::new(http_req, resp)
+    } else if let Err(limited) = rate {
+        let (http_req, _) = req.into_parts();
+        let resp = limited.into_error().render(Surface::for_request(&http_req));
+        ServiceResponse::new(http_req, resp)
     } else {
         let res = next.call(req).await?.map_into_boxed_body();
         rerender_error(res)
     };
+    if let Ok(Some(info)) = rate {
+        let h = res.headers_mut();
+        for (k, v) in [
+            ("x-ratelimit-limit", info.limit as u64),
+            ("x-ratelimit-remaining", info.remaining as u64),
+            ("x-ratelimit-reset", info.reset_secs),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from(v));
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
@@ -114,6 +144,49 @@ async fn observe(
         tracing::info!(request_id = %id, %method, %route, status, ms = secs * 1000.0, "request");
     }
     Ok(res)
+}
+
+/// Applies the route group's rate limit. The caller's identity is verified here once and
+/// cached for the handler's `AuthContext` extractor.
+fn rate_check(
+    state: &AppState,
+    req: &ServiceRequest,
+) -> Result<Option<crate::ratelimit::RateInfo>, crate::ratelimit::Limited> {
+    let Some((group, per_minute)) = state.rate_limits.group_for(req.path()) else {
+        return Ok(None);
+    };
+    let auth = crate::auth::AuthContext::from_headers(req.headers(), &state.jwt).ok();
+    if let Some(a) = &auth {
+        req.extensions_mut().insert(a.clone());
+    }
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .or_else(|| req.headers().get("apikey"))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim_start_matches("Bearer ")
+                .trim_start_matches("bearer ")
+                .to_string()
+        });
+    let forwarded = state
+        .rate_limits
+        .trust_forwarded_for()
+        .then(|| req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string());
+    let ip = forwarded
+        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_default();
+    let Some(key) = crate::ratelimit::caller_key(auth.as_ref(), token.as_deref(), &ip) else {
+        return Ok(None);
+    };
+    let r = state.rate_limits.check(group, per_minute, &key);
+    if r.is_err() {
+        state.metrics.observe_rate_limited(group);
+    }
+    r
 }
 
 /// Every error leaves in its surface's documented format: ApiErrors are re-rendered for

@@ -75,12 +75,16 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhooksConfig,
+    /// The SSRF-guarded outbound HTTP client.
+    pub outbound: OutboundConfig,
     /// Per-route-group rate limits.
     pub rate_limits: RateLimitsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// `server.*`
@@ -336,12 +340,28 @@ impl Default for S3Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
-    /// Run job workers inside `serve`.
+    /// Run job workers (and the cron leader) inside `serve`.
     pub enabled: bool,
-    /// Concurrent jobs per instance.
+    /// Concurrent jobs per queue per instance, unless `queue_concurrency` names the queue.
     pub concurrency: u64,
-    /// Milliseconds between polls when no NOTIFY arrives.
+    /// Per-queue concurrency as `queue=N` entries.
+    pub queue_concurrency: Vec<String>,
+    /// Milliseconds between polls when no NOTIFY arrives (delayed jobs, lost notifications).
     pub poll_interval_ms: u64,
+    /// Seconds a claimed job stays leased without a heartbeat; a dead worker's jobs run again after it.
+    pub lease_secs: u64,
+    /// Attempts before a job is dead-lettered (unless the job or its queue says otherwise).
+    pub max_attempts: u64,
+    /// Base of the exponential retry backoff, milliseconds.
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub backoff_cap_ms: u64,
+    /// Days succeeded and cancelled jobs are kept.
+    pub retention_days: u64,
+    /// Days dead letters are kept.
+    pub dead_retention_days: u64,
+    /// Fire cron schedules (one instance leads, chosen by an advisory lock).
+    pub cron_enabled: bool,
 }
 
 impl Default for JobsConfig {
@@ -349,8 +369,72 @@ impl Default for JobsConfig {
         JobsConfig {
             enabled: true,
             concurrency: 4,
+            queue_concurrency: Vec::new(),
             poll_interval_ms: 1000,
+            lease_secs: 30,
+            max_attempts: 5,
+            backoff_base_ms: 1000,
+            backoff_cap_ms: 3_600_000,
+            retention_days: 7,
+            dead_retention_days: 30,
+            cron_enabled: true,
         }
+    }
+}
+
+impl JobsConfig {
+    /// Concurrency for a queue.
+    pub fn concurrency_for(&self, queue: &str) -> usize {
+        self.queue_concurrency
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .find(|(q, _)| q.trim() == queue)
+            .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+            .unwrap_or(self.concurrency as usize)
+            .max(1)
+    }
+}
+
+/// `outbound.*`: the one HTTP client for webhooks, OAuth and workflows.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Networks (CIDR) outbound calls may reach although they are loopback, private,
+    /// link-local, multicast or unspecified; empty refuses all of them.
+    pub allow_private_networks: Vec<String>,
+    /// Seconds to connect.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a whole call.
+    pub timeout_secs: u64,
+    /// Largest response body read, bytes.
+    pub max_response_bytes: u64,
+    /// Redirects followed (each one checked again).
+    pub max_redirects: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow_private_networks: Vec::new(),
+            connect_timeout_secs: 5,
+            timeout_secs: 30,
+            max_response_bytes: 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// `audit.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days audit entries are kept (pruned by the maintenance job).
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 90 }
     }
 }
 
@@ -362,8 +446,6 @@ pub struct WebhooksConfig {
     pub enabled: bool,
     /// Seconds a delivery may take.
     pub timeout_secs: u64,
-    /// Private/loopback address ranges outbound calls may reach (CIDR); empty refuses all.
-    pub allow_private_networks: Vec<String>,
 }
 
 impl Default for WebhooksConfig {
@@ -371,23 +453,26 @@ impl Default for WebhooksConfig {
         WebhooksConfig {
             enabled: true,
             timeout_secs: 10,
-            allow_private_networks: Vec::new(),
         }
     }
 }
 
-/// `rate_limits.*`
+/// `rate_limits.*`: token buckets per process (each instance counts on its own).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitsConfig {
     /// Enforce rate limits.
     pub enabled: bool,
-    /// Requests per minute per IP on `/auth/v1` routes.
+    /// Requests per minute on `/auth/v1` per user, API key or IP; 0 = unlimited.
     pub auth_per_minute: u64,
-    /// Requests per minute per API key or user on REST.
+    /// Requests per minute on `/rest/v1` per user, API key or IP; 0 = unlimited.
     pub rest_per_minute: u64,
-    /// Requests per minute per API key or user on Storage.
+    /// Requests per minute on `/storage/v1` per user, API key or IP; 0 = unlimited.
     pub storage_per_minute: u64,
+    /// Requests per minute on the other `/api/v1` routes per user, API key or IP; 0 = unlimited.
+    pub api_per_minute: u64,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for RateLimitsConfig {
@@ -397,6 +482,8 @@ impl Default for RateLimitsConfig {
             auth_per_minute: 360,
             rest_per_minute: 0,
             storage_per_minute: 0,
+            api_per_minute: 0,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -836,6 +923,31 @@ impl Config {
         }
         if self.jobs.concurrency == 0 {
             p.push("`jobs.concurrency` must be positive".into());
+        }
+        for e in &self.jobs.queue_concurrency {
+            let ok = e
+                .split_once('=')
+                .is_some_and(|(q, n)| !q.trim().is_empty() && n.trim().parse::<u32>().is_ok_and(|n| n > 0));
+            if !ok {
+                p.push(format!("`jobs.queue_concurrency`: {e:?} must look like `queue=N` with N > 0"));
+            }
+        }
+        if self.jobs.lease_secs < 2 {
+            p.push("`jobs.lease_secs` must be at least 2".into());
+        }
+        if self.jobs.max_attempts == 0 {
+            p.push("`jobs.max_attempts` must be positive".into());
+        }
+        if self.jobs.backoff_cap_ms < self.jobs.backoff_base_ms {
+            p.push("`jobs.backoff_cap_ms` must not be below `jobs.backoff_base_ms`".into());
+        }
+        for n in &self.outbound.allow_private_networks {
+            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+                p.push(format!("`outbound.allow_private_networks`: {n:?} is not a CIDR network or address"));
+            }
+        }
+        if self.outbound.timeout_secs == 0 || self.outbound.connect_timeout_secs == 0 {
+            p.push("`outbound.timeout_secs` and `outbound.connect_timeout_secs` must be positive".into());
         }
         p
     }

@@ -556,7 +556,8 @@ fn absolute(p: &Path) -> Result<PathBuf, PgError> {
     }
     let cwd = std::env::current_dir()
         .map_err(|e| PgError::DataDir(format!("cannot read the working directory: {e}")))?;
-    Ok(cwd.join(p))
+    // components() drops the `.` segments of `./fluxbase-data`.
+    Ok(cwd.join(p).components().collect())
 }
 
 fn is_empty_dir(p: &Path) -> bool {

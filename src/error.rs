@@ -31,6 +31,8 @@ pub enum ErrorCode {
     NotFound,
     /// FB006: too many requests (rate limit).
     RateLimited,
+    /// FB007: the resource is not in a state that allows this.
+    Conflict,
     /// FB100: the database cannot be reached.
     DatabaseUnavailable,
     /// FB101: the database is reachable but migrations are not applied.
@@ -59,7 +61,7 @@ pub struct CodeInfo {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Internal,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::RateLimited,
+        ErrorCode::Conflict,
         ErrorCode::DatabaseUnavailable,
         ErrorCode::NotMigrated,
         ErrorCode::InvalidJwt,
@@ -126,6 +129,13 @@ impl ErrorCode {
                 "over_request_rate_limit",
                 "SlowDown",
                 "rate limit exceeded; see Retry-After",
+            ),
+            Conflict => (
+                "FB007",
+                409,
+                "conflict",
+                "InvalidState",
+                "the resource is not in a state that allows this change",
             ),
             DatabaseUnavailable => (
                 "FB100",

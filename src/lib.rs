@@ -2,14 +2,18 @@
 //! `../shared/ARCHITECTURE.md` and `docs/architecture.md` describe the layout.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod embedded_pg;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod outbound;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run job workers and the cron leader only (no HTTP server).
+    Worker,
     /// Apply or inspect database migrations.
     Migrate {
         #[command(subcommand)]
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> Result<(), StartError> {
     match command {
         Command::Serve { .. } => server::serve(config).await,
+        Command::Worker => server::worker(config).await,
         Command::Migrate { action } => match action.unwrap_or(MigrateAction::Up) {
             MigrateAction::Up => {
                 server::with_client(&config, async |client| server::migrate_up(client).await).await

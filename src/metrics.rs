@@ -15,6 +15,7 @@ pub struct Metrics {
     pub registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    rate_limited: IntCounterVec,
     pool_size: IntGauge,
     pool_available: IntGauge,
     pool_waiting: IntGauge,
@@ -49,6 +50,14 @@ impl Metrics {
             ]),
             &["route", "method"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "fluxbase_rate_limited_total",
+                "Requests refused by a rate limit, by route group",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         let gauge = |n: &str, h: &str| IntGauge::new(n, h);
         let pool_size = gauge(
             "fluxbase_db_pool_connections",
@@ -72,6 +81,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            rate_limited,
             pool_size,
             pool_available,
             pool_waiting,
@@ -88,6 +98,11 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[route, method])
             .observe(seconds);
+    }
+
+    /// Counts a rate-limit refusal.
+    pub fn observe_rate_limited(&self, group: &str) {
+        self.rate_limited.with_label_values(&[group]).inc();
     }
 
     /// The text exposition, with pool gauges refreshed.

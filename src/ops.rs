@@ -69,6 +69,7 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "Metrics are disabled (metrics.enabled)",
         ));
     }
+    state.jobs_metrics.refresh(&state.pool).await;
     let body = state
         .metrics
         .render(&state.pool)

@@ -118,7 +118,17 @@ pub async fn prepare(
         .to_json()
         .map_err(|e| StartError::new(1, format!("cannot render the OpenAPI document: {e}")))?;
     let metrics = Metrics::new().map_err(|e| StartError::new(1, format!("metrics: {e}")))?;
+    let jobs_metrics = crate::jobs::JobMetrics::new(&metrics.registry)
+        .map_err(|e| StartError::new(1, format!("metrics: {e}")))?;
+    let outbound =
+        crate::outbound::Outbound::new(&config.outbound).map_err(|e| StartError::new(1, e))?;
+    let pg_config = db::pg_config(url).map_err(|e| StartError::new(2, e))?;
     Ok(AppState {
+        pg_config,
+        outbound,
+        rate_limits: Arc::new(crate::ratelimit::RateLimiters::new(&config.rate_limits)),
+        jobs_metrics: Arc::new(jobs_metrics),
+        clock: Arc::new(crate::jobs::cron::SystemClock),
         config,
         pool,
         jwt,
@@ -239,15 +249,23 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(), StartError> {
     let state = prepare(config.clone(), url, managed).await?;
     if managed && std::io::stdout().is_terminal() {
-        let client = state
-            .pool
-            .get()
-            .await
-            .map_err(|e| StartError::new(1, e.to_string()))?;
-        let (_, issued) = jwt_keys(&config, &client).await?;
-        let (anon, service) = api_keys(&state.jwt, issued)?;
+        let (anon, service) = api_keys(&state.jwt, state.keys_issued_at)?;
         println!("\n  anon key:         {anon}\n  service_role key: {service}\n  (`fluxbase keys show` prints them again)\n");
     }
+    let runner = if config.jobs.enabled {
+        Some(start_jobs(&state).await?)
+    } else {
+        None
+    };
+    let housekeeping = {
+        let rl = state.rate_limits.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                rl.housekeeping();
+            }
+        })
+    };
     let (server, addrs) = start_http(state).map_err(|e| {
         StartError::new(
             1,
@@ -266,9 +284,71 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
         tracing::info!("shutting down: draining in-flight requests");
         handle.stop(true).await;
     });
-    server
+    let result = server
         .await
-        .map_err(|e| StartError::new(1, format!("server error: {e}")))
+        .map_err(|e| StartError::new(1, format!("server error: {e}")));
+    housekeeping.abort();
+    if let Some(r) = runner {
+        r.shutdown(Duration::from_secs(config.server.shutdown_timeout_secs))
+            .await;
+    }
+    result
+}
+
+/// Starts the job workers (built-in queues) and the cron leader for a prepared state.
+pub async fn start_jobs(state: &AppState) -> Result<crate::jobs::worker::RunnerHandle, StartError> {
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| StartError::new(1, format!("database: {e}")))?;
+    crate::jobs::builtin::ensure_schedules(&client)
+        .await
+        .map_err(|e| StartError::new(1, format!("cannot create built-in schedules: {e}")))?;
+    drop(client);
+    let mut handlers = crate::jobs::Registry::default();
+    crate::jobs::builtin::register(&mut handlers, &state.config);
+    let opts = crate::jobs::worker::RunnerOptions {
+        worker_id: format!(
+            "{}:{}:{}",
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        cfg: state.config.jobs.clone(),
+        clock: state.clock.clone(),
+        pg_config: state.pg_config.clone(),
+        cron: state.config.jobs.cron_enabled,
+    };
+    Ok(crate::jobs::worker::start(
+        state.pool.clone(),
+        handlers,
+        opts,
+        state.jobs_metrics.clone(),
+    ))
+}
+
+/// `fluxbase worker`: job workers and the cron leader without the HTTP server, for scaling
+/// job throughput separately. Needs `database.url` (a managed cluster belongs to `serve`).
+pub async fn worker(config: Config) -> Result<(), StartError> {
+    let Some(url) = config.database_url().map(str::to_string) else {
+        return Err(StartError::new(
+            2,
+            "`fluxbase worker` needs database.url (--database-url): the managed Postgres belongs to `serve`",
+        ));
+    };
+    let config = Arc::new(config);
+    let state = prepare(config.clone(), &url, false).await?;
+    let runner = start_jobs(&state).await?;
+    tracing::info!("fluxbase worker running");
+    shutdown_signal().await;
+    tracing::info!("worker shutting down: finishing running jobs");
+    runner
+        .shutdown(Duration::from_secs(config.server.shutdown_timeout_secs))
+        .await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

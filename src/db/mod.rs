@@ -16,14 +16,20 @@ use tokio_postgres::NoTls;
 
 pub use deadpool_postgres::{Object as PooledClient, Pool as PgPool};
 
-/// Builds the connection pool (no connection is opened yet).
-pub fn create_pool(url: &str, cfg: &DatabaseConfig) -> Result<Pool, String> {
-    let mut pg =
-        tokio_postgres::Config::from_str(url).map_err(|e| format!("invalid database URL: {e}"))?;
-    let timeout = Duration::from_secs(cfg.acquire_timeout_secs.max(1));
+/// Parses a database URL into connection settings.
+pub fn pg_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut pg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("invalid database URL: {e}"))?;
     if pg.get_application_name().is_none() {
         pg.application_name("fluxbase");
     }
+    Ok(pg)
+}
+
+/// Builds the connection pool (no connection is opened yet).
+pub fn create_pool(url: &str, cfg: &DatabaseConfig) -> Result<Pool, String> {
+    let mut pg = pg_config(url)?;
+    let timeout = Duration::from_secs(cfg.acquire_timeout_secs.max(1));
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(timeout);
     }

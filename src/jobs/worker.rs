@@ -1,0 +1,395 @@
+//! Workers: per-queue dispatchers that claim with SKIP LOCKED, run handlers with bounded
+//! concurrency and a heartbeat-extended lease, record outcomes with backoff or dead letters;
+//! a LISTEN connection that wakes idle dispatchers (polling is the fallback); lease recovery
+//! for jobs of dead workers; and the cron leader.
+
+use super::cron::{self, Clock};
+use super::queue::{self, Claimed, CHANNEL};
+use super::{JobContext, JobError, JobMetrics, Registry as Handlers};
+use crate::config::JobsConfig;
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How a runner runs.
+#[derive(Clone)]
+pub struct RunnerOptions {
+    /// Unique id of this worker process (leases name it).
+    pub worker_id: String,
+    /// `jobs.*` config.
+    pub cfg: JobsConfig,
+    /// Where "now" comes from for cron.
+    pub clock: Arc<dyn Clock>,
+    /// Connection settings for the LISTEN and cron-leader connections (never pooled).
+    pub pg_config: tokio_postgres::Config,
+    /// Run the cron leader election.
+    pub cron: bool,
+}
+
+/// A running set of workers.
+pub struct RunnerHandle {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    running: Arc<Mutex<HashSet<i64>>>,
+    jobs: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    leader: Arc<AtomicBool>,
+    pool: Pool,
+    worker_id: String,
+}
+
+impl RunnerHandle {
+    /// Whether this runner currently fires cron schedules.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Ids of the jobs running here now.
+    pub fn running(&self) -> Vec<i64> {
+        self.running.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Stops claiming, gives running jobs `grace` to finish, then hands the rest back to
+    /// the queue without counting the attempt.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        let deadline = Instant::now() + grace;
+        while !self.running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.running();
+        if !left.is_empty() {
+            if let Ok(c) = self.pool.get().await {
+                match queue::release(&**c, &self.worker_id, &left).await {
+                    Ok(_) => tracing::info!(jobs = left.len(), "released unfinished jobs back to the queue"),
+                    Err(e) => tracing::warn!(error = %e, "could not release unfinished jobs; their leases will expire"),
+                }
+            }
+            if let Ok(jobs) = self.jobs.lock() {
+                for j in jobs.iter() {
+                    j.abort();
+                }
+            }
+        }
+    }
+}
+
+struct Shared {
+    pool: Pool,
+    handlers: Handlers,
+    opts: RunnerOptions,
+    metrics: Arc<JobMetrics>,
+    running: Arc<Mutex<HashSet<i64>>>,
+    jobs: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    wake: HashMap<String, Arc<Notify>>,
+}
+
+/// Starts dispatchers for every registered queue, the listener, the heartbeat, lease
+/// recovery and (optionally) the cron leader.
+pub fn start(pool: Pool, handlers: Handlers, opts: RunnerOptions, metrics: Arc<JobMetrics>) -> RunnerHandle {
+    let (tx, rx) = watch::channel(false);
+    let running = Arc::new(Mutex::new(HashSet::new()));
+    let jobs = Arc::new(Mutex::new(Vec::new()));
+    let leader = Arc::new(AtomicBool::new(false));
+    let wake: HashMap<String, Arc<Notify>> = handlers.queues().map(|q| (q.to_string(), Arc::new(Notify::new()))).collect();
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        handlers,
+        opts: opts.clone(),
+        metrics,
+        running: running.clone(),
+        jobs: jobs.clone(),
+        wake,
+    });
+    let mut tasks = Vec::new();
+    for q in shared.wake.keys() {
+        tasks.push(tokio::spawn(dispatch(shared.clone(), q.clone(), rx.clone())));
+    }
+    tasks.push(tokio::spawn(listen(shared.clone(), rx.clone())));
+    tasks.push(tokio::spawn(heartbeat(shared.clone(), rx.clone())));
+    tasks.push(tokio::spawn(recover(shared.clone(), rx.clone())));
+    if opts.cron {
+        tasks.push(tokio::spawn(lead_cron(shared.clone(), leader.clone(), rx.clone())));
+    }
+    RunnerHandle {
+        shutdown: tx,
+        tasks,
+        running,
+        jobs,
+        leader,
+        pool,
+        worker_id: opts.worker_id,
+    }
+}
+
+fn lease_secs(s: &Shared) -> f64 {
+    s.opts.cfg.lease_secs.max(2) as f64
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn dispatch(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>) {
+    let Some(wake) = s.wake.get(&queue).cloned() else { return };
+    let limit = s.opts.cfg.concurrency_for(&queue);
+    let slots = Arc::new(Semaphore::new(limit));
+    let poll = Duration::from_millis(s.opts.cfg.poll_interval_ms.max(10));
+    let default_max = s.handlers.policy(&queue, &s.opts.cfg).max_attempts;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Wait for at least one free slot, then take every free one.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stopped(&mut stop) => return,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // A NOTIFY arriving while we claim is not lost: Notify keeps one permit for the wait.
+        let claimed = match s.pool.get().await {
+            Ok(c) => queue::claim(&**c, &queue, permits.len() as i64, &s.opts.worker_id, lease_secs(&s), default_max).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "job dispatcher: no database connection");
+                Ok(Vec::new())
+            }
+        };
+        let claimed = claimed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, %queue, "claiming jobs failed");
+            Vec::new()
+        });
+        let drained = claimed.len() < permits.len();
+        for job in claimed {
+            let Some(permit) = permits.pop() else { break };
+            let s2 = s.clone();
+            let h = tokio::spawn(async move {
+                run_one(&s2, job).await;
+                drop(permit);
+            });
+            if let Ok(mut jobs) = s.jobs.lock() {
+                jobs.retain(|j| !j.is_finished());
+                jobs.push(h);
+            }
+        }
+        drop(permits);
+        if drained {
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(poll) => {},
+                _ = stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+async fn run_one(s: &Arc<Shared>, job: Claimed) {
+    let Some(handler) = s.handlers.get(&job.queue) else { return };
+    let policy = s.handlers.policy(&job.queue, &s.opts.cfg);
+    if let Ok(mut r) = s.running.lock() {
+        r.insert(job.id);
+    }
+    let ctx = JobContext {
+        id: job.id,
+        queue: job.queue.clone(),
+        payload: job.payload.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        pool: s.pool.clone(),
+    };
+    let started = Instant::now();
+    // A panicking handler fails its attempt instead of taking the worker down.
+    let outcome = match tokio::spawn(handler(ctx)).await {
+        Ok(r) => r,
+        Err(e) => Err(JobError::Retry(format!("handler panicked: {e}"))),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if let Ok(mut r) = s.running.lock() {
+        r.remove(&job.id);
+    }
+    let worker = &s.opts.worker_id;
+    let Ok(client) = s.pool.get().await else {
+        tracing::warn!(job = job.id, "cannot record the job's outcome: no database connection; its lease will expire and it runs again");
+        return;
+    };
+    let label = match outcome {
+        Ok(result) => match queue::complete(&**client, job.id, worker, result.as_ref()).await {
+            Ok(true) => "succeeded",
+            Ok(false) => "lost",
+            Err(e) => {
+                tracing::warn!(job = job.id, error = %e, "could not mark job succeeded");
+                "lost"
+            }
+        },
+        Err(err) => {
+            let (msg, retry) = match &err {
+                JobError::Retry(m) => (m.as_str(), job.attempt < job.max_attempts),
+                JobError::Permanent(m) => (m.as_str(), false),
+            };
+            let delay = retry.then(|| queue::backoff_ms(job.attempt, policy.base_ms, policy.cap_ms, rand::random::<f64>()));
+            match queue::fail(&**client, job.id, worker, msg, delay).await {
+                Ok(Some(st)) if st == "dead" => {
+                    tracing::warn!(job = job.id, queue = %job.queue, attempt = job.attempt, error = %msg, "job dead-lettered");
+                    "dead"
+                }
+                Ok(Some(_)) => {
+                    tracing::info!(job = job.id, queue = %job.queue, attempt = job.attempt, retry_in_ms = delay.unwrap_or(0), error = %msg, "job failed; will retry");
+                    "retried"
+                }
+                Ok(None) => "lost",
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "could not record job failure");
+                    "lost"
+                }
+            }
+        }
+    };
+    s.metrics.observe_run(&job.queue, label, secs);
+}
+
+async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match s.opts.pg_config.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let pump = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = tx.send(n.payload().to_string());
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                } else {
+                    backoff = Duration::from_millis(100);
+                    // Anything enqueued while we were not listening: look now.
+                    wake_all(&s);
+                    loop {
+                        tokio::select! {
+                            q = rx.recv() => match q {
+                                Some(q) => if let Some(n) = s.wake.get(&q) { n.notify_one() },
+                                None => break,
+                            },
+                            _ = stopped(&mut stop) => { pump.abort(); return; }
+                        }
+                    }
+                    tracing::warn!("job notification connection lost; polling until it is back");
+                }
+                pump.abort();
+            }
+            Err(e) => tracing::debug!(error = %e, "job listener cannot connect"),
+        }
+        wake_all(&s);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {},
+            _ = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn wake_all(s: &Shared) {
+    for n in s.wake.values() {
+        n.notify_one();
+    }
+}
+
+async fn heartbeat(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs_f64(lease_secs(&s) / 3.0);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stopped(&mut stop) => return,
+        }
+        let ids: Vec<i64> = s.running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Ok(c) = s.pool.get().await {
+            if let Err(e) = queue::heartbeat(&**c, &s.opts.worker_id, &ids, lease_secs(&s)).await {
+                tracing::warn!(error = %e, "job heartbeat failed");
+            }
+        }
+    }
+}
+
+async fn recover(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs_f64((lease_secs(&s) / 2.0).max(1.0));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stopped(&mut stop) => return,
+        }
+        if let Ok(c) = s.pool.get().await {
+            match queue::recover_expired(&**c).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose worker stopped without finishing"),
+                Err(e) => tracing::debug!(error = %e, "lease recovery failed"),
+            }
+        }
+    }
+}
+
+async fn lead_cron(s: Arc<Shared>, leader: Arc<AtomicBool>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if let Ok((mut client, conn)) = s.opts.pg_config.connect(tokio_postgres::NoTls).await {
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let got: bool = match client.query_one("SELECT pg_try_advisory_lock($1)", &[&cron::LEADER_LOCK]).await {
+                Ok(r) => r.get(0),
+                Err(_) => false,
+            };
+            if got {
+                leader.store(true, Ordering::SeqCst);
+                tracing::info!("this instance fires cron schedules");
+                loop {
+                    match cron::tick(&mut client, s.opts.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(jobs = n, "cron fired"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cron tick failed; giving up leadership");
+                            break;
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                        _ = stopped(&mut stop) => { leader.store(false, Ordering::SeqCst); driver.abort(); return; }
+                    }
+                }
+                leader.store(false, Ordering::SeqCst);
+            }
+            driver.abort();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}

@@ -172,7 +172,11 @@ fn rate_check(
     let forwarded = state
         .rate_limits
         .trust_forwarded_for()
-        .then(|| req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+        .then(|| {
+            req.headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+        })
         .flatten()
         .and_then(|v| v.split(',').next())
         .map(|v| v.trim().to_string());

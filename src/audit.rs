@@ -19,7 +19,14 @@ use tokio_postgres::GenericClient;
 
 /// Declares the audit routes.
 pub fn configure(reg: &mut Registry) {
-    reg.add(Method::GET, "/api/v1/audit", "audit", "Audit log entries, newest first", Access::ServiceRole, list);
+    reg.add(
+        Method::GET,
+        "/api/v1/audit",
+        "audit",
+        "Audit log entries, newest first",
+        Access::ServiceRole,
+        list,
+    );
 }
 
 /// One audit entry.
@@ -45,9 +52,19 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// An event for an HTTP request by `ctx`.
-    pub fn from_request(req: &HttpRequest, ctx: &AuthContext, action: &str, target: Option<String>, details: Value) -> Self {
+    pub fn from_request(
+        req: &HttpRequest,
+        ctx: &AuthContext,
+        action: &str,
+        target: Option<String>,
+        details: Value,
+    ) -> Self {
         AuditEvent {
-            actor: Some(ctx.subject().map(str::to_string).unwrap_or_else(|| ctx.role.clone())),
+            actor: Some(
+                ctx.subject()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| ctx.role.clone()),
+            ),
             actor_role: Some(ctx.role.clone()),
             action: action.to_string(),
             target,
@@ -64,7 +81,10 @@ impl AuditEvent {
 }
 
 /// Writes an entry with `client` (a transaction, to commit it with the change it records).
-pub async fn record<C: GenericClient>(client: &C, e: &AuditEvent) -> Result<(), tokio_postgres::Error> {
+pub async fn record<C: GenericClient>(
+    client: &C,
+    e: &AuditEvent,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
             "INSERT INTO fluxbase.audit_log (actor, actor_role, action, target, ip, user_agent, request_id, details)
@@ -97,10 +117,17 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
-async fn list(state: web::Data<AppState>, _admin: ServiceRole, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    _admin: ServiceRole,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
-        return Err(ApiError::new(ErrorCode::BadRequest, "limit must be 1..1000 and offset non-negative"));
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "limit must be 1..1000 and offset non-negative",
+        ));
     }
     let client = state.pool.get().await?;
     // `action` may end in `*` to match a prefix (`jobs.*`).
@@ -125,5 +152,7 @@ async fn list(state: web::Data<AppState>, _admin: ServiceRole, q: web::Query<Lis
         .await
         .map_err(|e| ApiError::from_db(&e, true))?;
     let body: String = row.get(0);
-    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }

@@ -925,11 +925,13 @@ impl Config {
             p.push("`jobs.concurrency` must be positive".into());
         }
         for e in &self.jobs.queue_concurrency {
-            let ok = e
-                .split_once('=')
-                .is_some_and(|(q, n)| !q.trim().is_empty() && n.trim().parse::<u32>().is_ok_and(|n| n > 0));
+            let ok = e.split_once('=').is_some_and(|(q, n)| {
+                !q.trim().is_empty() && n.trim().parse::<u32>().is_ok_and(|n| n > 0)
+            });
             if !ok {
-                p.push(format!("`jobs.queue_concurrency`: {e:?} must look like `queue=N` with N > 0"));
+                p.push(format!(
+                    "`jobs.queue_concurrency`: {e:?} must look like `queue=N` with N > 0"
+                ));
             }
         }
         if self.jobs.lease_secs < 2 {
@@ -943,11 +945,16 @@ impl Config {
         }
         for n in &self.outbound.allow_private_networks {
             if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
-                p.push(format!("`outbound.allow_private_networks`: {n:?} is not a CIDR network or address"));
+                p.push(format!(
+                    "`outbound.allow_private_networks`: {n:?} is not a CIDR network or address"
+                ));
             }
         }
         if self.outbound.timeout_secs == 0 || self.outbound.connect_timeout_secs == 0 {
-            p.push("`outbound.timeout_secs` and `outbound.connect_timeout_secs` must be positive".into());
+            p.push(
+                "`outbound.timeout_secs` and `outbound.connect_timeout_secs` must be positive"
+                    .into(),
+            );
         }
         p
     }

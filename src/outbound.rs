@@ -63,7 +63,11 @@ impl Guard {
     pub fn new(allow: &[String]) -> Self {
         let allow = allow
             .iter()
-            .filter_map(|n| n.parse::<IpNet>().ok().or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from)))
+            .filter_map(|n| {
+                n.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
+            })
             .collect();
         Guard { allow }
     }
@@ -146,9 +150,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .map(|ip| SocketAddr::new(*ip, 0))
                 .collect();
             if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = Box::new(OutboundError::Blocked(format!(
-                    "{host} resolves only to internal addresses"
-                )));
+                let err: Box<dyn std::error::Error + Send + Sync> = Box::new(
+                    OutboundError::Blocked(format!("{host} resolves only to internal addresses")),
+                );
                 return Err(err);
             }
             let it: reqwest::dns::Addrs = Box::new(allowed.into_iter());
@@ -178,22 +182,27 @@ pub struct Outbound {
 
 impl fmt::Debug for Outbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbound").field("guard", &self.guard).finish_non_exhaustive()
+        f.debug_struct("Outbound")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
     }
 }
 
 fn check_url(url: &reqwest::Url, guard: &Guard) -> Result<(), OutboundError> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(OutboundError::InvalidUrl(format!("scheme {:?} is not http or https", url.scheme())));
+        return Err(OutboundError::InvalidUrl(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
     }
     match url.host() {
         None => Err(OutboundError::InvalidUrl("no host".into())),
-        Some(url::Host::Ipv4(ip)) if !guard.permits(IpAddr::V4(ip)) => {
-            Err(OutboundError::Blocked(format!("{ip} is an internal address")))
-        }
-        Some(url::Host::Ipv6(ip)) if !guard.permits(IpAddr::V6(ip)) => {
-            Err(OutboundError::Blocked(format!("{ip} is an internal address")))
-        }
+        Some(url::Host::Ipv4(ip)) if !guard.permits(IpAddr::V4(ip)) => Err(OutboundError::Blocked(
+            format!("{ip} is an internal address"),
+        )),
+        Some(url::Host::Ipv6(ip)) if !guard.permits(IpAddr::V6(ip)) => Err(OutboundError::Blocked(
+            format!("{ip} is an internal address"),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -211,9 +220,15 @@ impl Outbound {
         let max_redirects = cfg.max_redirects as usize;
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > max_redirects {
-                return attempt.error(OutboundError::Redirect(format!("more than {max_redirects} redirects")));
+                return attempt.error(OutboundError::Redirect(format!(
+                    "more than {max_redirects} redirects"
+                )));
             }
-            let from = attempt.previous().first().map(|u| u.scheme().to_string()).unwrap_or_default();
+            let from = attempt
+                .previous()
+                .first()
+                .map(|u| u.scheme().to_string())
+                .unwrap_or_default();
             if attempt.url().scheme() != from {
                 let msg = format!("redirect from {from} to {}", attempt.url().scheme());
                 return attempt.error(OutboundError::Redirect(msg));
@@ -248,8 +263,13 @@ impl Outbound {
     }
 
     /// Sends a request and reads the body within the size cap.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<OutboundResponse, OutboundError> {
-        let req = req.build().map_err(|e| OutboundError::InvalidUrl(e.to_string()))?;
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let req = req
+            .build()
+            .map_err(|e| OutboundError::InvalidUrl(e.to_string()))?;
         check_url(req.url(), &self.guard)?;
         let mut resp = self.client.execute(req).await.map_err(classify)?;
         if resp.content_length().is_some_and(|n| n > self.max_bytes) {
@@ -295,13 +315,32 @@ mod tests {
     #[test]
     fn internal_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "224.0.0.1", "255.255.255.255", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1",
-            "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "172.32.0.1", "100.128.0.1"] {
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "100.128.0.1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

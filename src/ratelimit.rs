@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 
-type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// The outcome of one check, for the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,9 @@ pub struct RateLimiters {
 
 impl std::fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiters").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("RateLimiters")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +86,12 @@ impl RateLimiters {
 
     /// Checks `key` against the limiter `name` allowing `per_minute` requests per minute
     /// (burst of the same size). `per_minute == 0` or disabled limits always pass.
-    pub fn check(&self, name: &str, per_minute: u64, key: &str) -> Result<Option<RateInfo>, Limited> {
+    pub fn check(
+        &self,
+        name: &str,
+        per_minute: u64,
+        key: &str,
+    ) -> Result<Option<RateInfo>, Limited> {
         if !self.cfg.enabled || per_minute == 0 {
             return Ok(None);
         }
@@ -175,7 +183,9 @@ pub fn caller_key(auth: Option<&AuthContext>, token: Option<&str>, ip: &str) -> 
     use sha2::Digest;
     match auth {
         Some(a) if a.is_service_role() => None,
-        Some(a) if a.subject().is_some() => Some(format!("user:{}", a.subject().unwrap_or_default())),
+        Some(a) if a.subject().is_some() => {
+            Some(format!("user:{}", a.subject().unwrap_or_default()))
+        }
         Some(a) if a.is_authenticated() && token.is_some_and(|t| !t.is_empty()) => {
             let h = sha2::Sha256::digest(token.unwrap_or_default().as_bytes());
             Some(format!("key:{}", hex::encode(&h[..12])))
@@ -204,8 +214,14 @@ mod tests {
             assert_eq!(info.limit, 3);
         }
         let refused = rl.check("api", 3, "ip:1").unwrap_err();
-        assert!(refused.retry_after_secs >= 1 && refused.retry_after_secs <= 20, "{refused:?}");
-        assert!(rl.check("api", 3, "ip:2").is_ok(), "another key has its own bucket");
+        assert!(
+            refused.retry_after_secs >= 1 && refused.retry_after_secs <= 20,
+            "{refused:?}"
+        );
+        assert!(
+            rl.check("api", 3, "ip:2").is_ok(),
+            "another key has its own bucket"
+        );
         assert_eq!(rl.check("api", 0, "ip:1"), Ok(None), "0 = unlimited");
     }
 
@@ -217,10 +233,18 @@ mod tests {
         assert_eq!(rl.group_for("/rest/v1/t"), None, "0 means unlimited");
         assert_eq!(rl.group_for("/health"), None);
         let anon = AuthContext::anon();
-        assert_eq!(caller_key(Some(&anon), None, "1.2.3.4").unwrap(), "ip:1.2.3.4");
-        assert_eq!(caller_key(Some(&anon), Some("anon-key"), "1.2.3.4").unwrap(), "ip:1.2.3.4");
+        assert_eq!(
+            caller_key(Some(&anon), None, "1.2.3.4").unwrap(),
+            "ip:1.2.3.4"
+        );
+        assert_eq!(
+            caller_key(Some(&anon), Some("anon-key"), "1.2.3.4").unwrap(),
+            "ip:1.2.3.4"
+        );
         let mut robot = AuthContext::anon();
         robot.role = "authenticated".into();
-        assert!(caller_key(Some(&robot), Some("tok"), "1.2.3.4").unwrap().starts_with("key:"));
+        assert!(caller_key(Some(&robot), Some("tok"), "1.2.3.4")
+            .unwrap()
+            .starts_with("key:"));
     }
 }

@@ -18,8 +18,8 @@ pub use deadpool_postgres::{Object as PooledClient, Pool as PgPool};
 
 /// Parses a database URL into connection settings.
 pub fn pg_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut pg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| format!("invalid database URL: {e}"))?;
+    let mut pg =
+        tokio_postgres::Config::from_str(url).map_err(|e| format!("invalid database URL: {e}"))?;
     if pg.get_application_name().is_none() {
         pg.application_name("fluxbase");
     }

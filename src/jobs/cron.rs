@@ -44,9 +44,9 @@ pub struct Schedule {
 impl Schedule {
     /// Parses a 5-field (minutes) or 6-field (seconds first) expression and a time zone.
     pub fn parse(expr: &str, timezone: &str) -> Result<Schedule, String> {
-        let tz: Tz = timezone
-            .parse()
-            .map_err(|_| format!("unknown time zone {timezone:?} (use an IANA name like Europe/Berlin)"))?;
+        let tz: Tz = timezone.parse().map_err(|_| {
+            format!("unknown time zone {timezone:?} (use an IANA name like Europe/Berlin)")
+        })?;
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
@@ -86,7 +86,9 @@ impl Schedule {
                 let mut w = wall;
                 for _ in 0..(24 * 60) {
                     w += Duration::minutes(1);
-                    if let LocalResult::Single(t) | LocalResult::Ambiguous(t, _) = self.tz.from_local_datetime(&w) {
+                    if let LocalResult::Single(t) | LocalResult::Ambiguous(t, _) =
+                        self.tz.from_local_datetime(&w)
+                    {
                         let t = t.with_timezone(&Utc);
                         // Transitions fall on whole minutes: drop the seconds carried over.
                         return Some(t - Duration::seconds(t.timestamp().rem_euclid(60)));
@@ -128,15 +130,25 @@ fn yes() -> bool {
 }
 
 /// Creates or replaces a schedule; the next firing is computed from `now`.
-pub async fn upsert<C: GenericClient>(client: &C, spec: &ScheduleSpec, now: DateTime<Utc>) -> Result<Value, UpsertError> {
+pub async fn upsert<C: GenericClient>(
+    client: &C,
+    spec: &ScheduleSpec,
+    now: DateTime<Utc>,
+) -> Result<Value, UpsertError> {
     if spec.name.trim().is_empty() || spec.queue.trim().is_empty() {
-        return Err(UpsertError::Invalid("name and queue must not be empty".into()));
+        return Err(UpsertError::Invalid(
+            "name and queue must not be empty".into(),
+        ));
     }
     let sched = Schedule::parse(&spec.cron, &spec.timezone).map_err(UpsertError::Invalid)?;
     let next = sched
         .next_after(now)
         .ok_or_else(|| UpsertError::Invalid(format!("{:?} never fires", spec.cron)))?;
-    let payload = if spec.payload.is_null() { Value::Object(Default::default()) } else { spec.payload.clone() };
+    let payload = if spec.payload.is_null() {
+        Value::Object(Default::default())
+    } else {
+        spec.payload.clone()
+    };
     let row = client
         .query_one(
             "INSERT INTO jobs.schedules (name, cron, timezone, queue, payload, enabled, next_run_at)
@@ -164,7 +176,10 @@ pub enum UpsertError {
 /// Fires every due schedule at `now`, in one transaction on `client`: enqueues a job per
 /// due firing (one firing per schedule per tick: missed firings while nobody led are not
 /// replayed one by one) and moves `next_run_at` past `now`. Returns the jobs enqueued.
-pub async fn tick(client: &mut tokio_postgres::Client, now: DateTime<Utc>) -> Result<usize, tokio_postgres::Error> {
+pub async fn tick(
+    client: &mut tokio_postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<usize, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let due = tx
         .query(
@@ -175,8 +190,10 @@ pub async fn tick(client: &mut tokio_postgres::Client, now: DateTime<Utc>) -> Re
         .await?;
     let mut fired = 0;
     for r in &due {
-        let (id, name, expr, tz): (i64, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        let (queue_name, payload, at): (String, Value, DateTime<Utc>) = (r.get(4), r.get(5), r.get(6));
+        let (id, name, expr, tz): (i64, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (queue_name, payload, at): (String, Value, DateTime<Utc>) =
+            (r.get(4), r.get(5), r.get(6));
         let spec = JobSpec {
             queue: queue_name,
             payload,
@@ -186,7 +203,9 @@ pub async fn tick(client: &mut tokio_postgres::Client, now: DateTime<Utc>) -> Re
         if queue::enqueue(&tx, &spec).await?.created {
             fired += 1;
         }
-        let next = Schedule::parse(&expr, &tz).ok().and_then(|s| s.next_after(now.max(at)));
+        let next = Schedule::parse(&expr, &tz)
+            .ok()
+            .and_then(|s| s.next_after(now.max(at)));
         match next {
             Some(next) => {
                 tx.execute(
@@ -220,13 +239,25 @@ mod tests {
     #[test]
     fn plain_schedules() {
         let s = Schedule::parse("*/15 * * * *", "UTC").unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:07:00Z")), Some(at("2026-01-01T10:15:00Z")));
-        assert_eq!(s.next_after(at("2026-01-01T10:15:00Z")), Some(at("2026-01-01T10:30:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:07:00Z")),
+            Some(at("2026-01-01T10:15:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:15:00Z")),
+            Some(at("2026-01-01T10:30:00Z"))
+        );
         let s = Schedule::parse("30 9 * * 1", "Europe/Berlin").unwrap();
         // Monday 2026-01-05 09:30 CET = 08:30 UTC.
-        assert_eq!(s.next_after(at("2026-01-01T00:00:00Z")), Some(at("2026-01-05T08:30:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T00:00:00Z")),
+            Some(at("2026-01-05T08:30:00Z"))
+        );
         let s = Schedule::parse("*/2 * * * * *", "UTC").unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T00:00:01Z")), Some(at("2026-01-01T00:00:02Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T00:00:01Z")),
+            Some(at("2026-01-01T00:00:02Z"))
+        );
         assert!(Schedule::parse("61 * * * *", "UTC").is_err());
         assert!(Schedule::parse("* * * * *", "Mars/Olympus").is_err());
     }
@@ -236,7 +267,11 @@ mod tests {
         // New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT (07:00 UTC). 02:30 does not exist.
         let s = Schedule::parse("30 2 * * *", "America/New_York").unwrap();
         let fire = s.next_after(at("2026-03-08T06:00:00Z")).unwrap();
-        assert_eq!(fire, at("2026-03-08T07:00:00Z"), "runs at the end of the gap");
+        assert_eq!(
+            fire,
+            at("2026-03-08T07:00:00Z"),
+            "runs at the end of the gap"
+        );
         // Then the next day at 02:30 EDT = 06:30 UTC, with no second run on the 8th.
         assert_eq!(s.next_after(fire), Some(at("2026-03-09T06:30:00Z")));
         // Every 15 minutes through the gap: 01:45 EST, then one run at the gap's end, then 03:15.
@@ -244,7 +279,11 @@ mod tests {
         let a = s.next_after(at("2026-03-08T06:40:00Z")).unwrap();
         assert_eq!(a, at("2026-03-08T06:45:00Z"));
         let b = s.next_after(a).unwrap();
-        assert_eq!(b, at("2026-03-08T07:00:00Z"), "02:00..02:45 collapse into one run at 03:00");
+        assert_eq!(
+            b,
+            at("2026-03-08T07:00:00Z"),
+            "02:00..02:45 collapse into one run at 03:00"
+        );
         let c = s.next_after(b).unwrap();
         assert_eq!(c, at("2026-03-08T07:15:00Z"));
     }
@@ -257,8 +296,15 @@ mod tests {
         let first = s.next_after(at("2026-11-01T04:00:00Z")).unwrap();
         assert_eq!(first, at("2026-11-01T05:30:00Z"));
         let next = s.next_after(first).unwrap();
-        assert_eq!(next, at("2026-11-02T06:30:00Z"), "no second run at the repeated 01:30");
+        assert_eq!(
+            next,
+            at("2026-11-02T06:30:00Z"),
+            "no second run at the repeated 01:30"
+        );
         // Asked from inside the repeated hour, it still does not fire again that day.
-        assert_eq!(s.next_after(at("2026-11-01T06:10:00Z")), Some(at("2026-11-02T06:30:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-11-01T06:10:00Z")),
+            Some(at("2026-11-02T06:30:00Z"))
+        );
     }
 }

@@ -52,7 +52,8 @@ pub enum JobError {
 }
 
 /// A job handler.
-pub type HandlerFn = Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<Option<Value>, JobError>> + Send + Sync>;
+pub type HandlerFn =
+    Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<Option<Value>, JobError>> + Send + Sync>;
 
 /// Retry policy of a queue; unset fields fall back to `jobs.*` config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,9 +106,16 @@ impl Registry {
 
     /// The resolved policy of a queue.
     pub fn policy(&self, queue: &str, cfg: &JobsConfig) -> EffectivePolicy {
-        let p = self.handlers.get(queue).map(|(_, p)| *p).unwrap_or_default();
+        let p = self
+            .handlers
+            .get(queue)
+            .map(|(_, p)| *p)
+            .unwrap_or_default();
         EffectivePolicy {
-            max_attempts: p.max_attempts.unwrap_or(i32::try_from(cfg.max_attempts).unwrap_or(i32::MAX)).max(1),
+            max_attempts: p
+                .max_attempts
+                .unwrap_or(i32::try_from(cfg.max_attempts).unwrap_or(i32::MAX))
+                .max(1),
             base_ms: p.base_ms.unwrap_or(cfg.backoff_base_ms),
             cap_ms: p.cap_ms.unwrap_or(cfg.backoff_cap_ms),
         }
@@ -132,24 +140,43 @@ impl JobMetrics {
     /// Creates and registers the collectors.
     pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         let runs = IntCounterVec::new(
-            Opts::new("fluxbase_jobs_runs_total", "Job attempts by queue and outcome (succeeded, retried, dead, lost)"),
+            Opts::new(
+                "fluxbase_jobs_runs_total",
+                "Job attempts by queue and outcome (succeeded, retried, dead, lost)",
+            ),
             &["queue", "outcome"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("fluxbase_jobs_duration_seconds", "Job handler run time by queue")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+            HistogramOpts::new(
+                "fluxbase_jobs_duration_seconds",
+                "Job handler run time by queue",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+            ]),
             &["queue"],
         )?;
-        let depth = IntGaugeVec::new(Opts::new("fluxbase_jobs_ready", "Jobs ready to run, by queue"), &["queue"])?;
+        let depth = IntGaugeVec::new(
+            Opts::new("fluxbase_jobs_ready", "Jobs ready to run, by queue"),
+            &["queue"],
+        )?;
         let oldest = prometheus::GaugeVec::new(
-            Opts::new("fluxbase_jobs_oldest_ready_age_seconds", "Age of the oldest ready job, by queue"),
+            Opts::new(
+                "fluxbase_jobs_oldest_ready_age_seconds",
+                "Age of the oldest ready job, by queue",
+            ),
             &["queue"],
         )?;
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(depth.clone()))?;
         registry.register(Box::new(oldest.clone()))?;
-        Ok(JobMetrics { runs, duration, depth, oldest })
+        Ok(JobMetrics {
+            runs,
+            duration,
+            depth,
+            oldest,
+        })
     }
 
     /// Records one attempt.
@@ -165,8 +192,12 @@ impl JobMetrics {
             self.depth.reset();
             self.oldest.reset();
             for q in stats {
-                self.depth.with_label_values(&[q.queue.as_str()]).set(q.ready);
-                self.oldest.with_label_values(&[q.queue.as_str()]).set(q.oldest_ready_age_secs);
+                self.depth
+                    .with_label_values(&[q.queue.as_str()])
+                    .set(q.ready);
+                self.oldest
+                    .with_label_values(&[q.queue.as_str()])
+                    .set(q.oldest_ready_age_secs);
             }
         }
     }

@@ -51,7 +51,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), String> {
     if spec.max_attempts.is_some_and(|n| n < 1) {
         return Err("max_attempts must be at least 1".into());
     }
-    if spec.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 500) {
+    if spec
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 500)
+    {
         return Err("idempotency_key must be 1..500 characters".into());
     }
     Ok(())
@@ -59,8 +63,15 @@ pub fn validate(spec: &JobSpec) -> Result<(), String> {
 
 /// Enqueues one job with `client` — pass a transaction to enqueue atomically with the
 /// caller's change (the outbox pattern): the job exists only if that change commits.
-pub async fn enqueue<C: GenericClient>(client: &C, spec: &JobSpec) -> Result<Enqueued, tokio_postgres::Error> {
-    let payload = if spec.payload.is_null() { Value::Object(Default::default()) } else { spec.payload.clone() };
+pub async fn enqueue<C: GenericClient>(
+    client: &C,
+    spec: &JobSpec,
+) -> Result<Enqueued, tokio_postgres::Error> {
+    let payload = if spec.payload.is_null() {
+        Value::Object(Default::default())
+    } else {
+        spec.payload.clone()
+    };
     let rows = client
         .query(
             "WITH ins AS (
@@ -77,7 +88,10 @@ pub async fn enqueue<C: GenericClient>(client: &C, spec: &JobSpec) -> Result<Enq
         )
         .await?;
     if let Some(r) = rows.first() {
-        return Ok(Enqueued { id: r.get(0), created: r.get(1) });
+        return Ok(Enqueued {
+            id: r.get(0),
+            created: r.get(1),
+        });
     }
     // The conflicting job was committed by another transaction after this statement's
     // snapshot was taken: read it now.
@@ -87,11 +101,18 @@ pub async fn enqueue<C: GenericClient>(client: &C, spec: &JobSpec) -> Result<Enq
             &[&spec.queue, &spec.idempotency_key],
         )
         .await?;
-    Ok(Enqueued { id: r.get(0), created: false })
+    Ok(Enqueued {
+        id: r.get(0),
+        created: false,
+    })
 }
 
 /// Enqueues many jobs of one queue in one statement (bulk producers); returns their ids.
-pub async fn enqueue_many<C: GenericClient>(client: &C, queue: &str, payloads: &[Value]) -> Result<Vec<i64>, tokio_postgres::Error> {
+pub async fn enqueue_many<C: GenericClient>(
+    client: &C,
+    queue: &str,
+    payloads: &[Value],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
     let rows = client
         .query(
             "INSERT INTO jobs.jobs (queue, payload) SELECT $1, p FROM unnest($2::jsonb[]) AS p RETURNING id",
@@ -156,7 +177,12 @@ pub async fn claim<C: GenericClient>(
 
 /// Marks a job done. False when the job is no longer this worker's (its lease expired and
 /// another worker took it, or it was cancelled): the result is then dropped.
-pub async fn complete<C: GenericClient>(client: &C, id: i64, worker: &str, result: Option<&Value>) -> Result<bool, tokio_postgres::Error> {
+pub async fn complete<C: GenericClient>(
+    client: &C,
+    id: i64,
+    worker: &str,
+    result: Option<&Value>,
+) -> Result<bool, tokio_postgres::Error> {
     let n = client
         .execute(
             "UPDATE jobs.jobs SET status = 'succeeded', result = $3, finished_at = now(), updated_at = now(),
@@ -195,7 +221,12 @@ pub async fn fail<C: GenericClient>(
 }
 
 /// Extends the leases of this worker's running jobs.
-pub async fn heartbeat<C: GenericClient>(client: &C, worker: &str, ids: &[i64], lease_secs: f64) -> Result<u64, tokio_postgres::Error> {
+pub async fn heartbeat<C: GenericClient>(
+    client: &C,
+    worker: &str,
+    ids: &[i64],
+    lease_secs: f64,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "UPDATE jobs.jobs SET locked_until = now() + make_interval(secs => $3)
@@ -228,7 +259,11 @@ pub async fn recover_expired<C: GenericClient>(client: &C) -> Result<u64, tokio_
 }
 
 /// On shutdown: hands this worker's unfinished jobs back without counting the attempt.
-pub async fn release<C: GenericClient>(client: &C, worker: &str, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+pub async fn release<C: GenericClient>(
+    client: &C,
+    worker: &str,
+    ids: &[i64],
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "WITH r AS (
@@ -244,7 +279,10 @@ pub async fn release<C: GenericClient>(client: &C, worker: &str, ids: &[i64]) ->
 
 /// Replays a dead or cancelled job with a fresh set of attempts. `None` when the job does
 /// not exist, `Some(false)` when it is not in a replayable state.
-pub async fn retry<C: GenericClient>(client: &C, id: i64) -> Result<Option<bool>, tokio_postgres::Error> {
+pub async fn retry<C: GenericClient>(
+    client: &C,
+    id: i64,
+) -> Result<Option<bool>, tokio_postgres::Error> {
     let rows = client
         .query(
             "WITH j AS (SELECT id, status FROM jobs.jobs WHERE id = $1 FOR UPDATE),
@@ -265,7 +303,10 @@ pub async fn retry<C: GenericClient>(client: &C, id: i64) -> Result<Option<bool>
 
 /// Cancels a pending or running job (a running handler finishes, but its result is
 /// dropped). Same answers as `retry`.
-pub async fn cancel<C: GenericClient>(client: &C, id: i64) -> Result<Option<bool>, tokio_postgres::Error> {
+pub async fn cancel<C: GenericClient>(
+    client: &C,
+    id: i64,
+) -> Result<Option<bool>, tokio_postgres::Error> {
     let rows = client
         .query(
             "WITH j AS (SELECT id FROM jobs.jobs WHERE id = $1),
@@ -282,7 +323,10 @@ pub async fn cancel<C: GenericClient>(client: &C, id: i64) -> Result<Option<bool
 }
 
 /// One job as JSON.
-pub async fn get<C: GenericClient>(client: &C, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
+pub async fn get<C: GenericClient>(
+    client: &C,
+    id: i64,
+) -> Result<Option<Value>, tokio_postgres::Error> {
     let rows = client
         .query("SELECT to_jsonb(j) FROM jobs.jobs j WHERE id = $1", &[&id])
         .await?;
@@ -362,7 +406,11 @@ pub async fn stats<C: GenericClient>(client: &C) -> Result<Vec<QueueStats>, toki
 }
 
 /// Deletes finished jobs past their retention, in batches so no statement holds locks long.
-pub async fn prune<C: GenericClient>(client: &C, retention_days: u64, dead_retention_days: u64) -> Result<u64, tokio_postgres::Error> {
+pub async fn prune<C: GenericClient>(
+    client: &C,
+    retention_days: u64,
+    dead_retention_days: u64,
+) -> Result<u64, tokio_postgres::Error> {
     let (keep, keep_dead) = (
         i32::try_from(retention_days).unwrap_or(i32::MAX),
         i32::try_from(dead_retention_days).unwrap_or(i32::MAX),
@@ -390,7 +438,10 @@ pub async fn prune<C: GenericClient>(client: &C, retention_days: u64, dead_reten
 /// `random(0, min(cap, base * 2^(attempt-1)))`, at least 1 ms.
 pub fn backoff_ms(attempt: i32, base_ms: u64, cap_ms: u64, random: f64) -> u64 {
     let exp = attempt.saturating_sub(1).clamp(0, 62) as u32;
-    let ceiling = base_ms.saturating_mul(1u64 << exp.min(40)).min(cap_ms).max(1);
+    let ceiling = base_ms
+        .saturating_mul(1u64 << exp.min(40))
+        .min(cap_ms)
+        .max(1);
     ((ceiling as f64) * random.clamp(0.0, 1.0)).round().max(1.0) as u64
 }
 
@@ -405,7 +456,11 @@ mod tests {
         assert_eq!(backoff_ms(3, 1000, 60_000, 1.0), 4000);
         assert_eq!(backoff_ms(30, 1000, 60_000, 1.0), 60_000, "capped");
         assert_eq!(backoff_ms(1000, 1000, 60_000, 1.0), 60_000, "no overflow");
-        assert_eq!(backoff_ms(3, 1000, 60_000, 0.0), 1, "full jitter reaches the floor");
+        assert_eq!(
+            backoff_ms(3, 1000, 60_000, 0.0),
+            1,
+            "full jitter reaches the floor"
+        );
         for i in 0..100 {
             let r = i as f64 / 100.0;
             let d = backoff_ms(4, 1000, 60_000, r);
@@ -415,8 +470,17 @@ mod tests {
 
     #[test]
     fn specs_are_checked() {
-        assert!(validate(&JobSpec { queue: "q".into(), ..Default::default() }).is_ok());
+        assert!(validate(&JobSpec {
+            queue: "q".into(),
+            ..Default::default()
+        })
+        .is_ok());
         assert!(validate(&JobSpec::default()).is_err());
-        assert!(validate(&JobSpec { queue: "q".into(), max_attempts: Some(0), ..Default::default() }).is_err());
+        assert!(validate(&JobSpec {
+            queue: "q".into(),
+            max_attempts: Some(0),
+            ..Default::default()
+        })
+        .is_err());
     }
 }

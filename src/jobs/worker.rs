@@ -50,7 +50,10 @@ impl RunnerHandle {
 
     /// Ids of the jobs running here now.
     pub fn running(&self) -> Vec<i64> {
-        self.running.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.running
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Stops claiming, gives running jobs `grace` to finish, then hands the rest back to
@@ -68,8 +71,13 @@ impl RunnerHandle {
         if !left.is_empty() {
             if let Ok(c) = self.pool.get().await {
                 match queue::release(&**c, &self.worker_id, &left).await {
-                    Ok(_) => tracing::info!(jobs = left.len(), "released unfinished jobs back to the queue"),
-                    Err(e) => tracing::warn!(error = %e, "could not release unfinished jobs; their leases will expire"),
+                    Ok(_) => tracing::info!(
+                        jobs = left.len(),
+                        "released unfinished jobs back to the queue"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not release unfinished jobs; their leases will expire")
+                    }
                 }
             }
             if let Ok(jobs) = self.jobs.lock() {
@@ -93,12 +101,20 @@ struct Shared {
 
 /// Starts dispatchers for every registered queue, the listener, the heartbeat, lease
 /// recovery and (optionally) the cron leader.
-pub fn start(pool: Pool, handlers: Handlers, opts: RunnerOptions, metrics: Arc<JobMetrics>) -> RunnerHandle {
+pub fn start(
+    pool: Pool,
+    handlers: Handlers,
+    opts: RunnerOptions,
+    metrics: Arc<JobMetrics>,
+) -> RunnerHandle {
     let (tx, rx) = watch::channel(false);
     let running = Arc::new(Mutex::new(HashSet::new()));
     let jobs = Arc::new(Mutex::new(Vec::new()));
     let leader = Arc::new(AtomicBool::new(false));
-    let wake: HashMap<String, Arc<Notify>> = handlers.queues().map(|q| (q.to_string(), Arc::new(Notify::new()))).collect();
+    let wake: HashMap<String, Arc<Notify>> = handlers
+        .queues()
+        .map(|q| (q.to_string(), Arc::new(Notify::new())))
+        .collect();
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         handlers,
@@ -110,13 +126,21 @@ pub fn start(pool: Pool, handlers: Handlers, opts: RunnerOptions, metrics: Arc<J
     });
     let mut tasks = Vec::new();
     for q in shared.wake.keys() {
-        tasks.push(tokio::spawn(dispatch(shared.clone(), q.clone(), rx.clone())));
+        tasks.push(tokio::spawn(dispatch(
+            shared.clone(),
+            q.clone(),
+            rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(listen(shared.clone(), rx.clone())));
     tasks.push(tokio::spawn(heartbeat(shared.clone(), rx.clone())));
     tasks.push(tokio::spawn(recover(shared.clone(), rx.clone())));
     if opts.cron {
-        tasks.push(tokio::spawn(lead_cron(shared.clone(), leader.clone(), rx.clone())));
+        tasks.push(tokio::spawn(lead_cron(
+            shared.clone(),
+            leader.clone(),
+            rx.clone(),
+        )));
     }
     RunnerHandle {
         shutdown: tx,
@@ -142,7 +166,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 async fn dispatch(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>) {
-    let Some(wake) = s.wake.get(&queue).cloned() else { return };
+    let Some(wake) = s.wake.get(&queue).cloned() else {
+        return;
+    };
     let limit = s.opts.cfg.concurrency_for(&queue);
     let slots = Arc::new(Semaphore::new(limit));
     let poll = Duration::from_millis(s.opts.cfg.poll_interval_ms.max(10));
@@ -162,7 +188,17 @@ async fn dispatch(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>
         }
         // A NOTIFY arriving while we claim is not lost: Notify keeps one permit for the wait.
         let claimed = match s.pool.get().await {
-            Ok(c) => queue::claim(&**c, &queue, permits.len() as i64, &s.opts.worker_id, lease_secs(&s), default_max).await,
+            Ok(c) => {
+                queue::claim(
+                    &**c,
+                    &queue,
+                    permits.len() as i64,
+                    &s.opts.worker_id,
+                    lease_secs(&s),
+                    default_max,
+                )
+                .await
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "job dispatcher: no database connection");
                 Ok(Vec::new())
@@ -197,7 +233,9 @@ async fn dispatch(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>
 }
 
 async fn run_one(s: &Arc<Shared>, job: Claimed) {
-    let Some(handler) = s.handlers.get(&job.queue) else { return };
+    let Some(handler) = s.handlers.get(&job.queue) else {
+        return;
+    };
     let policy = s.handlers.policy(&job.queue, &s.opts.cfg);
     if let Ok(mut r) = s.running.lock() {
         r.insert(job.id);
@@ -239,7 +277,14 @@ async fn run_one(s: &Arc<Shared>, job: Claimed) {
                 JobError::Retry(m) => (m.as_str(), job.attempt < job.max_attempts),
                 JobError::Permanent(m) => (m.as_str(), false),
             };
-            let delay = retry.then(|| queue::backoff_ms(job.attempt, policy.base_ms, policy.cap_ms, rand::random::<f64>()));
+            let delay = retry.then(|| {
+                queue::backoff_ms(
+                    job.attempt,
+                    policy.base_ms,
+                    policy.cap_ms,
+                    rand::random::<f64>(),
+                )
+            });
             match queue::fail(&**client, job.id, worker, msg, delay).await {
                 Ok(Some(st)) if st == "dead" => {
                     tracing::warn!(job = job.id, queue = %job.queue, attempt = job.attempt, error = %msg, "job dead-lettered");
@@ -270,7 +315,8 @@ async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Ok((client, mut conn)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
                 let pump = tokio::spawn(async move {
-                    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
                     while let Some(m) = messages.next().await {
                         match m {
                             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
@@ -324,7 +370,11 @@ async fn heartbeat(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {},
             _ = stopped(&mut stop) => return,
         }
-        let ids: Vec<i64> = s.running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default();
+        let ids: Vec<i64> = s
+            .running
+            .lock()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
         if ids.is_empty() {
             continue;
         }
@@ -346,7 +396,10 @@ async fn recover(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if let Ok(c) = s.pool.get().await {
             match queue::recover_expired(&**c).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose worker stopped without finishing"),
+                Ok(n) => tracing::warn!(
+                    jobs = n,
+                    "recovered jobs whose worker stopped without finishing"
+                ),
                 Err(e) => tracing::debug!(error = %e, "lease recovery failed"),
             }
         }
@@ -362,7 +415,10 @@ async fn lead_cron(s: Arc<Shared>, leader: Arc<AtomicBool>, mut stop: watch::Rec
             let driver = tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let got: bool = match client.query_one("SELECT pg_try_advisory_lock($1)", &[&cron::LEADER_LOCK]).await {
+            let got: bool = match client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&cron::LEADER_LOCK])
+                .await
+            {
                 Ok(r) => r.get(0),
                 Err(_) => false,
             };

@@ -416,17 +416,30 @@ async fn managed_tcp_listener_requires_the_generated_password() {
     })
     .join()
     .unwrap();
-    let pw = std::fs::read_to_string(pg.password_file()).unwrap().trim().to_string();
+    let pw = std::fs::read_to_string(pg.password_file())
+        .unwrap()
+        .trim()
+        .to_string();
     let good = format!("postgresql://postgres:{pw}@127.0.0.1:{port}/postgres");
     let c = connect(&good).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
     let bad = format!("postgresql://postgres:wrong@127.0.0.1:{port}/postgres");
-    assert!(tokio_postgres::connect(&bad, tokio_postgres::NoTls).await.is_err());
+    assert!(tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .is_err());
     let nopw = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
-    assert!(tokio_postgres::connect(&nopw, tokio_postgres::NoTls).await.is_err());
+    assert!(tokio_postgres::connect(&nopw, tokio_postgres::NoTls)
+        .await
+        .is_err());
     // The socket still works without one.
     let s = connect(&pg.url("postgres")).await;
-    assert_eq!(s.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        s.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
     drop((c, s));
     pg = std::thread::spawn(move || {
         pg.stop().unwrap();

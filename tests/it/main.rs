@@ -8,3 +8,5 @@ mod support;
 mod cli;
 mod database;
 mod http;
+mod jobs;
+mod outbound;

@@ -509,3 +509,59 @@ pub fn short_tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
+
+/// Starts job workers on the app's database with these handlers (cron off unless asked).
+pub fn start_runner(
+    app: &TestApp,
+    handlers: fluxbase::jobs::Registry,
+    cron: bool,
+) -> fluxbase::jobs::worker::RunnerHandle {
+    start_runner_with(app, handlers, cron, app.state.clock.clone())
+}
+
+/// Like `start_runner`, with a clock of one's own.
+pub fn start_runner_with(
+    app: &TestApp,
+    handlers: fluxbase::jobs::Registry,
+    cron: bool,
+    clock: Arc<dyn fluxbase::jobs::cron::Clock>,
+) -> fluxbase::jobs::worker::RunnerHandle {
+    let opts = fluxbase::jobs::worker::RunnerOptions {
+        worker_id: format!("test-{}", uuid::Uuid::new_v4()),
+        cfg: app.state.config.jobs.clone(),
+        clock,
+        pg_config: app.state.pg_config.clone(),
+        cron,
+    };
+    fluxbase::jobs::worker::start(
+        app.state.pool.clone(),
+        handlers,
+        opts,
+        app.state.jobs_metrics.clone(),
+    )
+}
+
+/// A job's row as JSON.
+pub async fn job(app: &TestApp, id: i64) -> Value {
+    let c = app.db.client().await;
+    c.query_one("SELECT to_jsonb(j) FROM jobs.jobs j WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the job reaches `status` (a deadline, not a timing assertion).
+pub async fn wait_status(app: &TestApp, id: i64, status: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let j = job(app, id).await;
+        if j["status"] == status {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never reached {status}: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -6,3 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bench/startup.sh "$@"
+bench/jobs.sh

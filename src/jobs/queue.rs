@@ -138,16 +138,16 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` ready jobs of `queue` for `worker`, leasing them for `lease_secs`.
-pub async fn claim<C: GenericClient>(
-    client: &C,
+pub async fn claim(
+    client: &deadpool_postgres::ClientWrapper,
     queue: &str,
     limit: i64,
     worker: &str,
     lease_secs: f64,
     default_max_attempts: i32,
 ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
-    let rows = client
-        .query(
+    let stmt = client
+        .prepare_cached(
             "WITH next AS (
                SELECT id FROM jobs.jobs
                 WHERE status = 'pending' AND queue = $1 AND run_at <= now()
@@ -160,6 +160,11 @@ pub async fn claim<C: GenericClient>(
                     max_attempts = coalesce(j.max_attempts, $5)
                FROM next WHERE j.id = next.id
              RETURNING j.id, j.queue, j.payload, j.attempts, j.max_attempts",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
             &[&queue, &limit, &worker, &lease_secs, &default_max_attempts],
         )
         .await?;
@@ -177,27 +182,27 @@ pub async fn claim<C: GenericClient>(
 
 /// Marks a job done. False when the job is no longer this worker's (its lease expired and
 /// another worker took it, or it was cancelled): the result is then dropped.
-pub async fn complete<C: GenericClient>(
-    client: &C,
+pub async fn complete(
+    client: &deadpool_postgres::ClientWrapper,
     id: i64,
     worker: &str,
     result: Option<&Value>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let n = client
-        .execute(
+    let stmt = client
+        .prepare_cached(
             "UPDATE jobs.jobs SET status = 'succeeded', result = $3, finished_at = now(), updated_at = now(),
                     locked_by = NULL, locked_until = NULL, last_error = NULL
               WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-            &[&id, &worker, &result],
         )
         .await?;
+    let n = client.execute(&stmt, &[&id, &worker, &result]).await?;
     Ok(n == 1)
 }
 
 /// Records a failed attempt: back to pending after `retry_in_ms`, or dead when `retry_in_ms`
 /// is `None`. Returns the new status, or `None` when the job is no longer this worker's.
-pub async fn fail<C: GenericClient>(
-    client: &C,
+pub async fn fail(
+    client: &deadpool_postgres::ClientWrapper,
     id: i64,
     worker: &str,
     error: &str,
@@ -205,8 +210,8 @@ pub async fn fail<C: GenericClient>(
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let retry_ms = retry_in_ms.map(|ms| ms as f64 / 1000.0);
     let error: String = error.chars().take(4000).collect();
-    let rows = client
-        .query(
+    let stmt = client
+        .prepare_cached(
             "UPDATE jobs.jobs SET
                     status = CASE WHEN $4::float8 IS NULL THEN 'dead' ELSE 'pending' END,
                     run_at = CASE WHEN $4::float8 IS NULL THEN run_at ELSE now() + make_interval(secs => $4) END,
@@ -214,8 +219,10 @@ pub async fn fail<C: GenericClient>(
                     last_error = $3, locked_by = NULL, locked_until = NULL, updated_at = now()
               WHERE id = $1 AND locked_by = $2 AND status = 'running'
               RETURNING status",
-            &[&id, &worker, &error, &retry_ms],
         )
+        .await?;
+    let rows = client
+        .query(&stmt, &[&id, &worker, &error, &retry_ms])
         .await?;
     Ok(rows.first().map(|r| r.get(0)))
 }

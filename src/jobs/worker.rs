@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// How a runner runs.
@@ -36,7 +36,6 @@ pub struct RunnerHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     running: Arc<Mutex<HashSet<i64>>>,
-    jobs: Arc<Mutex<Vec<JoinHandle<()>>>>,
     leader: Arc<AtomicBool>,
     pool: Pool,
     worker_id: String,
@@ -60,12 +59,16 @@ impl RunnerHandle {
     /// the queue without counting the attempt.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        for t in std::mem::take(&mut self.tasks) {
-            let _ = t.await;
-        }
-        let deadline = Instant::now() + grace;
-        while !self.running().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let tasks = std::mem::take(&mut self.tasks);
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            // Aborting a slot aborts the handler it awaits (AbortOnDrop).
+            for a in aborts {
+                a.abort();
+            }
         }
         let left = self.running();
         if !left.is_empty() {
@@ -80,12 +83,16 @@ impl RunnerHandle {
                     }
                 }
             }
-            if let Ok(jobs) = self.jobs.lock() {
-                for j in jobs.iter() {
-                    j.abort();
-                }
-            }
         }
+    }
+}
+
+/// Aborts the wrapped task when dropped, so an aborted slot never leaves its handler running.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -95,7 +102,6 @@ struct Shared {
     opts: RunnerOptions,
     metrics: Arc<JobMetrics>,
     running: Arc<Mutex<HashSet<i64>>>,
-    jobs: Arc<Mutex<Vec<JoinHandle<()>>>>,
     wake: HashMap<String, Arc<Notify>>,
 }
 
@@ -109,7 +115,6 @@ pub fn start(
 ) -> RunnerHandle {
     let (tx, rx) = watch::channel(false);
     let running = Arc::new(Mutex::new(HashSet::new()));
-    let jobs = Arc::new(Mutex::new(Vec::new()));
     let leader = Arc::new(AtomicBool::new(false));
     let wake: HashMap<String, Arc<Notify>> = handlers
         .queues()
@@ -121,16 +126,13 @@ pub fn start(
         opts: opts.clone(),
         metrics,
         running: running.clone(),
-        jobs: jobs.clone(),
         wake,
     });
     let mut tasks = Vec::new();
     for q in shared.wake.keys() {
-        tasks.push(tokio::spawn(dispatch(
-            shared.clone(),
-            q.clone(),
-            rx.clone(),
-        )));
+        for _ in 0..shared.opts.cfg.concurrency_for(q) {
+            tasks.push(tokio::spawn(slot(shared.clone(), q.clone(), rx.clone())));
+        }
     }
     tasks.push(tokio::spawn(listen(shared.clone(), rx.clone())));
     tasks.push(tokio::spawn(heartbeat(shared.clone(), rx.clone())));
@@ -146,7 +148,6 @@ pub fn start(
         shutdown: tx,
         tasks,
         running,
-        jobs,
         leader,
         pool,
         worker_id: opts.worker_id,
@@ -165,78 +166,75 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn dispatch(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>) {
+/// One worker slot of a queue: claim, run, record the outcome and claim the next job in the
+/// same round trip, until the queue is drained; then sleep until a NOTIFY or the poll.
+/// `concurrency_for(queue)` slots run per queue.
+async fn slot(s: Arc<Shared>, queue: String, mut stop: watch::Receiver<bool>) {
     let Some(wake) = s.wake.get(&queue).cloned() else {
         return;
     };
-    let limit = s.opts.cfg.concurrency_for(&queue);
-    let slots = Arc::new(Semaphore::new(limit));
     let poll = Duration::from_millis(s.opts.cfg.poll_interval_ms.max(10));
     let default_max = s.handlers.policy(&queue, &s.opts.cfg).max_attempts;
+    let mut next: Option<Claimed> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        // Wait for at least one free slot, then take every free one.
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stopped(&mut stop) => return,
+        let job = match next.take() {
+            Some(j) => j,
+            None => {
+                // Subscribe before looking, so a NOTIFY sent while we claim is not missed.
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let claimed = match s.pool.get().await {
+                    Ok(c) => queue::claim(
+                        &c,
+                        &queue,
+                        1,
+                        &s.opts.worker_id,
+                        lease_secs(&s),
+                        default_max,
+                    )
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, %queue, "claiming a job failed"))
+                    .ok()
+                    .and_then(|mut v| v.pop()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "job slot: no database connection");
+                        None
+                    }
+                };
+                match claimed {
+                    Some(j) => j,
+                    None => {
+                        tokio::select! {
+                            _ = &mut notified => {},
+                            _ = tokio::time::sleep(poll) => {},
+                            _ = stopped(&mut stop) => return,
+                        }
+                        continue;
+                    }
+                }
+            }
         };
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
-        }
-        // A NOTIFY arriving while we claim is not lost: Notify keeps one permit for the wait.
-        let claimed = match s.pool.get().await {
-            Ok(c) => {
-                queue::claim(
-                    &**c,
-                    &queue,
-                    permits.len() as i64,
-                    &s.opts.worker_id,
-                    lease_secs(&s),
-                    default_max,
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "job dispatcher: no database connection");
-                Ok(Vec::new())
-            }
-        };
-        let claimed = claimed.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, %queue, "claiming jobs failed");
-            Vec::new()
-        });
-        let drained = claimed.len() < permits.len();
-        for job in claimed {
-            let Some(permit) = permits.pop() else { break };
-            let s2 = s.clone();
-            let h = tokio::spawn(async move {
-                run_one(&s2, job).await;
-                drop(permit);
-            });
-            if let Ok(mut jobs) = s.jobs.lock() {
-                jobs.retain(|j| !j.is_finished());
-                jobs.push(h);
-            }
-        }
-        drop(permits);
-        if drained {
-            tokio::select! {
-                _ = wake.notified() => {},
-                _ = tokio::time::sleep(poll) => {},
-                _ = stopped(&mut stop) => return,
-            }
-        }
+        let outcome = execute(&s, &job).await;
+        let claim_next = (!*stop.borrow()).then_some(default_max);
+        next = record(&s, &job, outcome, claim_next).await;
     }
 }
 
-async fn run_one(s: &Arc<Shared>, job: Claimed) {
+/// Runs the handler in its own task: a panic fails the attempt instead of the worker.
+async fn execute(
+    s: &Arc<Shared>,
+    job: &Claimed,
+) -> (Result<Option<serde_json::Value>, JobError>, f64) {
     let Some(handler) = s.handlers.get(&job.queue) else {
-        return;
+        return (
+            Err(JobError::Retry("no handler for this queue here".into())),
+            0.0,
+        );
     };
-    let policy = s.handlers.policy(&job.queue, &s.opts.cfg);
     if let Ok(mut r) = s.running.lock() {
         r.insert(job.id);
     }
@@ -249,60 +247,85 @@ async fn run_one(s: &Arc<Shared>, job: Claimed) {
         pool: s.pool.clone(),
     };
     let started = Instant::now();
-    // A panicking handler fails its attempt instead of taking the worker down.
-    let outcome = match tokio::spawn(handler(ctx)).await {
+    let task = AbortOnDrop(tokio::spawn(handler(ctx)));
+    let outcome = match (&mut { task }.0).await {
         Ok(r) => r,
         Err(e) => Err(JobError::Retry(format!("handler panicked: {e}"))),
     };
-    let secs = started.elapsed().as_secs_f64();
     if let Ok(mut r) = s.running.lock() {
         r.remove(&job.id);
     }
+    (outcome, started.elapsed().as_secs_f64())
+}
+
+/// Records an attempt's outcome and, when `claim_next` is set, claims the queue's next job
+/// in the same round trip (the two statements are pipelined on one connection).
+async fn record(
+    s: &Arc<Shared>,
+    job: &Claimed,
+    (outcome, secs): (Result<Option<serde_json::Value>, JobError>, f64),
+    claim_next: Option<i32>,
+) -> Option<Claimed> {
     let worker = &s.opts.worker_id;
     let Ok(client) = s.pool.get().await else {
-        tracing::warn!(job = job.id, "cannot record the job's outcome: no database connection; its lease will expire and it runs again");
-        return;
+        tracing::warn!(
+            job = job.id,
+            "cannot record the job's outcome: no database connection; its lease will expire and it runs again"
+        );
+        return None;
     };
-    let label = match outcome {
-        Ok(result) => match queue::complete(&**client, job.id, worker, result.as_ref()).await {
-            Ok(true) => "succeeded",
-            Ok(false) => "lost",
-            Err(e) => {
-                tracing::warn!(job = job.id, error = %e, "could not mark job succeeded");
-                "lost"
-            }
-        },
-        Err(err) => {
-            let (msg, retry) = match &err {
-                JobError::Retry(m) => (m.as_str(), job.attempt < job.max_attempts),
-                JobError::Permanent(m) => (m.as_str(), false),
-            };
-            let delay = retry.then(|| {
-                queue::backoff_ms(
-                    job.attempt,
-                    policy.base_ms,
-                    policy.cap_ms,
-                    rand::random::<f64>(),
-                )
-            });
-            match queue::fail(&**client, job.id, worker, msg, delay).await {
-                Ok(Some(st)) if st == "dead" => {
-                    tracing::warn!(job = job.id, queue = %job.queue, attempt = job.attempt, error = %msg, "job dead-lettered");
-                    "dead"
-                }
-                Ok(Some(_)) => {
-                    tracing::info!(job = job.id, queue = %job.queue, attempt = job.attempt, retry_in_ms = delay.unwrap_or(0), error = %msg, "job failed; will retry");
-                    "retried"
-                }
-                Ok(None) => "lost",
+    let policy = s.handlers.policy(&job.queue, &s.opts.cfg);
+    let outcome_fut = async {
+        match outcome {
+            Ok(result) => match queue::complete(&client, job.id, worker, result.as_ref()).await {
+                Ok(true) => "succeeded",
+                Ok(false) => "lost",
                 Err(e) => {
-                    tracing::warn!(job = job.id, error = %e, "could not record job failure");
+                    tracing::warn!(job = job.id, error = %e, "could not mark job succeeded");
                     "lost"
+                }
+            },
+            Err(err) => {
+                let (msg, retry) = match &err {
+                    JobError::Retry(m) => (m.as_str(), job.attempt < job.max_attempts),
+                    JobError::Permanent(m) => (m.as_str(), false),
+                };
+                let delay = retry.then(|| {
+                    queue::backoff_ms(
+                        job.attempt,
+                        policy.base_ms,
+                        policy.cap_ms,
+                        rand::random::<f64>(),
+                    )
+                });
+                match queue::fail(&client, job.id, worker, msg, delay).await {
+                    Ok(Some(st)) if st == "dead" => {
+                        tracing::warn!(job = job.id, queue = %job.queue, attempt = job.attempt, error = %msg, "job dead-lettered");
+                        "dead"
+                    }
+                    Ok(Some(_)) => {
+                        tracing::info!(job = job.id, queue = %job.queue, attempt = job.attempt, retry_in_ms = delay.unwrap_or(0), error = %msg, "job failed; will retry");
+                        "retried"
+                    }
+                    Ok(None) => "lost",
+                    Err(e) => {
+                        tracing::warn!(job = job.id, error = %e, "could not record job failure");
+                        "lost"
+                    }
                 }
             }
         }
     };
+    let claim_fut = async {
+        let max = claim_next?;
+        queue::claim(&client, &job.queue, 1, worker, lease_secs(s), max)
+            .await
+            .ok()
+            .and_then(|mut v| v.pop())
+    };
+    let (label, next) = tokio::join!(outcome_fut, claim_fut);
     s.metrics.observe_run(&job.queue, label, secs);
+    next
 }
 
 async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -336,7 +359,7 @@ async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     loop {
                         tokio::select! {
                             q = rx.recv() => match q {
-                                Some(q) => if let Some(n) = s.wake.get(&q) { n.notify_one() },
+                                Some(q) => if let Some(n) = s.wake.get(&q) { n.notify_waiters() },
                                 None => break,
                             },
                             _ = stopped(&mut stop) => { pump.abort(); return; }
@@ -359,7 +382,7 @@ async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 fn wake_all(s: &Shared) {
     for n in s.wake.values() {
-        n.notify_one();
+        n.notify_waiters();
     }
 }
 

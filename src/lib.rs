@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod rest;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

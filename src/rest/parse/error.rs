@@ -212,9 +212,19 @@ impl std::error::Error for ParseError {}
 mod tests {
     use super::*;
 
+    /// (error, code, status, message, details, hint)
+    type Case = (
+        ParseError,
+        &'static str,
+        u16,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
     #[test]
     fn codes_statuses_and_texts() {
-        let cases: Vec<(ParseError, &str, u16, &str, Option<&str>, Option<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 ParseError::InvalidRpcMethod("PUT".into()),
                 "PGRST101",

@@ -464,3 +464,797 @@ fn name_list(cur: &mut Cursor<'_>) -> Result<Vec<String>, Syntax> {
         return Err(cur.error("\",\" or end of input"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(value: &str) -> (bool, Operation) {
+        let f =
+            parse_filter(Field::column("c"), value).unwrap_or_else(|e| panic!("{value}: {e:?}"));
+        (f.negated, f.operation)
+    }
+
+    fn simple(op: SimpleOp, value: &str) -> Operation {
+        Operation::Simple {
+            op,
+            value: value.into(),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_simple_operator() {
+        let cases = [
+            ("eq.1", simple(SimpleOp::Eq, "1")),
+            ("neq.1", simple(SimpleOp::Neq, "1")),
+            ("gt.1", simple(SimpleOp::Gt, "1")),
+            ("gte.1", simple(SimpleOp::Gte, "1")),
+            ("lt.1", simple(SimpleOp::Lt, "1")),
+            ("lte.1", simple(SimpleOp::Lte, "1")),
+            ("like.*91*", simple(SimpleOp::Like, "%91%")),
+            ("ilike.a*b*", simple(SimpleOp::Ilike, "a%b%")),
+            ("match.^a.*$", simple(SimpleOp::Match, "^a.*$")),
+            ("imatch.^A*", simple(SimpleOp::Imatch, "^A*")),
+            ("isdistinct.x", simple(SimpleOp::IsDistinct, "x")),
+            (
+                "cs.{example, new}",
+                simple(SimpleOp::Contains, "{example, new}"),
+            ),
+            ("cd.{1,2,3}", simple(SimpleOp::Contained, "{1,2,3}")),
+            (
+                "ov.[2017-01-01,2017-06-30]",
+                simple(SimpleOp::Overlap, "[2017-01-01,2017-06-30]"),
+            ),
+            ("ov.{1,3}", simple(SimpleOp::Overlap, "{1,3}")),
+            ("sl.(1,10)", simple(SimpleOp::StrictlyLeft, "(1,10)")),
+            ("sr.(1,10)", simple(SimpleOp::StrictlyRight, "(1,10)")),
+            ("nxr.(1,10)", simple(SimpleOp::NotExtendRight, "(1,10)")),
+            ("nxl.(1,10)", simple(SimpleOp::NotExtendLeft, "(1,10)")),
+            ("adj.(1,10)", simple(SimpleOp::Adjacent, "(1,10)")),
+            // The value is everything after the operator, dots and all.
+            ("eq.A.png", simple(SimpleOp::Eq, "A.png")),
+            ("eq.", simple(SimpleOp::Eq, "")),
+            ("eq.not.x", simple(SimpleOp::Eq, "not.x")),
+            ("eq.a,b)(", simple(SimpleOp::Eq, "a,b)(")),
+            // `*` is only a wildcard for like/ilike.
+            ("eq.*", simple(SimpleOp::Eq, "*")),
+            ("match.a*", simple(SimpleOp::Match, "a*")),
+        ];
+        for (value, want) in cases {
+            assert_eq!(op(value), (false, want.clone()), "{value}");
+            assert_eq!(op(&format!("not.{value}")), (true, want), "not.{value}");
+        }
+        for (name, o) in SimpleOp::ALL {
+            assert_eq!(op(&format!("{name}.v")).1, simple(o, "v"), "{name}");
+            assert!(!o.sql().is_empty());
+        }
+    }
+
+    #[test]
+    fn in_lists_and_quoting() {
+        let cases: &[(&str, &[&str])] = &[
+            ("in.(1,2,3)", &["1", "2", "3"]),
+            ("in.()", &[]),
+            ("in.(    )", &[]),
+            ("in.( ,3,4)", &["", "3", "4"]),
+            ("in.(a)", &["a"]),
+            ("in.(\"Hebdon, John\")", &["Hebdon, John"]),
+            (
+                "in.(\"Hebdon, John\",\"Williams, Mary\",\"Smith, Joseph\")",
+                &["Hebdon, John", "Williams, Mary", "Smith, Joseph"],
+            ),
+            (
+                "in.(David White,\"Hebdon, John\")",
+                &["David White", "Hebdon, John"],
+            ),
+            ("in.(\"Double O Seven(007)\")", &["Double O Seven(007)"]),
+            (
+                "in.(\"Quote:\\\"\",\"Backslash:\\\\\")",
+                &["Quote:\"", "Backslash:\\"],
+            ),
+            ("in.( a , \"b\" ,c )", &["a", "b", "c"]),
+            ("in.(A.png,B.png)", &["A.png", "B.png"]),
+            ("in.(\"\")", &[""]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(op(value), (false, Operation::In(strings(want))), "{value}");
+        }
+        assert_eq!(op("not.in.(1)"), (true, Operation::In(strings(&["1"]))));
+        let errors = [
+            (
+                "in.(\"\"Hebdon, John\")",
+                7,
+                "unexpected \"H\" expecting \",\" or \")\"",
+            ),
+            (
+                "in.(\"Hebdon, John\"\"Mary)",
+                19,
+                "unexpected \"\\\"\" expecting \",\" or \")\"",
+            ),
+            (
+                "in.(Williams\"Hebdon, John\")",
+                13,
+                "unexpected \"\\\"\" expecting \",\" or \")\"",
+            ),
+            (
+                "in.(1,2",
+                8,
+                "unexpected end of input expecting \",\" or \")\"",
+            ),
+            ("in.(1)x", 7, "unexpected \"x\" expecting end of input"),
+            ("in.1,2", 4, "unexpected \"1\" expecting \"(\""),
+            ("in(1,2)", 3, "unexpected \"(\" expecting \".\""),
+        ];
+        for (value, column, details) in errors {
+            let e = parse_filter(Field::column("c"), value).unwrap_err();
+            assert_eq!(
+                e,
+                ParseError::QueryParam {
+                    message: format!(
+                        "\"failed to parse filter ({value})\" (line 1, column {column})"
+                    ),
+                    details: details.into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn is_values() {
+        let cases = [
+            ("is.null", IsValue::Null),
+            ("is.NULL", IsValue::Null),
+            ("is.not_null", IsValue::NotNull),
+            ("is.true", IsValue::True),
+            ("is.TRUE", IsValue::True),
+            ("is.false", IsValue::False),
+            ("is.unknown", IsValue::Unknown),
+        ];
+        for (value, want) in cases {
+            assert_eq!(op(value), (false, Operation::Is(want)), "{value}");
+        }
+        assert_eq!(op("not.is.null"), (true, Operation::Is(IsValue::Null)));
+        for (value, column, details) in [
+            (
+                "is.foo",
+                4,
+                "unexpected \"f\" expecting null or trilean value (unknown, true, false)",
+            ),
+            (
+                "is.",
+                4,
+                "unexpected end of input expecting null or trilean value (unknown, true, false)",
+            ),
+            (
+                "is.nullx1",
+                4,
+                "unexpected \"n\" expecting null or trilean value (unknown, true, false)",
+            ),
+            ("is.null1", 8, "unexpected \"1\" expecting end of input"),
+            ("is.null.x", 8, "unexpected \".\" expecting end of input"),
+        ] {
+            let e = parse_filter(Field::column("c"), value).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("\"failed to parse filter ({value})\" (line 1, column {column})"),
+                "{value}"
+            );
+            assert_eq!(e.details().as_deref(), Some(details), "{value}");
+        }
+    }
+
+    #[test]
+    fn full_text_search() {
+        let fts = |op, language: Option<&str>, value: &str| Operation::Fts {
+            op,
+            language: language.map(str::to_string),
+            value: value.into(),
+        };
+        let cases = [
+            ("fts.Beckett", fts(FtsOp::Fts, None, "Beckett")),
+            (
+                "fts(french).amusant",
+                fts(FtsOp::Fts, Some("french"), "amusant"),
+            ),
+            (
+                "plfts.The Fat Cats",
+                fts(FtsOp::Plain, None, "The Fat Cats"),
+            ),
+            (
+                "phfts(english).The Fat Cats",
+                fts(FtsOp::Phrase, Some("english"), "The Fat Cats"),
+            ),
+            (
+                "wfts(french).amusant",
+                fts(FtsOp::Websearch, Some("french"), "amusant"),
+            ),
+            ("wfts.\"a b\" -c", fts(FtsOp::Websearch, None, "\"a b\" -c")),
+        ];
+        for (value, want) in cases {
+            assert_eq!(op(value), (false, want.clone()), "{value}");
+            assert_eq!(op(&format!("not.{value}")), (true, want), "{value}");
+        }
+        assert_eq!(FtsOp::Websearch.function(), "websearch_to_tsquery");
+        for value in ["fts().x", "fts(english.x", "fts(english)x"] {
+            assert_eq!(
+                parse_filter(Field::column("c"), value).unwrap_err().code(),
+                "PGRST100"
+            );
+        }
+    }
+
+    #[test]
+    fn any_all_modifiers() {
+        let q = |op, quantifier, value: &str| Operation::Quantified {
+            op,
+            quantifier,
+            value: value.into(),
+        };
+        let cases = [
+            ("eq(any).{1,2}", q(SimpleOp::Eq, Quantifier::Any, "{1,2}")),
+            ("eq(all).{1}", q(SimpleOp::Eq, Quantifier::All, "{1}")),
+            (
+                "like(all).{*a*,*b}",
+                q(SimpleOp::Like, Quantifier::All, "{%a%,%b}"),
+            ),
+            (
+                "ilike(any).{x*}",
+                q(SimpleOp::Ilike, Quantifier::Any, "{x%}"),
+            ),
+            ("gt(any).{1,5}", q(SimpleOp::Gt, Quantifier::Any, "{1,5}")),
+            ("gte(all).{1}", q(SimpleOp::Gte, Quantifier::All, "{1}")),
+            ("lt(any).{1}", q(SimpleOp::Lt, Quantifier::Any, "{1}")),
+            ("lte(any).{1}", q(SimpleOp::Lte, Quantifier::Any, "{1}")),
+            (
+                "match(any).{^a,^b}",
+                q(SimpleOp::Match, Quantifier::Any, "{^a,^b}"),
+            ),
+            (
+                "imatch(all).{a}",
+                q(SimpleOp::Imatch, Quantifier::All, "{a}"),
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(op(value), (false, want.clone()), "{value}");
+            assert_eq!(op(&format!("not.{value}")), (true, want), "{value}");
+        }
+        for (value, details) in [
+            ("neq(any).{1}", "unexpected \"(\" expecting \".\""),
+            ("cs(any).{1}", "unexpected \"(\" expecting \".\""),
+            (
+                "eq(some).{1}",
+                "unexpected \"s\" expecting \"any\" or \"all\"",
+            ),
+            ("eq(any.{1}", "unexpected \".\" expecting \")\""),
+        ] {
+            let e = parse_filter(Field::column("c"), value).unwrap_err();
+            assert_eq!(e.details().as_deref(), Some(details), "{value}");
+        }
+    }
+
+    #[test]
+    fn unknown_operators_are_errors_never_equality() {
+        // (value, column, details) — the first two are PostgREST's own answers.
+        let cases = [
+            (
+                "0",
+                1,
+                "unexpected \"0\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            (
+                "rsvp",
+                1,
+                "unexpected \"r\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            (
+                "",
+                1,
+                "unexpected end of input expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            (
+                "equals.1",
+                1,
+                "unexpected \"e\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            (
+                "EQ.1",
+                1,
+                "unexpected \"E\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            (
+                "not.foo.1",
+                5,
+                "unexpected \"f\" expecting operator (eq, gt, ...)",
+            ),
+            (
+                "not.",
+                5,
+                "unexpected end of input expecting operator (eq, gt, ...)",
+            ),
+            (
+                "nox.1",
+                1,
+                "unexpected \"x\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            ("eq", 3, "unexpected end of input expecting \".\""),
+            ("eq1", 3, "unexpected \"1\" expecting \".\""),
+            (
+                "not.not.eq.1",
+                5,
+                "unexpected \"n\" expecting operator (eq, gt, ...)",
+            ),
+        ];
+        for (value, column, details) in cases {
+            let e = parse_filter(Field::column("c"), value).unwrap_err();
+            assert_eq!(
+                e,
+                ParseError::QueryParam {
+                    message: format!(
+                        "\"failed to parse filter ({value})\" (line 1, column {column})"
+                    ),
+                    details: details.into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn tree_paths() {
+        let k = |s: &str| JsonKey::Key(s.into());
+        let cases: Vec<(&str, Vec<&str>, Field)> = vec![
+            ("id", vec![], Field::column("id")),
+            ("Unit Price", vec![], Field::column("Unit Price")),
+            (
+                "\"information.cpe\"",
+                vec![],
+                Field::column("information.cpe"),
+            ),
+            ("\"*id*\"", vec![], Field::column("*id*")),
+            ("clients.id", vec!["clients"], Field::column("id")),
+            ("a.b.c", vec!["a", "b"], Field::column("c")),
+            ("\"a.b\".c", vec!["a.b"], Field::column("c")),
+            (
+                "json_data->>blood_type",
+                vec![],
+                Field {
+                    name: "json_data".into(),
+                    json_path: vec![JsonOp::DoubleArrow(k("blood_type"))],
+                },
+            ),
+            (
+                "clients.data->a->>0",
+                vec!["clients"],
+                Field {
+                    name: "data".into(),
+                    json_path: vec![
+                        JsonOp::Arrow(k("a")),
+                        JsonOp::DoubleArrow(JsonKey::Index(0)),
+                    ],
+                },
+            ),
+            (
+                "data_json->@type",
+                vec![],
+                Field {
+                    name: "data_json".into(),
+                    json_path: vec![JsonOp::Arrow(k("@type"))],
+                },
+            ),
+            (
+                "data->first-name",
+                vec![],
+                Field {
+                    name: "data".into(),
+                    json_path: vec![JsonOp::Arrow(k("first-name"))],
+                },
+            ),
+        ];
+        for (key, path, field) in cases {
+            let want: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            assert_eq!(parse_tree_path(key), Ok((want, field)), "{key}");
+        }
+        for (key, column) in [("a..b", 3), ("a->", 4), ("", 1), ("a->x.b", 5), ("a(b)", 2)] {
+            let e = parse_tree_path(key).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("\"failed to parse tree path ({key})\" (line 1, column {column})"),
+                "{key}"
+            );
+        }
+    }
+
+    fn leaf(name: &str, negated: bool, operation: Operation) -> LogicTree {
+        LogicTree::Filter(Filter {
+            field: Field::column(name),
+            negated,
+            operation,
+        })
+    }
+
+    fn expr(negated: bool, op: LogicOp, children: Vec<LogicTree>) -> LogicTree {
+        LogicTree::Expr {
+            negated,
+            op,
+            children,
+        }
+    }
+
+    #[test]
+    fn logic_trees() {
+        let cases: Vec<(&str, &str, LogicTree)> = vec![
+            (
+                "or",
+                "(age.lt.18,age.gt.21)",
+                expr(
+                    false,
+                    LogicOp::Or,
+                    vec![
+                        leaf("age", false, simple(SimpleOp::Lt, "18")),
+                        leaf("age", false, simple(SimpleOp::Gt, "21")),
+                    ],
+                ),
+            ),
+            (
+                "or",
+                "( age.lt.18 , age.gt.21 )",
+                expr(
+                    false,
+                    LogicOp::Or,
+                    vec![
+                        leaf("age", false, simple(SimpleOp::Lt, "18 ")),
+                        leaf("age", false, simple(SimpleOp::Gt, "21 ")),
+                    ],
+                ),
+            ),
+            (
+                "or",
+                "(age.eq.14,not.and(age.gte.11,age.lte.17))",
+                expr(
+                    false,
+                    LogicOp::Or,
+                    vec![
+                        leaf("age", false, simple(SimpleOp::Eq, "14")),
+                        expr(
+                            true,
+                            LogicOp::And,
+                            vec![
+                                leaf("age", false, simple(SimpleOp::Gte, "11")),
+                                leaf("age", false, simple(SimpleOp::Lte, "17")),
+                            ],
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "and",
+                "(grade.gte.90,student.is.true,or(age.gte.14,age.is.null))",
+                expr(
+                    false,
+                    LogicOp::And,
+                    vec![
+                        leaf("grade", false, simple(SimpleOp::Gte, "90")),
+                        leaf("student", false, Operation::Is(IsValue::True)),
+                        expr(
+                            false,
+                            LogicOp::Or,
+                            vec![
+                                leaf("age", false, simple(SimpleOp::Gte, "14")),
+                                leaf("age", false, Operation::Is(IsValue::Null)),
+                            ],
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "not.and",
+                "(a.gte.0,a.lte.100)",
+                expr(
+                    true,
+                    LogicOp::And,
+                    vec![
+                        leaf("a", false, simple(SimpleOp::Gte, "0")),
+                        leaf("a", false, simple(SimpleOp::Lte, "100")),
+                    ],
+                ),
+            ),
+            (
+                "or",
+                "(name.eq.\"hello, (world)\",tags.cs.{a,b},id.in.(1,\"2,3\"),d.not.is.null,t.fts(english).cat,n.like.*z*,x.eq(any).{1,2})",
+                expr(
+                    false,
+                    LogicOp::Or,
+                    vec![
+                        leaf("name", false, simple(SimpleOp::Eq, "hello, (world)")),
+                        leaf("tags", false, simple(SimpleOp::Contains, "{a,b}")),
+                        leaf("id", false, Operation::In(strings(&["1", "2,3"]))),
+                        leaf("d", true, Operation::Is(IsValue::Null)),
+                        leaf(
+                            "t",
+                            false,
+                            Operation::Fts {
+                                op: FtsOp::Fts,
+                                language: Some("english".into()),
+                                value: "cat".into(),
+                            },
+                        ),
+                        leaf("n", false, simple(SimpleOp::Like, "%z%")),
+                        leaf(
+                            "x",
+                            false,
+                            Operation::Quantified {
+                                op: SimpleOp::Eq,
+                                quantifier: Quantifier::Any,
+                                value: "{1,2}".into(),
+                            },
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "or",
+                "(data->>a.eq.1,or.eq.2,not.eq.3)",
+                expr(
+                    false,
+                    LogicOp::Or,
+                    vec![
+                        LogicTree::Filter(Filter {
+                            field: Field {
+                                name: "data".into(),
+                                json_path: vec![JsonOp::DoubleArrow(JsonKey::Key("a".into()))],
+                            },
+                            negated: false,
+                            operation: simple(SimpleOp::Eq, "1"),
+                        }),
+                        // Columns may be called like the connectives.
+                        leaf("or", false, simple(SimpleOp::Eq, "2")),
+                        leaf("not", false, simple(SimpleOp::Eq, "3")),
+                    ],
+                ),
+            ),
+            (
+                "or",
+                "(a.eq.)",
+                expr(false, LogicOp::Or, vec![leaf("a", false, simple(SimpleOp::Eq, ""))]),
+            ),
+        ];
+        for (op, value, want) in cases {
+            assert_eq!(parse_logic_tree(op, value, 16), Ok(want), "{op}={value}");
+        }
+    }
+
+    #[test]
+    fn logic_tree_errors_count_the_connective_in_columns() {
+        let cases = [
+            // PostgREST's answers for these two, byte for byte.
+            (
+                "or",
+                "eq.(nombre_producto.ilike.%dede%,codigo_producto.ilike.%dede%)",
+                3,
+                "unexpected \"e\" expecting \"(\"",
+            ),
+            (
+                "or",
+                "(name.ilike.%israel%,fec_committee_id.ilike.%israel%,candidates.name.ilike.%israel%)",
+                67,
+                "unexpected \"a\" expecting \"not\" or operator (eq, gt, ...)",
+            ),
+            ("or", "()", 4, "unexpected \")\" expecting field name (* or [a..z0..9_$])"),
+            ("or", "(a.eq.1", 10, "unexpected end of input expecting \",\" or \")\""),
+            ("or", "(a.eq.1)x", 11, "unexpected \"x\" expecting end of input"),
+            ("and", "(a.eq.1,)", 12, "unexpected \")\" expecting field name (* or [a..z0..9_$])"),
+            ("not.or", "(a.in.(1)x)", 16, "unexpected \"x\" expecting \",\" or \")\""),
+            ("or", "(a.eq.\"x\"y)", 12, "unexpected \"y\" expecting \",\" or \")\""),
+            (
+                "or",
+                "(name.ilike.%raju, electrician%)",
+                33,
+                "unexpected \"%\" expecting \".\"",
+            ),
+            ("or", "(a.foo.1)", 6, "unexpected \"f\" expecting \"not\" or operator (eq, gt, ...)"),
+            ("or", "(a)", 5, "unexpected \")\" expecting \".\""),
+        ];
+        for (op, value, column, details) in cases {
+            let e = parse_logic_tree(op, value, 16).unwrap_err();
+            assert_eq!(
+                e,
+                ParseError::QueryParam {
+                    message: format!(
+                        "\"failed to parse logic tree ({value})\" (line 1, column {column})"
+                    ),
+                    details: details.into(),
+                },
+                "{op}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn logic_depth_is_bounded() {
+        assert!(parse_logic_tree("or", "(and(or(a.eq.1)))", 3).is_ok());
+        let e = parse_logic_tree("or", "(and(or(and(a.eq.1))))", 3).unwrap_err();
+        assert_eq!(e.code(), "PGRST100");
+        assert!(
+            e.details().unwrap_or_default().contains("at most 3 levels"),
+            "{e:?}"
+        );
+        let deep = format!("{}a.eq.1{}", "or(".repeat(40), ")".repeat(40));
+        assert!(parse_logic_tree("or", &format!("({deep})"), 16).is_err());
+    }
+
+    #[test]
+    fn order_terms() {
+        let t = |target: OrderTarget, direction, nulls| OrderTerm {
+            target,
+            direction,
+            nulls,
+        };
+        let f = |n: &str| OrderTarget::Field(Field::column(n));
+        let cases = vec![
+            ("age", vec![t(f("age"), None, None)]),
+            (
+                "age.desc,height.asc",
+                vec![
+                    t(f("age"), Some(Direction::Desc), None),
+                    t(f("height"), Some(Direction::Asc), None),
+                ],
+            ),
+            (
+                "age.nullsfirst",
+                vec![t(f("age"), None, Some(NullsOrder::First))],
+            ),
+            (
+                "age.desc.nullslast,other",
+                vec![
+                    t(f("age"), Some(Direction::Desc), Some(NullsOrder::Last)),
+                    t(f("other"), None, None),
+                ],
+            ),
+            (
+                "json_col->key.desc,arr->0",
+                vec![
+                    t(
+                        OrderTarget::Field(Field {
+                            name: "json_col".into(),
+                            json_path: vec![JsonOp::Arrow(JsonKey::Key("key".into()))],
+                        }),
+                        Some(Direction::Desc),
+                        None,
+                    ),
+                    t(
+                        OrderTarget::Field(Field {
+                            name: "arr".into(),
+                            json_path: vec![JsonOp::Arrow(JsonKey::Index(0))],
+                        }),
+                        None,
+                        None,
+                    ),
+                ],
+            ),
+            (
+                "clients(name).desc.nullsfirst",
+                vec![t(
+                    OrderTarget::Related {
+                        relation: "clients".into(),
+                        field: Field::column("name"),
+                    },
+                    Some(Direction::Desc),
+                    Some(NullsOrder::First),
+                )],
+            ),
+            (
+                "\"my col\".asc, \"a.b\"",
+                vec![
+                    t(f("my col"), Some(Direction::Asc), None),
+                    t(f("a.b"), None, None),
+                ],
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_order(value), Ok(want), "{value}");
+        }
+    }
+
+    #[test]
+    fn order_errors_match_postgrest() {
+        // Every case is PostgREST's own test expectation (details quoting aside).
+        let cases = [
+            (
+                "id.ac",
+                4,
+                "unexpected \"c\" expecting \"asc\", \"desc\", \"nullsfirst\" or \"nullslast\"",
+            ),
+            (
+                "id.descc",
+                8,
+                "unexpected \"c\" expecting delimiter (.), \",\" or end of input",
+            ),
+            (
+                "id.nulsfist",
+                4,
+                "unexpected \"n\" expecting \"asc\", \"desc\", \"nullsfirst\" or \"nullslast\"",
+            ),
+            (
+                "id.nullslasttt",
+                13,
+                "unexpected \"t\" expecting \",\" or end of input",
+            ),
+            (
+                "id.smth34",
+                4,
+                "unexpected \"s\" expecting \"asc\", \"desc\", \"nullsfirst\" or \"nullslast\"",
+            ),
+            (
+                "id.asc.nlsfst",
+                8,
+                "unexpected \"l\" expecting \"nullsfirst\" or \"nullslast\"",
+            ),
+            (
+                "id.asc.nullslasttt",
+                17,
+                "unexpected \"t\" expecting \",\" or end of input",
+            ),
+            (
+                "id.asc.smth34",
+                8,
+                "unexpected \"s\" expecting \"nullsfirst\" or \"nullslast\"",
+            ),
+            (
+                "",
+                1,
+                "unexpected end of input expecting field name (* or [a..z0..9_$])",
+            ),
+            (
+                "id,",
+                4,
+                "unexpected end of input expecting field name (* or [a..z0..9_$])",
+            ),
+            ("rel(name", 9, "unexpected end of input expecting \")\""),
+            (
+                "id.nullsfirst.desc",
+                14,
+                "unexpected \".\" expecting \",\" or end of input",
+            ),
+        ];
+        for (value, column, details) in cases {
+            let e = parse_order(value).unwrap_err();
+            assert_eq!(
+                e,
+                ParseError::QueryParam {
+                    message: format!(
+                        "\"failed to parse order ({value})\" (line 1, column {column})"
+                    ),
+                    details: details.into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn name_lists() {
+        assert_eq!(
+            parse_name_list("columns parameter", "source,publication_date, figure"),
+            Ok(strings(&["source", "publication_date", "figure"]))
+        );
+        assert_eq!(
+            parse_name_list("on_conflict parameter", "\"a,b\",c"),
+            Ok(strings(&["a,b", "c"]))
+        );
+        // PostgREST's exact answer for `?columns=`.
+        assert_eq!(
+            parse_name_list("columns parameter", ""),
+            Err(ParseError::QueryParam {
+                message: "\"failed to parse columns parameter ()\" (line 1, column 1)".into(),
+                details: "unexpected end of input expecting field name (* or [a..z0..9_$])".into(),
+            })
+        );
+        assert!(parse_name_list("columns parameter", "a,,b").is_err());
+        assert!(parse_name_list("columns parameter", "a;b").is_err());
+    }
+}

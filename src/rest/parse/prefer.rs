@@ -270,9 +270,11 @@ mod tests {
         assert!(p.invalid.is_empty());
     }
 
+    type Check = fn(&Preferences) -> bool;
+
     #[test]
     fn single_values_table() {
-        let cases: &[(&str, fn(&Preferences) -> bool)] = &[
+        let cases: &[(&str, Check)] = &[
             ("return=minimal", |p| p.return_ == Some(ReturnPref::Minimal)),
             ("return=headers-only", |p| {
                 p.return_ == Some(ReturnPref::HeadersOnly)

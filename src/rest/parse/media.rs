@@ -176,7 +176,8 @@ pub struct AcceptItem {
 }
 
 /// Parses `Accept` values into items ordered by preference (higher q first, then header
-/// order); `q=0` items are dropped (RFC 9110: "not acceptable").
+/// order). `q=0` items are kept (they mean "not acceptable", RFC 9110) so that an `Accept`
+/// made only of them is refused rather than read as absent.
 pub fn parse_accept<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<AcceptItem> {
     let mut items: Vec<AcceptItem> = values
         .into_iter()
@@ -193,7 +194,6 @@ pub fn parse_accept<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Accept
                 .join("; ");
             AcceptItem { media, q, text }
         })
-        .filter(|i| i.q > 0.0)
         .collect();
     // Stable, so equal q-values keep the client's order.
     items.sort_by(|a, b| b.q.total_cmp(&a.q));
@@ -210,7 +210,7 @@ pub fn negotiate(
     if items.is_empty() {
         return Ok(default);
     }
-    for item in items {
+    for item in items.iter().filter(|i| i.q > 0.0) {
         if item.media == MediaType::Any {
             return Ok(default);
         }
@@ -322,8 +322,13 @@ mod tests {
         assert_eq!(items[2].text, "text/csv");
         // q=0 means "not acceptable"; a garbage q counts as 1.
         let items = parse_accept(["application/json;q=0, text/csv;q=abc"]);
-        assert_eq!(items.len(), 1);
         assert_eq!(items[0].media, MediaType::Csv);
+        assert_eq!(items[1].q, 0.0);
+        assert_eq!(negotiate(&items, all, MediaType::Json), Ok(MediaType::Csv));
+        let items = parse_accept(["application/json;q=0"]);
+        assert!(negotiate(&items, all, MediaType::Json).is_err());
+        let items = parse_accept(["*/*;q=0"]);
+        assert!(negotiate(&items, all, MediaType::Json).is_err());
     }
 
     #[test]

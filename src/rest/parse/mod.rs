@@ -869,3 +869,6 @@ fn range_slot(
     };
     &mut slots[i]
 }
+
+#[cfg(test)]
+mod tests;

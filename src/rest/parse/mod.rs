@@ -473,6 +473,11 @@ fn parse_count(what: &str, value: &str, negative_is_range_error: bool) -> Result
         }
     }
     let cur = syntax::Cursor::new(value);
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(cur
+            .error_at(0, "an integer that fits in 64 bits")
+            .into_error(&format!("{what} parameter"), value, value));
+    }
     let bad = value
         .char_indices()
         .find(|(_, c)| !c.is_ascii_digit())

@@ -645,6 +645,10 @@ fn grammar_errors_surface_with_their_parameter() {
             "\"failed to parse offset parameter ()\" (line 1, column 1)",
         ),
         (
+            "limit=99999999999999999999",
+            "\"failed to parse limit parameter (99999999999999999999)\" (line 1, column 1)",
+        ),
+        (
             "a->b.limit=1",
             "\"failed to parse tree path (a->b.limit)\" (line 1, column 1)",
         ),

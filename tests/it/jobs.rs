@@ -716,3 +716,108 @@ async fn job_metrics_are_exported() {
     assert_eq!(n.load(Ordering::SeqCst), 1);
     runner.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn maintenance_prunes_by_age_and_keeps_recent_and_pending_jobs() {
+    let app = TestApp::spawn_with(|c| {
+        c.jobs.retention_days = 7;
+        c.jobs.dead_retention_days = 30;
+        c.audit.retention_days = 90;
+    })
+    .await;
+    let c = app.db.client().await;
+    c.batch_execute(
+        "INSERT INTO jobs.jobs (queue, status, finished_at) VALUES
+           ('old', 'succeeded', now() - interval '8 days'),
+           ('old', 'cancelled', now() - interval '8 days'),
+           ('old', 'dead', now() - interval '8 days'),
+           ('old', 'dead', now() - interval '31 days'),
+           ('old', 'succeeded', now() - interval '1 day');
+         INSERT INTO jobs.jobs (queue, status, created_at) VALUES ('old', 'pending', now() - interval '100 days');
+         INSERT INTO fluxbase.audit_log (action, at) VALUES ('x.old', now() - interval '91 days'), ('x.new', now());",
+    )
+    .await
+    .unwrap();
+    let mut reg = Registry::default();
+    jobs::builtin::register(&mut reg, &app.state.config);
+    let runner = start_runner(&app, reg, false);
+    let id = enqueue(&app, spec(jobs::builtin::MAINTENANCE, json!({}))).await;
+    let j = wait_status(&app, id, "succeeded", Duration::from_secs(10)).await;
+    assert_eq!(
+        j["result"],
+        json!({"jobs_pruned": 3, "audit_pruned": 1}),
+        "{j}"
+    );
+    let left: Vec<(String, String)> = c
+        .query(
+            "SELECT status, queue FROM jobs.jobs WHERE queue = 'old' ORDER BY status",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let statuses: Vec<&str> = left.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        vec!["dead", "pending", "succeeded"],
+        "recent dead letter, pending and recent done stay"
+    );
+    let audit: Vec<String> = c
+        .query(
+            "SELECT action FROM fluxbase.audit_log WHERE action LIKE 'x.%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(audit, vec!["x.new"]);
+    // The hourly schedule is installed at start-up (idempotently).
+    jobs::builtin::ensure_schedules(&c).await.unwrap();
+    jobs::builtin::ensure_schedules(&c).await.unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM jobs.schedules WHERE name = 'fluxbase.maintenance'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    runner.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn sql_jobs_run_sql_and_do_not_retry_syntax_errors() {
+    let app = TestApp::spawn().await;
+    let c = app.db.client().await;
+    c.batch_execute("CREATE TABLE ticks (job bigint, attempt int)")
+        .await
+        .unwrap();
+    let mut reg = Registry::default();
+    jobs::builtin::register(&mut reg, &app.state.config);
+    let runner = start_runner(&app, reg, false);
+    let ok = enqueue(
+        &app,
+        spec(
+            jobs::builtin::SQL,
+            json!({"sql": "INSERT INTO ticks SELECT current_setting('fluxbase.job_id')::bigint, current_setting('fluxbase.job_attempt')::int"}),
+        ),
+    )
+    .await;
+    wait_status(&app, ok, "succeeded", Duration::from_secs(10)).await;
+    let row = c
+        .query_one("SELECT job, attempt FROM ticks", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (ok, 1));
+    let bad = enqueue(&app, spec(jobs::builtin::SQL, json!({"sql": "SELEC 1"}))).await;
+    let j = wait_status(&app, bad, "dead", Duration::from_secs(10)).await;
+    assert_eq!(j["attempts"], 1, "a syntax error is permanent");
+    let missing = enqueue(&app, spec(jobs::builtin::SQL, json!({"nope": 1}))).await;
+    wait_status(&app, missing, "dead", Duration::from_secs(10)).await;
+    runner.shutdown(Duration::from_secs(1)).await;
+}

@@ -45,6 +45,8 @@ pub struct AppState {
     pub rate_limits: Arc<crate::ratelimit::RateLimiters>,
     /// Job metrics.
     pub jobs_metrics: Arc<crate::jobs::JobMetrics>,
+    /// The schema cache of the REST engine.
+    pub schema: Arc<crate::schema::SchemaHolder>,
     /// Where "now" comes from for schedules (tests inject their own).
     pub clock: Arc<dyn crate::jobs::cron::Clock>,
 }
@@ -55,6 +57,7 @@ pub fn registry() -> Registry {
     crate::ops::configure(&mut reg);
     crate::jobs::configure(&mut reg);
     crate::audit::configure(&mut reg);
+    crate::rest::configure(&mut reg);
     reg
 }
 

@@ -16,5 +16,6 @@ pub mod outbound;
 pub mod ratelimit;
 pub mod rest;
 pub mod routes;
+pub mod schema;
 pub mod server;
 pub mod telemetry;

@@ -123,7 +123,24 @@ pub async fn prepare(
     let outbound =
         crate::outbound::Outbound::new(&config.outbound).map_err(|e| StartError::new(1, e))?;
     let pg_config = db::pg_config(url).map_err(|e| StartError::new(2, e))?;
+    let schema = {
+        let c = pool
+            .get()
+            .await
+            .map_err(|e| StartError::new(1, format!("database: {e}")))?;
+        crate::schema::load(&c, &config.rest.schemas)
+            .await
+            .map_err(|e| StartError::new(1, format!("cannot load the schema cache: {e}")))?
+    };
+    let schema = Arc::new(crate::schema::SchemaHolder::new(schema));
+    tokio::spawn(crate::schema::listener::run(
+        pool.clone(),
+        schema.clone(),
+        config.rest.schemas.clone(),
+        pg_config.clone(),
+    ));
     Ok(AppState {
+        schema,
         pg_config,
         outbound,
         rate_limits: Arc::new(crate::ratelimit::RateLimiters::new(&config.rate_limits)),

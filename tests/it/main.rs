@@ -10,3 +10,4 @@ mod database;
 mod http;
 mod jobs;
 mod outbound;
+mod rest;

@@ -1,0 +1,239 @@
+//! The REST routes: thin handlers that feed the pipeline parse → plan → sql → execute → render.
+
+use super::parse::{
+    parse_request, Action, ApiRequest, MediaType, ParseConfig, Payload, RequestInput, ReturnPref,
+};
+use super::plan::{self, Plan};
+use super::render::{self, Rendered};
+use super::sql::{self, BodyShape, WriteKind};
+use super::{execute, RestError};
+use crate::app::AppState;
+use crate::auth::AuthContext;
+use crate::db::tx::RequestInfo;
+use crate::error::ApiError;
+use crate::routes::{Access, Registry};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// Declares the REST routes and their aliases.
+pub fn configure(reg: &mut Registry) {
+    for m in [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PATCH,
+        Method::PUT,
+        Method::DELETE,
+    ] {
+        reg.add(
+            m.clone(),
+            "/rest/v1/{tail:.*}",
+            "rest",
+            "PostgREST-compatible tables, views and RPC",
+            Access::Key,
+            rest,
+        );
+        reg.add(
+            m,
+            "/api/v1/tables/{schema}/{table}",
+            "rest",
+            "A table or view of a schema (alias of /rest/v1)",
+            Access::Key,
+            tables,
+        );
+    }
+    for m in [Method::GET, Method::HEAD, Method::POST] {
+        reg.add(
+            m,
+            "/api/v1/rpc/{function}",
+            "rest",
+            "Call a function (alias of /rest/v1/rpc)",
+            Access::Key,
+            rpc,
+        );
+    }
+}
+
+async fn rest(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+) -> Result<HttpResponse, ApiError> {
+    let tail = req.match_info().get("tail").unwrap_or("").to_string();
+    let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+    serve(&req, &body, &state, &ctx, &segs, None).await
+}
+
+async fn tables(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+) -> Result<HttpResponse, ApiError> {
+    let (schema, table) = (
+        req.match_info().get("schema").unwrap_or(""),
+        req.match_info().get("table").unwrap_or(""),
+    );
+    serve(&req, &body, &state, &ctx, &[table], Some(schema)).await
+}
+
+async fn rpc(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+) -> Result<HttpResponse, ApiError> {
+    let f = req.match_info().get("function").unwrap_or("");
+    serve(&req, &body, &state, &ctx, &["rpc", f], None).await
+}
+
+async fn serve(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    ctx: &AuthContext,
+    segs: &[&str],
+    path_schema: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
+        .collect();
+    let hdrs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let query = req.query_string();
+    let input = RequestInput {
+        method: req.method().as_str(),
+        path: segs,
+        path_schema,
+        query,
+        headers: &hdrs,
+        body,
+    };
+    let cfg = ParseConfig {
+        schemas: state.config.rest.schemas.clone(),
+        aggregates: state.config.rest.aggregates,
+        ..Default::default()
+    };
+    let mut api = parse_request(&input, &cfg).map_err(RestError::from)?;
+    let cache = state.schema.get();
+    if let Action::Schema { .. } = api.action {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/openapi+json; charset=utf-8")
+            .body(super::render_openapi(&cache, &api.schema)));
+    }
+    let max_rows = (state.config.rest.max_rows > 0).then_some(state.config.rest.max_rows);
+    let plan = plan::plan(&mut api, &cache, max_rows)?;
+    let shape = |api: &ApiRequest, write: bool| {
+        if write && api.preferences.return_ != Some(ReturnPref::Representation) {
+            BodyShape::None
+        } else if matches!(api.accept, MediaType::Object { .. }) {
+            BodyShape::Object
+        } else {
+            BodyShape::Array
+        }
+    };
+    let exact = api.preferences.count.is_some();
+    let (stmt, is_write, scalar_void) = match &plan {
+        Plan::Read(r) => (sql::read(r, shape(&api, false), exact), false, false),
+        Plan::CallScalar(c) => (sql::call_scalar(c), false, c.function.return_type == "void"),
+        Plan::Insert(w) => {
+            let kind = if w.on_conflict.is_some() {
+                WriteKind::Upsert
+            } else {
+                WriteKind::Insert
+            };
+            (
+                sql::write(kind, w, body_json(&api), shape(&api, true)),
+                true,
+                false,
+            )
+        }
+        Plan::Upsert(w) => (
+            sql::write(WriteKind::Upsert, w, body_json(&api), shape(&api, true)),
+            true,
+            false,
+        ),
+        Plan::Update(w) => (
+            sql::write(WriteKind::Update, w, body_json(&api), shape(&api, true)),
+            true,
+            false,
+        ),
+        Plan::Delete(w) => (
+            sql::write(WriteKind::Delete, w, None, shape(&api, true)),
+            true,
+            false,
+        ),
+    };
+    let info = RequestInfo::from_request(req);
+    let outcome = execute::run(
+        &state.pool,
+        ctx,
+        &info,
+        &api,
+        &stmt,
+        api.action.read_only(),
+        is_write,
+    )
+    .await?;
+    let Rendered {
+        status,
+        headers,
+        body,
+    } = render::render(&api, outcome, scalar_void)?;
+    let mut resp = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
+    );
+    for (k, v) in headers {
+        resp.insert_header((k, v));
+    }
+    Ok(resp.body(body))
+}
+
+/// The write payload as JSON text (CSV rows and form fields become objects of strings).
+fn body_json(api: &ApiRequest) -> Option<String> {
+    match &api.payload {
+        Some(Payload::Json(j)) => Some(j.raw.clone()),
+        Some(Payload::Csv(c)) => {
+            let rows: Vec<serde_json::Value> = c
+                .rows
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Object(
+                        c.columns
+                            .iter()
+                            .zip(r.iter())
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v.clone()
+                                        .map(serde_json::Value::from)
+                                        .unwrap_or(serde_json::Value::Null),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            Some(serde_json::Value::Array(rows).to_string())
+        }
+        Some(Payload::Form(pairs)) => Some(
+            serde_json::Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                    .collect(),
+            )
+            .to_string(),
+        ),
+        _ => None,
+    }
+}

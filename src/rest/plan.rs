@@ -1,0 +1,715 @@
+//! plan (pure): an `ApiRequest` + the `SchemaCache` → a plan whose every name is resolved:
+//! the relation or function, the columns and their types (for casts of bound values), and
+//! the relationship behind each embedded resource. Unknown names are errors here, never
+//! silently ignored.
+
+use super::parse::{
+    Action, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree, OrderTarget,
+    OrderTerm, PathRange, Payload, Range, Resolution, SelectItem, Target,
+};
+use super::RestError;
+use crate::schema::{ForeignKey, Function, SchemaCache, Table};
+
+/// A relation read (table, view, or the rows a function returns).
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    /// What rows come from.
+    pub source: Source,
+    /// SQL alias of the source in this (sub)query.
+    pub alias: String,
+    /// The relation whose columns the rows have.
+    pub table: Table,
+    /// Output columns and embeds.
+    pub select: Vec<Selected>,
+    /// Conditions on this level.
+    pub filters: Vec<Condition>,
+    /// Ordering.
+    pub order: Vec<ResolvedOrder>,
+    /// Offset/limit.
+    pub range: Range,
+}
+
+/// Where rows come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `schema.name`.
+    Relation(String, String),
+    /// A set-returning function call; the arguments are bound as one JSON object.
+    Call(CallPlan),
+}
+
+/// A function call.
+#[derive(Debug, Clone)]
+pub struct CallPlan {
+    /// The function.
+    pub function: Function,
+    /// Arguments given, by name (values are JSON text of the whole argument object).
+    pub arg_names: Vec<String>,
+    /// The arguments as a JSON object text.
+    pub args_json: String,
+}
+
+/// One output item.
+#[derive(Debug, Clone)]
+pub enum Selected {
+    /// A column (maybe with JSON path and cast).
+    Column {
+        /// The expression.
+        field: Field,
+        /// Output key.
+        label: String,
+        /// `::type`.
+        cast: Option<String>,
+    },
+    /// Every column (`*`).
+    Star,
+    /// An embedded resource.
+    Embed(Box<EmbedPlan>),
+}
+
+/// How an embedded resource joins its parent.
+#[derive(Debug, Clone)]
+pub struct EmbedPlan {
+    /// Output key.
+    pub label: String,
+    /// One object (many-to-one) or an array (one-to-many).
+    pub to_one: bool,
+    /// `!inner`: parents without a match are dropped.
+    pub inner: bool,
+    /// `...rel()`: columns spread into the parent.
+    pub spread: bool,
+    /// (parent column, child column) pairs.
+    pub join: Vec<(String, String)>,
+    /// The embedded read.
+    pub child: ReadPlan,
+}
+
+/// A WHERE condition.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// One filter on a column of this level, with that column's type.
+    Filter(Filter, String),
+    /// A logic tree (types resolved per leaf).
+    Tree(LogicTree, Vec<(String, String)>),
+    /// `!inner` embed: a child row must exist.
+    Exists(Box<EmbedPlan>),
+}
+
+/// A resolved order term.
+#[derive(Debug, Clone)]
+pub struct ResolvedOrder {
+    /// The term.
+    pub term: OrderTerm,
+    /// For `rel(col)`: the to-one embed it sorts by.
+    pub via: Option<Box<EmbedPlan>>,
+}
+
+/// A write.
+#[derive(Debug, Clone)]
+pub struct WritePlan {
+    /// The target relation.
+    pub table: Table,
+    /// Columns written (insert/update).
+    pub columns: Vec<String>,
+    /// Conflict target for upserts.
+    pub on_conflict: Option<Vec<String>>,
+    /// Upsert: update the other columns (`merge-duplicates`) or skip (`ignore-duplicates`).
+    pub merge: Option<bool>,
+    /// WHERE (update/delete).
+    pub filters: Vec<Condition>,
+    /// What to return (for `return=representation`).
+    pub returning: ReadPlan,
+}
+
+/// The plan of a request.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// GET/HEAD on a relation, or a set-returning function.
+    Read(ReadPlan),
+    /// A function returning one value (scalar or row).
+    CallScalar(CallPlan),
+    /// POST.
+    Insert(WritePlan),
+    /// PATCH.
+    Update(WritePlan),
+    /// PUT.
+    Upsert(WritePlan),
+    /// DELETE.
+    Delete(WritePlan),
+}
+
+fn not_found(schema: &str, name: &str) -> RestError {
+    RestError::new(
+        404,
+        "PGRST205",
+        format!("Could not find the table '{schema}.{name}' in the schema cache"),
+    )
+}
+
+fn no_column(table: &Table, col: &str) -> RestError {
+    RestError::new(
+        400,
+        "42703",
+        format!("column {}.{} does not exist", table.name, col),
+    )
+}
+
+/// Builds the plan.
+pub fn plan(
+    req: &mut ApiRequest,
+    cache: &SchemaCache,
+    max_rows: Option<u64>,
+) -> Result<Plan, RestError> {
+    let schema = req.schema.clone();
+    match (&req.target, req.action) {
+        (Target::Relation(name), action) => {
+            let table = cache
+                .table(&schema, name)
+                .ok_or_else(|| not_found(&schema, name))?
+                .clone();
+            let mut counter = 0usize;
+            let read = read_plan(
+                cache,
+                Source::Relation(table.schema.clone(), table.name.clone()),
+                table.clone(),
+                &req.query.select,
+                req,
+                &[],
+                &mut counter,
+            )?;
+            let mut read = read;
+            read.range = cap(req.range, max_rows);
+            match action {
+                Action::Read { .. } => Ok(Plan::Read(read)),
+                Action::Insert | Action::SingleUpsert => {
+                    if !table.insertable {
+                        return Err(RestError::new(
+                            405,
+                            "PGRST301",
+                            format!("{} does not accept inserts", table.name),
+                        ));
+                    }
+                    let columns = payload_columns(req, &table)?;
+                    // POST upserts only with `Prefer: resolution=…`; PUT always does.
+                    let upsert =
+                        action == Action::SingleUpsert || req.preferences.resolution.is_some();
+                    let merge = if action == Action::SingleUpsert {
+                        Some(true)
+                    } else {
+                        req.preferences
+                            .resolution
+                            .map(|r| r == Resolution::MergeDuplicates)
+                    };
+                    let on_conflict = if upsert {
+                        let target = req
+                            .query
+                            .on_conflict
+                            .clone()
+                            .unwrap_or_else(|| table.primary_key.clone());
+                        if target.is_empty() {
+                            return Err(RestError::new(
+                                400,
+                                "PGRST103",
+                                "An upsert needs a primary key or on_conflict",
+                            ));
+                        }
+                        for c in &target {
+                            table.column(c).ok_or_else(|| no_column(&table, c))?;
+                        }
+                        Some(target)
+                    } else {
+                        None
+                    };
+                    let w = WritePlan {
+                        filters: read.filters.clone(),
+                        table,
+                        columns,
+                        on_conflict,
+                        merge,
+                        returning: read,
+                    };
+                    Ok(if action == Action::SingleUpsert {
+                        Plan::Upsert(w)
+                    } else {
+                        Plan::Insert(w)
+                    })
+                }
+                Action::Update => {
+                    if !table.updatable {
+                        return Err(RestError::new(
+                            405,
+                            "PGRST301",
+                            format!("{} does not accept updates", table.name),
+                        ));
+                    }
+                    let columns = payload_columns(req, &table)?;
+                    Ok(Plan::Update(WritePlan {
+                        filters: read.filters.clone(),
+                        table,
+                        columns,
+                        on_conflict: None,
+                        merge: None,
+                        returning: read,
+                    }))
+                }
+                Action::Delete => {
+                    if !table.deletable {
+                        return Err(RestError::new(
+                            405,
+                            "PGRST301",
+                            format!("{} does not accept deletes", table.name),
+                        ));
+                    }
+                    Ok(Plan::Delete(WritePlan {
+                        filters: read.filters.clone(),
+                        table,
+                        columns: Vec::new(),
+                        on_conflict: None,
+                        merge: None,
+                        returning: read,
+                    }))
+                }
+                _ => Err(RestError::new(405, "PGRST117", "Unsupported HTTP method")),
+            }
+        }
+        (Target::Routine(name), Action::Call { read_only, .. }) => {
+            let name = name.clone();
+            let overloads = cache.functions(&schema, &name);
+            let given: Vec<String> = arg_names(req)?;
+            let f = pick_function(overloads, &given).ok_or_else(|| {
+                RestError::new(
+                    404,
+                    "PGRST202",
+                    format!(
+                        "Could not find the function {schema}.{name}({}) in the schema cache",
+                        given.join(", ")
+                    ),
+                )
+            })?;
+            if read_only && f.volatility == 'v' {
+                return Err(RestError::new(
+                    405,
+                    "PGRST101",
+                    "Cannot execute a volatile function with GET or HEAD; use POST",
+                ));
+            }
+            let names: Vec<String> = f.args.iter().map(|a| a.name.clone()).collect();
+            req.resolve_rpc_params(|n| names.iter().any(|a| a == n))
+                .map_err(RestError::from)?;
+            let call = CallPlan {
+                function: f.clone(),
+                arg_names: given,
+                args_json: args_json(req)?,
+            };
+            match (&f.return_relation, f.returns_set) {
+                (Some((rs, rn)), true) => {
+                    let table = cache
+                        .table(rs, rn)
+                        .ok_or_else(|| not_found(rs, rn))?
+                        .clone();
+                    let mut counter = 0usize;
+                    let select = req.query.select.clone();
+                    let mut read = read_plan(
+                        cache,
+                        Source::Call(call),
+                        table,
+                        &select,
+                        req,
+                        &[],
+                        &mut counter,
+                    )?;
+                    read.range = cap(req.range, max_rows);
+                    Ok(Plan::Read(read))
+                }
+                _ => Ok(Plan::CallScalar(call)),
+            }
+        }
+        _ => Err(RestError::new(
+            405,
+            "PGRST117",
+            "Unsupported HTTP method for this path",
+        )),
+    }
+}
+
+fn cap(range: Range, max_rows: Option<u64>) -> Range {
+    match max_rows {
+        Some(m) => Range {
+            offset: range.offset,
+            limit: Some(range.limit.map_or(m, |l| l.min(m))),
+        },
+        None => range,
+    }
+}
+
+fn payload_columns(req: &ApiRequest, table: &Table) -> Result<Vec<String>, RestError> {
+    let cols: Vec<String> = match (&req.query.columns, &req.payload) {
+        (Some(c), _) => c.clone(),
+        (None, Some(Payload::Json(j))) => j.keys.clone(),
+        (None, Some(Payload::Csv(c))) => c.columns.clone(),
+        (None, Some(Payload::Form(pairs))) => pairs.iter().map(|(k, _)| k.clone()).collect(),
+        _ => Vec::new(),
+    };
+    for c in &cols {
+        if table.column(c).is_none() {
+            return Err(RestError::new(
+                400,
+                "PGRST204",
+                format!(
+                    "Could not find the '{c}' column of '{}' in the schema cache",
+                    table.name
+                ),
+            ));
+        }
+    }
+    Ok(cols)
+}
+
+fn arg_names(req: &ApiRequest) -> Result<Vec<String>, RestError> {
+    Ok(match &req.payload {
+        Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.keys.clone(),
+        Some(Payload::Form(pairs)) => pairs.iter().map(|(k, _)| k.clone()).collect(),
+        Some(_) => Vec::new(),
+        None => req
+            .query
+            .rpc_params
+            .iter()
+            .map(|p| p.name.clone())
+            .collect(),
+    })
+}
+
+fn args_json(req: &ApiRequest) -> Result<String, RestError> {
+    Ok(match &req.payload {
+        Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.raw.clone(),
+        Some(Payload::Form(pairs)) => {
+            let m: serde_json::Map<String, serde_json::Value> = pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect();
+            serde_json::Value::Object(m).to_string()
+        }
+        Some(_) => "{}".into(),
+        None => {
+            let m: serde_json::Map<String, serde_json::Value> = req
+                .query
+                .rpc_args
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect();
+            serde_json::Value::Object(m).to_string()
+        }
+    })
+}
+
+/// The overload whose required arguments are all given and that has every given one.
+fn pick_function<'a>(overloads: &'a [Function], given: &[String]) -> Option<&'a Function> {
+    let mut fits = overloads.iter().filter(|f| {
+        given.iter().all(|g| f.args.iter().any(|a| &a.name == g))
+            && f.args
+                .iter()
+                .all(|a| a.has_default || given.contains(&a.name))
+    });
+    let first = fits.next()?;
+    // Several fits: the one with the fewest arguments, as PostgREST prefers.
+    Some(fits.fold(first, |best, f| {
+        if f.args.len() < best.args.len() {
+            f
+        } else {
+            best
+        }
+    }))
+}
+
+fn range_for(req: &ApiRequest, path: &[String]) -> Range {
+    req.query
+        .ranges
+        .iter()
+        .find(|r: &&PathRange| r.path == path)
+        .map(|r| r.range)
+        .unwrap_or_default()
+}
+
+fn read_plan(
+    cache: &SchemaCache,
+    source: Source,
+    table: Table,
+    select: &[SelectItem],
+    req: &ApiRequest,
+    path: &[String],
+    counter: &mut usize,
+) -> Result<ReadPlan, RestError> {
+    *counter += 1;
+    let alias = if path.is_empty() {
+        table.name.clone()
+    } else {
+        format!("{}_{}", table.name, counter)
+    };
+    let mut out = Vec::new();
+    let items: Vec<SelectItem> = if select.is_empty() {
+        vec![SelectItem::Star]
+    } else {
+        select.to_vec()
+    };
+    let mut embeds: Vec<(String, EmbedPlan)> = Vec::new();
+    for item in &items {
+        match item {
+            SelectItem::Star => out.push(Selected::Star),
+            SelectItem::Field {
+                field,
+                alias: label,
+                cast,
+                aggregate,
+                ..
+            } => {
+                if aggregate.is_some() {
+                    return Err(RestError::new(
+                        400,
+                        "PGRST123",
+                        "Aggregates are not supported yet",
+                    ));
+                }
+                table
+                    .column(&field.name)
+                    .ok_or_else(|| no_column(&table, &field.name))?;
+                check_cast(cast.as_deref())?;
+                out.push(Selected::Column {
+                    label: label.clone().unwrap_or_else(|| field.default_label()),
+                    field: field.clone(),
+                    cast: cast.clone(),
+                });
+            }
+            SelectItem::CountAll { .. } => {
+                return Err(RestError::new(
+                    400,
+                    "PGRST123",
+                    "Aggregates are not supported yet",
+                ));
+            }
+            SelectItem::Embed(e) => {
+                let mut child_path = path.to_vec();
+                child_path.push(e.label().to_string());
+                let plan = embed_plan(cache, &table, e, req, &child_path, counter)?;
+                embeds.push((e.label().to_string(), plan.clone()));
+                out.push(Selected::Embed(Box::new(plan)));
+            }
+        }
+    }
+    let mut filters = Vec::new();
+    for pf in req.query.filters.iter().filter(|f| f.path == path) {
+        let col = table
+            .column(&pf.filter.field.name)
+            .ok_or_else(|| no_column(&table, &pf.filter.field.name))?;
+        filters.push(Condition::Filter(pf.filter.clone(), col.type_name.clone()));
+    }
+    for pl in req.query.logic.iter().filter(|l| l.path == path) {
+        let mut types = Vec::new();
+        collect_types(&pl.tree, &table, &mut types)?;
+        filters.push(Condition::Tree(pl.tree.clone(), types));
+    }
+    for (_, e) in embeds.iter().filter(|(_, e)| e.inner) {
+        filters.push(Condition::Exists(Box::new(e.clone())));
+    }
+    let mut order = Vec::new();
+    for po in req.query.order.iter().filter(|o| o.path == path) {
+        for term in &po.terms {
+            match &term.target {
+                OrderTarget::Field(f) => {
+                    table
+                        .column(&f.name)
+                        .ok_or_else(|| no_column(&table, &f.name))?;
+                    order.push(ResolvedOrder {
+                        term: term.clone(),
+                        via: None,
+                    });
+                }
+                OrderTarget::Related { relation, field } => {
+                    let (_, e) = embeds.iter().find(|(l, _)| l == relation).ok_or_else(|| {
+                        RestError::new(
+                            400,
+                            "PGRST108",
+                            format!("'{relation}' is not an embedded resource in this request"),
+                        )
+                    })?;
+                    if !e.to_one {
+                        return Err(RestError::new(
+                            400,
+                            "PGRST118",
+                            format!("A related order on '{relation}' is not possible: it is not a to-one relationship"),
+                        ));
+                    }
+                    e.child
+                        .table
+                        .column(&field.name)
+                        .ok_or_else(|| no_column(&e.child.table, &field.name))?;
+                    order.push(ResolvedOrder {
+                        term: term.clone(),
+                        via: Some(Box::new(e.clone())),
+                    });
+                }
+            }
+        }
+    }
+    Ok(ReadPlan {
+        source,
+        alias,
+        table,
+        select: out,
+        filters,
+        order,
+        range: if path.is_empty() {
+            Range::default()
+        } else {
+            range_for(req, path)
+        },
+    })
+}
+
+fn collect_types(
+    tree: &LogicTree,
+    table: &Table,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), RestError> {
+    match tree {
+        LogicTree::Filter(f) => {
+            let c = table
+                .column(&f.field.name)
+                .ok_or_else(|| no_column(table, &f.field.name))?;
+            out.push((c.name.clone(), c.type_name.clone()));
+        }
+        LogicTree::Expr { children, .. } => {
+            for c in children {
+                collect_types(c, table, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Casts end up in SQL text: only type names made of identifier characters are allowed.
+pub fn check_cast(cast: Option<&str>) -> Result<(), RestError> {
+    match cast {
+        Some(c)
+            if c.is_empty()
+                || !c.chars().all(|ch| {
+                    ch.is_ascii_alphanumeric() || matches!(ch, '_' | ' ' | '[' | ']' | '.')
+                }) =>
+        {
+            Err(RestError::new(
+                400,
+                "PGRST100",
+                format!("invalid cast type {c:?}"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Finds the relationship between `parent` and the embedded name (a table related by a
+/// foreign key in either direction), honouring `!hint` (constraint or column name).
+fn embed_plan(
+    cache: &SchemaCache,
+    parent: &Table,
+    e: &Embed,
+    req: &ApiRequest,
+    path: &[String],
+    counter: &mut usize,
+) -> Result<EmbedPlan, RestError> {
+    let target = cache.table(&parent.schema, &e.name).ok_or_else(|| {
+        RestError::new(
+            400,
+            "PGRST200",
+            format!(
+                "Could not find a relationship between '{}' and '{}' in the schema cache",
+                parent.name, e.name
+            ),
+        )
+        .with_hint(format!("Verify that '{}' and '{}' exist in the schema '{}' and that there is a foreign key relationship between them.", parent.name, e.name, parent.schema))
+    })?;
+    let pkey = (parent.schema.clone(), parent.name.clone());
+    let tkey = (target.schema.clone(), target.name.clone());
+    let hint_ok = |fk: &ForeignKey| match &e.hint {
+        None => true,
+        Some(h) => {
+            &fk.name == h
+                || fk.from_columns.iter().any(|c| c == h)
+                || fk.to_columns.iter().any(|c| c == h)
+        }
+    };
+    // (fk, parent holds the key → to-one)
+    let mut candidates: Vec<(&ForeignKey, bool)> = Vec::new();
+    for fk in &cache.foreign_keys {
+        if fk.from == pkey && fk.to == tkey && hint_ok(fk) {
+            candidates.push((fk, true));
+        }
+        if fk.from == tkey
+            && fk.to == pkey
+            && hint_ok(fk)
+            && !(fk.from == fk.to && candidates.iter().any(|(c, _)| c.name == fk.name))
+        {
+            candidates.push((fk, false));
+        }
+    }
+    // A self-reference matches both ways; without a hint PostgREST treats the FK column as
+    // the to-one direction.
+    if pkey == tkey
+        && candidates.len() == 2
+        && candidates[0].0.name == candidates[1].0.name
+        && e.hint.is_none()
+    {
+        candidates.truncate(1);
+    }
+    let (fk, to_one) = match candidates.len() {
+        0 => {
+            return Err(RestError::new(
+                400,
+                "PGRST200",
+                format!(
+                    "Could not find a relationship between '{}' and '{}' in the schema cache",
+                    parent.name, e.name
+                ),
+            ))
+        }
+        1 => candidates[0],
+        _ => {
+            let names: Vec<String> = candidates.iter().map(|(f, _)| f.name.clone()).collect();
+            return Err(RestError::new(
+                300,
+                "PGRST201",
+                format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
+            )
+            .with_details(names.join(", "))
+            .with_hint(format!("Try changing '{}' to one of: {}", e.name, names.iter().map(|n| format!("'{}!{n}'", e.name)).collect::<Vec<_>>().join(", "))));
+        }
+    };
+    let join: Vec<(String, String)> = if to_one {
+        fk.from_columns
+            .iter()
+            .cloned()
+            .zip(fk.to_columns.iter().cloned())
+            .collect()
+    } else {
+        fk.to_columns
+            .iter()
+            .cloned()
+            .zip(fk.from_columns.iter().cloned())
+            .collect()
+    };
+    let child = read_plan(
+        cache,
+        Source::Relation(target.schema.clone(), target.name.clone()),
+        target.clone(),
+        &e.select,
+        req,
+        path,
+        counter,
+    )?;
+    Ok(EmbedPlan {
+        label: e.label().to_string(),
+        to_one,
+        inner: e.join == Some(JoinType::Inner),
+        spread: e.spread,
+        join,
+        child,
+    })
+}

@@ -1,0 +1,620 @@
+//! sql (pure): a plan → one statement with bound parameters. The JSON body, the row count
+//! and the total (for `count=exact`) are built inside Postgres in that statement.
+//!
+//! Identifiers go through `quote_ident`; every user value is a `$n::text` parameter cast to
+//! the column's type in SQL, so Postgres parses it exactly as PostgREST lets it.
+
+use super::parse::{
+    Direction, Field, Filter, FtsOp, IsValue, JsonKey, JsonOp, LogicOp, LogicTree, NullsOrder,
+    Operation, Quantifier, SimpleOp,
+};
+use super::plan::{
+    CallPlan, Condition, EmbedPlan, ReadPlan, ResolvedOrder, Selected, Source, WritePlan,
+};
+use crate::db::quote_ident as qi;
+
+/// A statement: text and its parameters (all text; `None` is NULL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statement {
+    /// SQL.
+    pub text: String,
+    /// Parameters, `$1` first.
+    pub params: Vec<Option<String>>,
+}
+
+/// Output columns of every statement: `total` (int8, NULL unless counted), `n` (int8 rows
+/// in the body), `body` (text JSON).
+pub const OUTPUT: &str = "total, n, body";
+
+/// How the body is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// A JSON array of rows.
+    Array,
+    /// The single row as an object (`vnd.pgrst.object+json`); `n` tells whether there was one.
+    Object,
+    /// No body (`return=minimal`).
+    None,
+}
+
+struct Builder {
+    params: Vec<Option<String>>,
+}
+
+impl Builder {
+    fn bind(&mut self, v: impl Into<String>) -> String {
+        self.params.push(Some(v.into()));
+        format!("${}::text", self.params.len())
+    }
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn field_expr(alias: &str, f: &Field) -> String {
+    let mut e = format!("{}.{}", qi(alias), qi(&f.name));
+    for op in &f.json_path {
+        let (arrow, key) = match op {
+            JsonOp::Arrow(k) => ("->", k),
+            JsonOp::DoubleArrow(k) => ("->>", k),
+        };
+        let k = match key {
+            JsonKey::Key(k) => literal(k),
+            JsonKey::Index(i) => i.to_string(),
+        };
+        e = format!("{e}{arrow}{k}");
+    }
+    e
+}
+
+/// The type a bound value is cast to for a filter on `f` whose column is `col_type`.
+fn value_type(f: &Field, col_type: &str) -> Option<String> {
+    match f.json_path.last() {
+        None => Some(col_type.to_string()),
+        Some(JsonOp::DoubleArrow(_)) => None,
+        Some(JsonOp::Arrow(_)) => Some("jsonb".into()),
+    }
+}
+
+fn lhs_for(alias: &str, f: &Field) -> String {
+    let e = field_expr(alias, f);
+    match f.json_path.last() {
+        // `json` has no equality; compare as jsonb.
+        Some(JsonOp::Arrow(_)) => format!("({e})::jsonb"),
+        _ => e,
+    }
+}
+
+fn cast(b: &mut Builder, v: &str, ty: Option<&str>) -> String {
+    let p = b.bind(v);
+    match ty {
+        Some(t) => format!("CAST({p} AS {t})"),
+        None => p,
+    }
+}
+
+fn array_literal(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+fn filter_sql(b: &mut Builder, alias: &str, f: &Filter, col_type: &str) -> String {
+    let lhs = lhs_for(alias, &f.field);
+    let ty = value_type(&f.field, col_type);
+    let cond = match &f.operation {
+        Operation::Simple { op, value } => match op {
+            SimpleOp::Like | SimpleOp::Ilike | SimpleOp::Match | SimpleOp::Imatch => {
+                format!("({lhs})::text {} {}", op.sql(), b.bind(value.as_str()))
+            }
+            _ => format!("{lhs} {} {}", op.sql(), cast(b, value, ty.as_deref())),
+        },
+        Operation::Quantified {
+            op,
+            quantifier,
+            value,
+        } => {
+            let q = match quantifier {
+                Quantifier::Any => "ANY",
+                Quantifier::All => "ALL",
+            };
+            match op {
+                SimpleOp::Like | SimpleOp::Ilike | SimpleOp::Match | SimpleOp::Imatch => {
+                    format!(
+                        "({lhs})::text {} {q}(CAST({} AS text[]))",
+                        op.sql(),
+                        b.bind(value.as_str())
+                    )
+                }
+                _ => {
+                    let arr = ty
+                        .map(|t| format!("{t}[]"))
+                        .unwrap_or_else(|| "text[]".into());
+                    format!(
+                        "{lhs} {} {q}(CAST({} AS {arr}))",
+                        op.sql(),
+                        b.bind(value.as_str())
+                    )
+                }
+            }
+        }
+        Operation::In(items) => {
+            if items.is_empty() {
+                "false".into()
+            } else {
+                let arr = ty
+                    .map(|t| format!("{t}[]"))
+                    .unwrap_or_else(|| "text[]".into());
+                format!(
+                    "{lhs} = ANY(CAST({} AS {arr}))",
+                    b.bind(array_literal(items))
+                )
+            }
+        }
+        Operation::Is(v) => format!(
+            "{lhs} IS {}",
+            match v {
+                IsValue::Null => "NULL",
+                IsValue::NotNull => "NOT NULL",
+                IsValue::True => "TRUE",
+                IsValue::False => "FALSE",
+                IsValue::Unknown => "UNKNOWN",
+            }
+        ),
+        Operation::Fts {
+            op,
+            language,
+            value,
+        } => {
+            let func = match op {
+                FtsOp::Fts => "to_tsquery",
+                FtsOp::Plain => "plainto_tsquery",
+                FtsOp::Phrase => "phraseto_tsquery",
+                FtsOp::Websearch => "websearch_to_tsquery",
+            };
+            let (vec_lang, q) = match language {
+                Some(l) => {
+                    let lp = b.bind(l.as_str());
+                    (
+                        format!("CAST({lp} AS regconfig), "),
+                        format!(
+                            "{func}(CAST({lp} AS regconfig), {})",
+                            b.bind(value.as_str())
+                        ),
+                    )
+                }
+                None => (String::new(), format!("{func}({})", b.bind(value.as_str()))),
+            };
+            if col_type == "tsvector" && f.field.json_path.is_empty() {
+                format!("{lhs} @@ {q}")
+            } else {
+                format!("to_tsvector({vec_lang}({lhs})::text) @@ {q}")
+            }
+        }
+    };
+    if f.negated {
+        format!("NOT ({cond})")
+    } else {
+        cond
+    }
+}
+
+fn tree_sql(b: &mut Builder, alias: &str, t: &LogicTree, types: &[(String, String)]) -> String {
+    match t {
+        LogicTree::Filter(f) => {
+            let ty = types
+                .iter()
+                .find(|(n, _)| n == &f.field.name)
+                .map(|(_, t)| t.as_str())
+                .unwrap_or("text");
+            filter_sql(b, alias, f, ty)
+        }
+        LogicTree::Expr {
+            negated,
+            op,
+            children,
+        } => {
+            let sep = match op {
+                LogicOp::And => " AND ",
+                LogicOp::Or => " OR ",
+            };
+            let inner: Vec<String> = children
+                .iter()
+                .map(|c| tree_sql(b, alias, c, types))
+                .collect();
+            let e = format!("({})", inner.join(sep));
+            if *negated {
+                format!("NOT {e}")
+            } else {
+                e
+            }
+        }
+    }
+}
+
+fn join_sql(parent: &str, e: &EmbedPlan) -> Vec<String> {
+    e.join
+        .iter()
+        .map(|(p, c)| {
+            format!(
+                "{}.{} = {}.{}",
+                qi(&e.child.alias),
+                qi(c),
+                qi(parent),
+                qi(p)
+            )
+        })
+        .collect()
+}
+
+fn source_sql(b: &mut Builder, r: &ReadPlan) -> String {
+    match &r.source {
+        Source::Relation(s, n) => format!("{}.{} AS {}", qi(s), qi(n), qi(&r.alias)),
+        Source::Call(call) => format!(
+            "{} LATERAL {} AS {}",
+            args_from(b, call),
+            call_expr(call),
+            qi(&r.alias)
+        ),
+    }
+}
+
+/// `json_to_record($n) AS _fx_args(...)`, for binding named arguments with their types.
+fn args_from(b: &mut Builder, call: &CallPlan) -> String {
+    let given: Vec<&crate::schema::Arg> = call
+        .function
+        .args
+        .iter()
+        .filter(|a| call.arg_names.contains(&a.name))
+        .collect();
+    let cols: Vec<String> = given
+        .iter()
+        .map(|a| format!("{} {}", qi(&a.name), a.type_name))
+        .collect();
+    if cols.is_empty() {
+        return String::new();
+    }
+    format!(
+        "json_to_record(CAST({} AS json)) AS _fx_args({}),",
+        b.bind(call.args_json.as_str()),
+        cols.join(", ")
+    )
+}
+
+fn call_expr(call: &CallPlan) -> String {
+    let args: Vec<String> = call
+        .function
+        .args
+        .iter()
+        .filter(|a| call.arg_names.contains(&a.name))
+        .map(|a| {
+            let v = format!("_fx_args.{}", qi(&a.name));
+            let v = if a.variadic {
+                format!("VARIADIC {v}")
+            } else {
+                v
+            };
+            format!("{} := {v}", qi(&a.name))
+        })
+        .collect();
+    format!(
+        "{}.{}({})",
+        qi(&call.function.schema),
+        qi(&call.function.name),
+        args.join(", ")
+    )
+}
+
+fn where_sql(b: &mut Builder, r: &ReadPlan, extra: Vec<String>) -> String {
+    let mut conds = extra;
+    for c in &r.filters {
+        conds.push(match c {
+            Condition::Filter(f, ty) => filter_sql(b, &r.alias, f, ty),
+            Condition::Tree(t, types) => tree_sql(b, &r.alias, t, types),
+            Condition::Exists(e) => {
+                let mut inner = join_sql(&r.alias, e);
+                let w = where_sql(b, &e.child, std::mem::take(&mut inner));
+                format!("EXISTS (SELECT 1 FROM {}{w})", source_sql(b, &e.child))
+            }
+        });
+    }
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+fn order_sql(r: &ReadPlan) -> String {
+    let terms: Vec<String> = r.order.iter().map(|o| order_term(&r.alias, o)).collect();
+    if terms.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", terms.join(", "))
+    }
+}
+
+fn order_term(alias: &str, o: &ResolvedOrder) -> String {
+    use super::parse::OrderTarget;
+    let expr = match (&o.term.target, &o.via) {
+        (OrderTarget::Field(f), _) => field_expr(alias, f),
+        (OrderTarget::Related { field, .. }, Some(e)) => format!(
+            "(SELECT {} FROM {}.{} AS {} WHERE {})",
+            field_expr(&e.child.alias, field),
+            qi(&e.child.table.schema),
+            qi(&e.child.table.name),
+            qi(&e.child.alias),
+            join_sql(alias, e).join(" AND ")
+        ),
+        (OrderTarget::Related { field, .. }, None) => field_expr(alias, field),
+    };
+    let dir = match o.term.direction {
+        Some(Direction::Desc) => " DESC",
+        Some(Direction::Asc) => " ASC",
+        None => "",
+    };
+    let nulls = match o.term.nulls {
+        Some(NullsOrder::First) => " NULLS FIRST",
+        Some(NullsOrder::Last) => " NULLS LAST",
+        None => "",
+    };
+    format!("{expr}{dir}{nulls}")
+}
+
+fn range_sql(r: &ReadPlan) -> String {
+    let mut s = String::new();
+    if let Some(l) = r.range.limit {
+        s.push_str(&format!(" LIMIT {l}"));
+    }
+    if r.range.offset > 0 {
+        s.push_str(&format!(" OFFSET {}", r.range.offset));
+    }
+    s
+}
+
+fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
+    let mut items = Vec::new();
+    for s in &r.select {
+        match s {
+            Selected::Star => items.push(format!("{}.*", qi(&r.alias))),
+            Selected::Column { field, label, cast } => {
+                let e = field_expr(&r.alias, field);
+                let e = match cast {
+                    Some(c) => format!("CAST({e} AS {c})"),
+                    None => e,
+                };
+                items.push(format!("{e} AS {}", qi(label)));
+            }
+            Selected::Embed(e) if e.spread && e.to_one => {
+                // One subquery per spread column keeps the parent row flat.
+                for cs in &e.child.select {
+                    if let Selected::Column { field, label, cast } = cs {
+                        let mut col = field_expr(&e.child.alias, field);
+                        if let Some(c) = cast {
+                            col = format!("CAST({col} AS {c})");
+                        }
+                        let w = where_sql(b, &e.child, join_sql(&r.alias, e));
+                        items.push(format!(
+                            "(SELECT {col} FROM {}{w}) AS {}",
+                            source_sql(b, &e.child),
+                            qi(label)
+                        ));
+                    }
+                }
+            }
+            Selected::Embed(e) => {
+                items.push(format!("{} AS {}", embed_sql(b, &r.alias, e), qi(&e.label)))
+            }
+        }
+    }
+    if items.is_empty() {
+        // `select=` with only embeds spread away, or `rel()`: an empty object per row.
+        "NULL::int AS \"_fx_none\"".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn embed_sql(b: &mut Builder, parent: &str, e: &EmbedPlan) -> String {
+    let inner = subquery(b, &e.child, join_sql(parent, e));
+    if e.to_one {
+        format!("(SELECT row_to_json(_fx_e) FROM ({inner}) _fx_e)")
+    } else {
+        format!("(SELECT coalesce(json_agg(_fx_e), '[]') FROM ({inner}) _fx_e)")
+    }
+}
+
+fn subquery(b: &mut Builder, r: &ReadPlan, extra_where: Vec<String>) -> String {
+    let from = source_sql(b, r);
+    let list = select_list(b, r);
+    let w = where_sql(b, r, extra_where);
+    format!(
+        "SELECT {list} FROM {from}{w}{}{}",
+        order_sql(r),
+        range_sql(r)
+    )
+}
+
+fn body_sql(shape: BodyShape) -> &'static str {
+    match shape {
+        BodyShape::Array => "coalesce(json_agg(_fx_t), '[]')::text",
+        BodyShape::Object => "coalesce((json_agg(_fx_t) -> 0)::text, '')",
+        BodyShape::None => "''::text",
+    }
+}
+
+/// A read: rows, their count, and (when asked) the total without the range.
+pub fn read(r: &ReadPlan, shape: BodyShape, exact_count: bool) -> Statement {
+    let mut b = Builder { params: Vec::new() };
+    let inner = subquery(&mut b, r, Vec::new());
+    let total = if exact_count {
+        let from = source_sql(&mut b, r);
+        let w = where_sql(&mut b, r, Vec::new());
+        format!("(SELECT count(*) FROM {from}{w})")
+    } else {
+        "NULL::int8".into()
+    };
+    Statement {
+        text: format!(
+            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {} AS body FROM ({inner}) _fx_t",
+            body_sql(shape)
+        ),
+        params: b.params,
+    }
+}
+
+/// A write, returning what `returning` selects from the affected rows.
+pub fn write(
+    kind: WriteKind,
+    w: &WritePlan,
+    body_json: Option<String>,
+    shape: BodyShape,
+) -> Statement {
+    let mut b = Builder { params: Vec::new() };
+    let target = format!(
+        "{}.{} AS {}",
+        qi(&w.table.schema),
+        qi(&w.table.name),
+        qi(&w.returning.alias)
+    );
+    let rowtype = format!("{}.{}", qi(&w.table.schema), qi(&w.table.name));
+    let cols: Vec<String> = w.columns.iter().map(|c| qi(c)).collect();
+    let alias = qi(&w.returning.alias);
+    let dml = match kind {
+        WriteKind::Insert | WriteKind::Upsert => {
+            if cols.is_empty() {
+                format!("INSERT INTO {target} DEFAULT VALUES RETURNING {alias}.*")
+            } else {
+                let p = b.bind(body_json.unwrap_or_else(|| "[]".into()));
+                let conflict = match (&w.on_conflict, w.merge) {
+                    (Some(keys), Some(true)) => {
+                        let keys_q: Vec<String> = keys.iter().map(|k| qi(k)).collect();
+                        let sets: Vec<String> = w
+                            .columns
+                            .iter()
+                            .filter(|c| !keys.contains(c))
+                            .map(|c| format!("{} = EXCLUDED.{}", qi(c), qi(c)))
+                            .collect();
+                        if sets.is_empty() {
+                            format!(" ON CONFLICT ({}) DO NOTHING", keys_q.join(", "))
+                        } else {
+                            format!(
+                                " ON CONFLICT ({}) DO UPDATE SET {}",
+                                keys_q.join(", "),
+                                sets.join(", ")
+                            )
+                        }
+                    }
+                    (Some(keys), _) => {
+                        let keys_q: Vec<String> = keys.iter().map(|k| qi(k)).collect();
+                        format!(" ON CONFLICT ({}) DO NOTHING", keys_q.join(", "))
+                    }
+                    (None, _) => String::new(),
+                };
+                format!(
+                    "INSERT INTO {target} ({c}) SELECT {c} FROM json_populate_recordset(NULL::{rowtype}, \
+                     (SELECT CASE WHEN json_typeof(_fx_b) = 'array' THEN _fx_b ELSE json_build_array(_fx_b) END \
+                      FROM CAST({p} AS json) AS _fx_b)) _fx_p{conflict} RETURNING {alias}.*",
+                    c = cols.join(", ")
+                )
+            }
+        }
+        WriteKind::Update => {
+            let p = b.bind(body_json.unwrap_or_else(|| "{}".into()));
+            let sets: Vec<String> = w
+                .columns
+                .iter()
+                .map(|c| format!("{} = _fx_p.{}", qi(c), qi(c)))
+                .collect();
+            let wh = where_sql(&mut b, &w.returning, Vec::new());
+            if sets.is_empty() {
+                format!("SELECT {alias}.* FROM {target} WHERE false")
+            } else {
+                format!(
+                    "UPDATE {target} SET {} FROM (SELECT * FROM json_populate_record(NULL::{rowtype}, CAST({p} AS json))) _fx_p{wh} RETURNING {alias}.*",
+                    sets.join(", ")
+                )
+            }
+        }
+        WriteKind::Delete => {
+            let wh = where_sql(&mut b, &w.returning, Vec::new());
+            format!("DELETE FROM {target}{wh} RETURNING {alias}.*")
+        }
+    };
+    // The returned representation reads the affected rows under the same alias, so
+    // embeds and select lists work as on reads.
+    let mut ret = w.returning.clone();
+    ret.source = Source::Relation(String::new(), String::new());
+    ret.filters.clear();
+    ret.order.clear();
+    ret.range = Default::default();
+    let list = select_list(&mut b, &ret);
+    let text = format!(
+        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {} AS body \
+         FROM (SELECT {list} FROM _fx_rows AS {alias}) _fx_t",
+        body_sql(shape)
+    );
+    Statement {
+        text,
+        params: b.params,
+    }
+}
+
+/// Kinds of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// POST
+    Insert,
+    /// PUT, or POST with `resolution=…`
+    Upsert,
+    /// PATCH
+    Update,
+    /// DELETE
+    Delete,
+}
+
+/// A call of a function returning one value (or a set of scalars / untyped rows).
+pub fn call_scalar(call: &CallPlan) -> Statement {
+    let mut b = Builder { params: Vec::new() };
+    let f = &call.function;
+    let from_args = args_from(&mut b, call).trim_end_matches(',').to_string();
+    let from = if from_args.is_empty() {
+        String::new()
+    } else {
+        format!(" FROM {from_args}")
+    };
+    let expr = call_expr(call);
+    let text = if f.returns_set {
+        if f.returns_composite {
+            let src = if from.is_empty() {
+                format!(" FROM {expr} _fx_r")
+            } else {
+                format!("{from}, LATERAL {expr} _fx_r")
+            };
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{src}")
+        } else {
+            let src = if from.is_empty() {
+                format!(" FROM {expr} _fx_r(v)")
+            } else {
+                format!("{from}, LATERAL {expr} _fx_r(v)")
+            };
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{src}")
+        }
+    } else if f.returns_composite {
+        let src = if from.is_empty() {
+            format!(" FROM {expr} _fx_r")
+        } else {
+            format!("{from}, LATERAL {expr} _fx_r")
+        };
+        format!("SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{src}")
+    } else {
+        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{from}")
+    };
+    Statement {
+        text,
+        params: b.params,
+    }
+}

@@ -1,0 +1,158 @@
+//! The introspection queries: four statements, each a single pass over the catalogs.
+
+use super::{Arg, Column, ForeignKey, Function, SchemaCache, Table};
+use std::collections::HashMap;
+
+const RELATIONS: &str = "
+SELECT n.nspname::text, c.relname::text, c.relkind::text,
+       c.relkind IN ('r', 'p') OR (c.relkind IN ('v', 'f') AND pg_relation_is_updatable(c.oid, true) & 8 = 8),
+       c.relkind IN ('r', 'p') OR (c.relkind IN ('v', 'f') AND pg_relation_is_updatable(c.oid, true) & 4 = 4),
+       c.relkind IN ('r', 'p') OR (c.relkind IN ('v', 'f') AND pg_relation_is_updatable(c.oid, true) & 16 = 16),
+       obj_description(c.oid, 'pg_class'),
+       coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(con.conkey, a.attnum))
+                   FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey)
+                  WHERE con.conrelid = c.oid AND con.contype = 'p'), '{}')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1)";
+
+const COLUMNS: &str = "
+SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+       NOT a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '' OR a.attidentity = 'a'
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1)
+ ORDER BY c.oid, a.attnum";
+
+const FOREIGN_KEYS: &str = "
+SELECT con.conname::text, sn.nspname::text, s.relname::text, tn.nspname::text, t.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
+  FROM pg_constraint con
+  JOIN pg_class s ON s.oid = con.conrelid JOIN pg_namespace sn ON sn.oid = s.relnamespace
+  JOIN pg_class t ON t.oid = con.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+ WHERE con.contype = 'f' AND sn.nspname = ANY($1) AND tn.nspname = ANY($1)
+ ORDER BY con.conname";
+
+const FUNCTIONS: &str = "
+SELECT n.nspname::text, p.proname::text,
+       coalesce(p.proargnames::text[], '{}'),
+       ARRAY(SELECT format_type(t, NULL) FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY u(t, i) ORDER BY i),
+       coalesce(p.proargmodes::text[], '{}'),
+       p.pronargs::int4, p.pronargdefaults::int4, p.provolatile::text, p.proretset,
+       format_type(p.prorettype, NULL), rt.typtype::text = 'c' OR rt.oid = 'record'::regtype,
+       rn.nspname::text, rc.relname::text
+  FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_type rt ON rt.oid = p.prorettype
+  LEFT JOIN pg_class rc ON rc.oid = rt.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')
+  LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+ WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
+
+/// Introspects the exposed schemas.
+pub async fn load(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+) -> Result<SchemaCache, tokio_postgres::Error> {
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
+    // Four statements in one round trip.
+    let (rels, cols, fks, funcs) = tokio::try_join!(
+        client.query(RELATIONS, &p),
+        client.query(COLUMNS, &p),
+        client.query(FOREIGN_KEYS, &p),
+        client.query(FUNCTIONS, &p),
+    )?;
+    let mut tables: HashMap<(String, String), Table> = HashMap::with_capacity(rels.len());
+    for r in rels {
+        let kind: String = r.get(2);
+        let key: (String, String) = (r.get(0), r.get(1));
+        tables.insert(
+            key.clone(),
+            Table {
+                schema: key.0,
+                name: key.1,
+                kind: kind.chars().next().unwrap_or('r'),
+                insertable: r.get(3),
+                updatable: r.get(4),
+                deletable: r.get(5),
+                columns: Vec::new(),
+                primary_key: r.get(7),
+                description: r.get(6),
+            },
+        );
+    }
+    for r in cols {
+        let key: (String, String) = (r.get(0), r.get(1));
+        if let Some(t) = tables.get_mut(&key) {
+            t.columns.push(Column {
+                name: r.get(2),
+                type_name: r.get(3),
+                nullable: r.get(4),
+                default: r.get(5),
+                generated: r.get(6),
+            });
+        }
+    }
+    let foreign_keys = fks
+        .iter()
+        .map(|r| ForeignKey {
+            name: r.get(0),
+            from: (r.get(1), r.get(2)),
+            to: (r.get(3), r.get(4)),
+            from_columns: r.get(5),
+            to_columns: r.get(6),
+        })
+        .collect();
+    let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
+    for r in funcs {
+        let names: Vec<String> = r.get(2);
+        let types: Vec<String> = r.get(3);
+        let modes: Vec<String> = r.get(4);
+        let nargs: i32 = r.get(5);
+        let ndefaults: i32 = r.get(6);
+        // Input arguments: modes i, b, v (no mode array means all are inputs).
+        let mut args = Vec::new();
+        for (i, ty) in types.iter().enumerate() {
+            let mode = modes.get(i).map(String::as_str).unwrap_or("i");
+            if !matches!(mode, "i" | "b" | "v") {
+                continue;
+            }
+            args.push(Arg {
+                name: names.get(i).cloned().unwrap_or_default(),
+                type_name: ty.clone(),
+                has_default: false,
+                variadic: mode == "v",
+            });
+        }
+        // Defaults belong to the last `pronargdefaults` input arguments.
+        let first_default = (nargs - ndefaults).max(0) as usize;
+        for (i, a) in args.iter_mut().enumerate() {
+            a.has_default = i >= first_default;
+        }
+        let vol: String = r.get(7);
+        let rschema: Option<String> = r.get(11);
+        let rname: Option<String> = r.get(12);
+        let f = Function {
+            schema: r.get(0),
+            name: r.get(1),
+            args,
+            returns_set: r.get(8),
+            return_type: r.get(9),
+            returns_composite: r.get(10),
+            return_relation: rschema.zip(rname),
+            volatility: vol.chars().next().unwrap_or('v'),
+        };
+        functions
+            .entry((f.schema.clone(), f.name.clone()))
+            .or_default()
+            .push(f);
+    }
+    Ok(SchemaCache {
+        tables,
+        foreign_keys,
+        functions,
+    })
+}

@@ -1,0 +1,167 @@
+//! The schema cache: tables, views, columns, keys, foreign keys and functions of the exposed
+//! schemas, introspected in one round of queries and swapped atomically, so a request never
+//! sees a half-built cache. Reloaded on `NOTIFY pgrst, 'reload schema'` (PostgREST's
+//! convention), which the DDL event trigger sends when the database user may create one.
+//!
+//! Must not: be read by anything but the REST planner and OpenAPI (other modules use their
+//! own tables through their own code).
+
+mod introspect;
+pub mod listener;
+
+pub use introspect::load;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// A column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// SQL type as `format_type` spells it (usable in a cast).
+    pub type_name: String,
+    /// Accepts NULL.
+    pub nullable: bool,
+    /// Default expression.
+    pub default: Option<String>,
+    /// Generated (stored) or identity ALWAYS: never written.
+    pub generated: bool,
+}
+
+/// A table, view, materialized view or foreign table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// `r`, `v`, `m`, `f`, `p`.
+    pub kind: char,
+    /// INSERT possible (tables, auto-updatable views).
+    pub insertable: bool,
+    /// UPDATE possible.
+    pub updatable: bool,
+    /// DELETE possible.
+    pub deletable: bool,
+    /// Columns in order.
+    pub columns: Vec<Column>,
+    /// Primary key columns.
+    pub primary_key: Vec<String>,
+    /// Comment.
+    pub description: Option<String>,
+}
+
+impl Table {
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A foreign key (composite keys have several column pairs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// Referencing table (schema, name).
+    pub from: (String, String),
+    /// Referencing columns.
+    pub from_columns: Vec<String>,
+    /// Referenced table.
+    pub to: (String, String),
+    /// Referenced columns.
+    pub to_columns: Vec<String>,
+}
+
+/// A function argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arg {
+    /// Name (empty when unnamed).
+    pub name: String,
+    /// SQL type.
+    pub type_name: String,
+    /// Has a default, so it may be omitted.
+    pub has_default: bool,
+    /// VARIADIC.
+    pub variadic: bool,
+}
+
+/// A function callable over RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// Input arguments in order.
+    pub args: Vec<Arg>,
+    /// SETOF / TABLE.
+    pub returns_set: bool,
+    /// Return type.
+    pub return_type: String,
+    /// When it returns rows of a table or view: that relation (for select/embedding).
+    pub return_relation: Option<(String, String)>,
+    /// Returns a composite type (row) rather than a scalar.
+    pub returns_composite: bool,
+    /// `i`mmutable, `s`table or `v`olatile.
+    pub volatility: char,
+}
+
+/// Everything the planner needs, for the exposed schemas.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaCache {
+    /// Tables by (schema, name).
+    pub tables: HashMap<(String, String), Table>,
+    /// Foreign keys between exposed tables.
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Functions by (schema, name); overloads share a key.
+    pub functions: HashMap<(String, String), Vec<Function>>,
+}
+
+impl SchemaCache {
+    /// A relation.
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    /// The overloads of a function.
+    pub fn functions(&self, schema: &str, name: &str) -> &[Function] {
+        self.functions
+            .get(&(schema.to_string(), name.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// The current cache, replaced as a whole on reload.
+#[derive(Debug, Default)]
+pub struct SchemaHolder {
+    current: RwLock<Arc<SchemaCache>>,
+}
+
+impl SchemaHolder {
+    /// A holder with an initial cache.
+    pub fn new(cache: SchemaCache) -> Self {
+        SchemaHolder {
+            current: RwLock::new(Arc::new(cache)),
+        }
+    }
+
+    /// The cache as of now (requests hold this snapshot for their whole life).
+    pub fn get(&self) -> Arc<SchemaCache> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new cache.
+    pub fn set(&self, cache: SchemaCache) {
+        let fresh = Arc::new(cache);
+        match self.current.write() {
+            Ok(mut g) => *g = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The REST engine over HTTP against a fixture schema: reads with filters, order, ranges and
+//! counts, embedding both ways, single objects, writes, upserts, RPC, RLS and errors.
+
+use crate::support::TestApp;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const FIXTURE: &str = "
+CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL, born int, meta jsonb);
+CREATE TABLE books (
+  id serial PRIMARY KEY, title text NOT NULL, year int, author_id int REFERENCES authors(id),
+  tags text[] DEFAULT '{}', search tsvector GENERATED ALWAYS AS (to_tsvector('english', title)) STORED);
+CREATE TABLE people (id int PRIMARY KEY, name text, manager_id int REFERENCES people(id));
+CREATE TABLE notes (id serial PRIMARY KEY, owner uuid NOT NULL, body text);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON notes USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+INSERT INTO authors (name, born, meta) VALUES
+  ('Ursula', 1929, '{\"country\": \"US\", \"awards\": 6}'), ('Terry', 1948, '{\"country\": \"UK\"}'), ('Octavia', 1947, NULL);
+INSERT INTO books (title, year, author_id, tags) VALUES
+  ('The Dispossessed', 1974, 1, '{sf,utopia}'), ('A Wizard of Earthsea', 1968, 1, '{fantasy}'),
+  ('Small Gods', 1992, 2, '{fantasy,satire}'), ('Kindred', 1979, 3, '{sf}'), ('Orphan', NULL, NULL, '{}');
+INSERT INTO people VALUES (1, 'Boss', NULL), (2, 'Mid', 1), (3, 'Dev', 2);
+CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'SELECT * FROM books WHERE year > y';
+CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
+CREATE FUNCTION nothing() RETURNS void LANGUAGE sql AS 'SELECT';
+NOTIFY pgrst, 'reload schema';
+";
+
+async fn app() -> TestApp {
+    let app = TestApp::spawn().await;
+    app.db.client().await.batch_execute(FIXTURE).await.unwrap();
+    // The cache reloads on the NOTIFY (and the DDL event trigger); wait for it.
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        app.state.schema.get().table("public", "books").is_some()
+            && !app
+                .state
+                .schema
+                .get()
+                .functions("public", "nothing")
+                .is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw the fixture");
+    app
+}
+
+async fn get(app: &TestApp, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let r = app
+        .get(path)
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    (
+        s,
+        h,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn reads_filters_order_ranges_and_counts() {
+    let app = app().await;
+    let (s, h, b) = get(
+        &app,
+        "/rest/v1/books?select=title,year&year=gte.1970&order=year.desc",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"title": "Small Gods", "year": 1992}, {"title": "Kindred", "year": 1979}, {"title": "The Dispossessed", "year": 1974}])
+    );
+    assert_eq!(h["content-range"], "0-2/*");
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=id&or=(year.lt.1970,year.is.null)&order=id",
+    )
+    .await;
+    assert_eq!(b, json!([{"id": 2}, {"id": 5}]));
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&title=ilike.*gods*").await;
+    assert_eq!(b, json!([{"id": 3}]));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=id&id=in.(1,3,99)&order=id.desc",
+    )
+    .await;
+    assert_eq!(b, json!([{"id": 3}, {"id": 1}]));
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&tags=cs.{fantasy}&order=id").await;
+    assert_eq!(b, json!([{"id": 2}, {"id": 3}]));
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&search=fts(english).gods").await;
+    assert_eq!(b, json!([{"id": 3}]));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=id&year=not.is.null&year=lt.1975&order=id",
+    )
+    .await;
+    assert_eq!(b, json!([{"id": 1}, {"id": 2}]));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,country:meta->>country&meta->>country=eq.UK",
+    )
+    .await;
+    assert_eq!(b, json!([{"name": "Terry", "country": "UK"}]));
+    let (_, _, b) = get(&app, "/rest/v1/authors?select=id,born::text&id=eq.1").await;
+    assert_eq!(b, json!([{"id": 1, "born": "1929"}]));
+
+    // Ranges and exact counts.
+    let r = app
+        .get("/rest/v1/books?select=id&order=id&limit=2&offset=1")
+        .header("apikey", app.anon_key())
+        .header("Prefer", "count=exact")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-range"], "1-2/5");
+    assert_eq!(r.headers()["preference-applied"], "count=exact");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 2}, {"id": 3}])
+    );
+    let r = app
+        .get("/rest/v1/books?select=id&order=id")
+        .header("apikey", app.anon_key())
+        .header("Range", "0-1")
+        .header("Prefer", "count=exact")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "0-1/5");
+    let (s, _, b) = get(&app, "/rest/v1/books?select=id&id=eq.999").await;
+    assert_eq!((s.as_u16(), b), (200, json!([])));
+
+    // HEAD: headers only.
+    let r = app
+        .http
+        .head(app.url("/rest/v1/books"))
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn embedding_both_directions_inner_and_self_references() {
+    let app = app().await;
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=title,author:authors(name)&id=in.(1,5)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"title": "The Dispossessed", "author": {"name": "Ursula"}}, {"title": "Orphan", "author": null}])
+    );
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,books(title)&id=eq.1&books.order=year",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([{"name": "Ursula", "books": [{"title": "A Wizard of Earthsea"}, {"title": "The Dispossessed"}]}])
+    );
+    // Embedded filters narrow the embedding; !inner drops parents without a match.
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,books(title)&books.year=gt.1990&order=id",
+    )
+    .await;
+    assert_eq!(b[0]["books"], json!([]));
+    assert_eq!(b[1]["books"], json!([{"title": "Small Gods"}]));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,books!inner(title)&books.year=gt.1990",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([{"name": "Terry", "books": [{"title": "Small Gods"}]}])
+    );
+    // Order by a to-one embedded column, spread.
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=id,authors(name)&author_id=not.is.null&order=authors(name).desc,id",
+    )
+    .await;
+    let ids: Vec<i64> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=title,...authors(author_name:name)&id=eq.3",
+    )
+    .await;
+    assert_eq!(b, json!([{"title": "Small Gods", "author_name": "Terry"}]));
+    // Self-reference.
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/people?select=name,manager:people(name)&id=eq.3",
+    )
+    .await;
+    assert_eq!(b, json!([{"name": "Dev", "manager": {"name": "Mid"}}]));
+    // No relationship.
+    let (s, _, b) = get(&app, "/rest/v1/books?select=*,people(*)").await;
+    assert_eq!(s, 400);
+    assert_eq!(b["code"], "PGRST200");
+}
+
+#[tokio::test]
+async fn single_objects_errors_and_unknown_names() {
+    let app = app().await;
+    let r = app
+        .get("/rest/v1/authors?id=eq.2&select=name")
+        .header("apikey", app.anon_key())
+        .header("Accept", "application/vnd.pgrst.object+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/vnd.pgrst.object+json"));
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"name": "Terry"}));
+    let r = app
+        .get("/rest/v1/authors?select=name")
+        .header("apikey", app.anon_key())
+        .header("Accept", "application/vnd.pgrst.object+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "PGRST116");
+    assert_eq!(b["details"], "The result contains 3 rows");
+
+    let (s, _, b) = get(&app, "/rest/v1/nope").await;
+    assert_eq!((s.as_u16(), b["code"].as_str()), (404, Some("PGRST205")));
+    let (s, _, b) = get(&app, "/rest/v1/books?select=nope").await;
+    assert_eq!((s.as_u16(), b["code"].as_str()), (400, Some("42703")));
+    let (s, _, b) = get(&app, "/rest/v1/books?year=eq.notanumber").await;
+    assert_eq!(
+        (s.as_u16(), b["code"].as_str()),
+        (400, Some("22P02")),
+        "{b}"
+    );
+    let (s, _, b) = get(&app, "/rest/v1/books?year=like").await;
+    assert_eq!(
+        (s.as_u16(), b["code"].as_str()),
+        (400, Some("PGRST100")),
+        "{b}"
+    );
+    let (s, _, b) = get(&app, "/rest/v1/books?year=zz.1").await;
+    assert_eq!(
+        (s.as_u16(), b["code"].as_str()),
+        (400, Some("PGRST100")),
+        "unknown operators are errors: {b}"
+    );
+    // Bad JWT: 401 with the PostgREST body.
+    let r = app
+        .get("/rest/v1/books")
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+}
+
+#[tokio::test]
+async fn writes_upserts_and_tx_rollback() {
+    let app = app().await;
+    let key = app.service_key();
+    let post = |path: &str| app.http.post(app.url(path)).header("apikey", key.clone());
+    // return=representation with a select.
+    let r = post("/rest/v1/authors?select=id,name")
+        .header("Prefer", "return=representation")
+        .json(&json!({"name": "Iain", "born": 1954}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 4, "name": "Iain"}])
+    );
+    // Bulk, minimal.
+    let r = post("/rest/v1/authors")
+        .json(&json!([{"name": "A"}, {"name": "B"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().await.unwrap(), "");
+    // Unknown column.
+    let r = post("/rest/v1/authors")
+        .json(&json!({"nom": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "PGRST204");
+    // Constraint violations map like PostgREST.
+    let r = post("/rest/v1/authors")
+        .json(&json!({"id": 1, "name": "dup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "23505");
+    let r = post("/rest/v1/authors")
+        .json(&json!({"born": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "23502");
+    // Upsert (merge) and ignore.
+    let r = post("/rest/v1/authors")
+        .header("Prefer", "resolution=merge-duplicates,return=representation")
+        .json(&json!([{"id": 1, "name": "Ursula K.", "born": 1929}, {"id": 50, "name": "New", "born": 2000}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 2);
+    let r = post("/rest/v1/authors")
+        .header(
+            "Prefer",
+            "resolution=ignore-duplicates,return=representation",
+        )
+        .json(&json!({"id": 1, "name": "ignored"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    let (_, _, b) = get(&app, "/rest/v1/authors?select=name&id=eq.1").await;
+    assert_eq!(b, json!([{"name": "Ursula K."}]));
+    // PUT upsert.
+    let r = app
+        .http
+        .put(app.url("/rest/v1/authors?id=eq.60"))
+        .header("apikey", key.clone())
+        .json(&json!({"id": 60, "name": "Put"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // PATCH with filters; representation.
+    let r = app
+        .http
+        .patch(app.url("/rest/v1/books?year=lt.1970&select=id,year"))
+        .header("apikey", key.clone())
+        .header("Prefer", "return=representation")
+        .json(&json!({"year": 1969}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 2, "year": 1969}])
+    );
+    // DELETE minimal: 204.
+    let r = app
+        .http
+        .delete(app.url("/rest/v1/books?id=eq.5"))
+        .header("apikey", key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&id=eq.5").await;
+    assert_eq!(b, json!([]));
+    // tx=rollback: the answer comes, the change does not stay.
+    let r = app
+        .http
+        .delete(app.url("/rest/v1/books?id=eq.1"))
+        .header("apikey", key.clone())
+        .header("Prefer", "tx=rollback, return=representation")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        1
+    );
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&id=eq.1").await;
+    assert_eq!(b, json!([{"id": 1}]));
+    // max-affected with handling=strict.
+    let r = app
+        .http
+        .delete(app.url("/rest/v1/books?year=gt.0"))
+        .header("apikey", key.clone())
+        .header("Prefer", "handling=strict, max-affected=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "PGRST124");
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id").await;
+    assert_eq!(b.as_array().unwrap().len(), 4, "nothing was deleted");
+}
+
+#[tokio::test]
+async fn rpc_calls() {
+    let app = app().await;
+    let (s, _, b) = get(&app, "/rest/v1/rpc/add?a=1&b=2").await;
+    assert_eq!((s.as_u16(), b), (200, json!(3)));
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/add"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"a": 40, "b": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(42));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/rpc/books_after?y=1975&select=title&order=year",
+    )
+    .await;
+    assert_eq!(b, json!([{"title": "Kindred"}, {"title": "Small Gods"}]));
+    let (_, _, b) = get(
+        &app,
+        "/api/v1/rpc/books_after?y=1990&select=title,authors(name)",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([{"title": "Small Gods", "authors": {"name": "Terry"}}])
+    );
+    // Volatile functions are refused on GET.
+    let (s, _, b) = get(&app, "/rest/v1/rpc/bump?n=1").await;
+    assert_eq!((s.as_u16(), b["code"].as_str()), (405, Some("PGRST101")));
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/bump"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(2));
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/nothing"))
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, _, b) = get(&app, "/rest/v1/rpc/add?a=1").await;
+    assert_eq!((s.as_u16(), b["code"].as_str()), (404, Some("PGRST202")));
+}
+
+#[tokio::test]
+async fn rls_decides_rows_per_caller_and_aliases_work() {
+    let app = app().await;
+    let alice = "11111111-1111-4111-8111-111111111111";
+    let bob = "22222222-2222-4222-8222-222222222222";
+    let token = |sub: &str| app.token(json!({"role": "authenticated", "sub": sub}));
+    let r = app
+        .http
+        .post(app.url("/rest/v1/notes"))
+        .header("apikey", app.anon_key())
+        .bearer_auth(token(alice))
+        .json(&json!({"owner": alice, "body": "alice's"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Writing a row for someone else violates the policy: 403 as PostgREST answers 42501.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/notes"))
+        .bearer_auth(token(alice))
+        .json(&json!({"owner": bob, "body": "forged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "42501");
+    let r = app
+        .get("/rest/v1/notes?select=body")
+        .bearer_auth(token(alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"body": "alice's"}])
+    );
+    let r = app
+        .get("/rest/v1/notes?select=body")
+        .bearer_auth(token(bob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    let (_, _, b) = get(&app, "/rest/v1/notes").await;
+    assert_eq!(b, json!([]), "anon sees nothing");
+    // The /api/v1/tables alias is the same handler.
+    let r = app
+        .get("/api/v1/tables/public/authors?select=name&id=eq.3")
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"name": "Octavia"}])
+    );
+    // The root describes the schema.
+    let (s, _, b) = get(&app, "/rest/v1/").await;
+    assert_eq!(s, 200);
+    assert!(b["paths"]["/books"]["get"].is_object(), "{b}");
+    assert!(b["definitions"]["authors"]["properties"]["name"].is_object());
+}
+
+#[tokio::test]
+async fn ddl_reloads_the_schema_cache() {
+    let app = app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute("CREATE TABLE later (id int); INSERT INTO later VALUES (7);")
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        app.get("/rest/v1/later")
+            .header("apikey", app.anon_key())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    assert!(ok, "the event trigger's NOTIFY did not reload the cache");
+    let (_, _, b) = get(&app, "/rest/v1/later").await;
+    assert_eq!(b, json!([{"id": 7}]));
+}

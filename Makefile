@@ -10,9 +10,10 @@ run:
 
 ## test: every test suite (what CI runs)
 test:
+	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
 	$(CARGO) test --workspace --locked
-# >>> Client suites (tier 3: npm supabase-js packages, our SDKs) are added here by later
-# >>> issues, one recipe line each, so `make test` stays the one command CI runs.
+# The client suites (tier 3: the pinned @supabase packages in tests/clients) run inside
+# `cargo test` (tests/it/clients.rs) against this build; npm ci above installs them.
 
 ## lint: formatting and clippy, warnings are errors
 lint:

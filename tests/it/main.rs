@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod clients;
 mod database;
 mod http;
 mod jobs;

@@ -261,29 +261,37 @@ impl TestApp {
         Self::spawn_on(db, tweak).await
     }
 
-    /// Spawns on a given database.
+    /// Spawns on a given database. Everything the app owns (pool connections, listeners)
+    /// lives on the server's own runtime, so a test that blocks its thread (waiting for a
+    /// child process) cannot stall the server.
     pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut cfg = test_config(&db.url);
         tweak(&mut cfg);
         fluxbase::telemetry::init(&cfg.log);
-        let state = fluxbase::server::prepare(Arc::new(cfg), &db.url, false)
-            .await
-            .unwrap_or_else(|e| panic!("prepare: {e}"));
-        let st = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The server gets a runtime of its own, so it outlives nothing and stops on drop.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let url = db.url.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let (server, addrs) = start_http(st).expect("bind");
-                tx.send((server.handle(), addrs[0])).unwrap();
+                let state = match fluxbase::server::prepare(Arc::new(cfg), &url, false).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let (server, addrs) = start_http(state.clone()).expect("bind");
+                let _ = tx.send(Ok((state, server.handle(), addrs[0])));
                 let _ = server.await;
             });
         });
-        let (handle, addr) = rx.recv().expect("server started");
+        let (state, handle, addr) = rx
+            .await
+            .expect("server thread")
+            .unwrap_or_else(|e| panic!("prepare: {e}"));
         TestApp {
             base: format!("http://{addr}"),
             db,
@@ -470,10 +478,12 @@ impl Drop for ServeProcess {
     }
 }
 
-/// Postmaster processes running on `pgdata` (command lines `postgres -D <pgdata>`).
+/// Postmaster processes running on `pgdata` (command lines `postgres -D <pgdata>`). A
+/// freshly forked backend briefly still shows the postmaster's command line, so only
+/// processes whose parent is not such a process count.
 pub fn postmasters_on(pgdata: &Path) -> Vec<i32> {
     let needle = pgdata.display().to_string();
-    let mut out = Vec::new();
+    let mut found: Vec<(i32, i32)> = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -492,10 +502,22 @@ pub fn postmasters_on(pgdata: &Path) -> Vec<i32> {
             .windows(2)
             .any(|w| w[0] == "-D" && w[1].trim_end_matches('/') == needle);
         if is_pg && on_dir {
-            out.push(pid);
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            found.push((pid, ppid));
         }
     }
-    out
+    let pids: Vec<i32> = found.iter().map(|(p, _)| *p).collect();
+    found
+        .into_iter()
+        .filter(|(_, ppid)| !pids.contains(ppid))
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// A short temp dir (unix socket paths must stay short), removed on drop.

@@ -1,0 +1,111 @@
+// Oracle suite: the official @supabase/postgrest-js (pinned) against a running Fluxbase.
+// Started by tests/it/clients.rs, which creates the fixture and passes the URL and keys.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PostgrestClient } from '@supabase/postgrest-js';
+
+const url = process.env.FLUXBASE_URL;
+const anon = process.env.FLUXBASE_ANON_KEY;
+const service = process.env.FLUXBASE_SERVICE_KEY;
+assert.ok(url && anon && service, 'FLUXBASE_URL and keys must be set (run through `make test`)');
+
+const client = (key) => new PostgrestClient(`${url}/rest/v1`, { headers: { apikey: key, Authorization: `Bearer ${key}` } });
+const db = client(anon);
+const admin = client(service);
+
+test('select with filters, order and limit', async () => {
+  const { data, error, status } = await db.from('books').select('title, year').gte('year', 1970).order('year', { ascending: false }).limit(2);
+  assert.equal(error, null);
+  assert.equal(status, 200);
+  assert.deepEqual(data, [{ title: 'Small Gods', year: 1992 }, { title: 'Kindred', year: 1979 }]);
+});
+
+test('in, ilike, or, is, contains', async () => {
+  let r = await db.from('books').select('id').in('id', [1, 3, 99]).order('id');
+  assert.deepEqual(r.data, [{ id: 1 }, { id: 3 }]);
+  r = await db.from('books').select('id').ilike('title', '%gods%');
+  assert.deepEqual(r.data, [{ id: 3 }]);
+  r = await db.from('books').select('id').or('year.lt.1970,year.is.null').order('id');
+  assert.deepEqual(r.data, [{ id: 2 }, { id: 5 }]);
+  r = await db.from('books').select('id').is('year', null);
+  assert.deepEqual(r.data, [{ id: 5 }]);
+  r = await db.from('books').select('id').contains('tags', ['fantasy']).order('id');
+  assert.deepEqual(r.data, [{ id: 2 }, { id: 3 }]);
+  r = await db.from('books').select('id').textSearch('search', 'gods', { config: 'english' });
+  assert.deepEqual(r.data, [{ id: 3 }]);
+});
+
+test('range and exact count', async () => {
+  const { data, count, error } = await db.from('books').select('id', { count: 'exact' }).order('id').range(1, 2);
+  assert.equal(error, null);
+  assert.equal(count, 5);
+  assert.deepEqual(data, [{ id: 2 }, { id: 3 }]);
+  const head = await db.from('books').select('*', { count: 'exact', head: true });
+  assert.equal(head.error, null);
+  assert.equal(head.count, 5);
+  assert.equal(head.data, null);
+});
+
+test('single and maybeSingle', async () => {
+  let r = await db.from('authors').select('name').eq('id', 2).single();
+  assert.equal(r.error, null);
+  assert.deepEqual(r.data, { name: 'Terry' });
+  r = await db.from('authors').select('name').single();
+  assert.equal(r.data, null);
+  assert.equal(r.error.code, 'PGRST116');
+  assert.equal(r.status, 406);
+  r = await db.from('authors').select('name').eq('id', 999).maybeSingle();
+  assert.equal(r.error, null);
+  assert.equal(r.data, null);
+});
+
+test('embedding', async () => {
+  let r = await db.from('books').select('title, author:authors(name)').eq('id', 1);
+  assert.deepEqual(r.data, [{ title: 'The Dispossessed', author: { name: 'Ursula' } }]);
+  r = await db.from('authors').select('name, books(title)').eq('id', 1).order('year', { referencedTable: 'books' });
+  assert.deepEqual(r.data, [{ name: 'Ursula', books: [{ title: 'A Wizard of Earthsea' }, { title: 'The Dispossessed' }] }]);
+  r = await db.from('authors').select('name, books!inner(title)').gt('books.year', 1990);
+  assert.deepEqual(r.data, [{ name: 'Terry', books: [{ title: 'Small Gods' }] }]);
+});
+
+test('insert, upsert, update, delete with select()', async () => {
+  let r = await admin.from('authors').insert({ name: 'Iain', born: 1954 }).select('name, born');
+  assert.equal(r.error, null);
+  assert.equal(r.status, 201);
+  assert.deepEqual(r.data, [{ name: 'Iain', born: 1954 }]);
+  r = await admin.from('authors').upsert({ id: 1, name: 'Ursula K.', born: 1929 }).select('id, name');
+  assert.equal(r.error, null);
+  assert.deepEqual(r.data, [{ id: 1, name: 'Ursula K.' }]);
+  r = await admin.from('books').update({ year: 1969 }).lt('year', 1970).select('id, year');
+  assert.deepEqual(r.data, [{ id: 2, year: 1969 }]);
+  r = await admin.from('books').delete().eq('id', 5);
+  assert.equal(r.error, null);
+  assert.equal(r.status, 204);
+  r = await admin.from('books').select('id').eq('id', 5);
+  assert.deepEqual(r.data, []);
+  r = await admin.from('authors').insert({ id: 1, name: 'dup' });
+  assert.equal(r.error.code, '23505');
+  assert.equal(r.status, 409);
+});
+
+test('rpc', async () => {
+  let r = await db.rpc('add', { a: 40, b: 2 });
+  assert.equal(r.error, null);
+  assert.equal(r.data, 42);
+  r = await db.rpc('add', { a: 1, b: 2 }, { get: true });
+  assert.equal(r.data, 3);
+  r = await db.rpc('books_after', { y: 1975 }).select('title').order('year');
+  assert.deepEqual(r.data, [{ title: 'Kindred' }, { title: 'Small Gods' }]);
+  r = await db.rpc('missing_fn', {});
+  assert.equal(r.error.code, 'PGRST202');
+});
+
+test('errors carry the PostgREST shape', async () => {
+  const r = await db.from('no_such_table').select('*');
+  assert.equal(r.status, 404);
+  assert.equal(r.error.code, 'PGRST205');
+  assert.equal(typeof r.error.message, 'string');
+  const bad = await db.from('books').select('nope');
+  assert.equal(bad.status, 400);
+  assert.equal(bad.error.code, '42703');
+});

@@ -1,0 +1,69 @@
+//! Tier 3: the official Supabase client packages (pinned in tests/clients/package.json)
+//! run against this build. `make test` runs `npm ci` first; a missing `node_modules` is a
+//! failure, never a skip.
+
+use crate::support::TestApp;
+use std::path::Path;
+use tokio::process::Command;
+
+const FIXTURE: &str = "
+CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL, born int);
+CREATE TABLE books (
+  id serial PRIMARY KEY, title text NOT NULL, year int, author_id int REFERENCES authors(id),
+  tags text[] DEFAULT '{}', search tsvector GENERATED ALWAYS AS (to_tsvector('english', title)) STORED);
+INSERT INTO authors (name, born) VALUES ('Ursula', 1929), ('Terry', 1948), ('Octavia', 1947);
+SELECT setval('authors_id_seq', 3);
+INSERT INTO books (title, year, author_id, tags) VALUES
+  ('The Dispossessed', 1974, 1, '{sf,utopia}'), ('A Wizard of Earthsea', 1968, 1, '{fantasy}'),
+  ('Small Gods', 1992, 2, '{fantasy,satire}'), ('Kindred', 1979, 3, '{sf}'), ('Orphan', NULL, NULL, '{}');
+CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'SELECT * FROM books WHERE year > y';
+NOTIFY pgrst, 'reload schema';
+";
+
+async fn run_node_suite(app: &TestApp, file: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    assert!(
+        dir.join("node_modules/@supabase").is_dir(),
+        "tests/clients/node_modules is missing: run `make test` (it runs npm ci there)"
+    );
+    let out = Command::new("node")
+        .kill_on_drop(true)
+        .arg("--test")
+        .arg("--test-timeout=30000")
+        .arg(file)
+        .current_dir(&dir)
+        .env("FLUXBASE_URL", &app.base)
+        .env("FLUXBASE_ANON_KEY", app.anon_key())
+        .env("FLUXBASE_SERVICE_KEY", app.service_key())
+        .output()
+        .await
+        .expect("node (20+) must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{file} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+    assert!(
+        !stdout.contains("# pass 0"),
+        "the suite ran no test:\n{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn postgrest_js_against_fluxbase() {
+    let app = TestApp::spawn().await;
+    app.db.client().await.batch_execute(FIXTURE).await.unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        !app.state
+            .schema
+            .get()
+            .functions("public", "books_after")
+            .is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw the fixture");
+    run_node_suite(&app, "postgrest.test.mjs").await;
+}

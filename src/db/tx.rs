@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 const SETUP_SQL: &str =
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
      set_config('request.method', $3, true), set_config('request.path', $4, true), \
-     set_config('request.headers', $5, true)";
+     set_config('request.headers', $5, true), set_config('request.cookies', $6, true)";
 
 /// Request facts published to SQL (`current_setting('request.method')` …), as PostgREST does.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +25,8 @@ pub struct RequestInfo {
     pub path: String,
     /// Request headers as a JSON object (lower-case names).
     pub headers_json: String,
+    /// Cookies as a JSON object.
+    pub cookies_json: String,
 }
 
 impl RequestInfo {
@@ -36,10 +38,17 @@ impl RequestInfo {
                 headers.insert(k.as_str().to_string(), serde_json::Value::from(v));
             }
         }
+        let mut cookies = serde_json::Map::new();
+        if let Ok(jar) = req.cookies() {
+            for c in jar.iter() {
+                cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
+            }
+        }
         RequestInfo {
             method: req.method().to_string(),
             path: req.path().to_string(),
             headers_json: serde_json::Value::Object(headers).to_string(),
+            cookies_json: serde_json::Value::Object(cookies).to_string(),
         }
     }
 }
@@ -76,12 +85,18 @@ impl RequestTx {
         let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
         let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
         let claims = serde_json::Value::Object(ctx.claims.clone()).to_string();
-        let setup_params: [&(dyn ToSql + Sync); 5] = [
+        let cookies = if info.cookies_json.is_empty() {
+            "{}"
+        } else {
+            info.cookies_json.as_str()
+        };
+        let setup_params: [&(dyn ToSql + Sync); 6] = [
             &ctx.role,
             &claims,
             &info.method,
             &info.path,
             &info.headers_json,
+            &cookies,
         ];
         // Polled together, tokio-postgres writes all three before reading: one round trip.
         let (b, s, q) = tokio::join!(

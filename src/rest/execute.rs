@@ -34,6 +34,8 @@ pub async fn run(
         total: row.get(0),
         n: row.get(1),
         body: row.get(2),
+        status: row.get(3),
+        headers: row.get(4),
     };
     let check = check_object(req, &o).and_then(|_| match req.preferences.max_affected {
         Some(max) if is_write && req.preferences.strict() && o.n as u64 > max => {

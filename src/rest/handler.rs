@@ -137,6 +137,8 @@ async fn serve(
             BodyShape::None
         } else if matches!(api.accept, MediaType::Object { .. }) {
             BodyShape::Object
+        } else if matches!(api.accept, MediaType::Csv) {
+            BodyShape::Csv
         } else {
             BodyShape::Array
         }

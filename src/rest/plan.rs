@@ -4,8 +4,8 @@
 //! silently ignored.
 
 use super::parse::{
-    Action, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree, OrderTarget,
-    OrderTerm, PathRange, Payload, Range, Resolution, SelectItem, Target,
+    Action, AggregateFn, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree,
+    OrderTarget, OrderTerm, PathRange, Payload, Range, Resolution, SelectItem, Target,
 };
 use super::RestError;
 use crate::schema::{ForeignKey, Function, SchemaCache, Table};
@@ -65,6 +65,19 @@ pub enum Selected {
     Star,
     /// An embedded resource.
     Embed(Box<EmbedPlan>),
+    /// `col.sum()`, `count()`: the other plain columns of the level become GROUP BY keys.
+    Aggregate {
+        /// The aggregate function.
+        func: AggregateFn,
+        /// Its input (`None`: `count()` of rows).
+        field: Option<Field>,
+        /// Cast of the input.
+        cast: Option<String>,
+        /// Cast of the result.
+        result_cast: Option<String>,
+        /// Output key.
+        label: String,
+    },
 }
 
 /// How an embedded resource joins its parent.
@@ -78,10 +91,25 @@ pub struct EmbedPlan {
     pub inner: bool,
     /// `...rel()`: columns spread into the parent.
     pub spread: bool,
-    /// (parent column, child column) pairs.
+    /// (parent column, child column) pairs (empty for many-to-many).
     pub join: Vec<(String, String)>,
+    /// Many-to-many: the junction table and its column pairs.
+    pub junction: Option<Junction>,
     /// The embedded read.
     pub child: ReadPlan,
+}
+
+/// A junction table between a parent and an embedded resource.
+#[derive(Debug, Clone)]
+pub struct Junction {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// (junction column, parent column) pairs.
+    pub parent: Vec<(String, String)>,
+    /// (junction column, child column) pairs.
+    pub child: Vec<(String, String)>,
 }
 
 /// A WHERE condition.
@@ -460,31 +488,37 @@ fn read_plan(
                 alias: label,
                 cast,
                 aggregate,
-                ..
+                aggregate_cast,
             } => {
-                if aggregate.is_some() {
-                    return Err(RestError::new(
-                        400,
-                        "PGRST123",
-                        "Aggregates are not supported yet",
-                    ));
-                }
                 table
                     .column(&field.name)
                     .ok_or_else(|| no_column(&table, &field.name))?;
                 check_cast(cast.as_deref())?;
-                out.push(Selected::Column {
-                    label: label.clone().unwrap_or_else(|| field.default_label()),
-                    field: field.clone(),
-                    cast: cast.clone(),
-                });
+                check_cast(aggregate_cast.as_deref())?;
+                match aggregate {
+                    Some(func) => out.push(Selected::Aggregate {
+                        func: *func,
+                        field: Some(field.clone()),
+                        cast: cast.clone(),
+                        result_cast: aggregate_cast.clone(),
+                        label: label.clone().unwrap_or_else(|| func.as_str().to_string()),
+                    }),
+                    None => out.push(Selected::Column {
+                        label: label.clone().unwrap_or_else(|| field.default_label()),
+                        field: field.clone(),
+                        cast: cast.clone(),
+                    }),
+                }
             }
-            SelectItem::CountAll { .. } => {
-                return Err(RestError::new(
-                    400,
-                    "PGRST123",
-                    "Aggregates are not supported yet",
-                ));
+            SelectItem::CountAll { alias: label, cast } => {
+                check_cast(cast.as_deref())?;
+                out.push(Selected::Aggregate {
+                    func: AggregateFn::Count,
+                    field: None,
+                    cast: None,
+                    result_cast: cast.clone(),
+                    label: label.clone().unwrap_or_else(|| "count".into()),
+                });
             }
             SelectItem::Embed(e) => {
                 let mut child_path = path.to_vec();
@@ -659,6 +693,73 @@ fn embed_plan(
     {
         candidates.truncate(1);
     }
+    if candidates.is_empty() {
+        // Many-to-many: a junction table with a foreign key to each side.
+        let mut via: Vec<Junction> = Vec::new();
+        for a in cache.foreign_keys.iter().filter(|f| f.to == pkey) {
+            for b in cache
+                .foreign_keys
+                .iter()
+                .filter(|f| f.to == tkey && f.from == a.from && f.name != a.name)
+            {
+                let jname = &a.from.1;
+                if e.hint
+                    .as_ref()
+                    .is_some_and(|h| h != jname && h != &a.name && h != &b.name)
+                {
+                    continue;
+                }
+                via.push(Junction {
+                    schema: a.from.0.clone(),
+                    name: jname.clone(),
+                    parent: a
+                        .from_columns
+                        .iter()
+                        .cloned()
+                        .zip(a.to_columns.iter().cloned())
+                        .collect(),
+                    child: b
+                        .from_columns
+                        .iter()
+                        .cloned()
+                        .zip(b.to_columns.iter().cloned())
+                        .collect(),
+                });
+            }
+        }
+        if via.len() > 1 {
+            let names: Vec<String> = via.iter().map(|j| j.name.clone()).collect();
+            return Err(RestError::new(
+                300,
+                "PGRST201",
+                format!(
+                    "Could not embed because more than one relationship was found for '{}' and '{}'",
+                    parent.name, e.name
+                ),
+            )
+            .with_details(names.join(", ")));
+        }
+        if let Some(j) = via.pop() {
+            let child = read_plan(
+                cache,
+                Source::Relation(target.schema.clone(), target.name.clone()),
+                target.clone(),
+                &e.select,
+                req,
+                path,
+                counter,
+            )?;
+            return Ok(EmbedPlan {
+                label: e.label().to_string(),
+                to_one: false,
+                inner: e.join == Some(JoinType::Inner),
+                spread: e.spread,
+                join: Vec::new(),
+                junction: Some(j),
+                child,
+            });
+        }
+    }
     let (fk, to_one) = match candidates.len() {
         0 => {
             return Err(RestError::new(
@@ -710,6 +811,7 @@ fn embed_plan(
         inner: e.join == Some(JoinType::Inner),
         spread: e.spread,
         join,
+        junction: None,
         child,
     })
 }

@@ -13,6 +13,10 @@ pub struct Outcome {
     pub n: i64,
     /// The JSON body.
     pub body: String,
+    /// `response.status` as SQL set it.
+    pub status: Option<String>,
+    /// `response.headers` as SQL set it (a JSON array of one-key objects).
+    pub headers: Option<String>,
 }
 
 /// A rendered response.
@@ -21,7 +25,7 @@ pub struct Rendered {
     /// HTTP status.
     pub status: u16,
     /// Headers.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     /// Body (empty for HEAD, 204 and `return=minimal`).
     pub body: String,
 }
@@ -55,9 +59,10 @@ fn content_range(offset: u64, n: i64, total: Option<i64>) -> String {
 
 /// Renders a successful outcome.
 pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendered, RestError> {
-    let mut headers: Vec<(&'static str, String)> = Vec::new();
+    let mut headers: Vec<(String, String)> = Vec::new();
     let ctype = match req.accept {
         MediaType::Object { .. } => "application/vnd.pgrst.object+json; charset=utf-8",
+        MediaType::Csv => "text/csv; charset=utf-8",
         _ => "application/json; charset=utf-8",
     };
     let applied: Vec<String> = req
@@ -76,7 +81,7 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
         .cloned()
         .collect();
     if !applied.is_empty() {
-        headers.push(("Preference-Applied", applied.join(", ")));
+        headers.push(("Preference-Applied".into(), applied.join(", ")));
     }
     let representation = req.preferences.return_ == Some(ReturnPref::Representation);
     let (status, body) = match req.action {
@@ -92,8 +97,8 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
                     );
                 }
             }
-            headers.push(("Content-Range", content_range(offset, o.n, o.total)));
-            headers.push(("Content-Type", ctype.into()));
+            headers.push(("Content-Range".into(), content_range(offset, o.n, o.total)));
+            headers.push(("Content-Type".into(), ctype.into()));
             let partial = o
                 .total
                 .is_some_and(|t| (o.n as u64 + offset) < t as u64 || offset > 0);
@@ -106,18 +111,18 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
         }
         Action::Call { .. } => (204, String::new()),
         Action::Insert | Action::SingleUpsert => {
-            headers.push(("Content-Range", content_range(0, o.n, None)));
+            headers.push(("Content-Range".into(), content_range(0, o.n, None)));
             if representation {
-                headers.push(("Content-Type", ctype.into()));
+                headers.push(("Content-Type".into(), ctype.into()));
                 (201, o.body)
             } else {
                 (201, String::new())
             }
         }
         Action::Update | Action::Delete => {
-            headers.push(("Content-Range", content_range(0, o.n, None)));
+            headers.push(("Content-Range".into(), content_range(0, o.n, None)));
             if representation {
-                headers.push(("Content-Type", ctype.into()));
+                headers.push(("Content-Type".into(), ctype.into()));
                 (200, o.body)
             } else {
                 (204, String::new())
@@ -125,11 +130,48 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
         }
         _ => (200, o.body),
     };
+    let (status, headers) = apply_response_gucs(status, headers, &o.status, &o.headers)?;
     Ok(Rendered {
         status,
         headers,
         body,
     })
+}
+
+/// `response.status` overrides the status; `response.headers` (`[{"Name": "value"}, …]`)
+/// adds or replaces headers. Bad values are the function author's bug: a 500 (PGRST111/112).
+fn apply_response_gucs(
+    status: u16,
+    mut headers: Vec<(String, String)>,
+    gstatus: &Option<String>,
+    gheaders: &Option<String>,
+) -> Result<(u16, Vec<(String, String)>), RestError> {
+    let status = match gstatus.as_deref().filter(|s| !s.is_empty()) {
+        None => status,
+        Some(s) => match s.trim().parse::<u16>() {
+            Ok(n) if (100..600).contains(&n) => n,
+            _ => {
+                return Err(RestError::new(500, "PGRST112", "Invalid response.status")
+                    .with_details(format!("{s:?} is not a valid HTTP status code")))
+            }
+        },
+    };
+    if let Some(h) = gheaders.as_deref().filter(|h| !h.is_empty()) {
+        let invalid = || {
+            RestError::new(500, "PGRST111", "Invalid response.headers")
+                .with_details("response.headers must be a JSON array of one-key objects of strings")
+        };
+        let arr: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(h).map_err(|_| invalid())?;
+        for obj in arr {
+            for (k, v) in obj {
+                let v = v.as_str().ok_or_else(invalid)?.to_string();
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
+                headers.push((k, v));
+            }
+        }
+    }
+    Ok((status, headers))
 }
 
 /// Whether the transaction ends in a rollback (`Prefer: tx=rollback`).

@@ -22,9 +22,11 @@ pub struct Statement {
     pub params: Vec<Option<String>>,
 }
 
-/// Output columns of every statement: `total` (int8, NULL unless counted), `n` (int8 rows
-/// in the body), `body` (text JSON).
-pub const OUTPUT: &str = "total, n, body";
+/// Besides `total` (int8, NULL unless counted), `n` (int8 rows in the body) and `body`
+/// (text), every statement returns `response.status` and `response.headers` as the SQL set
+/// them (PostgREST's way for functions to choose a status and headers).
+const RESPONSE_GUCS: &str = ", current_setting('response.status', true) AS status, \
+     current_setting('response.headers', true) AS headers";
 
 /// How the body is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum BodyShape {
     Object,
     /// No body (`return=minimal`).
     None,
+    /// `text/csv`.
+    Csv,
 }
 
 struct Builder {
@@ -236,6 +240,24 @@ fn tree_sql(b: &mut Builder, alias: &str, t: &LogicTree, types: &[(String, Strin
 }
 
 fn join_sql(parent: &str, e: &EmbedPlan) -> Vec<String> {
+    if let Some(j) = &e.junction {
+        let mut conds: Vec<String> = j
+            .parent
+            .iter()
+            .map(|(jc, pc)| format!("_fx_j.{} = {}.{}", qi(jc), qi(parent), qi(pc)))
+            .collect();
+        conds.extend(
+            j.child
+                .iter()
+                .map(|(jc, cc)| format!("_fx_j.{} = {}.{}", qi(jc), qi(&e.child.alias), qi(cc))),
+        );
+        return vec![format!(
+            "EXISTS (SELECT 1 FROM {}.{} AS _fx_j WHERE {})",
+            qi(&j.schema),
+            qi(&j.name),
+            conds.join(" AND ")
+        )];
+    }
     e.join
         .iter()
         .map(|(p, c)| {
@@ -405,6 +427,30 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
                     }
                 }
             }
+            Selected::Aggregate {
+                func,
+                field,
+                cast,
+                result_cast,
+                label,
+            } => {
+                let input = match field {
+                    Some(f) => {
+                        let e = field_expr(&r.alias, f);
+                        match cast {
+                            Some(c) => format!("CAST({e} AS {c})"),
+                            None => e,
+                        }
+                    }
+                    None => "*".into(),
+                };
+                let agg = format!("{}({input})", func.as_str());
+                let agg = match result_cast {
+                    Some(c) => format!("CAST({agg} AS {c})"),
+                    None => agg,
+                };
+                items.push(format!("{agg} AS {}", qi(label)));
+            }
             Selected::Embed(e) => {
                 items.push(format!("{} AS {}", embed_sql(b, &r.alias, e), qi(&e.label)))
             }
@@ -432,17 +478,53 @@ fn subquery(b: &mut Builder, r: &ReadPlan, extra_where: Vec<String>) -> String {
     let list = select_list(b, r);
     let w = where_sql(b, r, extra_where);
     format!(
-        "SELECT {list} FROM {from}{w}{}{}",
+        "SELECT {list} FROM {from}{w}{}{}{}",
+        group_sql(r),
         order_sql(r),
         range_sql(r)
     )
 }
+
+/// With an aggregate in `select`, every plain column of the level is a grouping key.
+fn group_sql(r: &ReadPlan) -> String {
+    if !r
+        .select
+        .iter()
+        .any(|s| matches!(s, Selected::Aggregate { .. }))
+    {
+        return String::new();
+    }
+    let keys: Vec<String> = r
+        .select
+        .iter()
+        .filter_map(|s| match s {
+            Selected::Column { field, cast, .. } => {
+                let e = field_expr(&r.alias, field);
+                Some(match cast {
+                    Some(c) => format!("CAST({e} AS {c})"),
+                    None => e,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", keys.join(", "))
+    }
+}
+
+/// CSV from each row's JSON, so column order and labels match the JSON body: a header line
+/// from the first row's keys, then one line per row, fields quoted per RFC 4180.
+const CSV_BODY: &str = r#"coalesce((SELECT string_agg(CASE WHEN k.key ~ '[",\r\n]' THEN '"' || replace(k.key, '"', '""') || '"' ELSE k.key END, ',') FROM json_each_text(json_agg(row_to_json(_fx_t)) -> 0) AS k) || E'\n' || string_agg((SELECT string_agg(CASE WHEN v.value IS NULL THEN '' WHEN v.value ~ '[",\r\n]' THEN '"' || replace(v.value, '"', '""') || '"' ELSE v.value END, ',') FROM json_each_text(row_to_json(_fx_t)) AS v), E'\n'), '')"#;
 
 fn body_sql(shape: BodyShape) -> &'static str {
     match shape {
         BodyShape::Array => "coalesce(json_agg(_fx_t), '[]')::text",
         BodyShape::Object => "coalesce((json_agg(_fx_t) -> 0)::text, '')",
         BodyShape::None => "''::text",
+        BodyShape::Csv => CSV_BODY,
     }
 }
 
@@ -459,7 +541,7 @@ pub fn read(r: &ReadPlan, shape: BodyShape, exact_count: bool) -> Statement {
     };
     Statement {
         text: format!(
-            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {} AS body FROM ({inner}) _fx_t",
+            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t",
             body_sql(shape)
         ),
         params: b.params,
@@ -553,7 +635,7 @@ pub fn write(
     ret.range = Default::default();
     let list = select_list(&mut b, &ret);
     let text = format!(
-        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {} AS body \
+        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {} AS body{RESPONSE_GUCS} \
          FROM (SELECT {list} FROM _fx_rows AS {alias}) _fx_t",
         body_sql(shape)
     );
@@ -594,14 +676,14 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
             } else {
                 format!("{from}, LATERAL {expr} _fx_r")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{src}")
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{RESPONSE_GUCS}{src}")
         } else {
             let src = if from.is_empty() {
                 format!(" FROM {expr} _fx_r(v)")
             } else {
                 format!("{from}, LATERAL {expr} _fx_r(v)")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{src}")
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{RESPONSE_GUCS}{src}")
         }
     } else if f.returns_composite {
         let src = if from.is_empty() {
@@ -609,9 +691,9 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
         } else {
             format!("{from}, LATERAL {expr} _fx_r")
         };
-        format!("SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{src}")
+        format!("SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{RESPONSE_GUCS}{src}")
     } else {
-        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{from}")
+        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{RESPONSE_GUCS}{from}")
     };
     Statement {
         text,

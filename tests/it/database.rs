@@ -42,6 +42,7 @@ async fn jwt_selects_role_and_rls_filters_rows() {
         method: "GET".into(),
         path: "/test".into(),
         headers_json: "{}".into(),
+        cookies_json: "{}".into(),
     };
     let sql =
         "SELECT current_user::text, auth.uid()::text, auth.role(), (SELECT count(*) FROM notes),

@@ -24,6 +24,16 @@ CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 
 CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'SELECT * FROM books WHERE year > y';
 CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
 CREATE FUNCTION nothing() RETURNS void LANGUAGE sql AS 'SELECT';
+CREATE TABLE tags (id int PRIMARY KEY, label text);
+CREATE TABLE book_tags (book_id int REFERENCES books(id), tag_id int REFERENCES tags(id), PRIMARY KEY (book_id, tag_id));
+INSERT INTO tags VALUES (1, 'classic'), (2, 'award');
+INSERT INTO book_tags VALUES (1, 1), (1, 2), (3, 1);
+CREATE FUNCTION teapot() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.status', '418', true);
+  PERFORM set_config('response.headers', '[{\"X-Brew\": \"earl grey\"}]', true);
+  RETURN current_setting('request.cookies', true)::json ->> 'flavour';
+END $$;
 NOTIFY pgrst, 'reload schema';
 ";
 
@@ -393,7 +403,7 @@ async fn writes_upserts_and_tx_rollback() {
     // tx=rollback: the answer comes, the change does not stay.
     let r = app
         .http
-        .delete(app.url("/rest/v1/books?id=eq.1"))
+        .delete(app.url("/rest/v1/books?id=eq.4"))
         .header("apikey", key.clone())
         .header("Prefer", "tx=rollback, return=representation")
         .send()
@@ -404,12 +414,12 @@ async fn writes_upserts_and_tx_rollback() {
         r.json::<Value>().await.unwrap().as_array().unwrap().len(),
         1
     );
-    let (_, _, b) = get(&app, "/rest/v1/books?select=id&id=eq.1").await;
-    assert_eq!(b, json!([{"id": 1}]));
+    let (_, _, b) = get(&app, "/rest/v1/books?select=id&id=eq.4").await;
+    assert_eq!(b, json!([{"id": 4}]));
     // max-affected with handling=strict.
     let r = app
         .http
-        .delete(app.url("/rest/v1/books?year=gt.0"))
+        .delete(app.url("/rest/v1/books?id=in.(2,4)"))
         .header("apikey", key.clone())
         .header("Prefer", "handling=strict, max-affected=1")
         .send()
@@ -560,4 +570,86 @@ async fn ddl_reloads_the_schema_cache() {
     assert!(ok, "the event trigger's NOTIFY did not reload the cache");
     let (_, _, b) = get(&app, "/rest/v1/later").await;
     assert_eq!(b, json!([{"id": 7}]));
+}
+
+#[tokio::test]
+async fn aggregates_many_to_many_csv_and_response_settings() {
+    let app = app().await;
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=author_id,count(),year.max()&author_id=not.is.null&order=author_id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"author_id": 1, "count": 2, "max": 1974},
+            {"author_id": 2, "count": 1, "max": 1992},
+            {"author_id": 3, "count": 1, "max": 1979}
+        ])
+    );
+    let (_, _, b) = get(&app, "/rest/v1/books?select=total:count()").await;
+    assert_eq!(b, json!([{"total": 5}]));
+
+    // Many-to-many through the junction table.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=title,tags(label)&id=in.(1,2)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b[0]["tags"].as_array().unwrap().len(), 2);
+    assert_eq!(b[1]["tags"], json!([]));
+    let (_, _, b) = get(&app, "/rest/v1/tags?select=label,books(title)&id=eq.2").await;
+    assert_eq!(
+        b,
+        json!([{"label": "award", "books": [{"title": "The Dispossessed"}]}])
+    );
+
+    // CSV out.
+    let r = app
+        .get("/rest/v1/authors?select=id,name,meta->>country&order=id")
+        .header("apikey", app.anon_key())
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert_eq!(
+        r.text().await.unwrap(),
+        "id,name,country\n1,Ursula,US\n2,Terry,UK\n3,Octavia,"
+    );
+    // CSV in.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/authors"))
+        .header("apikey", app.service_key())
+        .header("Content-Type", "text/csv")
+        .header("Prefer", "return=representation")
+        .body("name,born\n\"Le Guin, U.\",1929\nBanks,1954")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rows: Value = r.json().await.unwrap();
+    assert_eq!(rows[0]["name"], "Le Guin, U.");
+    assert_eq!(rows[1]["born"], 1954);
+
+    // Functions choose status and headers; cookies reach SQL.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/teapot"))
+        .header("apikey", app.anon_key())
+        .header("Cookie", "flavour=bergamot; other=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.headers()["x-brew"], "earl grey");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("bergamot"));
 }

@@ -16,6 +16,9 @@ const SETUP_SQL: &str =
      set_config('request.method', $3, true), set_config('request.path', $4, true), \
      set_config('request.headers', $5, true), set_config('request.cookies', $6, true)";
 
+/// Prepared statements kept per connection before the cache is reset.
+pub const STATEMENT_CACHE_MAX: usize = 512;
+
 /// Request facts published to SQL (`current_setting('request.method')` …), as PostgREST does.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
@@ -73,6 +76,11 @@ impl RequestTx {
     ) -> Result<(RequestTx, Vec<Row>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let client = pool.get().await?;
+        // Prepared statements are cached per connection; REST generates many shapes, so the
+        // cache is emptied when it grows past a bound instead of growing without one.
+        if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+            client.statement_cache.clear();
+        }
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
         let begin = client
             .prepare_cached(if read_only {

@@ -47,6 +47,9 @@ pub struct CallPlan {
     pub arg_names: Vec<String>,
     /// The arguments as a JSON object text.
     pub args_json: String,
+    /// The function takes one unnamed argument and gets the whole body (`json`, `jsonb`,
+    /// `text`, `bytea`, `xml`), as PostgREST does.
+    pub whole_body: Option<String>,
 }
 
 /// One output item.
@@ -304,6 +307,25 @@ pub fn plan(
             let name = name.clone();
             let overloads = cache.functions(&schema, &name);
             let given: Vec<String> = arg_names(req)?;
+            // One unnamed argument of a body type: it receives the whole body.
+            let single = overloads.iter().find(|f| {
+                f.args.len() == 1
+                    && f.args[0].name.is_empty()
+                    && matches!(
+                        f.args[0].type_name.as_str(),
+                        "json" | "jsonb" | "text" | "bytea" | "xml"
+                    )
+            });
+            if let (Some(f), Some(raw)) = (single, raw_body(req)) {
+                if !read_only || f.volatility != 'v' {
+                    return Ok(Plan::CallScalar(CallPlan {
+                        function: f.clone(),
+                        arg_names: Vec::new(),
+                        args_json: String::new(),
+                        whole_body: Some(raw),
+                    }));
+                }
+            }
             let f = pick_function(overloads, &given).ok_or_else(|| {
                 RestError::new(
                     404,
@@ -328,6 +350,7 @@ pub fn plan(
                 function: f.clone(),
                 arg_names: given,
                 args_json: args_json(req)?,
+                whole_body: None,
             };
             match (&f.return_relation, f.returns_set) {
                 (Some((rs, rn)), true) => {
@@ -405,6 +428,15 @@ fn arg_names(req: &ApiRequest) -> Result<Vec<String>, RestError> {
             .map(|p| p.name.clone())
             .collect(),
     })
+}
+
+/// The request body as text, for a function taking the whole body.
+fn raw_body(req: &ApiRequest) -> Option<String> {
+    match &req.payload {
+        Some(Payload::Json(j)) => Some(j.raw.clone()),
+        Some(Payload::Raw { bytes, .. }) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    }
 }
 
 fn args_json(req: &ApiRequest) -> Result<String, RestError> {

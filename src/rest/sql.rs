@@ -286,6 +286,13 @@ fn source_sql(b: &mut Builder, r: &ReadPlan) -> String {
 
 /// `json_to_record($n) AS _fx_args(...)`, for binding named arguments with their types.
 fn args_from(b: &mut Builder, call: &CallPlan) -> String {
+    if let (Some(body), Some(arg)) = (&call.whole_body, call.function.args.first()) {
+        return format!(
+            "(SELECT CAST({} AS {}) AS v) AS _fx_args,",
+            b.bind(body.as_str()),
+            arg.type_name
+        );
+    }
     let given: Vec<&crate::schema::Arg> = call
         .function
         .args
@@ -307,6 +314,13 @@ fn args_from(b: &mut Builder, call: &CallPlan) -> String {
 }
 
 fn call_expr(call: &CallPlan) -> String {
+    if call.whole_body.is_some() {
+        return format!(
+            "{}.{}(_fx_args.v)",
+            qi(&call.function.schema),
+            qi(&call.function.name)
+        );
+    }
     let args: Vec<String> = call
         .function
         .args

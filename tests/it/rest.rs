@@ -24,6 +24,7 @@ CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 
 CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'SELECT * FROM books WHERE year > y';
 CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
 CREATE FUNCTION nothing() RETURNS void LANGUAGE sql AS 'SELECT';
+CREATE FUNCTION echo(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1 || jsonb_build_object(''seen'', true)';
 CREATE TABLE tags (id int PRIMARY KEY, label text);
 CREATE TABLE book_tags (book_id int REFERENCES books(id), tag_id int REFERENCES tags(id), PRIMARY KEY (book_id, tag_id));
 INSERT INTO tags VALUES (1, 'classic'), (2, 'award');
@@ -482,6 +483,19 @@ async fn rpc_calls() {
     assert_eq!(r.status(), 204);
     let (s, _, b) = get(&app, "/rest/v1/rpc/add?a=1").await;
     assert_eq!((s.as_u16(), b["code"].as_str()), (404, Some("PGRST202")));
+    // A single unnamed json/jsonb argument receives the whole body.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/echo"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"x": [1, 2]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"x": [1, 2], "seen": true})
+    );
 }
 
 #[tokio::test]

@@ -714,3 +714,201 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
         params: b.params,
     }
 }
+
+/// Golden SQL: request → statement text and parameters, with a hand-made schema cache and
+/// no database. A change here is a change of the SQL every request of that shape runs.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::rest::parse::{parse_request, ParseConfig, RequestInput};
+    use crate::rest::plan::{plan, Plan};
+    use crate::schema::{Column, ForeignKey, SchemaCache, Table};
+
+    fn col(name: &str, ty: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_name: ty.into(),
+            nullable: true,
+            default: None,
+            generated: false,
+        }
+    }
+
+    fn table(name: &str, cols: Vec<Column>) -> Table {
+        Table {
+            schema: "public".into(),
+            name: name.into(),
+            kind: 'r',
+            insertable: true,
+            updatable: true,
+            deletable: true,
+            columns: cols,
+            primary_key: vec!["id".into()],
+            description: None,
+        }
+    }
+
+    fn cache() -> SchemaCache {
+        let mut c = SchemaCache::default();
+        for t in [
+            table("authors", vec![col("id", "integer"), col("name", "text")]),
+            table(
+                "books",
+                vec![
+                    col("id", "integer"),
+                    col("title", "text"),
+                    col("author_id", "integer"),
+                    col("meta", "jsonb"),
+                ],
+            ),
+        ] {
+            c.tables.insert((t.schema.clone(), t.name.clone()), t);
+        }
+        c.foreign_keys.push(ForeignKey {
+            name: "books_author_id_fkey".into(),
+            from: ("public".into(), "books".into()),
+            from_columns: vec!["author_id".into()],
+            to: ("public".into(), "authors".into()),
+            to_columns: vec!["id".into()],
+        });
+        c
+    }
+
+    fn stmt(
+        method: &str,
+        path: &[&str],
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Statement {
+        let input = RequestInput {
+            method,
+            path,
+            path_schema: None,
+            query,
+            headers,
+            body: body.as_bytes(),
+        };
+        let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
+        match plan(&mut req, &cache(), None).unwrap() {
+            Plan::Read(r) => read(&r, BodyShape::Array, false),
+            Plan::Insert(w) => write(WriteKind::Insert, &w, Some(body.into()), BodyShape::None),
+            Plan::Update(w) => write(WriteKind::Update, &w, Some(body.into()), BodyShape::None),
+            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None),
+            other => panic!("unexpected plan {other:?}"),
+        }
+    }
+
+    const TAIL: &str = ", current_setting('response.status', true) AS status, current_setting('response.headers', true) AS headers";
+
+    #[test]
+    fn filtered_ordered_page() {
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=id,title&title=ilike.*gods*&author_id=in.(1,2)&order=id.desc&limit=20",
+            &[],
+            "",
+        );
+        assert_eq!(
+            s.text,
+            format!(
+                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                 SELECT \"books\".\"id\" AS \"id\", \"books\".\"title\" AS \"title\" FROM \"public\".\"books\" AS \"books\" \
+                 WHERE (\"books\".\"title\")::text ilike $1::text AND \"books\".\"author_id\" = ANY(CAST($2::text AS integer[])) \
+                 ORDER BY \"books\".\"id\" DESC LIMIT 20) _fx_t"
+            )
+        );
+        assert_eq!(
+            s.params,
+            vec![Some("%gods%".into()), Some("{\"1\",\"2\"}".into())]
+        );
+    }
+
+    #[test]
+    fn json_paths_and_embeds() {
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=title,meta->>lang,authors(name)&meta->>lang=eq.en",
+            &[],
+            "",
+        );
+        assert_eq!(
+            s.text,
+            format!(
+                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                 SELECT \"books\".\"title\" AS \"title\", \"books\".\"meta\"->>'lang' AS \"lang\", \
+                 (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" FROM \"public\".\"authors\" AS \"authors_2\" \
+                 WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") _fx_e) AS \"authors\" \
+                 FROM \"public\".\"books\" AS \"books\" WHERE \"books\".\"meta\"->>'lang' = $1::text) _fx_t"
+            )
+        );
+        let s = stmt(
+            "GET",
+            &["authors"],
+            "select=name,books(title)&books.order=title&books.limit=2",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "(SELECT coalesce(json_agg(_fx_e), '[]') FROM (SELECT \"books_2\".\"title\" AS \"title\" FROM \"public\".\"books\" AS \"books_2\" \
+                 WHERE \"books_2\".\"author_id\" = \"authors\".\"id\" ORDER BY \"books_2\".\"title\" LIMIT 2) _fx_e) AS \"books\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn values_are_always_parameters() {
+        let evil = "1'; DROP TABLE books; --";
+        let q = format!("id=eq.{}", evil.replace(' ', "%20").replace(';', "%3B"));
+        let s = stmt("GET", &["books"], &q, &[], "");
+        assert!(!s.text.contains("DROP"), "{}", s.text);
+        assert_eq!(s.params, vec![Some(evil.into())]);
+    }
+
+    #[test]
+    fn writes() {
+        let s = stmt(
+            "POST",
+            &["authors"],
+            "",
+            &[("content-type", "application/json")],
+            r#"{"name":"x"}"#,
+        );
+        assert!(
+            s.text.starts_with(
+                "WITH _fx_rows AS (INSERT INTO \"public\".\"authors\" AS \"authors\" (\"name\") SELECT \"name\" FROM json_populate_recordset(NULL::\"public\".\"authors\""
+            ),
+            "{}",
+            s.text
+        );
+        assert_eq!(s.params, vec![Some(r#"{"name":"x"}"#.into())]);
+        let s = stmt(
+            "PATCH",
+            &["authors"],
+            "id=eq.3",
+            &[("content-type", "application/json")],
+            r#"{"name":"y"}"#,
+        );
+        assert!(
+            s.text.contains(
+                "UPDATE \"public\".\"authors\" AS \"authors\" SET \"name\" = _fx_p.\"name\""
+            ),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains(
+                "WHERE \"authors\".\"id\" = CAST($2::text AS integer) RETURNING \"authors\".*"
+            ),
+            "{}",
+            s.text
+        );
+        let s = stmt("DELETE", &["authors"], "id=eq.3", &[], "");
+        assert!(s.text.contains("DELETE FROM \"public\".\"authors\" AS \"authors\" WHERE \"authors\".\"id\" = CAST($1::text AS integer) RETURNING"), "{}", s.text);
+    }
+}

@@ -58,6 +58,7 @@ pub fn registry() -> Registry {
     crate::jobs::configure(&mut reg);
     crate::audit::configure(&mut reg);
     crate::rest::configure(&mut reg);
+    crate::auth::api::configure(&mut reg);
     reg
 }
 

@@ -220,6 +220,15 @@ pub struct AuthConfig {
     pub enable_signup: bool,
     /// Confirm emails automatically (no confirmation mail).
     pub mailer_autoconfirm: bool,
+    /// Allow anonymous sign-ins (`POST /auth/v1/signup` without credentials).
+    pub enable_anonymous_sign_ins: bool,
+    /// Shortest accepted password.
+    pub password_min_length: u64,
+    /// bcrypt cost of password hashes (4-31).
+    pub bcrypt_cost: u64,
+    /// Seconds a rotated refresh token may still be used (concurrent refreshes); reuse after
+    /// that revokes the whole session.
+    pub refresh_token_reuse_interval_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -232,6 +241,10 @@ impl Default for AuthConfig {
             site_url: "http://localhost:3000".into(),
             enable_signup: true,
             mailer_autoconfirm: false,
+            enable_anonymous_sign_ins: true,
+            password_min_length: 6,
+            bcrypt_cost: 10,
+            refresh_token_reuse_interval_secs: 10,
         }
     }
 }
@@ -883,6 +896,12 @@ impl Config {
             if !s.expose().is_empty() && s.expose().len() < 32 {
                 p.push("`auth.jwt_secret` must be at least 32 characters".into());
             }
+        }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            p.push(format!(
+                "`auth.bcrypt_cost` must be between 4 and 31, got {}",
+                self.auth.bcrypt_cost
+            ));
         }
         if self.auth.jwt_expiry_secs == 0 {
             p.push("`auth.jwt_expiry_secs` must be positive".into());

@@ -1,11 +1,48 @@
-//! Identity: who is calling. Today: JWT verification (`jwt`) and the `AuthContext` extractor
-//! every handler uses. The GoTrue-compatible service (/auth/v1), `fbk_` API keys and session
-//! checks arrive with the Auth issue behind these same types.
+//! Identity: who is calling, and the GoTrue-compatible service at `/auth/v1`. JWT
+//! verification (`jwt`), the `AuthContext` extractor every handler uses, users, sessions and
+//! refresh tokens (`service`), and the routes (`api`). `fbk_` API keys, OAuth, MFA and SMTP
+//! mail arrive later behind these same types.
 //!
 //! Must not: run SQL for REST/Storage/Realtime requests (they trust a token until `exp`, as
 //! Supabase does), or accept a role outside the configured allow-list.
 
+pub mod api;
 pub mod jwt;
+pub mod service;
+
+/// Queue of outgoing auth mail (confirmation links).
+pub const MAIL_QUEUE: &str = "auth.mail";
+
+/// Registers the auth job handlers. Without SMTP (not built yet) mail goes to the log, as
+/// GoTrue's development mailer does: the link is printed for the developer to open.
+pub fn register_jobs(reg: &mut crate::jobs::Registry) {
+    reg.register(
+        MAIL_QUEUE,
+        crate::jobs::RetryPolicy::default(),
+        |ctx| async move {
+            let to = ctx
+                .payload
+                .get("to")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let kind = ctx
+                .payload
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let link = ctx
+                .payload
+                .get("link")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            tracing::info!(%to, %kind, %link, "auth mail (log mailer: no SMTP configured)");
+            Ok(None)
+        },
+    );
+}
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};

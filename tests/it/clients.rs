@@ -67,3 +67,31 @@ async fn postgrest_js_against_fluxbase() {
     assert!(ok, "schema cache never saw the fixture");
     run_node_suite(&app, "postgrest.test.mjs").await;
 }
+
+#[tokio::test]
+async fn supabase_js_auth_against_fluxbase() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.bcrypt_cost = 4;
+    })
+    .await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION whoami() RETURNS uuid LANGUAGE sql STABLE AS 'SELECT auth.uid()';
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        !app.state
+            .schema
+            .get()
+            .functions("public", "whoami")
+            .is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw whoami()");
+    run_node_suite(&app, "auth.test.mjs").await;
+}

@@ -1,0 +1,919 @@
+//! `/auth/v1` (alias `/api/v1/auth`): GoTrue's routes, bodies, status codes and JSON, so
+//! `@supabase/auth-js` works unchanged. Errors render in GoTrue's format because the error
+//! middleware picks the surface from the path.
+
+use super::service::{self, db, gotrue, NewUser};
+use super::AuthContext;
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::ServiceRole;
+use crate::error::ApiError;
+use crate::jobs::{self, JobSpec};
+use crate::routes::{Access, Registry};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Declares the auth routes under both prefixes.
+pub fn configure(reg: &mut Registry) {
+    macro_rules! both {
+        ($m:expr, $p:literal, $s:literal, $a:expr, $h:expr) => {
+            reg.add($m, concat!("/auth/v1", $p), "auth", $s, $a, $h);
+            reg.add($m, concat!("/api/v1/auth", $p), "auth", $s, $a, $h);
+        };
+    }
+    use Access::{Key, Public, ServiceRole as S};
+    both!(
+        Method::GET,
+        "/settings",
+        "Public auth settings",
+        Public,
+        settings
+    );
+    both!(
+        Method::GET,
+        "/.well-known/jwks.json",
+        "Public signing keys (none while only HS256 is configured)",
+        Public,
+        jwks
+    );
+    both!(
+        Method::POST,
+        "/signup",
+        "Sign up with email and password, or anonymously",
+        Key,
+        signup
+    );
+    both!(
+        Method::POST,
+        "/token",
+        "Sign in (grant_type=password) or refresh (grant_type=refresh_token)",
+        Key,
+        token
+    );
+    both!(Method::GET, "/user", "The signed-in user", Key, get_user);
+    both!(
+        Method::PUT,
+        "/user",
+        "Update the signed-in user",
+        Key,
+        put_user
+    );
+    both!(
+        Method::POST,
+        "/logout",
+        "Sign out (scope=global|local|others)",
+        Key,
+        logout
+    );
+    both!(
+        Method::POST,
+        "/verify",
+        "Verify a confirmation token",
+        Public,
+        verify_post
+    );
+    both!(
+        Method::GET,
+        "/verify",
+        "Verify a confirmation link (303 to redirect_to)",
+        Public,
+        verify_get
+    );
+    both!(
+        Method::GET,
+        "/admin/users",
+        "List users (page, per_page)",
+        S,
+        admin_list
+    );
+    both!(
+        Method::POST,
+        "/admin/users",
+        "Create a user",
+        S,
+        admin_create
+    );
+    both!(Method::GET, "/admin/users/{id}", "One user", S, admin_get);
+    both!(
+        Method::PUT,
+        "/admin/users/{id}",
+        "Update a user",
+        S,
+        admin_update
+    );
+    both!(
+        Method::DELETE,
+        "/admin/users/{id}",
+        "Delete a user",
+        S,
+        admin_delete
+    );
+}
+
+async fn settings(state: web::Data<AppState>) -> HttpResponse {
+    let a = &state.config.auth;
+    HttpResponse::Ok().json(json!({
+        "external": {"email": true, "phone": false, "anonymous_users": a.enable_anonymous_sign_ins},
+        "disable_signup": !a.enable_signup,
+        "mailer_autoconfirm": a.mailer_autoconfirm,
+        "phone_autoconfirm": false,
+        "sms_provider": "",
+        "saml_enabled": false,
+        "passkeys_enabled": false,
+    }))
+}
+
+async fn jwks() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"keys": []}))
+}
+
+fn audit_ev(req: &HttpRequest, actor: &str, action: &str, target: Option<String>) -> AuditEvent {
+    let mut ctx = AuthContext::anon();
+    ctx.claims.insert("sub".into(), Value::from(actor));
+    let mut e = AuditEvent::from_request(req, &ctx, action, target, json!({}));
+    e.actor = Some(actor.to_string());
+    e.actor_role = None;
+    e
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct SignupBody {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    data: Value,
+}
+
+fn normalise_email(e: &str) -> Result<String, ApiError> {
+    let e = e.trim().to_lowercase();
+    let ok = e.len() <= 255
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
+    if ok {
+        Ok(e)
+    } else {
+        Err(gotrue(
+            400,
+            "validation_failed",
+            "Unable to validate email address: invalid format",
+        ))
+    }
+}
+
+async fn signup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SignupBody>,
+) -> Result<HttpResponse, ApiError> {
+    let cfg = &state.config;
+    let b = body.into_inner();
+    let anonymous = b.email.is_none() && b.phone.is_none() && b.password.is_none();
+    if anonymous && !cfg.auth.enable_anonymous_sign_ins {
+        return Err(gotrue(
+            422,
+            "anonymous_provider_disabled",
+            "Anonymous sign-ins are disabled",
+        ));
+    }
+    if !cfg.auth.enable_signup {
+        return Err(gotrue(
+            422,
+            "signup_disabled",
+            "Signups not allowed for this instance",
+        ));
+    }
+    if b.phone.is_some() {
+        return Err(gotrue(
+            422,
+            "phone_provider_disabled",
+            "Phone signups are disabled",
+        ));
+    }
+    let mut new = NewUser {
+        role: "authenticated".into(),
+        user_metadata: b.data.clone(),
+        anonymous,
+        ..Default::default()
+    };
+    let mut mail_token = None;
+    if !anonymous {
+        let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
+        let password = b
+            .password
+            .ok_or_else(|| gotrue(422, "validation_failed", "Signup requires a valid password"))?;
+        service::check_password(cfg, &password)?;
+        new.password_hash =
+            Some(service::hash_password(password, cfg.auth.bcrypt_cost as u32).await?);
+        new.confirmed = cfg.auth.mailer_autoconfirm;
+        if !new.confirmed {
+            let t = service::new_secret();
+            new.confirmation_hash = Some(service::hash_token(&t));
+            mail_token = Some(t);
+        }
+        new.email = Some(email);
+    }
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = service::create_user(&*tx, &new).await?;
+    audit::record(
+        &*tx,
+        &audit_ev(
+            &req,
+            &user.id.to_string(),
+            "auth.user.signup",
+            Some(format!("user:{}", user.id)),
+        ),
+    )
+    .await
+    .map_err(db)?;
+    let body = if let Some(token) = mail_token {
+        // The confirmation mail goes through the job queue, committed with the user.
+        let link = verify_link(&state, &token, "signup", None);
+        let spec = JobSpec {
+            queue: super::MAIL_QUEUE.into(),
+            payload: json!({"kind": "confirmation", "to": new.email, "link": link}),
+            ..Default::default()
+        };
+        jobs::enqueue(&*tx, &spec).await.map_err(db)?;
+        user.json.clone()
+    } else {
+        tx.execute(
+            "UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1",
+            &[&user.id],
+        )
+        .await
+        .map_err(db)?;
+        let amr = if anonymous { "anonymous" } else { "password" };
+        let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
+        service::issue_session(&*tx, cfg, &state.jwt, &user, amr, None, None).await?
+    };
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn verify_link(state: &AppState, token: &str, kind: &str, redirect: Option<&str>) -> String {
+    let base = if state.config.server.public_url.is_empty() {
+        format!(
+            "http://{}:{}",
+            state.config.server.host, state.config.server.port
+        )
+    } else {
+        state
+            .config
+            .server
+            .public_url
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let redirect = redirect.unwrap_or(&state.config.auth.site_url);
+    format!(
+        "{base}/auth/v1/verify?token={token}&type={kind}&redirect_to={}",
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantQuery {
+    grant_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct TokenBody {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<GrantQuery>,
+    body: web::Json<TokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    match q.grant_type.as_deref() {
+        Some("password") => password_grant(&state, &req, body.into_inner()).await,
+        Some("refresh_token") => refresh_grant(&state, body.into_inner()).await,
+        Some(other) => Err(gotrue(
+            400,
+            "validation_failed",
+            format!("unsupported grant_type {other:?}"),
+        )),
+        None => Err(gotrue(400, "validation_failed", "grant_type is required")),
+    }
+}
+
+async fn password_grant(
+    state: &AppState,
+    req: &HttpRequest,
+    b: TokenBody,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = || gotrue(400, "invalid_credentials", "Invalid login credentials");
+    let password = b.password.ok_or_else(invalid)?;
+    if b.phone.is_some() && b.email.is_none() {
+        return Err(invalid());
+    }
+    let email = b
+        .email
+        .map(|e| e.trim().to_lowercase())
+        .ok_or_else(invalid)?;
+    let mut c = state.pool.get().await?;
+    let user = service::user_by_email(&**c, &email).await?;
+    let ok = service::verify_password(
+        password,
+        user.as_ref().and_then(|u| u.password_hash.clone()),
+    )
+    .await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = match (user, ok) {
+        (Some(u), true) => u,
+        (u, _) => {
+            let target = u.map(|u| format!("user:{}", u.id));
+            audit::record(&*tx, &audit_ev(req, &email, "auth.sign_in.failed", target))
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            return Err(invalid());
+        }
+    };
+    if !user.confirmed {
+        return Err(gotrue(400, "email_not_confirmed", "Email not confirmed"));
+    }
+    if user.banned_until.is_some_and(|t| t > chrono::Utc::now()) {
+        return Err(gotrue(400, "user_banned", "User is banned"));
+    }
+    tx.execute(
+        "UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1",
+        &[&user.id],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute("UPDATE auth.identities SET last_sign_in_at = now() WHERE user_id = $1 AND provider = 'email'", &[&user.id])
+        .await
+        .map_err(db)?;
+    let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
+    let session = service::issue_session(
+        &*tx,
+        &state.config,
+        &state.jwt,
+        &user,
+        "password",
+        None,
+        None,
+    )
+    .await?;
+    audit::record(
+        &*tx,
+        &audit_ev(
+            req,
+            &user.id.to_string(),
+            "auth.sign_in",
+            Some(format!("user:{}", user.id)),
+        ),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiError> {
+    let not_found = || {
+        gotrue(
+            400,
+            "refresh_token_not_found",
+            "Invalid Refresh Token: Refresh Token Not Found",
+        )
+    };
+    let token = b
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(not_found)?;
+    let hash = service::hash_token(&token);
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let row = tx
+        .query_opt(
+            "SELECT user_id, session_id, revoked, updated_at > now() - make_interval(secs => $2) FROM auth.refresh_tokens
+              WHERE token_hash = $1 FOR UPDATE",
+            &[&hash, &(state.config.auth.refresh_token_reuse_interval_secs as f64)],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(not_found)?;
+    let (user_id, session_id, revoked, recent): (Uuid, Uuid, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if revoked && !recent {
+        // A rotated token used again: someone else may hold this family. End the session.
+        tx.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session_id])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        return Err(gotrue(
+            400,
+            "refresh_token_already_used",
+            "Invalid Refresh Token: Already Used",
+        ));
+    }
+    if !service::session_alive(&*tx, session_id, user_id).await? {
+        return Err(gotrue(
+            403,
+            "session_not_found",
+            "Session from session_id claim in JWT does not exist",
+        ));
+    }
+    tx.execute("UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE token_hash = $1 AND NOT revoked", &[&hash])
+        .await
+        .map_err(db)?;
+    let user = service::user_by_id(&*tx, user_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let session = service::issue_session(
+        &*tx,
+        &state.config,
+        &state.jwt,
+        &user,
+        "token_refresh",
+        Some(session_id),
+        Some(&hash),
+    )
+    .await?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+/// The signed-in user of a request: a user JWT whose session is still live.
+async fn current(state: &AppState, ctx: &AuthContext) -> Result<(Uuid, Uuid), ApiError> {
+    let no_auth = || {
+        gotrue(
+            401,
+            "no_authorization",
+            "This endpoint requires a valid Bearer token",
+        )
+    };
+    let sub = ctx.subject().ok_or_else(no_auth)?;
+    let user: Uuid = sub
+        .parse()
+        .map_err(|_| gotrue(403, "bad_jwt", "invalid claim: sub claim must be a UUID"))?;
+    let session: Uuid = ctx
+        .claims
+        .get("session_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| gotrue(403, "bad_jwt", "invalid claim: missing session_id claim"))?;
+    let c = state.pool.get().await?;
+    if !service::session_alive(&**c, session, user).await? {
+        return Err(gotrue(
+            403,
+            "session_not_found",
+            "Session from session_id claim in JWT does not exist",
+        ));
+    }
+    Ok((user, session))
+}
+
+async fn get_user(state: web::Data<AppState>, ctx: AuthContext) -> Result<HttpResponse, ApiError> {
+    let (uid, _) = current(&state, &ctx).await?;
+    let c = state.pool.get().await?;
+    let user = service::user_by_id(&**c, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct UpdateBody {
+    email: Option<String>,
+    password: Option<String>,
+    data: Option<Value>,
+}
+
+async fn put_user(
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+    body: web::Json<UpdateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (uid, _) = current(&state, &ctx).await?;
+    let b = body.into_inner();
+    let hash = match b.password {
+        Some(p) => {
+            service::check_password(&state.config, &p)?;
+            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
+        }
+        None => None,
+    };
+    let email = match b.email {
+        Some(e) if !state.config.auth.mailer_autoconfirm => {
+            let _ = e;
+            return Err(gotrue(
+                422,
+                "email_change_not_supported",
+                "Changing the email needs a confirmation mail, which Fluxbase does not send yet; enable auth.mailer_autoconfirm",
+            ));
+        }
+        Some(e) => Some(normalise_email(&e)?),
+        None => None,
+    };
+    let c = state.pool.get().await?;
+    c.execute(
+        "UPDATE auth.users SET
+            raw_user_meta_data = CASE WHEN $2::jsonb IS NULL THEN raw_user_meta_data ELSE raw_user_meta_data || $2::jsonb END,
+            encrypted_password = coalesce($3, encrypted_password),
+            email = coalesce($4, email),
+            updated_at = now()
+          WHERE id = $1",
+        &[&uid, &b.data, &hash, &email],
+    )
+    .await
+    .map_err(|e| {
+        if e.code().is_some_and(|c| c.code() == "23505") {
+            gotrue(422, "email_exists", "A user with this email address has already been registered")
+        } else {
+            db(e)
+        }
+    })?;
+    let user = service::user_by_id(&**c, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+#[derive(Debug, Deserialize)]
+struct ScopeQuery {
+    scope: Option<String>,
+}
+
+async fn logout(
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+    q: web::Query<ScopeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (uid, session) = current(&state, &ctx).await?;
+    let c = state.pool.get().await?;
+    let sql = match q.scope.as_deref().unwrap_or("global") {
+        "global" => "DELETE FROM auth.sessions WHERE user_id = $1 AND $2::uuid IS NOT NULL",
+        "local" => "DELETE FROM auth.sessions WHERE user_id = $1 AND id = $2",
+        "others" => "DELETE FROM auth.sessions WHERE user_id = $1 AND id <> $2",
+        other => {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                format!("scope must be global, local or others, not {other:?}"),
+            ))
+        }
+    };
+    c.execute(sql, &[&uid, &session]).await.map_err(db)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct VerifyBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token_hash: Option<String>,
+    token: Option<String>,
+}
+
+async fn confirm(
+    state: &AppState,
+    kind: &str,
+    secret: &str,
+) -> Result<serde_json::Value, ApiError> {
+    if !matches!(kind, "signup" | "email") {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            format!("verification type {kind:?} is not supported yet"),
+        ));
+    }
+    let expired = || gotrue(403, "otp_expired", "Email link is invalid or has expired");
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let row = tx
+        .query_opt(
+            "UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), confirmation_token = NULL,
+                    last_sign_in_at = now(), updated_at = now()
+              WHERE confirmation_token = $1 AND confirmation_sent_at > now() - interval '24 hours' RETURNING id",
+            &[&service::hash_token(secret)],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(expired)?;
+    let id: Uuid = row.get(0);
+    tx.execute(
+        "UPDATE auth.identities SET identity_data = identity_data || '{\"email_verified\": true}' WHERE user_id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(db)?;
+    let user = service::user_by_id(&*tx, id).await?.ok_or_else(expired)?;
+    let session =
+        service::issue_session(&*tx, &state.config, &state.jwt, &user, "otp", None, None).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(session)
+}
+
+async fn verify_post(
+    state: web::Data<AppState>,
+    body: web::Json<VerifyBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let secret = b
+        .token_hash
+        .or(b.token)
+        .ok_or_else(|| gotrue(400, "validation_failed", "token_hash is required"))?;
+    let session = confirm(&state, b.kind.as_deref().unwrap_or("signup"), &secret).await?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+#[derive(Debug, Deserialize)]
+struct VerifyQuery {
+    token: String,
+    #[serde(rename = "type")]
+    kind: String,
+    redirect_to: Option<String>,
+}
+
+async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> HttpResponse {
+    let redirect = q
+        .redirect_to
+        .clone()
+        .unwrap_or_else(|| state.config.auth.site_url.clone());
+    // Only the site URL (and paths under it) is a safe place to send tokens.
+    let redirect = if redirect.starts_with(&state.config.auth.site_url) {
+        redirect
+    } else {
+        state.config.auth.site_url.clone()
+    };
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let fragment = match confirm(&state, &q.kind, &q.token).await {
+        Ok(s) => format!(
+            "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={}",
+            s["access_token"].as_str().unwrap_or_default(),
+            s["expires_at"],
+            s["expires_in"],
+            s["refresh_token"].as_str().unwrap_or_default(),
+            enc(&q.kind)
+        ),
+        Err(e) => format!("error={}&error_code={}&error_description={}", e.status.as_u16(), e.gotrue_code, enc(&e.message)),
+    };
+    HttpResponse::SeeOther()
+        .insert_header(("Location", format!("{redirect}#{fragment}")))
+        .finish()
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+async fn admin_list(
+    state: web::Data<AppState>,
+    _: ServiceRole,
+    req: HttpRequest,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = q.page.unwrap_or(1).max(1);
+    let per_page = q.per_page.unwrap_or(50).clamp(1, 1000);
+    let c = state.pool.get().await?;
+    let total: i64 = c
+        .query_one(
+            "SELECT count(*) FROM auth.users WHERE deleted_at IS NULL",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {} FROM auth.users u WHERE u.deleted_at IS NULL ORDER BY u.created_at, u.id LIMIT $1 OFFSET $2",
+                service::USER_COLUMNS
+            ),
+            &[&per_page, &((page - 1) * per_page)],
+        )
+        .await
+        .map_err(db)?;
+    let users: Vec<Value> = rows
+        .iter()
+        .map(|r| service::user_from_row(r).json)
+        .collect();
+    let last = ((total + per_page - 1) / per_page).max(1);
+    let path = req.path();
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!(
+            "<{path}?page={}&per_page={per_page}>; rel=\"next\"",
+            page + 1
+        ));
+    }
+    links.push(format!(
+        "<{path}?page={last}&per_page={per_page}>; rel=\"last\""
+    ));
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Total-Count", total.to_string()))
+        .insert_header(("Link", links.join(", ")))
+        .json(json!({"users": users, "aud": "authenticated"})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct AdminUserBody {
+    email: Option<String>,
+    password: Option<String>,
+    email_confirm: Option<bool>,
+    user_metadata: Option<Value>,
+    app_metadata: Option<Value>,
+    role: Option<String>,
+    ban_duration: Option<String>,
+}
+
+async fn admin_create(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    body: web::Json<AdminUserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let email = match &b.email {
+        Some(e) => Some(normalise_email(e)?),
+        None => None,
+    };
+    let hash = match b.password {
+        Some(p) => {
+            service::check_password(&state.config, &p)?;
+            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
+        }
+        None => None,
+    };
+    let role = b.role.unwrap_or_else(|| "authenticated".into());
+    if !state.config.allowed_roles().contains(&role) {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            format!("role {role:?} is not allowed"),
+        ));
+    }
+    let new = NewUser {
+        email,
+        password_hash: hash,
+        confirmed: b.email_confirm.unwrap_or(false),
+        user_metadata: b.user_metadata.unwrap_or_else(|| json!({})),
+        app_metadata: b.app_metadata.unwrap_or_else(|| json!({})),
+        role,
+        ..Default::default()
+    };
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = service::create_user(&*tx, &new).await?;
+    let mut ev = AuditEvent::from_request(
+        &req,
+        &admin.0,
+        "auth.admin.user.create",
+        Some(format!("user:{}", user.id)),
+        json!({}),
+    );
+    ev.actor = Some("service_role".into());
+    audit::record(&*tx, &ev).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| gotrue(404, "user_not_found", "User not found"))
+}
+
+async fn admin_get(
+    state: web::Data<AppState>,
+    _: ServiceRole,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let c = state.pool.get().await?;
+    let user = service::user_by_id(&**c, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+fn ban_until(d: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    if d == "none" {
+        return Ok(None);
+    }
+    let bad = || {
+        gotrue(
+            400,
+            "validation_failed",
+            "ban_duration must be `none` or a duration like 24h, 30m",
+        )
+    };
+    let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    Ok(Some(chrono::Utc::now() + chrono::Duration::seconds(secs)))
+}
+
+async fn admin_update(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<AdminUserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = parse_id(&id)?;
+    let b = body.into_inner();
+    let email = match &b.email {
+        Some(e) => Some(normalise_email(e)?),
+        None => None,
+    };
+    let hash = match b.password {
+        Some(p) => {
+            service::check_password(&state.config, &p)?;
+            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
+        }
+        None => None,
+    };
+    let (set_ban, ban) = match b.ban_duration.as_deref() {
+        Some(d) => (true, ban_until(d)?),
+        None => (false, None),
+    };
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let n = tx
+        .execute(
+            "UPDATE auth.users SET
+                email = coalesce($2, email),
+                encrypted_password = coalesce($3, encrypted_password),
+                email_confirmed_at = CASE WHEN $4::bool IS TRUE THEN coalesce(email_confirmed_at, now()) ELSE email_confirmed_at END,
+                raw_user_meta_data = CASE WHEN $5::jsonb IS NULL THEN raw_user_meta_data ELSE raw_user_meta_data || $5 END,
+                raw_app_meta_data = CASE WHEN $6::jsonb IS NULL THEN raw_app_meta_data ELSE raw_app_meta_data || $6 END,
+                role = coalesce($7, role),
+                banned_until = CASE WHEN $8 THEN $9 ELSE banned_until END,
+                updated_at = now()
+              WHERE id = $1 AND deleted_at IS NULL",
+            &[&uid, &email, &hash, &b.email_confirm, &b.user_metadata, &b.app_metadata, &b.role, &set_ban, &ban],
+        )
+        .await
+        .map_err(db)?;
+    if n == 0 {
+        return Err(gotrue(404, "user_not_found", "User not found"));
+    }
+    if ban.is_some() {
+        // A ban ends every session at once.
+        tx.execute("DELETE FROM auth.sessions WHERE user_id = $1", &[&uid])
+            .await
+            .map_err(db)?;
+    }
+    let mut ev = AuditEvent::from_request(
+        &req,
+        &admin.0,
+        "auth.admin.user.update",
+        Some(format!("user:{uid}")),
+        json!({}),
+    );
+    ev.actor = Some("service_role".into());
+    audit::record(&*tx, &ev).await.map_err(db)?;
+    let user = service::user_by_id(&*tx, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+async fn admin_delete(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = parse_id(&id)?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let n = tx
+        .execute("DELETE FROM auth.users WHERE id = $1", &[&uid])
+        .await
+        .map_err(db)?;
+    if n == 0 {
+        return Err(gotrue(404, "user_not_found", "User not found"));
+    }
+    let mut ev = AuditEvent::from_request(
+        &req,
+        &admin.0,
+        "auth.admin.user.delete",
+        Some(format!("user:{uid}")),
+        json!({}),
+    );
+    ev.actor = Some("service_role".into());
+    audit::record(&*tx, &ev).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}

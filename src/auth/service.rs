@@ -1,0 +1,390 @@
+//! The GoTrue-compatible service's data side: users, identities, sessions and refresh tokens
+//! in schema `auth`, the User and Session JSON GoTrue emits, and password hashing.
+//!
+//! Tokens that grant access are stored only as SHA-256 hashes. Password hashing (bcrypt)
+//! runs on `spawn_blocking` behind a semaphore of one permit per core, so sign-in storms
+//! never occupy the request executor.
+
+use super::jwt::{Claims, JwtKeys};
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Semaphore;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+/// A GoTrue error: HTTP status, GoTrue `error_code`, message.
+pub fn gotrue(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    let mut e = ApiError::new(ErrorCode::BadRequest, message);
+    e.status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    e.gotrue_code = code;
+    e.code = code.to_string();
+    e
+}
+
+pub(crate) fn db(e: tokio_postgres::Error) -> ApiError {
+    ApiError::from_db(&e, true)
+}
+
+/// SHA-256 hex of a secret.
+pub fn hash_token(t: &str) -> String {
+    hex::encode(Sha256::digest(t.as_bytes()))
+}
+
+/// A random URL-safe secret.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash_pool() -> &'static Arc<Semaphore> {
+    static POOL: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Arc::new(Semaphore::new(n))
+    })
+}
+
+/// bcrypt hash, off the executor.
+pub async fn hash_password(password: String, cost: u32) -> Result<String, ApiError> {
+    let _permit = hash_pool()
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// bcrypt verify, off the executor. A missing hash verifies nothing, at the same cost, so
+/// timing does not tell whether the account exists.
+pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    let _permit = hash_pool()
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || match hash {
+        Some(h) => bcrypt::verify(password, &h).unwrap_or(false),
+        None => {
+            static DUMMY: OnceLock<String> = OnceLock::new();
+            let dummy = DUMMY.get_or_init(|| {
+                bcrypt::hash("not a password", bcrypt::DEFAULT_COST).unwrap_or_default()
+            });
+            let _ = bcrypt::verify(&password, dummy);
+            false
+        }
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
+/// Checks the password policy; GoTrue's `weak_password` (422) with reasons otherwise.
+pub fn check_password(cfg: &Config, password: &str) -> Result<(), ApiError> {
+    if (password.chars().count() as u64) < cfg.auth.password_min_length {
+        let mut e = gotrue(
+            422,
+            "weak_password",
+            format!(
+                "Password should be at least {} characters.",
+                cfg.auth.password_min_length
+            ),
+        );
+        e.details = Some("length".into());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Columns every user query selects, in `user_json`'s order.
+pub const USER_COLUMNS: &str = "u.id, u.aud, u.role, u.email, u.email_confirmed_at, u.phone, u.phone_confirmed_at, \
+     u.confirmed_at, u.confirmation_sent_at, u.recovery_sent_at, u.email_change, u.email_change_sent_at, \
+     u.last_sign_in_at, u.raw_app_meta_data, u.raw_user_meta_data, u.created_at, u.updated_at, u.banned_until, \
+     u.deleted_at, u.is_anonymous, u.invited_at, u.encrypted_password, \
+     (SELECT coalesce(jsonb_agg(jsonb_build_object('identity_id', i.id, 'id', i.provider_id, 'user_id', i.user_id, \
+        'identity_data', i.identity_data, 'provider', i.provider, 'last_sign_in_at', i.last_sign_in_at, \
+        'created_at', i.created_at, 'updated_at', i.updated_at, 'email', i.email) ORDER BY i.created_at), '[]'::jsonb) \
+      FROM auth.identities i WHERE i.user_id = u.id)";
+
+/// A user as loaded.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// The User JSON.
+    pub json: Value,
+    /// bcrypt hash.
+    pub password_hash: Option<String>,
+    /// Email confirmed.
+    pub confirmed: bool,
+    /// Banned until (in the future = banned).
+    pub banned_until: Option<DateTime<Utc>>,
+    /// Role for tokens.
+    pub role: String,
+    /// Anonymous user.
+    pub is_anonymous: bool,
+}
+
+fn ts(r: &Row, i: usize) -> Value {
+    r.get::<_, Option<DateTime<Utc>>>(i)
+        .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// The User JSON as GoTrue emits it.
+pub fn user_from_row(r: &Row) -> User {
+    let id: Uuid = r.get(0);
+    let email: Option<String> = r.get(3);
+    let phone: Option<String> = r.get(5);
+    let role: Option<String> = r.get(2);
+    let is_anonymous: bool = r.get(19);
+    let json = json!({
+        "id": id,
+        "aud": r.get::<_, Option<String>>(1).unwrap_or_else(|| "authenticated".into()),
+        "role": role.clone().unwrap_or_else(|| "authenticated".into()),
+        "email": email.clone().unwrap_or_default(),
+        "email_confirmed_at": ts(r, 4),
+        "phone": phone.unwrap_or_default(),
+        "phone_confirmed_at": ts(r, 6),
+        "confirmed_at": ts(r, 7),
+        "confirmation_sent_at": ts(r, 8),
+        "recovery_sent_at": ts(r, 9),
+        "new_email": r.get::<_, Option<String>>(10).filter(|s| !s.is_empty()),
+        "email_change_sent_at": ts(r, 11),
+        "last_sign_in_at": ts(r, 12),
+        "app_metadata": r.get::<_, Value>(13),
+        "user_metadata": r.get::<_, Value>(14),
+        "identities": r.get::<_, Value>(22),
+        "created_at": ts(r, 15),
+        "updated_at": ts(r, 16),
+        "banned_until": ts(r, 17),
+        "deleted_at": ts(r, 18),
+        "is_anonymous": is_anonymous,
+        "invited_at": ts(r, 20),
+        "factors": Value::Null,
+    });
+    let mut json = json;
+    if let Some(m) = json.as_object_mut() {
+        // GoTrue leaves these out when unset.
+        for k in [
+            "new_email",
+            "email_change_sent_at",
+            "invited_at",
+            "factors",
+            "banned_until",
+            "deleted_at",
+        ] {
+            if m.get(k).is_some_and(Value::is_null) {
+                m.remove(k);
+            }
+        }
+    }
+    User {
+        id,
+        password_hash: r.get(21),
+        confirmed: r.get::<_, Option<DateTime<Utc>>>(7).is_some(),
+        banned_until: r.get(17),
+        role: role.unwrap_or_else(|| "authenticated".into()),
+        is_anonymous,
+        json,
+    }
+}
+
+/// A user by id.
+pub async fn user_by_id<C: GenericClient>(c: &C, id: Uuid) -> Result<Option<User>, ApiError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {USER_COLUMNS} FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows.first().map(user_from_row))
+}
+
+/// A user by email (case-insensitive).
+pub async fn user_by_email<C: GenericClient>(c: &C, email: &str) -> Result<Option<User>, ApiError> {
+    let rows = c
+        .query(
+            &format!("SELECT {USER_COLUMNS} FROM auth.users u WHERE lower(u.email) = lower($1) AND u.deleted_at IS NULL"),
+            &[&email],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows.first().map(user_from_row))
+}
+
+/// What a new user starts with.
+#[derive(Debug, Default)]
+pub struct NewUser {
+    /// Email (lower-cased by the caller).
+    pub email: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// bcrypt hash.
+    pub password_hash: Option<String>,
+    /// Confirmed at creation.
+    pub confirmed: bool,
+    /// user_metadata.
+    pub user_metadata: Value,
+    /// app_metadata additions.
+    pub app_metadata: Value,
+    /// Role claim (`authenticated` unless an admin says otherwise).
+    pub role: String,
+    /// Anonymous.
+    pub anonymous: bool,
+    /// Confirmation token hash.
+    pub confirmation_hash: Option<String>,
+}
+
+/// Creates a user (and its email identity). `user_already_exists` (422) on a taken email.
+pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, ApiError> {
+    let provider = if n.anonymous {
+        "anonymous"
+    } else if n.email.is_some() {
+        "email"
+    } else {
+        "phone"
+    };
+    let mut app_meta = json!({"provider": provider, "providers": if n.anonymous { json!([]) } else { json!([provider]) }});
+    if let (Some(m), Some(extra)) = (app_meta.as_object_mut(), n.app_metadata.as_object()) {
+        for (k, v) in extra {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let user_meta = if n.user_metadata.is_null() {
+        json!({})
+    } else {
+        n.user_metadata.clone()
+    };
+    let row = c
+        .query_one(
+            "INSERT INTO auth.users (aud, role, email, phone, encrypted_password, email_confirmed_at, raw_app_meta_data,
+                                     raw_user_meta_data, is_anonymous, confirmation_token, confirmation_sent_at)
+             VALUES ('authenticated', $1::text, $2::text, $3::text, $4::text, CASE WHEN $5 AND $2::text IS NOT NULL THEN now() END,
+                     $6, $7, $8, $9::text, CASE WHEN $9::text IS NOT NULL THEN now() END)
+             RETURNING id",
+            &[&n.role, &n.email, &n.phone, &n.password_hash, &n.confirmed, &app_meta, &user_meta, &n.anonymous, &n.confirmation_hash],
+        )
+        .await
+        .map_err(|e| {
+            if e.code().is_some_and(|c| c.code() == "23505") {
+                gotrue(422, "user_already_exists", "User already registered")
+            } else {
+                db(e)
+            }
+        })?;
+    let id: Uuid = row.get(0);
+    if let Some(email) = &n.email {
+        let data = json!({"sub": id.to_string(), "email": email, "email_verified": n.confirmed, "phone_verified": false});
+        c.execute(
+            "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider) VALUES ($1, $2, $3, 'email')",
+            &[&id.to_string(), &id, &data],
+        )
+        .await
+        .map_err(db)?;
+    }
+    user_by_id(c, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("created user vanished"))
+}
+
+/// The Session JSON, after creating a session (or, with `session`, for an existing one).
+pub async fn issue_session<C: GenericClient>(
+    c: &C,
+    cfg: &Config,
+    keys: &JwtKeys,
+    user: &User,
+    amr_method: &str,
+    session: Option<Uuid>,
+    parent_hash: Option<&str>,
+) -> Result<Value, ApiError> {
+    let session_id: Uuid = match session {
+        Some(s) => s,
+        None => c
+            .query_one(
+                "INSERT INTO auth.sessions (user_id) VALUES ($1) RETURNING id",
+                &[&user.id],
+            )
+            .await
+            .map_err(db)?
+            .get(0),
+    };
+    let refresh = new_secret();
+    c.execute(
+        "INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent) VALUES ($1, $2, $3, $4)",
+        &[&hash_token(&refresh), &user.id, &session_id, &parent_hash],
+    )
+    .await
+    .map_err(db)?;
+    c.execute(
+        "UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $1",
+        &[&session_id],
+    )
+    .await
+    .map_err(db)?;
+    let now = Utc::now().timestamp();
+    let exp = now + cfg.auth.jwt_expiry_secs as i64;
+    let mut claims = Claims::new();
+    let iss = if cfg.server.public_url.is_empty() {
+        "fluxbase".to_string()
+    } else {
+        format!("{}/auth/v1", cfg.server.public_url.trim_end_matches('/'))
+    };
+    claims.insert("iss".into(), Value::from(iss));
+    claims.insert("sub".into(), Value::from(user.id.to_string()));
+    claims.insert("aud".into(), Value::from("authenticated"));
+    claims.insert("exp".into(), Value::from(exp));
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("email".into(), user.json["email"].clone());
+    claims.insert("phone".into(), user.json["phone"].clone());
+    claims.insert("app_metadata".into(), user.json["app_metadata"].clone());
+    claims.insert("user_metadata".into(), user.json["user_metadata"].clone());
+    claims.insert("role".into(), Value::from(user.role.clone()));
+    claims.insert("aal".into(), Value::from("aal1"));
+    claims.insert(
+        "amr".into(),
+        json!([{"method": amr_method, "timestamp": now}]),
+    );
+    claims.insert("session_id".into(), Value::from(session_id.to_string()));
+    claims.insert("is_anonymous".into(), Value::from(user.is_anonymous));
+    let access = keys.sign(&claims).map_err(ApiError::internal)?;
+    Ok(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": cfg.auth.jwt_expiry_secs,
+        "expires_at": exp,
+        "refresh_token": refresh,
+        "user": user.json,
+    }))
+}
+
+/// Whether the session named by an access token still exists.
+pub async fn session_alive<C: GenericClient>(
+    c: &C,
+    session: Uuid,
+    user: Uuid,
+) -> Result<bool, ApiError> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
+              WHERE s.id = $1 AND s.user_id = $2 AND u.deleted_at IS NULL
+                AND (u.banned_until IS NULL OR u.banned_until < now())
+                AND (s.not_after IS NULL OR s.not_after > now())",
+        &[&session, &user],
+    )
+    .await
+    .map_err(db)?
+    .is_some())
+}

@@ -11,8 +11,14 @@ use std::time::Instant;
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let dir = tempfile::Builder::new().prefix("fbsb").tempdir_in("/tmp").unwrap();
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::Builder::new()
+        .prefix("fbsb")
+        .tempdir_in("/tmp")
+        .unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -27,11 +33,17 @@ async fn main() {
     })
     .unwrap();
     pg.start().unwrap();
-    let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let mut ddl = String::from("BEGIN;");
     for i in 0..n {
-        let fk = if i == 0 { String::new() } else { format!(", prev_id int REFERENCES t{} (id)", i - 1) };
+        let fk = if i == 0 {
+            String::new()
+        } else {
+            format!(", prev_id int REFERENCES t{} (id)", i - 1)
+        };
         ddl.push_str(&format!(
             "CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL, price numeric, tags text[], meta jsonb{fk});"
         ));

@@ -1,0 +1,353 @@
+//! GoTrue-compatible auth over HTTP: confirmation mail through the job queue, verify links,
+//! refresh-token rotation and reuse detection, bans, logout scopes, error formats, aliases.
+
+use crate::support::{start_runner, TestApp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn app(autoconfirm: bool) -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.auth.mailer_autoconfirm = autoconfirm;
+        c.auth.bcrypt_cost = 4;
+        c.auth.refresh_token_reuse_interval_secs = 0;
+        c.auth.site_url = "http://app.test".into();
+    })
+    .await
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url(path))
+        .header("apikey", app.anon_key())
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn confirmation_mail_goes_through_the_queue_and_the_link_signs_in() {
+    let app = app(false).await;
+    let (s, user) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "Grace@Example.test", "password": "hopper1906"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{user}");
+    assert_eq!(user["email"], "grace@example.test");
+    assert!(
+        user.get("access_token").is_none(),
+        "no session before confirmation"
+    );
+    assert_eq!(user["email_confirmed_at"], Value::Null);
+    // Not confirmed yet.
+    let (s, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=password",
+        json!({"email": "grace@example.test", "password": "hopper1906"}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("email_not_confirmed")));
+
+    // The mail job carries the link; the log mailer delivers it.
+    let c = app.db.client().await;
+    let payload: Value = c
+        .query_one(
+            "SELECT payload FROM jobs.jobs WHERE queue = 'auth.mail'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload["to"], "grace@example.test");
+    let link = payload["link"].as_str().unwrap().to_string();
+    let mut reg = fluxbase::jobs::Registry::default();
+    fluxbase::auth::register_jobs(&mut reg);
+    let runner = start_runner(&app, reg, false);
+    let id: i64 = c
+        .query_one("SELECT id FROM jobs.jobs WHERE queue = 'auth.mail'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    crate::support::wait_status(&app, id, "succeeded", Duration::from_secs(10)).await;
+    runner.shutdown(Duration::from_secs(1)).await;
+
+    // Only a hash of the token is stored.
+    let token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let stored: String = c
+        .query_one(
+            "SELECT confirmation_token FROM auth.users WHERE email = 'grace@example.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(stored, token);
+    assert_eq!(stored.len(), 64);
+
+    // Opening the link: 303 to the site with the session in the fragment.
+    let path = &link[link.find("/auth/v1/verify").unwrap()..];
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with("http://app.test#access_token="), "{loc}");
+    assert!(loc.contains("&type=signup"), "{loc}");
+    // A second use fails, and says so in the fragment.
+    let r = no_redirect.get(app.url(path)).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.contains("#error=403&error_code=otp_expired"), "{loc}");
+    // Redirects only go to the site URL.
+    let evil = path.replace(
+        "redirect_to=http%3A%2F%2Fapp.test",
+        "redirect_to=https%3A%2F%2Fevil.test",
+    );
+    let r = no_redirect.get(app.url(&evil)).send().await.unwrap();
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("http://app.test#"));
+
+    let (s, session) = post(
+        &app,
+        "/auth/v1/token?grant_type=password",
+        json!({"email": "grace@example.test", "password": "hopper1906"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+    assert_eq!(
+        session["user"]["identities"][0]["identity_data"]["email_verified"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_ends_the_session() {
+    let app = app(true).await;
+    let (_, s1) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "r@example.test", "password": "secret123"}),
+    )
+    .await;
+    let rt1 = s1["refresh_token"].as_str().unwrap().to_string();
+    let (st, s2) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        json!({"refresh_token": rt1}),
+    )
+    .await;
+    assert_eq!(st, 200, "{s2}");
+    let rt2 = s2["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt1, rt2);
+    assert_eq!(s2["user"]["email"], "r@example.test");
+    // Same session id in both access tokens.
+    let claims = |t: &str| -> Value {
+        use base64::Engine;
+        let p = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let c1 = claims(s1["access_token"].as_str().unwrap());
+    let c2 = claims(s2["access_token"].as_str().unwrap());
+    assert_eq!(c1["session_id"], c2["session_id"]);
+    assert_eq!(c2["amr"][0]["method"], "token_refresh");
+    assert_eq!(c1["aud"], "authenticated");
+    for k in [
+        "iss",
+        "sub",
+        "exp",
+        "iat",
+        "email",
+        "phone",
+        "app_metadata",
+        "user_metadata",
+        "role",
+        "aal",
+        "amr",
+        "session_id",
+        "is_anonymous",
+    ] {
+        assert!(c1.get(k).is_some(), "claim {k} missing: {c1}");
+    }
+
+    // Reusing the rotated token (past the reuse interval) revokes the family.
+    let (st, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        json!({"refresh_token": rt1}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (400, Some("refresh_token_already_used"))
+    );
+    // The whole family went with the session, including the newest token.
+    let (st, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        json!({"refresh_token": rt2}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (400, Some("refresh_token_not_found")),
+        "{e}"
+    );
+    let r = app
+        .get("/auth/v1/user")
+        .bearer_auth(s2["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (st, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        json!({"refresh_token": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (400, Some("refresh_token_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn bans_logout_scopes_aliases_and_settings() {
+    let app = app(true).await;
+    let (_, a) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "b@example.test", "password": "secret123"}),
+    )
+    .await;
+    let (_, b) = post(
+        &app,
+        "/api/v1/auth/token?grant_type=password",
+        json!({"email": "b@example.test", "password": "secret123"}),
+    )
+    .await;
+    assert!(
+        b["access_token"].is_string(),
+        "the /api/v1/auth alias signs in: {b}"
+    );
+    let user_id = a["user"]["id"].as_str().unwrap().to_string();
+    // logout?scope=others keeps the caller's session only.
+    let r = app
+        .http
+        .post(app.url("/auth/v1/logout?scope=others"))
+        .bearer_auth(b["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let alive = |t: &Value| {
+        let req = app
+            .get("/auth/v1/user")
+            .bearer_auth(t["access_token"].as_str().unwrap().to_string());
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(alive(&a).await, 403);
+    assert_eq!(alive(&b).await, 200);
+    // A ban ends every session and refuses sign-ins.
+    let r = app
+        .http
+        .put(app.url(&format!("/auth/v1/admin/users/{user_id}")))
+        .header("apikey", app.service_key())
+        .bearer_auth(app.service_key())
+        .json(&json!({"ban_duration": "24h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["banned_until"].is_string());
+    assert_eq!(alive(&b).await, 403);
+    let (st, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=password",
+        json!({"email": "b@example.test", "password": "secret123"}),
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (400, Some("user_banned")));
+    // Admin routes need the service role.
+    let r = app
+        .get("/auth/v1/admin/users")
+        .header("apikey", app.anon_key())
+        .bearer_auth(app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Settings and JWKS.
+    let s: Value = app
+        .get("/auth/v1/settings")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["external"]["email"], true);
+    assert_eq!(s["mailer_autoconfirm"], true);
+    let k: Value = app
+        .get("/auth/v1/.well-known/jwks.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(k, json!({"keys": []}));
+    // Sign-ins and admin changes are audited.
+    let audit: Value = app
+        .get("/api/v1/audit?action=auth.*")
+        .header("apikey", app.service_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in ["auth.user.signup", "auth.sign_in", "auth.admin.user.update"] {
+        assert!(actions.contains(&a), "{a} not in {actions:?}");
+    }
+    // Bad JSON is a GoTrue-shaped 400.
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("Content-Type", "application/json")
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["code"].is_string() && e["message"].is_string(), "{e}");
+}

@@ -229,6 +229,41 @@ pub struct AuthConfig {
     /// Seconds a rotated refresh token may still be used (concurrent refreshes); reuse after
     /// that revokes the whole session.
     pub refresh_token_reuse_interval_secs: u64,
+    /// Seconds mailed links and codes stay valid.
+    pub otp_expiry_secs: u64,
+    /// Outgoing mail; with no host, mail is written to the log (development).
+    pub smtp: SmtpConfig,
+}
+
+/// `auth.smtp.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// SMTP server; empty = log mailer.
+    pub host: String,
+    /// Port.
+    pub port: u64,
+    /// `starttls`, `tls` (implicit, port 465) or `none`.
+    pub tls: String,
+    /// Login user (empty: no authentication).
+    pub username: String,
+    /// Login password.
+    pub password: Option<Secret>,
+    /// From address.
+    pub sender: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            tls: "starttls".into(),
+            username: String::new(),
+            password: None,
+            sender: "Fluxbase <noreply@localhost>".into(),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -245,6 +280,8 @@ impl Default for AuthConfig {
             password_min_length: 6,
             bcrypt_cost: 10,
             refresh_token_reuse_interval_secs: 10,
+            otp_expiry_secs: 3600,
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -896,6 +933,25 @@ impl Config {
             if !s.expose().is_empty() && s.expose().len() < 32 {
                 p.push("`auth.jwt_secret` must be at least 32 characters".into());
             }
+        }
+        if !["starttls", "tls", "none"].contains(&self.auth.smtp.tls.as_str()) {
+            p.push(format!(
+                "`auth.smtp.tls` must be starttls, tls or none, got {:?}",
+                self.auth.smtp.tls
+            ));
+        }
+        if !self.auth.smtp.host.is_empty()
+            && self
+                .auth
+                .smtp
+                .sender
+                .parse::<lettre::message::Mailbox>()
+                .is_err()
+        {
+            p.push(format!(
+                "`auth.smtp.sender` is not a mail address: {:?}",
+                self.auth.smtp.sender
+            ));
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             p.push(format!(

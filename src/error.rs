@@ -259,8 +259,14 @@ impl ApiError {
     /// `authenticated` picks 403 over 401 for insufficient privilege, as PostgREST does.
     pub fn from_db(e: &tokio_postgres::Error, authenticated: bool) -> Self {
         let Some(db) = e.as_db_error() else {
-            tracing::warn!(error = %e, "database connection error");
-            return ApiError::new(ErrorCode::DatabaseUnavailable, "Database unavailable");
+            // Lost connections are the database's absence; anything else (a row count or
+            // type mismatch) is our bug, not an outage.
+            let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+            if e.is_closed() || io {
+                tracing::warn!(error = %e, "database connection error");
+                return ApiError::new(ErrorCode::DatabaseUnavailable, "Database unavailable");
+            }
+            return ApiError::internal(e);
         };
         let code = db.code().code();
         let status = status_for_sqlstate(code, authenticated);

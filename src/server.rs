@@ -325,7 +325,7 @@ pub async fn start_jobs(state: &AppState) -> Result<crate::jobs::worker::RunnerH
     drop(client);
     let mut handlers = crate::jobs::Registry::default();
     crate::jobs::builtin::register(&mut handlers, &state.config);
-    crate::auth::register_jobs(&mut handlers);
+    crate::auth::register_jobs(&mut handlers, &state.config);
     let opts = crate::jobs::worker::RunnerOptions {
         worker_id: format!(
             "{}:{}:{}",

@@ -2,13 +2,13 @@
 //! `@supabase/auth-js` works unchanged. Errors render in GoTrue's format because the error
 //! middleware picks the surface from the path.
 
+use super::mail;
 use super::service::{self, db, gotrue, NewUser};
 use super::AuthContext;
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::ServiceRole;
 use crate::error::ApiError;
-use crate::jobs::{self, JobSpec};
 use crate::routes::{Access, Registry};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -70,8 +70,36 @@ pub fn configure(reg: &mut Registry) {
     );
     both!(
         Method::POST,
+        "/otp",
+        "Send a magic link and code (passwordless sign-in)",
+        Key,
+        otp
+    );
+    both!(
+        Method::POST,
+        "/magiclink",
+        "Send a magic link (legacy name of /otp)",
+        Key,
+        otp
+    );
+    both!(
+        Method::POST,
+        "/recover",
+        "Send a password recovery link and code",
+        Key,
+        recover
+    );
+    both!(
+        Method::POST,
+        "/resend",
+        "Send the signup confirmation again",
+        Key,
+        resend
+    );
+    both!(
+        Method::POST,
         "/verify",
-        "Verify a confirmation token",
+        "Verify a mailed token or code",
         Public,
         verify_post
     );
@@ -199,7 +227,7 @@ async fn signup(
         anonymous,
         ..Default::default()
     };
-    let mut mail_token = None;
+    let mut needs_mail = false;
     if !anonymous {
         let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
         let password = b
@@ -209,11 +237,7 @@ async fn signup(
         new.password_hash =
             Some(service::hash_password(password, cfg.auth.bcrypt_cost as u32).await?);
         new.confirmed = cfg.auth.mailer_autoconfirm;
-        if !new.confirmed {
-            let t = service::new_secret();
-            new.confirmation_hash = Some(service::hash_token(&t));
-            mail_token = Some(t);
-        }
+        needs_mail = !new.confirmed;
         new.email = Some(email);
     }
     let mut c = state.pool.get().await?;
@@ -230,16 +254,22 @@ async fn signup(
     )
     .await
     .map_err(db)?;
-    let body = if let Some(token) = mail_token {
+    let body = if needs_mail {
         // The confirmation mail goes through the job queue, committed with the user.
-        let link = verify_link(&state, &token, "signup", None);
-        let spec = JobSpec {
-            queue: super::MAIL_QUEUE.into(),
-            payload: json!({"kind": "confirmation", "to": new.email, "link": link}),
-            ..Default::default()
-        };
-        jobs::enqueue(&*tx, &spec).await.map_err(db)?;
-        user.json.clone()
+        let email = new.email.clone().unwrap_or_default();
+        mail::send(
+            &*tx,
+            &state,
+            user.id,
+            &email,
+            "signup",
+            redirect_to(&req).as_deref(),
+        )
+        .await?;
+        service::user_by_id(&*tx, user.id)
+            .await?
+            .unwrap_or(user)
+            .json
     } else {
         tx.execute(
             "UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1",
@@ -255,25 +285,139 @@ async fn signup(
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn verify_link(state: &AppState, token: &str, kind: &str, redirect: Option<&str>) -> String {
-    let base = if state.config.server.public_url.is_empty() {
-        format!(
-            "http://{}:{}",
-            state.config.server.host, state.config.server.port
-        )
-    } else {
-        state
-            .config
-            .server
-            .public_url
-            .trim_end_matches('/')
-            .to_string()
+/// `redirect_to` is always a query parameter (auth-js sends it so).
+fn redirect_to(req: &HttpRequest) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("redirect_to").cloned())
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct EmailBody {
+    email: Option<String>,
+    phone: Option<String>,
+    #[serde(default)]
+    data: Value,
+    create_user: Option<bool>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+async fn otp(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if b.phone.is_some() && b.email.is_none() {
+        return Err(gotrue(
+            422,
+            "phone_provider_disabled",
+            "Phone sign-ins are disabled",
+        ));
+    }
+    let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let (user, kind) = match service::user_by_email(&*tx, &email).await? {
+        Some(u) if u.confirmed => (u, "magiclink"),
+        Some(u) => (u, "signup"),
+        None => {
+            if !b.create_user.unwrap_or(true) || !state.config.auth.enable_signup {
+                return Err(gotrue(422, "otp_disabled", "Signups not allowed for otp"));
+            }
+            let new = NewUser {
+                email: Some(email.clone()),
+                user_metadata: b.data.clone(),
+                role: "authenticated".into(),
+                ..Default::default()
+            };
+            (service::create_user(&*tx, &new).await?, "signup")
+        }
     };
-    let redirect = redirect.unwrap_or(&state.config.auth.site_url);
-    format!(
-        "{base}/auth/v1/verify?token={token}&type={kind}&redirect_to={}",
-        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    mail::send(
+        &*tx,
+        &state,
+        user.id,
+        &email,
+        kind,
+        redirect_to(&req).as_deref(),
     )
+    .await?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn recover(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalise_email(body.email.as_deref().unwrap_or_default())?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    // The same answer whether or not the address exists: no user enumeration.
+    if let Some(user) = service::user_by_email(&*tx, &email).await? {
+        mail::send(
+            &*tx,
+            &state,
+            user.id,
+            &email,
+            "recovery",
+            redirect_to(&req).as_deref(),
+        )
+        .await?;
+        audit::record(
+            &*tx,
+            &audit_ev(
+                &req,
+                &user.id.to_string(),
+                "auth.recovery.requested",
+                Some(format!("user:{}", user.id)),
+            ),
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn resend(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<EmailBody>,
+) -> Result<HttpResponse, ApiError> {
+    match body.kind.as_deref() {
+        Some("signup") => {}
+        Some(other) => {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                format!("resend type {other:?} is not supported yet"),
+            ))
+        }
+        None => return Err(gotrue(400, "validation_failed", "type is required")),
+    }
+    let email = normalise_email(body.email.as_deref().unwrap_or_default())?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    if let Some(user) = service::user_by_email(&*tx, &email)
+        .await?
+        .filter(|u| !u.confirmed)
+    {
+        mail::send(
+            &*tx,
+            &state,
+            user.id,
+            &email,
+            "signup",
+            redirect_to(&req).as_deref(),
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -576,43 +720,63 @@ struct VerifyBody {
     kind: Option<String>,
     token_hash: Option<String>,
     token: Option<String>,
+    email: Option<String>,
 }
 
+/// Uses a mailed token: `type` signup/email/magiclink/recovery; returns a session.
 async fn confirm(
     state: &AppState,
     kind: &str,
-    secret: &str,
-) -> Result<serde_json::Value, ApiError> {
-    if !matches!(kind, "signup" | "email") {
-        return Err(gotrue(
-            400,
-            "validation_failed",
-            format!("verification type {kind:?} is not supported yet"),
-        ));
-    }
+    token_hash: Option<&str>,
+    email_code: Option<(&str, &str)>,
+) -> Result<Value, ApiError> {
+    let kinds: &[&str] = match kind {
+        "signup" => &["signup"],
+        "magiclink" => &["magiclink", "signup"],
+        "email" => &["magiclink", "signup"],
+        "recovery" => &["recovery"],
+        other => {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                format!("verification type {other:?} is not supported yet"),
+            ))
+        }
+    };
     let expired = || gotrue(403, "otp_expired", "Email link is invalid or has expired");
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
-    let row = tx
-        .query_opt(
-            "UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), confirmation_token = NULL,
-                    last_sign_in_at = now(), updated_at = now()
-              WHERE confirmation_token = $1 AND confirmation_sent_at > now() - interval '24 hours' RETURNING id",
-            &[&service::hash_token(secret)],
-        )
-        .await
-        .map_err(db)?
-        .ok_or_else(expired)?;
-    let id: Uuid = row.get(0);
+    let (id, used) = mail::consume(
+        &*tx,
+        kinds,
+        token_hash,
+        email_code,
+        state.config.auth.otp_expiry_secs,
+    )
+    .await?
+    .ok_or_else(expired)?;
+    // Any mailed token proves the address.
     tx.execute(
-        "UPDATE auth.identities SET identity_data = identity_data || '{\"email_verified\": true}' WHERE user_id = $1",
+        "UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), last_sign_in_at = now(), updated_at = now()
+          WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute(
+        "UPDATE auth.identities SET identity_data = identity_data || '{\"email_verified\": true}', last_sign_in_at = now() WHERE user_id = $1",
         &[&id],
     )
     .await
     .map_err(db)?;
     let user = service::user_by_id(&*tx, id).await?.ok_or_else(expired)?;
+    let amr = if used == "recovery" {
+        "recovery"
+    } else {
+        "otp"
+    };
     let session =
-        service::issue_session(&*tx, &state.config, &state.jwt, &user, "otp", None, None).await?;
+        service::issue_session(&*tx, &state.config, &state.jwt, &user, amr, None, None).await?;
     tx.commit().await.map_err(db)?;
     Ok(session)
 }
@@ -622,11 +786,19 @@ async fn verify_post(
     body: web::Json<VerifyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let secret = b
-        .token_hash
-        .or(b.token)
-        .ok_or_else(|| gotrue(400, "validation_failed", "token_hash is required"))?;
-    let session = confirm(&state, b.kind.as_deref().unwrap_or("signup"), &secret).await?;
+    let kind = b.kind.clone().unwrap_or_else(|| "signup".into());
+    let email = b.email.as_deref().map(|e| e.trim().to_lowercase());
+    let session = match (&b.token_hash, &email, &b.token) {
+        (Some(h), _, _) => confirm(&state, &kind, Some(h), None).await?,
+        (None, Some(e), Some(t)) => confirm(&state, &kind, None, Some((e, t))).await?,
+        _ => {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                "token_hash, or email and token, are required",
+            ))
+        }
+    };
     Ok(HttpResponse::Ok().json(session))
 }
 
@@ -650,7 +822,7 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
         state.config.auth.site_url.clone()
     };
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let fragment = match confirm(&state, &q.kind, &q.token).await {
+    let fragment = match confirm(&state, &q.kind, Some(&q.token), None).await {
         Ok(s) => format!(
             "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={}",
             s["access_token"].as_str().unwrap_or_default(),

@@ -8,40 +8,12 @@
 
 pub mod api;
 pub mod jwt;
+pub mod mail;
 pub mod service;
 
-/// Queue of outgoing auth mail (confirmation links).
-pub const MAIL_QUEUE: &str = "auth.mail";
-
-/// Registers the auth job handlers. Without SMTP (not built yet) mail goes to the log, as
-/// GoTrue's development mailer does: the link is printed for the developer to open.
-pub fn register_jobs(reg: &mut crate::jobs::Registry) {
-    reg.register(
-        MAIL_QUEUE,
-        crate::jobs::RetryPolicy::default(),
-        |ctx| async move {
-            let to = ctx
-                .payload
-                .get("to")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let kind = ctx
-                .payload
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let link = ctx
-                .payload
-                .get("link")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            tracing::info!(%to, %kind, %link, "auth mail (log mailer: no SMTP configured)");
-            Ok(None)
-        },
-    );
+/// Registers the auth job handlers (the mail sender).
+pub fn register_jobs(reg: &mut crate::jobs::Registry, config: &crate::config::Config) {
+    mail::register(reg, config.auth.smtp.clone());
 }
 
 use crate::app::AppState;

@@ -66,7 +66,7 @@ async fn confirmation_mail_goes_through_the_queue_and_the_link_signs_in() {
     assert_eq!(payload["to"], "grace@example.test");
     let link = payload["link"].as_str().unwrap().to_string();
     let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg);
+    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
     let runner = start_runner(&app, reg, false);
     let id: i64 = c
         .query_one("SELECT id FROM jobs.jobs WHERE queue = 'auth.mail'", &[])
@@ -85,16 +85,19 @@ async fn confirmation_mail_goes_through_the_queue_and_the_link_signs_in() {
         .next()
         .unwrap()
         .to_string();
-    let stored: String = c
-        .query_one(
-            "SELECT confirmation_token FROM auth.users WHERE email = 'grace@example.test'",
-            &[],
-        )
+    // Only hashes of the link secret and of the code are stored.
+    let stored: Vec<String> = c
+        .query("SELECT token_hash FROM auth.one_time_tokens", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_ne!(stored, token);
-    assert_eq!(stored.len(), 64);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored.len(), 2, "a link secret and a code");
+    let code = payload["token"].as_str().unwrap();
+    assert!(stored
+        .iter()
+        .all(|h| h.len() == 64 && h != &token && h != code));
 
     // Opening the link: 303 to the site with the session in the fragment.
     let path = &link[link.find("/auth/v1/verify").unwrap()..];
@@ -350,4 +353,135 @@ async fn bans_logout_scopes_aliases_and_settings() {
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
     assert!(e["code"].is_string() && e["message"].is_string(), "{e}");
+}
+
+fn code_in(text: &str) -> String {
+    let i = text.find("code: ").expect("code in mail") + 6;
+    text[i..i + 6].to_string()
+}
+
+fn link_in(text: &str) -> String {
+    let i = text.find("http").expect("link in mail");
+    text[i..].split_whitespace().next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn passwordless_and_recovery_mail_over_real_smtp() {
+    let sink = crate::support::smtp::SmtpSink::start();
+    let app = TestApp::spawn_with(|c| {
+        c.auth.bcrypt_cost = 4;
+        c.auth.site_url = "http://app.test".into();
+        c.auth.smtp.host = "127.0.0.1".into();
+        c.auth.smtp.port = sink.port as u64;
+        c.auth.smtp.tls = "none".into();
+        c.auth.smtp.sender = "Fluxbase <auth@fluxbase.test>".into();
+    })
+    .await;
+    let mut reg = fluxbase::jobs::Registry::default();
+    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    let runner = start_runner(&app, reg, false);
+
+    // Magic link / OTP for a new address: a user is created, a mail arrives over SMTP.
+    let (s, b) = post(
+        &app,
+        "/auth/v1/otp",
+        json!({"email": "lin@example.test", "data": {"plan": "free"}}),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({})));
+    let mail = sink.wait_for("lin@example.test", 1).await;
+    assert!(mail.from.contains("auth@fluxbase.test"), "{}", mail.from);
+    assert!(
+        mail.data.contains("Subject: Confirm your signup"),
+        "{}",
+        mail.data
+    );
+    let text = mail.text();
+    let code = code_in(&text);
+    // A second request within the minute is refused.
+    let (s, e) = post(&app, "/auth/v1/otp", json!({"email": "lin@example.test"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (429, Some("over_email_send_rate_limit"))
+    );
+    // Wrong code, then the right one.
+    let (s, e) = post(
+        &app,
+        "/auth/v1/verify",
+        json!({"type": "email", "email": "lin@example.test", "token": "000000"}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("otp_expired")), "{e}");
+    let (s, session) = post(
+        &app,
+        "/auth/v1/verify",
+        json!({"type": "email", "email": "lin@example.test", "token": code}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    assert_eq!(session["user"]["user_metadata"]["plan"], "free");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+    // Codes are single-use.
+    let (s, _) = post(
+        &app,
+        "/auth/v1/verify",
+        json!({"type": "email", "email": "lin@example.test", "token": code}),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Recovery: the link signs in (amr recovery), then the password can be set.
+    let (s, b) = post(
+        &app,
+        "/auth/v1/recover",
+        json!({"email": "lin@example.test"}),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({})));
+    let mail = sink.wait_for("lin@example.test", 2).await;
+    assert!(mail.data.contains("Subject: Reset your password"));
+    let link = link_in(&mail.text());
+    let path = &link[link.find("/auth/v1/verify").unwrap()..];
+    assert!(path.contains("type=recovery"), "{path}");
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let frag = loc.split_once('#').unwrap().1;
+    let access = frag
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))
+        .unwrap();
+    let r = app
+        .http
+        .put(app.url("/auth/v1/user"))
+        .bearer_auth(access)
+        .json(&json!({"password": "brand new pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = post(
+        &app,
+        "/auth/v1/token?grant_type=password",
+        json!({"email": "lin@example.test", "password": "brand new pw"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // No enumeration: an unknown address gets the same answer and no mail.
+    let before = sink.mails().len();
+    let (s, b) = post(
+        &app,
+        "/auth/v1/recover",
+        json!({"email": "nobody@example.test"}),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({})));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.mails().len(), before);
+    runner.shutdown(Duration::from_secs(1)).await;
 }

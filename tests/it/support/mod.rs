@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use fluxbase::app::{start_http, AppState};
 use fluxbase::auth::jwt::{Claims, JwtKeys};
 use fluxbase::config::{Config, Secret};

@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 
 bench/startup.sh "$@"
 bench/jobs.sh
+bench/schema.sh
+bench/rest.sh

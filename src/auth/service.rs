@@ -245,8 +245,6 @@ pub struct NewUser {
     pub role: String,
     /// Anonymous.
     pub anonymous: bool,
-    /// Confirmation token hash.
-    pub confirmation_hash: Option<String>,
 }
 
 /// Creates a user (and its email identity). `user_already_exists` (422) on a taken email.
@@ -272,11 +270,11 @@ pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, A
     let row = c
         .query_one(
             "INSERT INTO auth.users (aud, role, email, phone, encrypted_password, email_confirmed_at, raw_app_meta_data,
-                                     raw_user_meta_data, is_anonymous, confirmation_token, confirmation_sent_at)
+                                     raw_user_meta_data, is_anonymous)
              VALUES ('authenticated', $1::text, $2::text, $3::text, $4::text, CASE WHEN $5 AND $2::text IS NOT NULL THEN now() END,
-                     $6, $7, $8, $9::text, CASE WHEN $9::text IS NOT NULL THEN now() END)
+                     $6, $7, $8)
              RETURNING id",
-            &[&n.role, &n.email, &n.phone, &n.password_hash, &n.confirmed, &app_meta, &user_meta, &n.anonymous, &n.confirmation_hash],
+            &[&n.role, &n.email, &n.phone, &n.password_hash, &n.confirmed, &app_meta, &user_meta, &n.anonymous],
         )
         .await
         .map_err(|e| {

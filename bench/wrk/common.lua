@@ -1,0 +1,23 @@
+-- Shared by the bench/wrk/*.lua scripts (loaded with dofile; see bench/rest.sh).
+--   BENCH_TARGET=fluxbase|ref   which URL shapes to send
+--   APIKEY                      Fluxbase's anon key; sent as apikey and Bearer token
+-- Both targets get the same headers, so wrk sends requests of the same size; the reference
+-- ignores them.
+fx = os.getenv("BENCH_TARGET") == "fluxbase"
+local key = os.getenv("APIKEY") or ""
+headers = {
+  ["apikey"] = key,
+  ["Authorization"] = "Bearer " .. key,
+  ["Accept"] = "application/json",
+}
+
+-- Each wrk thread has its own Lua state: give each its own random sequence.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (thread_no or 0) * 7919)
+end

@@ -54,11 +54,12 @@ pub struct AppState {
 /// Every route of the server. Modules declare theirs in `configure`.
 pub fn registry() -> Registry {
     let mut reg = Registry::default();
+    // The busiest surfaces first: the router tries patterns in this order.
     crate::ops::configure(&mut reg);
-    crate::jobs::configure(&mut reg);
-    crate::audit::configure(&mut reg);
     crate::rest::configure(&mut reg);
     crate::auth::api::configure(&mut reg);
+    crate::jobs::configure(&mut reg);
+    crate::audit::configure(&mut reg);
     reg
 }
 

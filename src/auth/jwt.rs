@@ -6,6 +6,8 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Role used when a request carries no token, or a token without a `role` claim.
 pub const ANON_ROLE: &str = "anon";
@@ -46,7 +48,24 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     allowed_roles: Vec<String>,
+    leeway: i64,
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
+
+/// A token that passed verification: clients send the same token (the anon key, a session's
+/// access token) on every request, and HMAC + JSON decoding is most of a request's CPU, so
+/// results are kept (keyed by the whole token) until the token's `exp`.
+#[derive(Clone)]
+struct Verified {
+    claims: Claims,
+    role: String,
+    claims_json: Arc<str>,
+    exp: i64,
+    nbf: Option<i64>,
+}
+
+/// Verified tokens kept; the cache is emptied when it reaches this size.
+const VERIFIED_CACHE_MAX: usize = 10_000;
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,11 +91,55 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             allowed_roles,
+            leeway: leeway_secs as i64,
+            verified: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Verifies a token and returns its claims and role.
     pub fn verify(&self, token: &str) -> Result<(Claims, String), JwtError> {
+        self.verify_cached(token).map(|(c, r, _)| (c, r))
+    }
+
+    /// Like `verify`, plus the claims as JSON text (what the request transaction publishes),
+    /// served from the cache of verified tokens when possible. `exp` and `nbf` are checked on
+    /// every call, cached or not.
+    pub fn verify_cached(&self, token: &str) -> Result<(Claims, String, Arc<str>), JwtError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(cache) = self.verified.lock() {
+            if let Some(v) = cache.get(token) {
+                if now > v.exp + self.leeway {
+                    return Err(JwtError::Expired);
+                }
+                if v.nbf.is_some_and(|nbf| now + self.leeway < nbf) {
+                    return Err(JwtError::Invalid("JWT is not valid yet (nbf)".into()));
+                }
+                return Ok((v.claims.clone(), v.role.clone(), v.claims_json.clone()));
+            }
+        }
+        let (claims, role) = self.verify_uncached(token)?;
+        let claims_json: Arc<str> = Value::Object(claims.clone()).to_string().into();
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+        let nbf = claims.get("nbf").and_then(Value::as_i64);
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                token.to_string(),
+                Verified {
+                    claims: claims.clone(),
+                    role: role.clone(),
+                    claims_json: claims_json.clone(),
+                    exp,
+                    nbf,
+                },
+            );
+        }
+        Ok((claims, role, claims_json))
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Claims, String), JwtError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
@@ -204,6 +267,25 @@ mod tests {
             ))
         );
         assert!(k.verify(&none).is_err());
+    }
+
+    #[test]
+    fn cached_tokens_still_expire() {
+        let k = JwtKeys::new("0123456789abcdef0123456789abcdef", 0, vec!["anon".into()]);
+        let t = token(&k, &[("role", "anon".into()), ("exp", (now() + 1).into())]);
+        assert!(k.verify(&t).is_ok());
+        assert!(k.verify(&t).is_ok(), "from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(
+            k.verify(&t).unwrap_err(),
+            JwtError::Expired,
+            "the cache honours exp"
+        );
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(
+            k.verify(&forged).is_err(),
+            "a different token is verified, not looked up"
+        );
     }
 
     #[test]

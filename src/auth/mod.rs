@@ -35,6 +35,8 @@ pub struct AuthContext {
     pub claims: Claims,
     /// Whether a token was presented at all.
     pub has_token: bool,
+    /// `claims` as JSON text, for `request.jwt.claims` (computed once per distinct token).
+    pub claims_json: std::sync::Arc<str>,
 }
 
 impl AuthContext {
@@ -46,6 +48,7 @@ impl AuthContext {
             role: ANON_ROLE.into(),
             claims,
             has_token: false,
+            claims_json: std::sync::Arc::from(r#"{"role":"anon"}"#),
         }
     }
 
@@ -73,11 +76,12 @@ impl AuthContext {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(AuthContext::anon());
         };
-        match keys.verify(&token) {
-            Ok((claims, role)) => Ok(AuthContext {
+        match keys.verify_cached(&token) {
+            Ok((claims, role, claims_json)) => Ok(AuthContext {
                 role,
                 claims,
                 has_token: true,
+                claims_json,
             }),
             Err(JwtError::RoleNotAllowed(r)) => Err(ApiError::new(
                 ErrorCode::RoleNotAllowed,

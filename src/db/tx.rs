@@ -35,12 +35,22 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// Facts from an actix request; header values that are not text are skipped.
     pub fn from_request(req: &actix_web::HttpRequest) -> Self {
-        let mut headers = serde_json::Map::new();
+        // Written directly (no intermediate `Value`): this runs on every request. Header
+        // names are lower-case ASCII; values are escaped by serde_json.
+        let mut headers = String::with_capacity(256);
+        headers.push('{');
         for (k, v) in req.headers() {
             if let Ok(v) = v.to_str() {
-                headers.insert(k.as_str().to_string(), serde_json::Value::from(v));
+                if headers.len() > 1 {
+                    headers.push(',');
+                }
+                headers.push('"');
+                headers.push_str(k.as_str());
+                headers.push_str("\":");
+                headers.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
             }
         }
+        headers.push('}');
         let mut cookies = serde_json::Map::new();
         if let Ok(jar) = req.cookies() {
             for c in jar.iter() {
@@ -50,7 +60,7 @@ impl RequestInfo {
         RequestInfo {
             method: req.method().to_string(),
             path: req.path().to_string(),
-            headers_json: serde_json::Value::Object(headers).to_string(),
+            headers_json: headers,
             cookies_json: serde_json::Value::Object(cookies).to_string(),
         }
     }
@@ -92,7 +102,7 @@ impl RequestTx {
             .map_err(dberr)?;
         let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
         let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
-        let claims = serde_json::Value::Object(ctx.claims.clone()).to_string();
+        let claims: &str = &ctx.claims_json;
         let cookies = if info.cookies_json.is_empty() {
             "{}"
         } else {
@@ -126,6 +136,62 @@ impl RequestTx {
                 tx.abort().await;
                 Err(dberr(e))
             }
+        }
+    }
+
+    /// A read-only request in ONE round trip: `BEGIN READ ONLY`, the role/claims setup, the
+    /// statement and `COMMIT` are pipelined. Committing a read-only transaction before
+    /// looking at its result is safe: it changed nothing.
+    pub async fn read_only(
+        pool: &Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ApiError> {
+        let authenticated = ctx.is_authenticated();
+        let client = pool.get().await?;
+        if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+            client.statement_cache.clear();
+        }
+        let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
+        let begin = client
+            .prepare_cached("BEGIN READ ONLY")
+            .await
+            .map_err(dberr)?;
+        let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
+        let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
+        let commit = client.prepare_cached("COMMIT").await.map_err(dberr)?;
+        let claims: &str = &ctx.claims_json;
+        let cookies = if info.cookies_json.is_empty() {
+            "{}"
+        } else {
+            info.cookies_json.as_str()
+        };
+        let setup_params: [&(dyn ToSql + Sync); 6] = [
+            &ctx.role,
+            &claims,
+            &info.method,
+            &info.path,
+            &info.headers_json,
+            &cookies,
+        ];
+        let (b, s, q, c) = tokio::join!(
+            client.execute(&begin, &[]),
+            client.execute(&setup, &setup_params),
+            client.query(&stmt, params),
+            client.execute(&commit, &[])
+        );
+        // A failed statement turns the COMMIT into a rollback; the session is clean either way.
+        let first_error = b.err().or(s.err());
+        match (first_error, q, c) {
+            (Some(e), _, _) => Err(dberr(e)),
+            (None, Err(e), _) => Err(dberr(e)),
+            (None, Ok(_), Err(e)) => {
+                drop(Object::take(client));
+                Err(dberr(e))
+            }
+            (None, Ok(rows), Ok(_)) => Ok(rows),
         }
     }
 

@@ -11,6 +11,19 @@ use crate::db::tx::{RequestInfo, RequestTx};
 use crate::error::ApiError;
 use tokio_postgres::types::ToSql;
 
+fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
+    Ok(Outcome {
+        total: row.get(0),
+        n: row.get(1),
+        body: row.get(2),
+        status: row.get(3),
+        headers: row.get(4),
+    })
+}
+
 /// Runs one statement for `req`.
 pub async fn run(
     pool: &deadpool_postgres::Pool,
@@ -26,17 +39,15 @@ pub async fn run(
         .iter()
         .map(|p| p as &(dyn ToSql + Sync))
         .collect();
+    if read_only && !is_write {
+        // Reads: one round trip, committed in the pipeline (nothing to undo).
+        let rows = RequestTx::read_only(pool, ctx, info, &stmt.text, &params).await?;
+        let o = outcome(&rows)?;
+        check_object(req, &o)?;
+        return Ok(o);
+    }
     let (tx, rows) = RequestTx::begin_with(pool, ctx, info, read_only, &stmt.text, &params).await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
-    let o = Outcome {
-        total: row.get(0),
-        n: row.get(1),
-        body: row.get(2),
-        status: row.get(3),
-        headers: row.get(4),
-    };
+    let o = outcome(&rows)?;
     let check = check_object(req, &o).and_then(|_| match req.preferences.max_affected {
         Some(max) if is_write && req.preferences.strict() && o.n as u64 > max => {
             Err(RestError::new(

@@ -216,7 +216,7 @@ pub fn plan(
                     if !table.insertable {
                         return Err(RestError::new(
                             405,
-                            "PGRST301",
+                            "FB008",
                             format!("{} does not accept inserts", table.name),
                         ));
                     }
@@ -269,7 +269,7 @@ pub fn plan(
                     if !table.updatable {
                         return Err(RestError::new(
                             405,
-                            "PGRST301",
+                            "FB008",
                             format!("{} does not accept updates", table.name),
                         ));
                     }
@@ -287,7 +287,7 @@ pub fn plan(
                     if !table.deletable {
                         return Err(RestError::new(
                             405,
-                            "PGRST301",
+                            "FB008",
                             format!("{} does not accept deletes", table.name),
                         ));
                     }

@@ -25,6 +25,8 @@ CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'S
 CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
 CREATE FUNCTION nothing() RETURNS void LANGUAGE sql AS 'SELECT';
 CREATE FUNCTION echo(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1 || jsonb_build_object(''seen'', true)';
+CREATE VIEW book_years AS SELECT year, count(*) AS n FROM books GROUP BY year;
+CREATE VIEW recent_books AS SELECT id, title, year FROM books WHERE year > 1970;
 CREATE TABLE tags (id int PRIMARY KEY, label text);
 CREATE TABLE book_tags (book_id int REFERENCES books(id), tag_id int REFERENCES tags(id), PRIMARY KEY (book_id, tag_id));
 INSERT INTO tags VALUES (1, 'classic'), (2, 'award');
@@ -666,4 +668,34 @@ async fn aggregates_many_to_many_csv_and_response_settings() {
     assert_eq!(r.status(), 418);
     assert_eq!(r.headers()["x-brew"], "earl grey");
     assert_eq!(r.json::<Value>().await.unwrap(), json!("bergamot"));
+}
+
+#[tokio::test]
+async fn views_read_and_write_as_postgres_allows() {
+    let app = app().await;
+    let (s, _, b) = get(&app, "/rest/v1/book_years?select=year,n&year=eq.1974").await;
+    assert_eq!((s.as_u16(), b), (200, json!([{"year": 1974, "n": 1}])));
+    // A view that is not auto-updatable refuses writes before any SQL runs.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/book_years"))
+        .header("apikey", app.service_key())
+        .json(&json!({"year": 2000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB008");
+    // An auto-updatable view accepts them.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/recent_books"))
+        .header("apikey", app.service_key())
+        .header("Prefer", "return=representation")
+        .json(&json!({"title": "Via a view", "year": 2001}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()[0]["title"], "Via a view");
 }

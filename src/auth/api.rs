@@ -192,6 +192,41 @@ fn normalise_email(e: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A new password's bcrypt hash, after the policy check.
+async fn password_hash(
+    state: &AppState,
+    password: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match password {
+        Some(p) => {
+            service::check_password(&state.config, &p)?;
+            Ok(Some(
+                service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Audits an admin change, in the admin request's transaction.
+async fn audit_admin<C: tokio_postgres::GenericClient>(
+    c: &C,
+    req: &HttpRequest,
+    admin: &ServiceRole,
+    action: &str,
+    user: Uuid,
+) -> Result<(), ApiError> {
+    let mut ev = AuditEvent::from_request(
+        req,
+        &admin.0,
+        action,
+        Some(format!("user:{user}")),
+        json!({}),
+    );
+    ev.actor = Some("service_role".into());
+    audit::record(c, &ev).await.map_err(db)
+}
+
 async fn signup(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -643,13 +678,7 @@ async fn put_user(
 ) -> Result<HttpResponse, ApiError> {
     let (uid, _) = current(&state, &ctx).await?;
     let b = body.into_inner();
-    let hash = match b.password {
-        Some(p) => {
-            service::check_password(&state.config, &p)?;
-            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
-        }
-        None => None,
-    };
+    let hash = password_hash(&state, b.password).await?;
     let email = match b.email {
         Some(e) if !state.config.auth.mailer_autoconfirm => {
             let _ = e;
@@ -911,17 +940,8 @@ async fn admin_create(
     body: web::Json<AdminUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let email = match &b.email {
-        Some(e) => Some(normalise_email(e)?),
-        None => None,
-    };
-    let hash = match b.password {
-        Some(p) => {
-            service::check_password(&state.config, &p)?;
-            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
-        }
-        None => None,
-    };
+    let email = b.email.as_deref().map(normalise_email).transpose()?;
+    let hash = password_hash(&state, b.password).await?;
     let role = b.role.unwrap_or_else(|| "authenticated".into());
     if !state.config.allowed_roles().contains(&role) {
         return Err(gotrue(
@@ -942,15 +962,7 @@ async fn admin_create(
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
     let user = service::create_user(&*tx, &new).await?;
-    let mut ev = AuditEvent::from_request(
-        &req,
-        &admin.0,
-        "auth.admin.user.create",
-        Some(format!("user:{}", user.id)),
-        json!({}),
-    );
-    ev.actor = Some("service_role".into());
-    audit::record(&*tx, &ev).await.map_err(db)?;
+    audit_admin(&*tx, &req, &admin, "auth.admin.user.create", user.id).await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(user.json))
 }
@@ -1003,17 +1015,8 @@ async fn admin_update(
 ) -> Result<HttpResponse, ApiError> {
     let uid = parse_id(&id)?;
     let b = body.into_inner();
-    let email = match &b.email {
-        Some(e) => Some(normalise_email(e)?),
-        None => None,
-    };
-    let hash = match b.password {
-        Some(p) => {
-            service::check_password(&state.config, &p)?;
-            Some(service::hash_password(p, state.config.auth.bcrypt_cost as u32).await?)
-        }
-        None => None,
-    };
+    let email = b.email.as_deref().map(normalise_email).transpose()?;
+    let hash = password_hash(&state, b.password).await?;
     let (set_ban, ban) = match b.ban_duration.as_deref() {
         Some(d) => (true, ban_until(d)?),
         None => (false, None),
@@ -1045,15 +1048,7 @@ async fn admin_update(
             .await
             .map_err(db)?;
     }
-    let mut ev = AuditEvent::from_request(
-        &req,
-        &admin.0,
-        "auth.admin.user.update",
-        Some(format!("user:{uid}")),
-        json!({}),
-    );
-    ev.actor = Some("service_role".into());
-    audit::record(&*tx, &ev).await.map_err(db)?;
+    audit_admin(&*tx, &req, &admin, "auth.admin.user.update", uid).await?;
     let user = service::user_by_id(&*tx, uid)
         .await?
         .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
@@ -1077,15 +1072,7 @@ async fn admin_delete(
     if n == 0 {
         return Err(gotrue(404, "user_not_found", "User not found"));
     }
-    let mut ev = AuditEvent::from_request(
-        &req,
-        &admin.0,
-        "auth.admin.user.delete",
-        Some(format!("user:{uid}")),
-        json!({}),
-    );
-    ev.actor = Some("service_role".into());
-    audit::record(&*tx, &ev).await.map_err(db)?;
+    audit_admin(&*tx, &req, &admin, "auth.admin.user.delete", uid).await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

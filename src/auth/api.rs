@@ -845,7 +845,7 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
         .clone()
         .unwrap_or_else(|| state.config.auth.site_url.clone());
     // Only the site URL (and paths under it) is a safe place to send tokens.
-    let redirect = if redirect.starts_with(&state.config.auth.site_url) {
+    let redirect = if under_site(&redirect, &state.config.auth.site_url) {
         redirect
     } else {
         state.config.auth.site_url.clone()
@@ -865,6 +865,16 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
     HttpResponse::SeeOther()
         .insert_header(("Location", format!("{redirect}#{fragment}")))
         .finish()
+}
+
+/// `url` is the site URL or lies under it: the next character after the prefix must end the
+/// origin (`/`, `?`, `#`), so `https://app.test.evil.example` is not under `https://app.test`.
+fn under_site(url: &str, site: &str) -> bool {
+    let site = site.trim_end_matches('/');
+    match url.strip_prefix(site) {
+        Some(rest) => rest.is_empty() || rest.starts_with(['/', '?', '#']),
+        None => false,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1075,4 +1085,29 @@ async fn admin_delete(
     audit_admin(&*tx, &req, &admin, "auth.admin.user.delete", uid).await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redirects_stay_on_the_site() {
+        use super::under_site;
+        assert!(under_site("http://app.test", "http://app.test"));
+        assert!(under_site(
+            "http://app.test/welcome?x=1",
+            "http://app.test/"
+        ));
+        assert!(!under_site(
+            "http://app.test.evil.example/",
+            "http://app.test"
+        ));
+        assert!(!under_site(
+            "http://app.test@evil.example/",
+            "http://app.test"
+        ));
+        assert!(!under_site(
+            "https://evil.example/?http://app.test",
+            "http://app.test"
+        ));
+    }
 }

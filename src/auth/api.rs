@@ -174,6 +174,8 @@ struct SignupBody {
     password: Option<String>,
     #[serde(default)]
     data: Value,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 fn normalise_email(e: &str) -> Result<String, ApiError> {
@@ -234,6 +236,10 @@ async fn signup(
 ) -> Result<HttpResponse, ApiError> {
     let cfg = &state.config;
     let b = body.into_inner();
+    let pkce = mail::Pkce::from_body(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )?;
     let anonymous = b.email.is_none() && b.phone.is_none() && b.password.is_none();
     if anonymous && !cfg.auth.enable_anonymous_sign_ins {
         return Err(gotrue(
@@ -299,6 +305,7 @@ async fn signup(
             &email,
             "signup",
             redirect_to(&req).as_deref(),
+            pkce.as_ref(),
         )
         .await?;
         service::user_by_id(&*tx, user.id)
@@ -336,6 +343,8 @@ struct EmailBody {
     create_user: Option<bool>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 async fn otp(
@@ -344,6 +353,10 @@ async fn otp(
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
+    let pkce = mail::Pkce::from_body(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )?;
     if b.phone.is_some() && b.email.is_none() {
         return Err(gotrue(
             422,
@@ -377,6 +390,7 @@ async fn otp(
         &email,
         kind,
         redirect_to(&req).as_deref(),
+        pkce.as_ref(),
     )
     .await?;
     tx.commit().await.map_err(db)?;
@@ -388,6 +402,10 @@ async fn recover(
     req: HttpRequest,
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let pkce = mail::Pkce::from_body(
+        body.code_challenge.as_deref(),
+        body.code_challenge_method.as_deref(),
+    )?;
     let email = normalise_email(body.email.as_deref().unwrap_or_default())?;
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
@@ -400,6 +418,7 @@ async fn recover(
             &email,
             "recovery",
             redirect_to(&req).as_deref(),
+            pkce.as_ref(),
         )
         .await?;
         audit::record(
@@ -448,6 +467,7 @@ async fn resend(
             &email,
             "signup",
             redirect_to(&req).as_deref(),
+            None,
         )
         .await?;
     }
@@ -466,6 +486,8 @@ struct TokenBody {
     phone: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
 }
 
 async fn token(
@@ -477,6 +499,7 @@ async fn token(
     match q.grant_type.as_deref() {
         Some("password") => password_grant(&state, &req, body.into_inner()).await,
         Some("refresh_token") => refresh_grant(&state, body.into_inner()).await,
+        Some("pkce") => pkce_grant(&state, body.into_inner()).await,
         Some(other) => Err(gotrue(
             400,
             "validation_failed",
@@ -556,6 +579,52 @@ async fn password_grant(
     )
     .await
     .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+async fn pkce_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiError> {
+    let (Some(code), Some(verifier)) = (b.auth_code, b.code_verifier) else {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            "invalid request: both auth code and code verifier should be non-empty",
+        ));
+    };
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    // A code is good once, for five minutes.
+    let row = tx
+        .query_opt(
+            "DELETE FROM auth.flow_state WHERE auth_code_hash = $1 AND auth_code_issued_at > now() - interval '5 minutes'
+             RETURNING user_id, code_challenge, code_challenge_method, authentication_method",
+            &[&service::hash_token(&code)],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(|| gotrue(404, "flow_state_not_found", "invalid flow state, no valid flow state found"))?;
+    let (user_id, challenge, method, auth_method): (Option<Uuid>, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if !mail::Pkce::matches(&challenge, &method, &verifier) {
+        tx.commit().await.map_err(db)?;
+        return Err(gotrue(
+            400,
+            "bad_code_verifier",
+            "code challenge does not match previously saved code verifier",
+        ));
+    }
+    let user = match user_id {
+        Some(id) => service::user_by_id(&*tx, id).await?,
+        None => None,
+    }
+    .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    let amr = if auth_method == "recovery" {
+        "recovery"
+    } else {
+        "otp"
+    };
+    let session =
+        service::issue_session(&*tx, &state.config, &state.jwt, &user, amr, None, None).await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(session))
 }
@@ -752,13 +821,21 @@ struct VerifyBody {
     email: Option<String>,
 }
 
-/// Uses a mailed token: `type` signup/email/magiclink/recovery; returns a session.
+/// What a used token yields: a session, or (for a PKCE flow opened by the request that sent
+/// the mail, on link clicks) a one-time code to exchange with the verifier.
+enum Confirmed {
+    Session(Value),
+    Code(String),
+}
+
+/// Uses a mailed token: `type` signup/email/magiclink/recovery.
 async fn confirm(
     state: &AppState,
     kind: &str,
     token_hash: Option<&str>,
     email_code: Option<(&str, &str)>,
-) -> Result<Value, ApiError> {
+    allow_pkce: bool,
+) -> Result<Confirmed, ApiError> {
     let kinds: &[&str] = match kind {
         "signup" => &["signup"],
         "magiclink" => &["magiclink", "signup"],
@@ -798,6 +875,25 @@ async fn confirm(
     )
     .await
     .map_err(db)?;
+    if allow_pkce {
+        let code = service::new_secret();
+        let flow = tx
+            .query_opt(
+                "UPDATE auth.flow_state SET auth_code_hash = $3, auth_code_issued_at = now(), updated_at = now()
+                  WHERE id = (SELECT id FROM auth.flow_state
+                               WHERE user_id = $1 AND authentication_method = $2 AND auth_code_hash IS NULL
+                                 AND created_at > now() - make_interval(secs => $4)
+                               ORDER BY created_at DESC LIMIT 1)
+                 RETURNING id",
+                &[&id, &used, &service::hash_token(&code), &(state.config.auth.otp_expiry_secs as f64)],
+            )
+            .await
+            .map_err(db)?;
+        if flow.is_some() {
+            tx.commit().await.map_err(db)?;
+            return Ok(Confirmed::Code(code));
+        }
+    }
     let user = service::user_by_id(&*tx, id).await?.ok_or_else(expired)?;
     let amr = if used == "recovery" {
         "recovery"
@@ -807,7 +903,7 @@ async fn confirm(
     let session =
         service::issue_session(&*tx, &state.config, &state.jwt, &user, amr, None, None).await?;
     tx.commit().await.map_err(db)?;
-    Ok(session)
+    Ok(Confirmed::Session(session))
 }
 
 async fn verify_post(
@@ -817,9 +913,10 @@ async fn verify_post(
     let b = body.into_inner();
     let kind = b.kind.clone().unwrap_or_else(|| "signup".into());
     let email = b.email.as_deref().map(|e| e.trim().to_lowercase());
-    let session = match (&b.token_hash, &email, &b.token) {
-        (Some(h), _, _) => confirm(&state, &kind, Some(h), None).await?,
-        (None, Some(e), Some(t)) => confirm(&state, &kind, None, Some((e, t))).await?,
+    // verifyOtp always answers with a session (PKCE codes are for link redirects).
+    let confirmed = match (&b.token_hash, &email, &b.token) {
+        (Some(h), _, _) => confirm(&state, &kind, Some(h), None, false).await?,
+        (None, Some(e), Some(t)) => confirm(&state, &kind, None, Some((e, t)), false).await?,
         _ => {
             return Err(gotrue(
                 400,
@@ -828,7 +925,10 @@ async fn verify_post(
             ))
         }
     };
-    Ok(HttpResponse::Ok().json(session))
+    match confirmed {
+        Confirmed::Session(session) => Ok(HttpResponse::Ok().json(session)),
+        Confirmed::Code(_) => Err(ApiError::internal("verify without PKCE produced a code")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -851,8 +951,14 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
         state.config.auth.site_url.clone()
     };
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let fragment = match confirm(&state, &q.kind, Some(&q.token), None).await {
-        Ok(s) => format!(
+    let fragment = match confirm(&state, &q.kind, Some(&q.token), None, true).await {
+        Ok(Confirmed::Code(code)) => {
+            let sep = if redirect.contains('?') { '&' } else { '?' };
+            return HttpResponse::SeeOther()
+                .insert_header(("Location", format!("{redirect}{sep}code={code}")))
+                .finish();
+        }
+        Ok(Confirmed::Session(s)) => format!(
             "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={}",
             s["access_token"].as_str().unwrap_or_default(),
             s["expires_at"],

@@ -23,8 +23,55 @@ fn code_hash(email: &str, code: &str) -> String {
     hash_token(&format!("{}:{code}", email.to_lowercase()))
 }
 
+/// A PKCE challenge sent with a request that mails a link: the link then ends in `?code=`.
+#[derive(Debug, Clone)]
+pub struct Pkce {
+    /// `code_challenge`.
+    pub challenge: String,
+    /// `s256` or `plain`.
+    pub method: String,
+}
+
+impl Pkce {
+    /// From a request body's fields; `None` without a challenge.
+    pub fn from_body(
+        challenge: Option<&str>,
+        method: Option<&str>,
+    ) -> Result<Option<Pkce>, ApiError> {
+        let Some(challenge) = challenge.filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let method = method.unwrap_or("s256").to_ascii_lowercase();
+        if !matches!(method.as_str(), "s256" | "plain") || !(43..=128).contains(&challenge.len()) {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                "invalid code_challenge or code_challenge_method",
+            ));
+        }
+        Ok(Some(Pkce {
+            challenge: challenge.to_string(),
+            method,
+        }))
+    }
+
+    /// Whether `verifier` answers the challenge.
+    pub fn matches(challenge: &str, method: &str, verifier: &str) -> bool {
+        use base64::Engine;
+        use sha2::Digest;
+        match method {
+            "plain" => verifier == challenge,
+            _ => {
+                let d = sha2::Sha256::digest(verifier.as_bytes());
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d) == challenge
+            }
+        }
+    }
+}
+
 /// Issues a fresh secret and code for `user` (older ones of the same kind die) and enqueues
-/// the mail in the same transaction.
+/// the mail in the same transaction. With `pkce`, a flow is recorded so the link's redirect
+/// carries `?code=` instead of the session.
 pub async fn send<C: GenericClient>(
     c: &C,
     state: &AppState,
@@ -32,6 +79,7 @@ pub async fn send<C: GenericClient>(
     email: &str,
     kind: &str,
     redirect_to: Option<&str>,
+    pkce: Option<&Pkce>,
 ) -> Result<(), ApiError> {
     // One mail per address per minute (GoTrue's `over_email_send_rate_limit`).
     if state
@@ -73,6 +121,15 @@ pub async fn send<C: GenericClient>(
     )
     .await
     .map_err(db)?;
+    if let Some(p) = pkce {
+        c.execute(
+            "INSERT INTO auth.flow_state (user_id, code_challenge, code_challenge_method, authentication_method)
+             VALUES ($1, $2, $3, $4)",
+            &[&user, &p.challenge, &p.method, &kind],
+        )
+        .await
+        .map_err(db)?;
+    }
     let link = verify_link(state, &secret, kind, redirect_to);
     let spec = JobSpec {
         queue: QUEUE.into(),

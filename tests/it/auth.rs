@@ -485,3 +485,87 @@ async fn passwordless_and_recovery_mail_over_real_smtp() {
     assert_eq!(sink.mails().len(), before);
     runner.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn pkce_magic_link_redirects_with_a_code_that_needs_the_verifier() {
+    use base64::Engine;
+    use sha2::Digest;
+    let sink = crate::support::smtp::SmtpSink::start();
+    let app = TestApp::spawn_with(|c| {
+        c.auth.site_url = "http://app.test".into();
+        c.auth.smtp.host = "127.0.0.1".into();
+        c.auth.smtp.port = sink.port as u64;
+        c.auth.smtp.tls = "none".into();
+    })
+    .await;
+    let mut reg = fluxbase::jobs::Registry::default();
+    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    let runner = start_runner(&app, reg, false);
+
+    let verifier = "a-very-long-code-verifier-of-more-than-43-characters-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let (s, _) = post(
+        &app,
+        "/auth/v1/otp?redirect_to=http%3A%2F%2Fapp.test%2Fcallback",
+        json!({"email": "pk@example.test", "code_challenge": challenge, "code_challenge_method": "s256"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mail = sink.wait_for("pk@example.test", 1).await;
+    let link = link_in(&mail.text());
+    let path = &link[link.find("/auth/v1/verify").unwrap()..];
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("http://app.test/callback?code="),
+        "no tokens in the URL, only a code: {loc}"
+    );
+    let code = loc.split("code=").nth(1).unwrap().to_string();
+
+    // The wrong verifier burns the code.
+    let (s, e) = post(&app, "/auth/v1/token?grant_type=pkce", json!({"auth_code": code, "code_verifier": "wrong-verifier-wrong-verifier-wrong-verifier-00"})).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("bad_code_verifier")));
+    let (s, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=pkce",
+        json!({"auth_code": code, "code_verifier": verifier}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (404, Some("flow_state_not_found")),
+        "single use"
+    );
+
+    // Again, with the right verifier this time.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (s, _) = post(
+        &app,
+        "/auth/v1/recover",
+        json!({"email": "pk@example.test", "code_challenge": challenge, "code_challenge_method": "s256"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mail = sink.wait_for("pk@example.test", 2).await;
+    let link = link_in(&mail.text());
+    let path = &link[link.find("/auth/v1/verify").unwrap()..];
+    let r = no_redirect.get(app.url(path)).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let code = loc.split("code=").nth(1).unwrap().to_string();
+    let (s, session) = post(
+        &app,
+        "/auth/v1/token?grant_type=pkce",
+        json!({"auth_code": code, "code_verifier": verifier}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    assert_eq!(session["user"]["email"], "pk@example.test");
+    assert!(session["refresh_token"].is_string());
+    runner.shutdown(Duration::from_secs(1)).await;
+}

@@ -24,6 +24,7 @@ pub fn configure(reg: &mut Registry) {
         Method::PATCH,
         Method::PUT,
         Method::DELETE,
+        Method::OPTIONS,
     ] {
         reg.add(
             m.clone(),
@@ -125,6 +126,9 @@ async fn serve(
     };
     let mut api = parse_request(&input, &cfg).map_err(RestError::from)?;
     let cache = state.schema.get();
+    if let Action::Info = api.action {
+        return Ok(options(&api, &cache));
+    }
     if let Action::Schema { .. } = api.action {
         return Ok(HttpResponse::Ok()
             .content_type("application/openapi+json; charset=utf-8")
@@ -238,4 +242,32 @@ fn body_json(api: &ApiRequest) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// `OPTIONS`: the methods a relation (or function) accepts, in `Allow`, as PostgREST answers.
+/// (CORS preflights never get here: the CORS middleware answers them.)
+fn options(api: &ApiRequest, cache: &crate::schema::SchemaCache) -> HttpResponse {
+    use super::parse::Target;
+    let allow = match &api.target {
+        Target::Relation(name) => match cache.table(&api.schema, name) {
+            Some(t) => {
+                let mut m = vec!["OPTIONS", "GET", "HEAD"];
+                if t.insertable {
+                    m.push("POST");
+                    m.push("PUT");
+                }
+                if t.updatable {
+                    m.push("PATCH");
+                }
+                if t.deletable {
+                    m.push("DELETE");
+                }
+                m.join(",")
+            }
+            None => "OPTIONS,GET,HEAD".into(),
+        },
+        Target::Routine(_) => "OPTIONS,GET,HEAD,POST".into(),
+        Target::Root => "OPTIONS,GET,HEAD".into(),
+    };
+    HttpResponse::Ok().insert_header(("Allow", allow)).finish()
 }

@@ -699,3 +699,25 @@ async fn views_read_and_write_as_postgres_allows() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<Value>().await.unwrap()[0]["title"], "Via a view");
 }
+
+#[tokio::test]
+async fn options_lists_the_allowed_methods() {
+    let app = app().await;
+    let allow = |path: &'static str| {
+        let req = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("apikey", app.anon_key());
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["allow"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(
+        allow("/rest/v1/books").await,
+        "OPTIONS,GET,HEAD,POST,PUT,PATCH,DELETE"
+    );
+    assert_eq!(allow("/rest/v1/book_years").await, "OPTIONS,GET,HEAD");
+    assert_eq!(allow("/rest/v1/rpc/add").await, "OPTIONS,GET,HEAD,POST");
+}

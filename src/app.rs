@@ -60,6 +60,7 @@ pub fn registry() -> Registry {
     crate::auth::api::configure(&mut reg);
     crate::jobs::configure(&mut reg);
     crate::audit::configure(&mut reg);
+    crate::auth::api_keys::configure(&mut reg);
     reg
 }
 

@@ -43,6 +43,10 @@ pub enum ErrorCode {
     RoleNotAllowed,
     /// FB202: the route needs the service_role.
     ServiceRoleRequired,
+    /// FB203: an `fbk_` API key is unknown, expired or revoked.
+    InvalidApiKey,
+    /// FB204: the API key lacks the scope the route needs.
+    ApiKeyScope,
 }
 
 /// One row of the code table.
@@ -61,7 +65,7 @@ pub struct CodeInfo {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Internal,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -75,6 +79,8 @@ impl ErrorCode {
         ErrorCode::InvalidJwt,
         ErrorCode::RoleNotAllowed,
         ErrorCode::ServiceRoleRequired,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::ApiKeyScope,
     ];
 
     /// The table row.
@@ -171,6 +177,20 @@ impl ErrorCode {
                 "no_authorization",
                 "AccessDenied",
                 "the route needs the service_role key",
+            ),
+            InvalidApiKey => (
+                "FB203",
+                401,
+                "bad_jwt",
+                "InvalidJWT",
+                "the fbk_ API key is unknown, expired or revoked",
+            ),
+            ApiKeyScope => (
+                "FB204",
+                403,
+                "no_authorization",
+                "AccessDenied",
+                "the API key lacks the scope this route group needs",
             ),
         };
         CodeInfo {

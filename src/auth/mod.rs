@@ -1,12 +1,13 @@
 //! Identity: who is calling, and the GoTrue-compatible service at `/auth/v1`. JWT
 //! verification (`jwt`), the `AuthContext` extractor every handler uses, users, sessions and
-//! refresh tokens (`service`), and the routes (`api`). `fbk_` API keys, OAuth, MFA and SMTP
-//! mail arrive later behind these same types.
+//! refresh tokens (`service`), mail (`mail`), `fbk_` API keys (`api_keys`) and the routes
+//! (`api`). OAuth and MFA arrive later behind these same types.
 //!
 //! Must not: run SQL for REST/Storage/Realtime requests (they trust a token until `exp`, as
 //! Supabase does), or accept a role outside the configured allow-list.
 
 pub mod api;
+pub mod api_keys;
 pub mod jwt;
 pub mod mail;
 pub mod service;
@@ -21,9 +22,9 @@ use crate::error::{ApiError, ErrorCode};
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use jwt::{Claims, JwtError, JwtKeys, ANON_ROLE, SERVICE_ROLE};
 use serde_json::Value;
-use std::future::{ready, Ready};
 
 /// The caller's identity for one request: the Postgres role to switch to and the claims that
 /// `auth.uid()`, `auth.role()` and `auth.jwt()` read.
@@ -76,6 +77,13 @@ impl AuthContext {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(AuthContext::anon());
         };
+        if token.starts_with(api_keys::PREFIX) {
+            // Resolved with a database lookup by the extractor (`api_keys::resolve`).
+            return Err(ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "API keys are resolved by the request extractor",
+            ));
+        }
         match keys.verify_cached(&token) {
             Ok((claims, role, claims_json)) => Ok(AuthContext {
                 role,
@@ -108,22 +116,43 @@ impl AuthContext {
     }
 }
 
+/// The credential a request presents: `Authorization: Bearer` or else `apikey`.
+fn presented_token(req: &HttpRequest) -> Option<String> {
+    let h = req.headers();
+    let v = match h.get(AUTHORIZATION) {
+        Some(v) => v
+            .to_str()
+            .ok()?
+            .split_once(' ')
+            .map(|(_, t)| t.trim().to_string())?,
+        None => h.get("apikey")?.to_str().ok()?.trim().to_string(),
+    };
+    (!v.is_empty()).then_some(v)
+}
+
 impl FromRequest for AuthContext {
     type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         if let Some(ctx) = req.extensions().get::<AuthContext>() {
-            return ready(Ok(ctx.clone()));
+            let ctx = ctx.clone();
+            return Box::pin(async move { Ok(ctx) });
         }
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal("AppState missing").into()));
+        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+            return Box::pin(async { Err(ApiError::internal("AppState missing").into()) });
         };
-        let res = AuthContext::from_headers(req.headers(), &state.jwt);
-        if let Ok(ctx) = &res {
-            req.extensions_mut().insert(ctx.clone());
-        }
-        ready(res.map_err(Into::into))
+        let req = req.clone();
+        Box::pin(async move {
+            let res = match presented_token(&req).filter(|t| t.starts_with(api_keys::PREFIX)) {
+                Some(key) => api_keys::resolve(&state, &key, req.method(), req.path()).await,
+                None => AuthContext::from_headers(req.headers(), &state.jwt),
+            };
+            if let Ok(ctx) = &res {
+                req.extensions_mut().insert(ctx.clone());
+            }
+            res.map_err(Into::into)
+        })
     }
 }
 
@@ -134,21 +163,21 @@ pub struct ServiceRole(pub AuthContext);
 
 impl FromRequest for ServiceRole {
     type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let ctx = match AuthContext::from_request(req, payload).into_inner() {
-            Ok(c) => c,
-            Err(e) => return ready(Err(e)),
-        };
-        if ctx.is_service_role() {
-            ready(Ok(ServiceRole(ctx)))
-        } else {
-            ready(Err(ApiError::new(
-                ErrorCode::ServiceRoleRequired,
-                "This route needs the service_role key",
-            )
-            .into()))
-        }
+        let ctx = AuthContext::from_request(req, payload);
+        Box::pin(async move {
+            let ctx = ctx.await?;
+            if ctx.is_service_role() {
+                Ok(ServiceRole(ctx))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::ServiceRoleRequired,
+                    "This route needs the service_role key",
+                )
+                .into())
+            }
+        })
     }
 }

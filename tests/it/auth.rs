@@ -569,3 +569,185 @@ async fn pkce_magic_link_redirects_with_a_code_that_needs_the_verifier() {
     assert!(session["refresh_token"].is_string());
     runner.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn fbk_api_keys_carry_role_scopes_user_and_die_at_once() {
+    let app = app(true).await;
+    let svc = app.service_key();
+    let c = app.db.client().await;
+    c.batch_execute(
+        "CREATE TABLE notes (id serial primary key, owner uuid, body text);
+         ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own ON notes USING (owner = auth.uid());
+         CREATE TABLE public_items (id int primary key);
+         INSERT INTO public_items VALUES (1), (2);
+         NOTIFY pgrst, 'reload schema';",
+    )
+    .await
+    .unwrap();
+    let (_, signup) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "k@example.test", "password": "secret123"}),
+    )
+    .await;
+    let user_id = signup["user"]["id"].as_str().unwrap().to_string();
+    c.execute(
+        "INSERT INTO notes (owner, body) VALUES ($1::text::uuid, 'mine'), (gen_random_uuid(), 'theirs')",
+        &[&user_id],
+    )
+    .await
+    .unwrap();
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            app.state.schema.get().table("public", "notes").is_some()
+        })
+        .await
+    );
+
+    let create = |body: Value| {
+        let req = app
+            .http
+            .post(app.url("/api/v1/api-keys"))
+            .header("apikey", svc.clone())
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, k) = create(json!({"name": "reader", "role": "authenticated", "scopes": ["rest:read"], "user_id": user_id})).await;
+    assert_eq!(s, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("fbk_") && key.len() > 40);
+    assert_eq!(k["prefix"].as_str().unwrap(), &key[..12]);
+    // Stored only as a hash; never listed again.
+    let stored: String = c
+        .query_one("SELECT key_hash FROM auth.api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(stored, key);
+    let listed: Value = app
+        .get("/api/v1/api-keys")
+        .header("apikey", svc.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed[0].get("key").is_none(), "{listed}");
+    assert!(!listed.to_string().contains(&key));
+
+    // As apikey or Bearer; the key's user is `sub`, so RLS sees that user's rows.
+    let r = app
+        .get("/rest/v1/notes?select=body")
+        .header("apikey", key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([{"body": "mine"}]));
+    let r = app
+        .get("/rest/v1/public_items?select=id")
+        .bearer_auth(key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 1}, {"id": 2}])
+    );
+    // Scopes: no writes, no admin.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/public_items"))
+        .header("apikey", key.clone())
+        .json(&json!({"id": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB204");
+    let r = app
+        .get("/api/v1/jobs")
+        .header("apikey", key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let used: Option<chrono::DateTime<chrono::Utc>> = c
+        .query_one("SELECT last_used_at FROM auth.api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(used.is_some());
+
+    // An admin key with the service role reaches admin routes.
+    let (_, admin) =
+        create(json!({"name": "ops", "role": "service_role", "scopes": ["admin"]})).await;
+    let admin_key = admin["key"].as_str().unwrap().to_string();
+    let r = app
+        .get("/api/v1/jobs")
+        .header("apikey", admin_key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Unknown scopes and roles are refused.
+    let (s, _) = create(json!({"name": "bad", "scopes": ["everything"]})).await;
+    assert_eq!(s, 400);
+    let (s, _) = create(json!({"name": "bad", "role": "postgres"})).await;
+    assert_eq!(s, 400);
+
+    // Revocation is immediate.
+    let id = k["id"].as_str().unwrap();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/api-keys/{id}/revoke")))
+        .header("apikey", svc.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .get("/rest/v1/public_items")
+        .header("apikey", key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB203");
+    // So is expiry.
+    let (_, short) = create(
+        json!({"name": "short", "scopes": ["rest:read"], "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    let r = app
+        .get("/rest/v1/public_items")
+        .header("apikey", short["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Management is audited.
+    let audit: Value = app
+        .get("/api/v1/audit?action=api_keys.*")
+        .header("apikey", svc.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"api_keys.create") && actions.contains(&"api_keys.revoke"),
+        "{actions:?}"
+    );
+}

@@ -132,6 +132,14 @@ pub fn configure(reg: &mut Registry) {
         S,
         admin_update
     );
+    reg.add(
+        Method::POST,
+        "/api/v1/admin/users/{id}/impersonate",
+        "auth",
+        "A session for that user (claims say `impersonated`; audited)",
+        S,
+        impersonate,
+    );
     both!(
         Method::DELETE,
         "/admin/users/{id}",
@@ -1191,6 +1199,33 @@ async fn admin_delete(
     audit_admin(&*tx, &req, &admin, "auth.admin.user.delete", uid).await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn impersonate(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = parse_id(&id)?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = service::user_by_id(&*tx, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    let session = service::issue_session(
+        &*tx,
+        &state.config,
+        &state.jwt,
+        &user,
+        "impersonation",
+        None,
+        None,
+    )
+    .await?;
+    audit_admin(&*tx, &req, &admin, "auth.admin.user.impersonate", uid).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(session))
 }
 
 #[cfg(test)]

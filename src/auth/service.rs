@@ -309,16 +309,27 @@ pub async fn issue_session<C: GenericClient>(
     session: Option<Uuid>,
     parent_hash: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let session_id: Uuid = match session {
-        Some(s) => s,
-        None => c
-            .query_one(
-                "INSERT INTO auth.sessions (user_id) VALUES ($1) RETURNING id",
-                &[&user.id],
-            )
-            .await
-            .map_err(db)?
-            .get(0),
+    // Impersonated sessions are tagged, so every token of the session (refreshed ones too)
+    // says so in its claims.
+    let (session_id, tag): (Uuid, Option<String>) = match session {
+        Some(s) => {
+            let r = c
+                .query_one("SELECT tag FROM auth.sessions WHERE id = $1", &[&s])
+                .await
+                .map_err(db)?;
+            (s, r.get(0))
+        }
+        None => {
+            let tag = (amr_method == "impersonation").then_some("impersonated");
+            let r = c
+                .query_one(
+                    "INSERT INTO auth.sessions (user_id, tag) VALUES ($1, $2) RETURNING id, tag",
+                    &[&user.id, &tag],
+                )
+                .await
+                .map_err(db)?;
+            (r.get(0), r.get(1))
+        }
     };
     let refresh = new_secret();
     c.execute(
@@ -358,6 +369,9 @@ pub async fn issue_session<C: GenericClient>(
     );
     claims.insert("session_id".into(), Value::from(session_id.to_string()));
     claims.insert("is_anonymous".into(), Value::from(user.is_anonymous));
+    if tag.as_deref() == Some("impersonated") {
+        claims.insert("impersonated".into(), Value::from(true));
+    }
     let access = keys.sign(&claims).map_err(ApiError::internal)?;
     Ok(json!({
         "access_token": access,

@@ -751,3 +751,82 @@ async fn fbk_api_keys_carry_role_scopes_user_and_die_at_once() {
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn impersonation_gives_a_marked_session_and_is_audited() {
+    let app = app(true).await;
+    let (_, s) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "imp@example.test", "password": "secret123"}),
+    )
+    .await;
+    let id = s["user"]["id"].as_str().unwrap().to_string();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/admin/users/{id}/impersonate")))
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "service_role only");
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/admin/users/{id}/impersonate")))
+        .header("apikey", app.service_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session: Value = r.json().await.unwrap();
+    let claims = |t: &str| -> Value {
+        use base64::Engine;
+        let p = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let c = claims(session["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].as_str(), c["impersonated"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    assert_eq!(c["amr"][0]["method"], "impersonation");
+    let me: Value = app
+        .get("/auth/v1/user")
+        .bearer_auth(session["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "imp@example.test");
+    // Refreshed tokens of that session keep the mark; the user's own sessions do not have it.
+    let (_, refreshed) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        json!({"refresh_token": session["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(
+        claims(refreshed["access_token"].as_str().unwrap())["impersonated"],
+        true
+    );
+    assert!(claims(s["access_token"].as_str().unwrap())
+        .get("impersonated")
+        .is_none());
+    let audit: Value = app
+        .get("/api/v1/audit?action=auth.admin.user.impersonate")
+        .header("apikey", app.service_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit[0]["target"], format!("user:{id}"));
+}

@@ -102,7 +102,18 @@ async fn observe(
         Some(s) => rate_check(s, &req),
         None => Ok(None),
     };
-    let mut res = if declared.is_some_and(|n| n > limit) {
+    let missing_key = state.as_ref().is_some_and(|s| {
+        s.config.auth.require_apikey
+            && needs_apikey(req.path())
+            && !req.headers().contains_key("apikey")
+    });
+    let mut res = if missing_key {
+        // Supabase's gateway (Kong) answers exactly this, before any service sees the request.
+        let (http_req, _) = req.into_parts();
+        let resp = HttpResponse::Unauthorized()
+            .json(serde_json::json!({"message": "No API key found in request"}));
+        ServiceResponse::new(http_req, resp)
+    } else if declared.is_some_and(|n| n > limit) {
         let (http_req, _) = req.into_parts();
         let err = ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -150,6 +161,23 @@ async fn observe(
         tracing::info!(request_id = %id, %method, %route, status, ms = secs * 1000.0, "request");
     }
     Ok(res)
+}
+
+/// Paths behind Supabase's gateway key check (`auth.require_apikey`).
+fn needs_apikey(path: &str) -> bool {
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    if under("/auth/v1") {
+        let rest = &path["/auth/v1".len()..];
+        return ![
+            "/verify",
+            "/callback",
+            "/authorize",
+            "/.well-known/jwks.json",
+        ]
+        .iter()
+        .any(|o| rest == *o);
+    }
+    under("/rest/v1") || under("/realtime/v1")
 }
 
 /// Applies the route group's rate limit. The caller's identity is verified here once and

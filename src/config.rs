@@ -231,6 +231,9 @@ pub struct AuthConfig {
     pub refresh_token_reuse_interval_secs: u64,
     /// Seconds mailed links and codes stay valid.
     pub otp_expiry_secs: u64,
+    /// Require an `apikey` header on `/rest/v1`, `/auth/v1` (except verify, callback,
+    /// authorize, JWKS) and `/realtime/v1`, as Supabase's gateway does.
+    pub require_apikey: bool,
     /// Outgoing mail; with no host, mail is written to the log (development).
     pub smtp: SmtpConfig,
 }
@@ -281,6 +284,7 @@ impl Default for AuthConfig {
             bcrypt_cost: 10,
             refresh_token_reuse_interval_secs: 10,
             otp_expiry_secs: 3600,
+            require_apikey: false,
             smtp: SmtpConfig::default(),
         }
     }

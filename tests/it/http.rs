@@ -290,3 +290,39 @@ async fn admin_route_needs_a_valid_service_role_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn require_apikey_answers_like_the_supabase_gateway() {
+    let app = TestApp::spawn_with(|c| c.auth.require_apikey = true).await;
+    let r = app.get("/rest/v1/").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "No API key found in request"})
+    );
+    let r = app.get("/auth/v1/settings").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The open auth routes and everything outside the gateway's paths stay open.
+    assert_eq!(
+        app.get("/auth/v1/.well-known/jwks.json")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
+    let r = app
+        .get("/auth/v1/settings")
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Off by default (PostgREST's behaviour).
+    let open = TestApp::spawn().await;
+    assert_eq!(
+        open.get("/auth/v1/settings").send().await.unwrap().status(),
+        200
+    );
+}

@@ -174,8 +174,7 @@ fn needs_apikey(path: &str) -> bool {
             "/authorize",
             "/.well-known/jwks.json",
         ]
-        .iter()
-        .any(|o| rest == *o);
+        .contains(&rest);
     }
     under("/rest/v1") || under("/realtime/v1")
 }

@@ -28,6 +28,40 @@ async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// The payload of a JWT (tests read the claims the server issued).
+fn jwt_claims(t: &str) -> Value {
+    use base64::Engine;
+    let p = t.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// An app whose auth mail goes over SMTP to a real sink, with the mail worker running.
+async fn mail_app() -> (
+    crate::support::smtp::SmtpSink,
+    TestApp,
+    fluxbase::jobs::worker::RunnerHandle,
+) {
+    let sink = crate::support::smtp::SmtpSink::start();
+    let app = TestApp::spawn_with(|c| {
+        c.auth.bcrypt_cost = 4;
+        c.auth.site_url = "http://app.test".into();
+        c.auth.smtp.host = "127.0.0.1".into();
+        c.auth.smtp.port = sink.port as u64;
+        c.auth.smtp.tls = "none".into();
+        c.auth.smtp.sender = "Fluxbase <auth@fluxbase.test>".into();
+    })
+    .await;
+    let mut reg = fluxbase::jobs::Registry::default();
+    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    let runner = start_runner(&app, reg, false);
+    (sink, app, runner)
+}
+
 #[tokio::test]
 async fn confirmation_mail_goes_through_the_queue_and_the_link_signs_in() {
     let app = app(false).await;
@@ -160,16 +194,7 @@ async fn refresh_tokens_rotate_and_reuse_ends_the_session() {
     assert_ne!(rt1, rt2);
     assert_eq!(s2["user"]["email"], "r@example.test");
     // Same session id in both access tokens.
-    let claims = |t: &str| -> Value {
-        use base64::Engine;
-        let p = t.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let claims = jwt_claims;
     let c1 = claims(s1["access_token"].as_str().unwrap());
     let c2 = claims(s2["access_token"].as_str().unwrap());
     assert_eq!(c1["session_id"], c2["session_id"]);
@@ -367,19 +392,7 @@ fn link_in(text: &str) -> String {
 
 #[tokio::test]
 async fn passwordless_and_recovery_mail_over_real_smtp() {
-    let sink = crate::support::smtp::SmtpSink::start();
-    let app = TestApp::spawn_with(|c| {
-        c.auth.bcrypt_cost = 4;
-        c.auth.site_url = "http://app.test".into();
-        c.auth.smtp.host = "127.0.0.1".into();
-        c.auth.smtp.port = sink.port as u64;
-        c.auth.smtp.tls = "none".into();
-        c.auth.smtp.sender = "Fluxbase <auth@fluxbase.test>".into();
-    })
-    .await;
-    let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
-    let runner = start_runner(&app, reg, false);
+    let (sink, app, runner) = mail_app().await;
 
     // Magic link / OTP for a new address: a user is created, a mail arrives over SMTP.
     let (s, b) = post(
@@ -490,17 +503,7 @@ async fn passwordless_and_recovery_mail_over_real_smtp() {
 async fn pkce_magic_link_redirects_with_a_code_that_needs_the_verifier() {
     use base64::Engine;
     use sha2::Digest;
-    let sink = crate::support::smtp::SmtpSink::start();
-    let app = TestApp::spawn_with(|c| {
-        c.auth.site_url = "http://app.test".into();
-        c.auth.smtp.host = "127.0.0.1".into();
-        c.auth.smtp.port = sink.port as u64;
-        c.auth.smtp.tls = "none".into();
-    })
-    .await;
-    let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
-    let runner = start_runner(&app, reg, false);
+    let (sink, app, runner) = mail_app().await;
 
     let verifier = "a-very-long-code-verifier-of-more-than-43-characters-0123456789";
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -779,16 +782,7 @@ async fn impersonation_gives_a_marked_session_and_is_audited() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let session: Value = r.json().await.unwrap();
-    let claims = |t: &str| -> Value {
-        use base64::Engine;
-        let p = t.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let claims = jwt_claims;
     let c = claims(session["access_token"].as_str().unwrap());
     assert_eq!(
         (c["sub"].as_str(), c["impersonated"].as_bool()),

@@ -202,6 +202,21 @@ fn normalise_email(e: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Audits what a user did (or had done for them), in the request's transaction.
+async fn audit_user<C: tokio_postgres::GenericClient>(
+    c: &C,
+    req: &HttpRequest,
+    user: Uuid,
+    action: &str,
+) -> Result<(), ApiError> {
+    audit::record(
+        c,
+        &audit_ev(req, &user.to_string(), action, Some(format!("user:{user}"))),
+    )
+    .await
+    .map_err(db)
+}
+
 /// A new password's bcrypt hash, after the policy check.
 async fn password_hash(
     state: &AppState,
@@ -292,17 +307,7 @@ async fn signup(
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
     let user = service::create_user(&*tx, &new).await?;
-    audit::record(
-        &*tx,
-        &audit_ev(
-            &req,
-            &user.id.to_string(),
-            "auth.user.signup",
-            Some(format!("user:{}", user.id)),
-        ),
-    )
-    .await
-    .map_err(db)?;
+    audit_user(&*tx, &req, user.id, "auth.user.signup").await?;
     let body = if needs_mail {
         // The confirmation mail goes through the job queue, committed with the user.
         let email = new.email.clone().unwrap_or_default();
@@ -429,17 +434,7 @@ async fn recover(
             pkce.as_ref(),
         )
         .await?;
-        audit::record(
-            &*tx,
-            &audit_ev(
-                &req,
-                &user.id.to_string(),
-                "auth.recovery.requested",
-                Some(format!("user:{}", user.id)),
-            ),
-        )
-        .await
-        .map_err(db)?;
+        audit_user(&*tx, &req, user.id, "auth.recovery.requested").await?;
     }
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(json!({})))
@@ -576,17 +571,7 @@ async fn password_grant(
         None,
     )
     .await?;
-    audit::record(
-        &*tx,
-        &audit_ev(
-            req,
-            &user.id.to_string(),
-            "auth.sign_in",
-            Some(format!("user:{}", user.id)),
-        ),
-    )
-    .await
-    .map_err(db)?;
+    audit_user(&*tx, &req, user.id, "auth.sign_in").await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(session))
 }

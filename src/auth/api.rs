@@ -571,7 +571,7 @@ async fn password_grant(
         None,
     )
     .await?;
-    audit_user(&*tx, &req, user.id, "auth.sign_in").await?;
+    audit_user(&*tx, req, user.id, "auth.sign_in").await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(session))
 }

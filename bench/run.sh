@@ -9,3 +9,4 @@ bench/startup.sh "$@"
 bench/jobs.sh
 bench/schema.sh
 bench/rest.sh
+bench/auth.sh

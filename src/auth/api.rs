@@ -637,17 +637,22 @@ async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, A
     let hash = service::hash_token(&token);
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
+    // The token (locked) and whether its session is still live, in one statement.
     let row = tx
         .query_opt(
-            "SELECT user_id, session_id, revoked, updated_at > now() - make_interval(secs => $2) FROM auth.refresh_tokens
-              WHERE token_hash = $1 FOR UPDATE",
+            "SELECT rt.user_id, rt.session_id, rt.revoked, rt.updated_at > now() - make_interval(secs => $2),
+                    EXISTS (SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
+                             WHERE s.id = rt.session_id AND u.deleted_at IS NULL
+                               AND (u.banned_until IS NULL OR u.banned_until < now())
+                               AND (s.not_after IS NULL OR s.not_after > now()))
+               FROM auth.refresh_tokens rt WHERE rt.token_hash = $1 FOR UPDATE OF rt",
             &[&hash, &(state.config.auth.refresh_token_reuse_interval_secs as f64)],
         )
         .await
         .map_err(db)?
         .ok_or_else(not_found)?;
-    let (user_id, session_id, revoked, recent): (Uuid, Uuid, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (user_id, session_id, revoked, recent, alive): (Uuid, Uuid, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if revoked && !recent {
         // A rotated token used again: someone else may hold this family. End the session.
         tx.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session_id])
@@ -660,19 +665,26 @@ async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, A
             "Invalid Refresh Token: Already Used",
         ));
     }
-    if !service::session_alive(&*tx, session_id, user_id).await? {
+    if !alive {
         return Err(gotrue(
             403,
             "session_not_found",
             "Session from session_id claim in JWT does not exist",
         ));
     }
-    tx.execute("UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE token_hash = $1 AND NOT revoked", &[&hash])
-        .await
-        .map_err(db)?;
-    let user = service::user_by_id(&*tx, user_id)
-        .await?
-        .ok_or_else(not_found)?;
+    // Independent statements, pipelined in one round trip.
+    let (_, user) = tokio::try_join!(
+        async {
+            tx.execute(
+                "UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE token_hash = $1 AND NOT revoked",
+                &[&hash],
+            )
+            .await
+            .map_err(db)
+        },
+        service::user_by_id(&*tx, user_id)
+    )?;
+    let user = user.ok_or_else(not_found)?;
     let session = service::issue_session(
         &*tx,
         &state.config,

@@ -310,40 +310,34 @@ pub async fn issue_session<C: GenericClient>(
     parent_hash: Option<&str>,
 ) -> Result<Value, ApiError> {
     // Impersonated sessions are tagged, so every token of the session (refreshed ones too)
-    // says so in its claims.
-    let (session_id, tag): (Uuid, Option<String>) = match session {
-        Some(s) => {
-            let r = c
-                .query_one("SELECT tag FROM auth.sessions WHERE id = $1", &[&s])
-                .await
-                .map_err(db)?;
-            (s, r.get(0))
-        }
+    // says so in its claims. Session row and refresh token in one statement.
+    let refresh = new_secret();
+    let refresh_hash = hash_token(&refresh);
+    let row = match session {
+        Some(s) => c
+            .query_one(
+                "WITH s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $3 RETURNING id, tag),
+                      r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent)
+                            SELECT $1, $2, s.id, $4 FROM s)
+                 SELECT id, tag FROM s",
+                &[&refresh_hash, &user.id, &s, &parent_hash],
+            )
+            .await
+            .map_err(db)?,
         None => {
             let tag = (amr_method == "impersonation").then_some("impersonated");
-            let r = c
-                .query_one(
-                    "INSERT INTO auth.sessions (user_id, tag) VALUES ($1, $2) RETURNING id, tag",
-                    &[&user.id, &tag],
-                )
-                .await
-                .map_err(db)?;
-            (r.get(0), r.get(1))
+            c.query_one(
+                "WITH s AS (INSERT INTO auth.sessions (user_id, tag, refreshed_at) VALUES ($2, $3, now()) RETURNING id, tag),
+                      r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent)
+                            SELECT $1, $2, s.id, $4 FROM s)
+                 SELECT id, tag FROM s",
+                &[&refresh_hash, &user.id, &tag, &parent_hash],
+            )
+            .await
+            .map_err(db)?
         }
     };
-    let refresh = new_secret();
-    c.execute(
-        "INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent) VALUES ($1, $2, $3, $4)",
-        &[&hash_token(&refresh), &user.id, &session_id, &parent_hash],
-    )
-    .await
-    .map_err(db)?;
-    c.execute(
-        "UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $1",
-        &[&session_id],
-    )
-    .await
-    .map_err(db)?;
+    let (session_id, tag): (Uuid, Option<String>) = (row.get(0), row.get(1));
     let now = Utc::now().timestamp();
     let exp = now + cfg.auth.jwt_expiry_secs as i64;
     let mut claims = Claims::new();

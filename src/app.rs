@@ -165,7 +165,7 @@ async fn observe(
 
 /// Paths behind Supabase's gateway key check (`auth.require_apikey`).
 fn needs_apikey(path: &str) -> bool {
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    let under = |p: &str| crate::routes::under(path, p);
     if under("/auth/v1") {
         let rest = &path["/auth/v1".len()..];
         return ![

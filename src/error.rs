@@ -402,7 +402,7 @@ pub enum Surface {
 impl Surface {
     /// The surface a request path belongs to.
     pub fn for_path(path: &str, api_version: Option<&str>) -> Surface {
-        let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+        let under = |p: &str| crate::routes::under(path, p);
         if under("/auth/v1") || under("/api/v1/auth") {
             Surface::Auth {
                 api_version: api_version.map(str::to_string),

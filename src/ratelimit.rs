@@ -155,7 +155,7 @@ impl RateLimiters {
 
     /// The route group of a path and its per-minute limit; `None` for unlimited paths.
     pub fn group_for(&self, path: &str) -> Option<(&'static str, u64)> {
-        let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+        let under = |p: &str| crate::routes::under(path, p);
         let (name, n) = if under("/auth/v1") || under("/api/v1/auth") {
             ("auth", self.cfg.auth_per_minute)
         } else if under("/rest/v1") || under("/api/v1/tables") || under("/api/v1/rpc") {

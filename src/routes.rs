@@ -103,6 +103,14 @@ impl Registry {
     }
 }
 
+/// Whether `path` is `prefix` or lies under it (`/auth/v1` covers `/auth/v1/token`, not
+/// `/auth/v1x`). Every place that groups requests by path prefix uses this one test; it
+/// allocates nothing, since it runs on every request.
+pub fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The OpenAPI form of an actix template: `{tail:.*}` → `{tail}`.
 pub fn openapi_path(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
@@ -139,6 +147,14 @@ pub fn path_params(template: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert!(under("/auth/v1", "/auth/v1"));
+        assert!(under("/auth/v1/token", "/auth/v1"));
+        assert!(!under("/auth/v1x", "/auth/v1"));
+        assert!(!under("/rest", "/rest/v1"));
+    }
 
     #[test]
     fn templates() {

@@ -640,12 +640,11 @@ async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, A
     // The token (locked) and whether its session is still live, in one statement.
     let row = tx
         .query_opt(
-            "SELECT rt.user_id, rt.session_id, rt.revoked, rt.updated_at > now() - make_interval(secs => $2),
-                    EXISTS (SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
-                             WHERE s.id = rt.session_id AND u.deleted_at IS NULL
-                               AND (u.banned_until IS NULL OR u.banned_until < now())
-                               AND (s.not_after IS NULL OR s.not_after > now()))
-               FROM auth.refresh_tokens rt WHERE rt.token_hash = $1 FOR UPDATE OF rt",
+            &format!(
+                "SELECT rt.user_id, rt.session_id, rt.revoked, rt.updated_at > now() - make_interval(secs => $2), {}
+                   FROM auth.refresh_tokens rt WHERE rt.token_hash = $1 FOR UPDATE OF rt",
+                service::live_session_sql("rt.session_id", "rt.user_id")
+            ),
             &[&hash, &(state.config.auth.refresh_token_reuse_interval_secs as f64)],
         )
         .await

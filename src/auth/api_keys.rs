@@ -32,7 +32,7 @@ pub const SCOPES: [&str; 6] = [
 /// The scope a request needs from an API key; `None` for routes open to any key (auth's
 /// own user routes, health).
 pub fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    let under = |p: &str| crate::routes::under(path, p);
     let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if under("/rest/v1") || under("/api/v1/tables") || under("/api/v1/rpc") {
         Some(if read { "rest:read" } else { "rest:write" })

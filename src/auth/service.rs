@@ -377,6 +377,17 @@ pub async fn issue_session<C: GenericClient>(
     }))
 }
 
+/// SQL condition: session `session` of user `user` exists, is not past `not_after`, and its
+/// user is neither deleted nor banned. The one definition of a live session.
+pub fn live_session_sql(session: &str, user: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
+                  WHERE s.id = {session} AND s.user_id = {user} AND u.deleted_at IS NULL
+                    AND (u.banned_until IS NULL OR u.banned_until < now())
+                    AND (s.not_after IS NULL OR s.not_after > now()))"
+    )
+}
+
 /// Whether the session named by an access token still exists.
 pub async fn session_alive<C: GenericClient>(
     c: &C,
@@ -384,10 +395,7 @@ pub async fn session_alive<C: GenericClient>(
     user: Uuid,
 ) -> Result<bool, ApiError> {
     Ok(c.query_opt(
-        "SELECT 1 FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
-              WHERE s.id = $1 AND s.user_id = $2 AND u.deleted_at IS NULL
-                AND (u.banned_until IS NULL OR u.banned_until < now())
-                AND (s.not_after IS NULL OR s.not_after > now())",
+        &format!("SELECT 1 WHERE {}", live_session_sql("$1", "$2")),
         &[&session, &user],
     )
     .await

@@ -49,6 +49,8 @@ pub struct AppState {
     pub schema: Arc<crate::schema::SchemaHolder>,
     /// Where "now" comes from for schedules (tests inject their own).
     pub clock: Arc<dyn crate::jobs::cron::Clock>,
+    /// The realtime service (`None` when `realtime.enabled` is off).
+    pub realtime: Option<Arc<crate::realtime::Realtime>>,
 }
 
 /// Every route of the server. Modules declare theirs in `configure`.
@@ -58,6 +60,7 @@ pub fn registry() -> Registry {
     crate::ops::configure(&mut reg);
     crate::rest::configure(&mut reg);
     crate::auth::api::configure(&mut reg);
+    crate::realtime::configure(&mut reg);
     crate::jobs::configure(&mut reg);
     crate::audit::configure(&mut reg);
     crate::auth::api_keys::configure(&mut reg);
@@ -103,9 +106,7 @@ async fn observe(
         None => Ok(None),
     };
     let missing_key = state.as_ref().is_some_and(|s| {
-        s.config.auth.require_apikey
-            && needs_apikey(req.path())
-            && !req.headers().contains_key("apikey")
+        s.config.auth.require_apikey && needs_apikey(req.path()) && !has_apikey(&req)
     });
     let mut res = if missing_key {
         // Supabase's gateway (Kong) answers exactly this, before any service sees the request.
@@ -163,6 +164,17 @@ async fn observe(
     Ok(res)
 }
 
+/// Whether a request presents an `apikey`: the header, or for websockets (which cannot set
+/// headers from a browser) the `apikey` query parameter, as Supabase's gateway accepts it.
+fn has_apikey(req: &ServiceRequest) -> bool {
+    req.headers().contains_key("apikey")
+        || (crate::routes::under(req.path(), "/realtime")
+            && req
+                .query_string()
+                .split('&')
+                .any(|kv| kv.strip_prefix("apikey=").is_some_and(|v| !v.is_empty())))
+}
+
 /// Paths behind Supabase's gateway key check (`auth.require_apikey`).
 fn needs_apikey(path: &str) -> bool {
     let under = |p: &str| crate::routes::under(path, p);
@@ -176,7 +188,7 @@ fn needs_apikey(path: &str) -> bool {
         ]
         .contains(&rest);
     }
-    under("/rest/v1") || under("/realtime/v1")
+    under("/rest/v1") || under("/realtime")
 }
 
 /// Applies the route group's rate limit. The caller's identity is verified here once and

@@ -320,6 +320,12 @@ pub struct RealtimeConfig {
     pub enabled: bool,
     /// Most concurrent websocket connections per instance.
     pub max_connections: u64,
+    /// Most channels one connection may join.
+    pub max_channels_per_connection: u64,
+    /// Largest websocket frame (message) accepted, in bytes.
+    pub max_frame_bytes: u64,
+    /// A socket that sends nothing (not even a heartbeat) for this long is closed.
+    pub heartbeat_timeout_secs: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -327,6 +333,9 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             enabled: true,
             max_connections: 10_000,
+            max_channels_per_connection: 100,
+            max_frame_bytes: 1_048_576,
+            heartbeat_timeout_secs: 60,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod outbound;
 pub mod ratelimit;
+pub mod realtime;
 pub mod rest;
 pub mod routes;
 pub mod schema;

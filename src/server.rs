@@ -139,8 +139,17 @@ pub async fn prepare(
         config.rest.schemas.clone(),
         pg_config.clone(),
     ));
+    let realtime = if config.realtime.enabled {
+        let rt = crate::realtime::Realtime::new(pool.clone(), &metrics.registry)
+            .map_err(|e| StartError::new(1, format!("metrics: {e}")))?;
+        rt.start(pg_config.clone());
+        Some(Arc::new(rt))
+    } else {
+        None
+    };
     Ok(AppState {
         schema,
+        realtime,
         pg_config,
         outbound,
         rate_limits: Arc::new(crate::ratelimit::RateLimiters::new(&config.rate_limits)),

@@ -81,6 +81,14 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// Quotes a string literal for SQL text built by the server itself (never for user values,
+/// which are always bind parameters). `standard_conforming_strings` is on in every
+/// supported Postgres, so doubling quotes is the whole escape; NUL cannot occur in a
+/// Postgres identifier, which is all this quotes.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// What the configured database user lacks to run Fluxbase, if anything.
 pub async fn missing_privileges(
     client: &tokio_postgres::Client,

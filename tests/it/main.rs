@@ -12,4 +12,5 @@ mod database;
 mod http;
 mod jobs;
 mod outbound;
+mod realtime;
 mod rest;

@@ -1,0 +1,758 @@
+//! postgres_changes: the change trigger (`realtime.fluxbase_change`, attached to every table
+//! in the `supabase_realtime` publication) NOTIFYs each row change on `fluxbase_realtime`;
+//! one LISTEN connection per process receives them, matches them against the members'
+//! bindings and filters, checks RLS for all interested identities in ONE function call per
+//! change (`realtime.fluxbase_visible`), and queues one frame per member.
+//!
+//! The same connection carries cluster broadcasts (`realtime.send()` and broadcasts made on
+//! other instances) and schema-reload notices (which empty the table-metadata cache).
+
+use super::hub::{Broadcast, Hub, Member};
+use super::protocol::{self, BroadcastBody, Frame};
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The NOTIFY channel of row changes and cluster broadcasts.
+pub const CHANNEL: &str = "fluxbase_realtime";
+
+/// Filter operators realtime supports (`col=op.value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `eq`
+    Eq,
+    /// `neq`
+    Neq,
+    /// `lt`
+    Lt,
+    /// `lte`
+    Lte,
+    /// `gt`
+    Gt,
+    /// `gte`
+    Gte,
+    /// `in`
+    In,
+}
+
+/// A parsed `filter` of a postgres_changes binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Column name.
+    pub column: String,
+    /// Operator.
+    pub op: Op,
+    /// Values (one, or the list of `in`).
+    pub values: Vec<String>,
+}
+
+impl Filter {
+    /// Parses `column=op.value` (`in.(a,b,"c,d")` for lists).
+    pub fn parse(s: &str) -> Result<Filter, String> {
+        let (column, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("invalid filter {s:?}: expected column=operator.value"))?;
+        let (op, value) = rest
+            .split_once('.')
+            .ok_or_else(|| format!("invalid filter {s:?}: expected column=operator.value"))?;
+        let op = match op {
+            "eq" => Op::Eq,
+            "neq" => Op::Neq,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "in" => Op::In,
+            other => return Err(format!("invalid filter operator {other:?}")),
+        };
+        let column = column.trim();
+        if column.is_empty() {
+            return Err(format!("invalid filter {s:?}: no column"));
+        }
+        let values = if op == Op::In {
+            let inner = value
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| format!("invalid filter {s:?}: in needs (a,b,…)"))?;
+            split_list(inner)
+        } else {
+            vec![value.to_string()]
+        };
+        Ok(Filter {
+            column: column.to_string(),
+            op,
+            values,
+        })
+    }
+
+    /// Whether a record passes the filter. Values compare as numbers when both sides are
+    /// numbers, else as text (the row's JSON rendering), as realtime compares them.
+    pub fn matches(&self, record: &Value) -> bool {
+        let Some(v) = record.get(&self.column) else {
+            return false;
+        };
+        let text = match v {
+            Value::Null => return false,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let cmp = |want: &str| -> Option<std::cmp::Ordering> {
+            match (text.parse::<f64>(), want.parse::<f64>()) {
+                (Ok(a), Ok(b)) if v.is_number() => a.partial_cmp(&b),
+                _ => Some(text.as_str().cmp(want)),
+            }
+        };
+        use std::cmp::Ordering::*;
+        let first = self.values.first().map(String::as_str).unwrap_or_default();
+        match self.op {
+            Op::Eq => cmp(first) == Some(Equal),
+            Op::Neq => cmp(first) != Some(Equal),
+            Op::Lt => cmp(first) == Some(Less),
+            Op::Lte => matches!(cmp(first), Some(Less | Equal)),
+            Op::Gt => cmp(first) == Some(Greater),
+            Op::Gte => matches!(cmp(first), Some(Greater | Equal)),
+            Op::In => self.values.iter().any(|w| cmp(w) == Some(Equal)),
+        }
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur.trim().to_string());
+    out
+}
+
+/// A row change as the trigger sends it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Change {
+    /// Schema.
+    pub s: String,
+    /// Table.
+    pub t: String,
+    /// `INSERT`, `UPDATE` or `DELETE`.
+    pub e: String,
+    /// Commit timestamp (transaction time, UTC, ISO 8601).
+    pub ts: String,
+    /// The new row (absent when it was too large for NOTIFY: then `pk` is set).
+    #[serde(default)]
+    pub r: Option<Box<serde_json::value::RawValue>>,
+    /// The old row (REPLICA IDENTITY FULL) or its primary key.
+    #[serde(default)]
+    pub o: Option<Box<serde_json::value::RawValue>>,
+    /// Primary key of a row too large to send (the listener re-reads it).
+    #[serde(default)]
+    pub pk: Option<Value>,
+}
+
+/// A cluster broadcast (`realtime.send()` or another instance's broadcast).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterBroadcast {
+    /// Origin instance (absent for `realtime.send()`).
+    #[serde(default)]
+    pub i: Option<uuid::Uuid>,
+    /// Sub-topic (without `realtime:`).
+    pub topic: String,
+    /// User event.
+    pub event: String,
+    /// JSON payload.
+    #[serde(default)]
+    pub payload: Value,
+    /// Base64 of a binary payload (then `payload` is ignored).
+    #[serde(default)]
+    pub bin: Option<String>,
+    /// Whether it came in as a binary frame.
+    #[serde(default)]
+    pub binary: bool,
+    /// Private channel.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// A notification on [`CHANNEL`]: `k` says which kind. (Not a serde-tagged enum: tagged
+/// enums buffer their content, which `RawValue` rows cannot pass through.)
+enum Notice {
+    Change(Change),
+    Broadcast(ClusterBroadcast),
+}
+
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow)]
+    k: std::borrow::Cow<'a, str>,
+}
+
+impl Notice {
+    fn parse(payload: &str) -> Result<Notice, serde_json::Error> {
+        let kind: Kind<'_> = serde_json::from_str(payload)?;
+        match kind.k.as_ref() {
+            "b" => serde_json::from_str(payload).map(Notice::Broadcast),
+            _ => serde_json::from_str(payload).map(Notice::Change),
+        }
+    }
+}
+
+/// What realtime needs to know about a table.
+#[derive(Debug, Clone)]
+pub struct TableMeta {
+    /// `[{"name":…,"type":…}]`, the `columns` of every payload (type = `pg_type.typname`).
+    pub columns_json: String,
+    /// Primary key columns with their SQL types.
+    pub pk: Vec<(String, String)>,
+    /// Row-level security is on (and applies to the subscribers' roles).
+    pub rls: bool,
+    /// `SELECT EXISTS(...)` of the row by primary key `$1` (jsonb), for the RLS check.
+    pub visible_sql: Option<String>,
+    /// `SELECT to_json(t) ...` of the row by primary key `$1` (jsonb), for large rows.
+    pub reread_sql: Option<String>,
+}
+
+const META_SQL: &str =
+    "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
+       c.relrowsecurity, coalesce(a.attnum = ANY(i.indkey), false) \
+  FROM pg_catalog.pg_class c \
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+  LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+ WHERE n.nspname = $1 AND c.relname = $2 \
+ ORDER BY a.attnum";
+
+fn pk_predicate(pk: &[(String, String)]) -> String {
+    pk.iter()
+        .map(|(name, ty)| {
+            format!(
+                "t.{} = ($1::jsonb ->> {})::{}",
+                crate::db::quote_ident(name),
+                crate::db::quote_literal(name),
+                ty
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Loads (and caches) a table's metadata.
+pub async fn table_meta(
+    pool: &Pool,
+    cache: &RwLock<HashMap<(String, String), Arc<TableMeta>>>,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Arc<TableMeta>>, String> {
+    let key = (schema.to_string(), table.to_string());
+    if let Some(m) = cache.read().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(Some(m));
+    }
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(META_SQL, &[&schema, &table])
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut cols = Vec::new();
+    let mut pk = Vec::new();
+    let mut rls = false;
+    for r in &rows {
+        let name: String = r.get(0);
+        let typname: String = r.get(1);
+        let sqltype: String = r.get(2);
+        rls = r.get(3);
+        if r.get::<_, bool>(4) {
+            pk.push((name.clone(), sqltype));
+        }
+        cols.push(serde_json::json!({"name": name, "type": typname}));
+    }
+    let from = format!(
+        "{}.{} t",
+        crate::db::quote_ident(schema),
+        crate::db::quote_ident(table)
+    );
+    let (visible_sql, reread_sql) = if pk.is_empty() {
+        (None, None)
+    } else {
+        let pred = pk_predicate(&pk);
+        (
+            Some(format!("SELECT EXISTS (SELECT 1 FROM {from} WHERE {pred})")),
+            Some(format!("SELECT to_json(t)::text FROM {from} WHERE {pred}")),
+        )
+    };
+    let meta = Arc::new(TableMeta {
+        columns_json: Value::Array(cols).to_string(),
+        pk,
+        rls,
+        visible_sql,
+        reread_sql,
+    });
+    if let Ok(mut c) = cache.write() {
+        c.insert(key, meta.clone());
+    }
+    Ok(Some(meta))
+}
+
+/// The change pipeline of one process.
+pub struct Changes {
+    /// Shared pool (RLS checks, re-reads, metadata).
+    pub pool: Pool,
+    /// The hub to deliver to.
+    pub hub: Arc<Hub>,
+    /// Table metadata, emptied on schema reloads.
+    pub meta: RwLock<HashMap<(String, String), Arc<TableMeta>>>,
+    /// Whether the LISTEN connection is up (changes and cluster broadcasts arrive).
+    pub listening: std::sync::atomic::AtomicBool,
+}
+
+fn binding_matches(b: &super::hub::PgBinding, c: &Change, record: Option<&Value>) -> bool {
+    (b.event == "*" || b.event == c.e)
+        && (b.schema == "*" || b.schema == c.s)
+        && b.table.as_deref().is_none_or(|t| t == "*" || t == c.t)
+        && match (&b.filter, record) {
+            (None, _) => true,
+            (Some(f), Some(r)) => f.matches(r),
+            (Some(_), None) => false,
+        }
+}
+
+impl Changes {
+    /// Prepares the frames of one change (matching, re-reads, RLS). Sending is left to the
+    /// caller, which does it in commit order even when several changes are prepared at once.
+    pub async fn deliver(&self, c: Change) -> Outgoing {
+        let members = self.hub.pg_members();
+        if members.is_empty() {
+            return Outgoing::None;
+        }
+        let quick_match = members.iter().any(|m| {
+            m.pg.iter().any(|b| {
+                (b.event == "*" || b.event == c.e)
+                    && (b.schema == "*" || b.schema == c.s)
+                    && b.table.as_deref().is_none_or(|t| t == "*" || t == c.t)
+            })
+        });
+        if !quick_match {
+            return Outgoing::None;
+        }
+        let meta = match table_meta(&self.pool, &self.meta, &c.s, &c.t).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outgoing::None,
+            Err(e) => {
+                tracing::warn!(error = %e, schema = %c.s, table = %c.t, "realtime: table metadata");
+                return Outgoing::None;
+            }
+        };
+        let mut errors: Option<String> = None;
+        // The row as it was sent, or re-read when it was too large for NOTIFY.
+        let record_text: Option<String> = match (&c.r, &c.pk, c.e.as_str()) {
+            (Some(r), _, _) => Some(r.get().to_string()),
+            (None, Some(pk), "INSERT" | "UPDATE") => match self.reread(&meta, pk).await {
+                Ok(Some(r)) => Some(r),
+                Ok(None) => {
+                    errors = Some("row no longer exists".into());
+                    None
+                }
+                Err(e) => {
+                    errors = Some(e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let record: Option<Value> = record_text
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok());
+        let old: Option<Value> =
+            c.o.as_ref()
+                .and_then(|o| serde_json::from_str(o.get()).ok());
+        let filter_on = if c.e == "DELETE" {
+            old.as_ref()
+        } else {
+            record.as_ref()
+        };
+        let mut targets: Vec<(Arc<Member>, Vec<u64>)> = Vec::new();
+        for m in members {
+            let ids: Vec<u64> =
+                m.pg.iter()
+                    .filter(|b| binding_matches(b, &c, filter_on))
+                    .map(|b| b.id)
+                    .collect();
+            if !ids.is_empty() {
+                targets.push((m, ids));
+            }
+        }
+        if targets.is_empty() {
+            return Outgoing::None;
+        }
+        // RLS: DELETEs are not filtered (the row is gone; only its key is sent), as Supabase.
+        if meta.rls && c.e != "DELETE" {
+            targets = self.visible(&meta, &c, record.as_ref(), targets).await;
+            if targets.is_empty() {
+                return Outgoing::None;
+            }
+        }
+        let mut data = String::with_capacity(256 + record_text.as_ref().map_or(0, String::len));
+        data.push_str(r#"{"schema":"#);
+        data.push_str(&Value::from(c.s.as_str()).to_string());
+        data.push_str(r#","table":"#);
+        data.push_str(&Value::from(c.t.as_str()).to_string());
+        data.push_str(r#","commit_timestamp":"#);
+        data.push_str(&Value::from(c.ts.as_str()).to_string());
+        data.push_str(r#","type":""#);
+        data.push_str(&c.e);
+        data.push_str(r#"","eventType":""#);
+        data.push_str(&c.e);
+        data.push_str(r#"","columns":"#);
+        data.push_str(&meta.columns_json);
+        if c.e != "DELETE" {
+            data.push_str(r#","record":"#);
+            data.push_str(record_text.as_deref().unwrap_or("{}"));
+        }
+        if c.e != "INSERT" {
+            data.push_str(r#","old_record":"#);
+            data.push_str(c.o.as_ref().map_or("{}", |o| o.get()));
+        }
+        data.push_str(r#","errors":"#);
+        data.push_str(&errors.map_or("null".into(), |e| Value::from(vec![e]).to_string()));
+        data.push('}');
+        let frames = targets
+            .into_iter()
+            .map(|(m, ids)| {
+                let ids = Value::from(ids).to_string();
+                let payload = format!(r#"{{"ids":{ids},"data":{data}}}"#);
+                let f = protocol::push(m.socket.vsn, &m.topic, "postgres_changes", &payload);
+                (m.socket.clone(), Frame::Text(f.into()))
+            })
+            .collect();
+        Outgoing::Changes(frames)
+    }
+
+    async fn reread(&self, meta: &TableMeta, pk: &Value) -> Result<Option<String>, String> {
+        let Some(sql) = &meta.reread_sql else {
+            return Err("the row is too large to send and its table has no primary key".into());
+        };
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(&stmt, &[pk])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Keeps the targets whose identity may SELECT the row. One function call checks every
+    /// distinct (role, claims) pair; the service role bypasses RLS and is not asked.
+    async fn visible(
+        &self,
+        meta: &TableMeta,
+        c: &Change,
+        record: Option<&Value>,
+        targets: Vec<(Arc<Member>, Vec<u64>)>,
+    ) -> Vec<(Arc<Member>, Vec<u64>)> {
+        let (Some(sql), Some(record)) = (&meta.visible_sql, record) else {
+            // No primary key (or no row) to check against: only the service role sees it.
+            return targets
+                .into_iter()
+                .filter(|(m, _)| m.identity().role == crate::auth::jwt::SERVICE_ROLE)
+                .collect();
+        };
+        let pk: serde_json::Map<String, Value> = meta
+            .pk
+            .iter()
+            .map(|(k, _)| (k.clone(), record.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let pk = Value::Object(pk);
+        let mut index: HashMap<(String, Arc<str>), usize> = HashMap::new();
+        let mut roles: Vec<String> = Vec::new();
+        let mut claims: Vec<String> = Vec::new();
+        let mut slot = Vec::with_capacity(targets.len());
+        for (m, _) in &targets {
+            let id = m.identity();
+            if id.role == crate::auth::jwt::SERVICE_ROLE {
+                slot.push(None);
+                continue;
+            }
+            let k = (id.role.clone(), id.claims_json.clone());
+            let i = *index.entry(k).or_insert_with(|| {
+                roles.push(id.role.clone());
+                claims.push(id.claims_json.to_string());
+                roles.len() - 1
+            });
+            slot.push(Some(i));
+        }
+        let verdict: Vec<bool> = if roles.is_empty() {
+            Vec::new()
+        } else {
+            match self.check(sql, &pk, &roles, &claims).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, schema = %c.s, table = %c.t, "realtime: RLS check failed; change withheld");
+                    vec![false; roles.len()]
+                }
+            }
+        };
+        targets
+            .into_iter()
+            .zip(slot)
+            .filter(|(_, s)| match s {
+                None => true,
+                Some(i) => verdict.get(*i).copied().unwrap_or(false),
+            })
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    async fn check(
+        &self,
+        sql: &str,
+        pk: &Value,
+        roles: &[String],
+        claims: &[String],
+    ) -> Result<Vec<bool>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client
+            .prepare_cached("SELECT realtime.fluxbase_visible($1, $2, $3, $4)")
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(&stmt, &[&sql, pk, &roles, &claims])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    }
+
+    /// Delivers a cluster broadcast locally (unless this instance sent it).
+    pub fn cluster_broadcast(&self, b: ClusterBroadcast) {
+        if b.i == Some(self.hub.instance) {
+            return;
+        }
+        let body = match &b.bin {
+            Some(s) => {
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD.decode(s) {
+                    Ok(v) => BroadcastBody::Binary(v.into()),
+                    Err(_) => return,
+                }
+            }
+            None => BroadcastBody::Json(b.payload),
+        };
+        let topic = format!("realtime:{}", b.topic);
+        self.hub.broadcast(&Broadcast {
+            key: super::hub_key(&topic, b.private),
+            topic,
+            event: b.event,
+            body,
+            binary: b.binary,
+            from: None,
+        });
+    }
+}
+
+/// Runs until the process ends: LISTEN, dispatch, reconnect with backoff. Changes are
+/// handled a few at a time but delivered in commit order.
+pub async fn run(changes: Arc<Changes>, pg: tokio_postgres::Config) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+                let pump = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                let listen = format!(
+                    "LISTEN {CHANNEL}; LISTEN {}",
+                    crate::schema::listener::CHANNEL
+                );
+                if client.batch_execute(&listen).await.is_ok() {
+                    backoff = Duration::from_millis(200);
+                    // The publication may have changed while nobody listened.
+                    sync_publication(&changes.pool).await;
+                    changes
+                        .listening
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::debug!("realtime: listening");
+                    let work = tokio_stream_of(rx).map(|(channel, payload)| {
+                        let changes = changes.clone();
+                        async move { changes.handle(&channel, &payload).await }
+                    });
+                    work.buffered(8)
+                        .for_each(|out| {
+                            changes.send(out);
+                            async {}
+                        })
+                        .await;
+                    changes
+                        .listening
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+                pump.abort();
+                drop(client);
+            }
+            Err(e) => tracing::warn!(error = %e, "realtime: listener cannot connect"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn tokio_stream_of<T>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// What one notification produced, sent in notification order by the listener.
+pub enum Outgoing {
+    /// Nothing to send.
+    None,
+    /// postgres_changes frames.
+    Changes(Vec<(super::hub::SocketHandle, Frame)>),
+    /// A broadcast from another instance or from SQL.
+    Broadcast(ClusterBroadcast),
+}
+
+impl Changes {
+    async fn handle(&self, channel: &str, payload: &str) -> Outgoing {
+        if channel != CHANNEL {
+            // A schema reload: column lists, keys and RLS flags may have changed.
+            if let Ok(mut m) = self.meta.write() {
+                m.clear();
+            }
+            return Outgoing::None;
+        }
+        match Notice::parse(payload) {
+            Ok(Notice::Change(c)) => self.deliver(c).await,
+            Ok(Notice::Broadcast(b)) => Outgoing::Broadcast(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: unreadable notification");
+                Outgoing::None
+            }
+        }
+    }
+
+    /// Sends what a notification produced.
+    pub fn send(&self, out: Outgoing) {
+        match out {
+            Outgoing::None => {}
+            Outgoing::Broadcast(b) => self.cluster_broadcast(b),
+            Outgoing::Changes(frames) => {
+                let n = frames
+                    .into_iter()
+                    .filter(|(s, f)| s.send(f.clone()))
+                    .count();
+                self.hub
+                    .metrics
+                    .messages
+                    .with_label_values(&["postgres_changes"])
+                    .inc_by(n as u64);
+            }
+        }
+    }
+}
+
+/// Attaches/detaches change triggers to match the `supabase_realtime` publication (the DDL
+/// event trigger does this too; this covers databases where it cannot exist).
+pub async fn sync_publication(pool: &Pool) {
+    let r = match pool.get().await {
+        Ok(c) => c
+            .batch_execute("SELECT realtime.fluxbase_sync()")
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "realtime: publication sync failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_filters() {
+        let f = Filter::parse("id=eq.5").unwrap();
+        assert_eq!(
+            (f.column.as_str(), f.op, f.values.clone()),
+            ("id", Op::Eq, vec!["5".to_string()])
+        );
+        let f = Filter::parse(r#"name=in.(a, "b,c",d)"#).unwrap();
+        assert_eq!(f.op, Op::In);
+        assert_eq!(f.values, vec!["a", "b,c", "d"]);
+        let f = Filter::parse("body=eq.a.b").unwrap();
+        assert_eq!(f.values, vec!["a.b"]);
+        assert!(Filter::parse("id").is_err());
+        assert!(Filter::parse("id=like.x").is_err());
+        assert!(Filter::parse("=eq.1").is_err());
+        assert!(Filter::parse("id=in.1,2").is_err());
+    }
+
+    #[test]
+    fn matches_records() {
+        let r = json!({"id": 10, "name": "bob", "n": null, "ok": true});
+        let m = |s: &str| Filter::parse(s).unwrap().matches(&r);
+        assert!(m("id=eq.10"));
+        assert!(m("id=eq.10.0"));
+        assert!(!m("id=eq.9"));
+        assert!(m("id=neq.9"));
+        assert!(m("id=gt.9"));
+        assert!(!m("id=gt.10"));
+        assert!(m("id=gte.10"));
+        assert!(m("id=lt.11"));
+        assert!(m("id=lte.10"));
+        // Numbers compare as numbers, not text ("10" < "9" as text).
+        assert!(m("id=gt.9"));
+        assert!(m("name=eq.bob"));
+        assert!(m("name=lt.carl"));
+        assert!(m("name=in.(al,bob)"));
+        assert!(!m("name=in.(al,bo)"));
+        assert!(m("ok=eq.true"));
+        assert!(!m("n=eq.null"), "null never matches");
+        assert!(!m("missing=eq.1"));
+        // A numeric-looking string in a text column compares as text.
+        let r = json!({"code": "10"});
+        assert!(Filter::parse("code=lt.9").unwrap().matches(&r));
+    }
+
+    #[test]
+    fn notices_parse() {
+        let n = Notice::parse(
+            r#"{"k" : "c", "s":"public","t":"x","e":"INSERT","ts":"2026-01-01T00:00:00.000Z","r":{"id":1},"o":null}"#,
+        )
+        .unwrap();
+        let Notice::Change(c) = n else { panic!() };
+        assert_eq!(c.r.unwrap().get(), r#"{"id":1}"#);
+        let n = Notice::parse(r#"{"k":"b","topic":"room","event":"e","payload":{"a":1}}"#).unwrap();
+        assert!(matches!(n, Notice::Broadcast(b) if b.topic == "room" && !b.private));
+    }
+}

@@ -52,7 +52,6 @@ pub async fn broadcast(
             "messages must not be empty",
         ));
     }
-    let identity = Identity::from_auth(&ctx);
     for m in &body.messages {
         if m.topic.is_empty() || m.event.is_empty() {
             return Err(ApiError::new(
@@ -70,21 +69,7 @@ pub async fn broadcast(
             .to_string();
         let topic = format!("realtime:{sub}");
         if m.private {
-            let (_, write) = super::socket::channel_access(&state, &topic, &identity)
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-            if !write {
-                // PostgREST's answer to an RLS refusal: SQLSTATE 42501, 403 (401 for anon).
-                let mut err = ApiError::new(
-                    ErrorCode::ServiceRoleRequired,
-                    format!("You do not have permissions to write to this Channel topic: {sub}"),
-                );
-                err.code = "42501".into();
-                if !ctx.is_authenticated() {
-                    err.status = actix_web::http::StatusCode::UNAUTHORIZED;
-                }
-                return Err(err);
-            }
+            authorise_write(&state, &ctx, &topic, &sub).await?;
         }
         rt.publish(
             &state.pool,
@@ -100,6 +85,87 @@ pub async fn broadcast(
         .await;
     }
     Ok(HttpResponse::Accepted().finish())
+}
+
+/// Query of the per-event broadcast route.
+#[derive(Debug, Deserialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    private: bool,
+}
+
+/// `POST /realtime/v1/api/broadcast/{topic}/events/{event}` (realtime-js `httpSend`): the body
+/// is the payload, JSON or (`application/octet-stream`) raw bytes.
+pub async fn broadcast_event(
+    state: web::Data<AppState>,
+    ctx: AuthContext,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<EventQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let rt = realtime(&state)?;
+    let (sub, event) = path.into_inner();
+    if sub.is_empty() || event.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "topic and event are required",
+        ));
+    }
+    let binary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let payload = if binary {
+        BroadcastBody::Binary(body)
+    } else {
+        BroadcastBody::Json(serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(ErrorCode::BadRequest, format!("payload is not JSON: {e}"))
+        })?)
+    };
+    let topic = format!("realtime:{sub}");
+    if query.private {
+        authorise_write(&state, &ctx, &topic, &sub).await?;
+    }
+    rt.publish(
+        &state.pool,
+        Broadcast {
+            key: hub_key(&topic, query.private),
+            topic,
+            event,
+            body: payload,
+            binary,
+            from: None,
+        },
+    )
+    .await;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// A private topic needs the caller to pass the INSERT policy of `realtime.messages`.
+async fn authorise_write(
+    state: &AppState,
+    ctx: &AuthContext,
+    topic: &str,
+    sub: &str,
+) -> Result<(), ApiError> {
+    let (_, write) = super::socket::channel_access(state, topic, &Identity::from_auth(ctx))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    if write {
+        return Ok(());
+    }
+    // PostgREST's answer to an RLS refusal: SQLSTATE 42501, 403 (401 for anon).
+    let mut err = ApiError::new(
+        ErrorCode::ServiceRoleRequired,
+        format!("You do not have permissions to write to this Channel topic: {sub}"),
+    );
+    err.code = "42501".into();
+    if !ctx.is_authenticated() {
+        err.status = actix_web::http::StatusCode::UNAUTHORIZED;
+    }
+    Err(err)
 }
 
 /// `GET /api/v1/realtime/stats`.

@@ -170,6 +170,14 @@ pub fn configure(reg: &mut Registry) {
         api::broadcast,
     );
     reg.add(
+        Method::POST,
+        "/realtime/v1/api/broadcast/{topic}/events/{event}",
+        "realtime",
+        "Broadcast one event to a channel (body = payload, JSON or octet-stream)",
+        Access::Key,
+        api::broadcast_event,
+    );
+    reg.add(
         Method::GET,
         "/api/v1/realtime/stats",
         "realtime",

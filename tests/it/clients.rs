@@ -95,3 +95,41 @@ async fn supabase_js_auth_against_fluxbase() {
     assert!(ok, "schema cache never saw whoami()");
     run_node_suite(&app, "auth.test.mjs").await;
 }
+
+#[tokio::test]
+async fn supabase_js_realtime_against_fluxbase() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.bcrypt_cost = 4;
+    })
+    .await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE messages (id serial PRIMARY KEY, room text NOT NULL, body text, meta jsonb);
+             CREATE TABLE notes (id serial PRIMARY KEY, owner uuid NOT NULL, body text);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON notes FOR SELECT TO authenticated USING (owner = auth.uid());
+             GRANT ALL ON messages, notes TO anon, authenticated, service_role;
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO anon, authenticated, service_role;
+             ALTER PUBLICATION supabase_realtime ADD TABLE messages, notes;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let rt = app.state.realtime.clone().expect("realtime is on");
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || {
+        let rt = rt.clone();
+        let schema = app.state.schema.clone();
+        async move {
+            rt.changes
+                .listening
+                .load(std::sync::atomic::Ordering::Acquire)
+                && schema.get().table("public", "notes").is_some()
+        }
+    })
+    .await;
+    assert!(ok, "realtime listener or schema cache never came up");
+    run_node_suite(&app, "realtime.test.mjs").await;
+}

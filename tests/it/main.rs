@@ -13,3 +13,4 @@ mod http;
 mod jobs;
 mod outbound;
 mod rest;
+mod storage;

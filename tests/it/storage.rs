@@ -1112,3 +1112,9 @@ async fn foldername_filename_extension_match_supabase() {
     assert_eq!(r.get::<_, Vec<String>>(3), Vec::<String>::new());
     assert_eq!(r.get::<_, String>(4), "noext");
 }
+
+#[tokio::test]
+async fn supabase_js_storage_against_fluxbase() {
+    let st = spawn().await;
+    crate::clients::run_node_suite(&st.app, "storage.test.mjs").await;
+}

@@ -51,6 +51,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::jobs::cron::Clock>,
     /// The realtime service (`None` when `realtime.enabled` is off).
     pub realtime: Option<Arc<crate::realtime::Realtime>>,
+    /// The storage byte store (`None` when `storage.enabled` is off).
+    pub storage: Option<crate::storage::Backend>,
 }
 
 /// Every route of the server. Modules declare theirs in `configure`.
@@ -64,6 +66,7 @@ pub fn registry() -> Registry {
     crate::jobs::configure(&mut reg);
     crate::audit::configure(&mut reg);
     crate::auth::api_keys::configure(&mut reg);
+    crate::storage::configure(&mut reg);
     reg
 }
 
@@ -114,7 +117,9 @@ async fn observe(
         let resp = HttpResponse::Unauthorized()
             .json(serde_json::json!({"message": "No API key found in request"}));
         ServiceResponse::new(http_req, resp)
-    } else if declared.is_some_and(|n| n > limit) {
+    } else if declared.is_some_and(|n| n > limit)
+        && !crate::storage::own_body_limit(req.method(), req.path())
+    {
         let (http_req, _) = req.into_parts();
         let err = ApiError::new(
             ErrorCode::PayloadTooLarge,

@@ -352,6 +352,10 @@ pub struct StorageConfig {
     pub local_path: String,
     /// Largest object, bytes.
     pub file_size_limit_bytes: u64,
+    /// Lifetime of a signed upload URL, seconds.
+    pub signed_upload_expiry_secs: u64,
+    /// Minutes before unfinished upload data and replaced or deleted bytes are removed.
+    pub cleanup_after_minutes: u64,
     /// The S3-compatible backend.
     pub s3: S3Config,
 }
@@ -363,6 +367,8 @@ impl Default for StorageConfig {
             backend: "local".into(),
             local_path: String::new(),
             file_size_limit_bytes: 50 * 1024 * 1024,
+            signed_upload_expiry_secs: 7200,
+            cleanup_after_minutes: 15,
             s3: S3Config::default(),
         }
     }

@@ -47,6 +47,32 @@ pub enum ErrorCode {
     InvalidApiKey,
     /// FB204: the API key lacks the scope the route needs.
     ApiKeyScope,
+    /// FB300: the storage bucket does not exist (or is not public on a public route).
+    NoSuchBucket,
+    /// FB301: the storage object does not exist or RLS hides it.
+    NoSuchKey,
+    /// FB302: an object name is not acceptable (`..`, backslash, NUL, too long …).
+    InvalidKey,
+    /// FB303: a bucket name is not acceptable.
+    InvalidBucketName,
+    /// FB304: the object is larger than the bucket's or the server's upload limit.
+    EntityTooLarge,
+    /// FB305: the bucket does not accept this content type.
+    InvalidMimeType,
+    /// FB306: an object already exists at that name.
+    KeyAlreadyExists,
+    /// FB307: a bucket with that id already exists.
+    BucketAlreadyExists,
+    /// FB308: the bucket still holds objects.
+    BucketNotEmpty,
+    /// FB309: RLS refused the storage operation.
+    StorageAccessDenied,
+    /// FB310: a signed URL's token is malformed, badly signed or expired.
+    InvalidSignedToken,
+    /// FB311: a signed URL's token was issued for another object.
+    InvalidSignature,
+    /// FB312: the requested byte range cannot be served.
+    InvalidRange,
 }
 
 /// One row of the code table.
@@ -65,7 +91,7 @@ pub struct CodeInfo {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::Internal,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -81,7 +107,37 @@ impl ErrorCode {
         ErrorCode::ServiceRoleRequired,
         ErrorCode::InvalidApiKey,
         ErrorCode::ApiKeyScope,
+        ErrorCode::NoSuchBucket,
+        ErrorCode::NoSuchKey,
+        ErrorCode::InvalidKey,
+        ErrorCode::InvalidBucketName,
+        ErrorCode::EntityTooLarge,
+        ErrorCode::InvalidMimeType,
+        ErrorCode::KeyAlreadyExists,
+        ErrorCode::BucketAlreadyExists,
+        ErrorCode::BucketNotEmpty,
+        ErrorCode::StorageAccessDenied,
+        ErrorCode::InvalidSignedToken,
+        ErrorCode::InvalidSignature,
+        ErrorCode::InvalidRange,
     ];
+
+    /// Supabase Storage's legacy `error` field where it differs from the code
+    /// (`internal/errors/codes.ts`: `error: 'not_found'` for NoSuchKey and so on).
+    pub fn storage_error_name(self) -> Option<&'static str> {
+        use ErrorCode::*;
+        match self {
+            NoSuchBucket => Some("Bucket not found"),
+            NoSuchKey => Some("not_found"),
+            InvalidBucketName => Some("Invalid Input"),
+            EntityTooLarge => Some("Payload too large"),
+            InvalidMimeType => Some("invalid_mime_type"),
+            KeyAlreadyExists | BucketAlreadyExists => Some("Duplicate"),
+            StorageAccessDenied => Some("Unauthorized"),
+            InvalidRange => Some("invalid_range"),
+            _ => None,
+        }
+    }
 
     /// The table row.
     pub fn info(self) -> CodeInfo {
@@ -192,6 +248,97 @@ impl ErrorCode {
                 "AccessDenied",
                 "the API key lacks the scope this route group needs",
             ),
+            NoSuchBucket => (
+                "FB300",
+                404,
+                "not_found",
+                "NoSuchBucket",
+                "storage bucket not found (or not public on /object/public)",
+            ),
+            NoSuchKey => (
+                "FB301",
+                404,
+                "not_found",
+                "NoSuchKey",
+                "storage object not found, or hidden by RLS",
+            ),
+            InvalidKey => (
+                "FB302",
+                400,
+                "validation_failed",
+                "InvalidKey",
+                "object name not acceptable (.., backslash, NUL, leading /, over 1024 bytes)",
+            ),
+            InvalidBucketName => (
+                "FB303",
+                400,
+                "validation_failed",
+                "InvalidBucketName",
+                "bucket name not acceptable",
+            ),
+            EntityTooLarge => (
+                "FB304",
+                413,
+                "request_too_large",
+                "EntityTooLarge",
+                "object larger than the bucket's file_size_limit or storage.file_size_limit_bytes",
+            ),
+            InvalidMimeType => (
+                "FB305",
+                415,
+                "validation_failed",
+                "InvalidMimeType",
+                "content type not in the bucket's allowed_mime_types",
+            ),
+            KeyAlreadyExists => (
+                "FB306",
+                409,
+                "conflict",
+                "KeyAlreadyExists",
+                "an object already exists at that name (upload without x-upsert, move, copy)",
+            ),
+            BucketAlreadyExists => (
+                "FB307",
+                409,
+                "conflict",
+                "BucketAlreadyExists",
+                "a bucket with that id already exists",
+            ),
+            BucketNotEmpty => (
+                "FB308",
+                409,
+                "conflict",
+                "ResourceNotEmpty",
+                "the bucket still holds objects; empty it first",
+            ),
+            StorageAccessDenied => (
+                "FB309",
+                403,
+                "no_authorization",
+                "AccessDenied",
+                "RLS on storage.objects/storage.buckets refused the operation",
+            ),
+            InvalidSignedToken => (
+                "FB310",
+                400,
+                "bad_jwt",
+                "InvalidJWT",
+                "signed URL token malformed, wrongly signed or expired",
+            ),
+            InvalidSignature => (
+                "FB311",
+                400,
+                "bad_jwt",
+                "InvalidSignature",
+                "signed URL token issued for another object or operation",
+            ),
+            InvalidRange => (
+                "FB312",
+                416,
+                "validation_failed",
+                "InvalidRange",
+                "Range header cannot be satisfied",
+            ),
         };
         CodeInfo {
             code,
@@ -212,8 +359,10 @@ pub struct ApiError {
     pub code: String,
     /// GoTrue `error_code`.
     pub gotrue_code: &'static str,
-    /// Storage `error`.
+    /// Storage `code`.
     pub storage_error: &'static str,
+    /// Storage's legacy `error` field when it differs from `code`.
+    pub storage_name: Option<&'static str>,
     /// Human message.
     pub message: String,
     /// PostgREST `details`.
@@ -233,6 +382,7 @@ impl ApiError {
             code: i.code.to_string(),
             gotrue_code: i.gotrue,
             storage_error: i.storage,
+            storage_name: code.storage_error_name(),
             message: message.into(),
             details: None,
             hint: None,
@@ -342,12 +492,26 @@ impl ApiError {
                     "msg": self.message,
                 })),
             },
-            Surface::Storage => b.json(json!({
-                "statusCode": self.status.as_u16().to_string(),
-                "code": self.storage_error,
-                "error": self.storage_error,
-                "message": self.message,
-            })),
+            Surface::Storage => {
+                // Supabase Storage answers every error it raises with HTTP 400 (500 for
+                // internal ones) and carries the real status in `statusCode`
+                // (`http/error-handler.ts`, `StorageBackendError.userStatusCode`). Route
+                // misses and rate limits come from the framework and gateway there, with
+                // their real status; so do 5xx here (clients retry on them).
+                let s = self.status.as_u16();
+                let http = match s {
+                    s if s >= 500 || s == 429 => s,
+                    404 | 405 if self.code == "FB001" || self.code == "FB002" => s,
+                    _ => 400,
+                };
+                b.status(StatusCode::from_u16(http).unwrap_or(StatusCode::BAD_REQUEST));
+                b.json(json!({
+                    "statusCode": s.to_string(),
+                    "code": self.storage_error,
+                    "error": self.storage_name.unwrap_or(self.storage_error),
+                    "message": self.message,
+                }))
+            }
         }
     }
 }
@@ -525,6 +689,9 @@ mod tests {
     fn renderers() {
         let e = ApiError::new(ErrorCode::NotFound, "no such thing");
         let r = e.render(Surface::Storage);
+        // Supabase Storage: HTTP 400, the real status in the body's statusCode.
+        assert_eq!(r.status(), 400);
+        let r = ApiError::new(ErrorCode::RouteNotFound, "no route").render(Surface::Storage);
         assert_eq!(r.status(), 404);
         let r = e.render(Surface::Auth {
             api_version: Some("2024-01-01".into()),

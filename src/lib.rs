@@ -19,4 +19,5 @@ pub mod rest;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod storage;
 pub mod telemetry;

@@ -147,7 +147,13 @@ pub async fn prepare(
     } else {
         None
     };
+    let storage = if config.storage.enabled {
+        Some(crate::storage::Backend::from_config(&config).map_err(|e| StartError::new(2, e))?)
+    } else {
+        None
+    };
     Ok(AppState {
+        storage,
         schema,
         realtime,
         pg_config,
@@ -331,10 +337,14 @@ pub async fn start_jobs(state: &AppState) -> Result<crate::jobs::worker::RunnerH
     crate::jobs::builtin::ensure_schedules(&client)
         .await
         .map_err(|e| StartError::new(1, format!("cannot create built-in schedules: {e}")))?;
+    crate::storage::ensure_schedules(&client, state)
+        .await
+        .map_err(|e| StartError::new(1, format!("cannot create storage schedules: {e}")))?;
     drop(client);
     let mut handlers = crate::jobs::Registry::default();
     crate::jobs::builtin::register(&mut handlers, &state.config);
     crate::auth::register_jobs(&mut handlers, &state.config);
+    crate::storage::register_jobs(&mut handlers, state);
     let opts = crate::jobs::worker::RunnerOptions {
         worker_id: format!(
             "{}:{}:{}",

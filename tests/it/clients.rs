@@ -21,7 +21,7 @@ CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'S
 NOTIFY pgrst, 'reload schema';
 ";
 
-async fn run_node_suite(app: &TestApp, file: &str) {
+pub(crate) async fn run_node_suite(app: &TestApp, file: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     assert!(
         dir.join("node_modules/@supabase").is_dir(),

@@ -14,3 +14,4 @@ mod jobs;
 mod outbound;
 mod realtime;
 mod rest;
+mod storage;

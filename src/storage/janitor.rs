@@ -1,0 +1,145 @@
+//! The `storage.janitor` job: removes upload data no row points at (interrupted uploads,
+//! failed commits), finishes moves a crash interrupted, and deletes the bytes of replaced
+//! or deleted objects, each after `storage.cleanup_after_minutes`. Runs from cron every
+//! five minutes; every step is idempotent, so overlapping runs are harmless.
+
+use super::Backend;
+use crate::app::AppState;
+use crate::jobs::cron::{self, ScheduleSpec};
+use crate::jobs::{JobError, Registry, RetryPolicy};
+use serde_json::{json, Value};
+
+/// Queue (and schedule name) of the janitor.
+pub const JANITOR: &str = "storage.janitor";
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Upload data of rows that never committed, deleted.
+    pub uploads_removed: u64,
+    /// Upload data of committed rows, moved into place.
+    pub uploads_published: u64,
+    /// Bytes of replaced or deleted versions, deleted.
+    pub garbage_removed: u64,
+}
+
+/// One sweep over data older than `older_than`.
+pub async fn sweep(
+    pool: &deadpool_postgres::Pool,
+    be: &Backend,
+    older_than: std::time::Duration,
+) -> Result<Sweep, String> {
+    let mut out = Sweep::default();
+    let age = chrono::Duration::from_std(older_than).map_err(|e| e.to_string())?;
+    let cutoff = chrono::Utc::now() - age;
+    let mut c = pool.get().await.map_err(|e| e.to_string())?;
+    for version in be.stale_uploads(cutoff).await.map_err(|e| e.to_string())? {
+        let live: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM storage.objects WHERE version = $1)",
+                &[&version],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if live {
+            be.publish(&version).await.map_err(|e| e.to_string())?;
+            out.uploads_published += 1;
+        } else {
+            be.discard_upload(&version).await;
+            out.uploads_removed += 1;
+        }
+    }
+    let secs = older_than.as_secs_f64();
+    let tx = c.transaction().await.map_err(|e| e.to_string())?;
+    let rows = tx
+        .query(
+            "SELECT g.version FROM storage.garbage g \
+             WHERE g.created_at < now() - make_interval(secs => $1) \
+               AND NOT EXISTS (SELECT 1 FROM storage.objects o WHERE o.version = g.version) \
+             ORDER BY g.created_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
+            &[&secs],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut done: Vec<String> = Vec::new();
+    for r in rows {
+        let v: String = r.get(0);
+        be.delete(&v).await.map_err(|e| e.to_string())?;
+        done.push(v);
+    }
+    tx.execute(
+        "DELETE FROM storage.garbage WHERE version = ANY($1)",
+        &[&done],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    out.garbage_removed = done.len() as u64;
+    Ok(out)
+}
+
+/// Registers the janitor's handler (when storage is on).
+pub fn register_jobs(reg: &mut Registry, state: &AppState) {
+    let Some(be) = state.storage.clone() else {
+        return;
+    };
+    let after = std::time::Duration::from_secs(state.config.storage.cleanup_after_minutes * 60);
+    reg.register(
+        JANITOR,
+        RetryPolicy {
+            max_attempts: Some(3),
+            ..Default::default()
+        },
+        move |ctx| {
+            let be = be.clone();
+            async move {
+                let s = sweep(&ctx.pool, &be, after)
+                    .await
+                    .map_err(JobError::Retry)?;
+                Ok(Some(json!({
+                    "uploads_removed": s.uploads_removed,
+                    "uploads_published": s.uploads_published,
+                    "garbage_removed": s.garbage_removed,
+                })))
+            }
+        },
+    );
+}
+
+/// Creates the janitor's schedule (every five minutes) unless it exists; an operator's
+/// change to it is kept.
+pub async fn ensure_schedules(
+    client: &tokio_postgres::Client,
+    state: &AppState,
+) -> Result<(), String> {
+    if state.storage.is_none() {
+        return Ok(());
+    }
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM jobs.schedules WHERE name = $1)",
+            &[&JANITOR],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    if exists {
+        return Ok(());
+    }
+    let spec = ScheduleSpec {
+        name: JANITOR.into(),
+        cron: "*/5 * * * *".into(),
+        timezone: "UTC".into(),
+        queue: JANITOR.into(),
+        payload: Value::Object(Default::default()),
+        enabled: true,
+    };
+    cron::upsert(client, &spec, chrono::Utc::now())
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            cron::UpsertError::Invalid(m) => m,
+            cron::UpsertError::Db(e) => e.to_string(),
+        })
+}

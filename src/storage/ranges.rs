@@ -1,0 +1,133 @@
+//! HTTP `Range` and conditional-request rules for downloads (pure).
+
+/// What a `Range` header asks of an object of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// No (usable) range: the whole object, 200.
+    Full,
+    /// One satisfiable range `start..end` (end exclusive): 206.
+    Part(u64, u64),
+    /// Not satisfiable: 416 with `Content-Range: bytes */size`.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header. Only single `bytes=` ranges are served; anything else (several
+/// ranges, other units, malformed) is ignored and the whole object is sent, as RFC 9110
+/// allows.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Full;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix: the last n bytes.
+        return match b.parse::<u64>() {
+            Ok(0) => RangeAsk::Unsatisfiable,
+            Ok(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Ok(n) => RangeAsk::Part(size.saturating_sub(n), size),
+            Err(_) => RangeAsk::Full,
+        };
+    }
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeAsk::Full;
+    };
+    let end = if b.is_empty() {
+        size
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => (e + 1).min(size),
+            _ => return RangeAsk::Full,
+        }
+    };
+    if start >= size {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Part(start, end)
+    }
+}
+
+/// Whether `If-None-Match` matches the object's ETag (weak comparison, `*` matches).
+pub fn none_match(header: Option<&str>, etag: &str) -> bool {
+    let Some(h) = header else { return false };
+    let bare = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    let mine = bare(etag);
+    h.split(',').any(|t| t.trim() == "*" || bare(t) == mine)
+}
+
+/// An HTTP date (`Last-Modified`).
+pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// `Content-Disposition` for `?download[=name]`: ASCII fallback plus the RFC 5987 form.
+pub fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut enc = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{enc}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAsk::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Part(5, 10));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Part(7, 10));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), Part(0, 10));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Part(8, 10));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(none_match(Some("\"abc\""), "\"abc\""));
+        assert!(none_match(Some("W/\"abc\", \"x\""), "\"abc\""));
+        assert!(none_match(Some("*"), "\"abc\""));
+        assert!(!none_match(Some("\"abd\""), "\"abc\""));
+        assert!(!none_match(None, "\"abc\""));
+    }
+
+    #[test]
+    fn dispositions() {
+        assert_eq!(
+            attachment("a b.png"),
+            "attachment; filename=\"a b.png\"; filename*=UTF-8''a%20b.png"
+        );
+        assert!(attachment("é\".txt").starts_with("attachment; filename=\"__.txt\""));
+    }
+}

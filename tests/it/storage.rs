@@ -1,0 +1,1120 @@
+//! Storage API: every route and failure path on the local backend, RLS through
+//! `auth.uid()` and `storage.foldername()`, signed URLs, Range/304, limits, atomic uploads.
+
+use crate::support::{TestApp, TEST_SECRET};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const S: &str = "/storage/v1";
+
+struct St {
+    app: TestApp,
+    dir: tempfile::TempDir,
+}
+
+async fn spawn_with(tweak: impl FnOnce(&mut fluxbase::config::Config)) -> St {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::spawn_with(|c| {
+        c.storage.local_path = path;
+        tweak(c);
+    })
+    .await;
+    St { app, dir }
+}
+
+async fn spawn() -> St {
+    spawn_with(|_| {}).await
+}
+
+impl St {
+    fn req(&self, m: Method, path: &str, key: Option<&str>) -> RequestBuilder {
+        let r = self
+            .app
+            .http
+            .request(m, self.app.url(&format!("{S}{path}")));
+        match key {
+            Some(k) => r.header("apikey", self.app.anon_key()).bearer_auth(k),
+            None => r,
+        }
+    }
+    fn svc(&self) -> String {
+        self.app.service_key()
+    }
+    fn user(&self, id: &str) -> String {
+        self.app
+            .token(json!({"sub": id, "role": "authenticated", "aud": "authenticated"}))
+    }
+    async fn bucket(&self, body: Value) {
+        let r = self
+            .req(Method::POST, "/bucket", Some(&self.svc()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    async fn put(&self, key: &str, path: &str, body: &'static [u8], ct: &str) -> Response {
+        self.req(Method::POST, &format!("/object/{path}"), Some(key))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn rows(&self, sql: &str) -> i64 {
+        let c = self.app.db.client().await;
+        c.query_one(sql, &[]).await.unwrap().get(0)
+    }
+    /// Files under the storage root (any depth).
+    fn files(&self) -> Vec<String> {
+        fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out);
+                    } else {
+                        out.push(p.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(self.dir.path(), &mut v);
+        v
+    }
+}
+
+async fn err(r: Response) -> (u16, Value) {
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn buckets_crud_under_rls() {
+    let st = spawn().await;
+    let anon = st.app.anon_key();
+    // Anon cannot create a bucket: RLS on storage.buckets, no policy.
+    let r = st
+        .req(Method::POST, "/bucket", Some(&anon))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = err(r).await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b,
+        json!({"statusCode": "403", "code": "AccessDenied", "error": "Unauthorized",
+               "message": "new row violates row-level security policy"})
+    );
+    st.bucket(
+        json!({"id": "docs", "name": "docs", "public": false, "file_size_limit": "1MB",
+                     "allowed_mime_types": ["text/*"]}),
+    )
+    .await;
+    let r = st
+        .req(Method::POST, "/bucket", Some(&st.svc()))
+        .json(&json!({"name": "docs"}))
+        .send()
+        .await
+        .unwrap();
+    let (_, b) = err(r).await;
+    assert_eq!(
+        (b["statusCode"].as_str(), b["error"].as_str()),
+        (Some("409"), Some("Duplicate"))
+    );
+    let r = st
+        .req(Method::POST, "/bucket", Some(&st.svc()))
+        .json(&json!({"name": "a/b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "InvalidBucketName");
+
+    let b: Value = st
+        .req(Method::GET, "/bucket/docs", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["file_size_limit"], 1024 * 1024);
+    assert_eq!(b["allowed_mime_types"], json!(["text/*"]));
+    assert_eq!(b["public"], false);
+    let l: Value = st
+        .req(Method::GET, "/bucket", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    // Anon sees no bucket, and a missing one reads as Bucket not found.
+    let l: Value = st
+        .req(Method::GET, "/bucket", Some(&anon))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l, json!([]));
+    let (s, b) = err(st
+        .req(Method::GET, "/bucket/docs", Some(&anon))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(
+        (s, b["statusCode"].as_str(), b["error"].as_str()),
+        (400, Some("404"), Some("Bucket not found"))
+    );
+
+    let r = st
+        .req(Method::PUT, "/bucket/docs", Some(&st.svc()))
+        .json(&json!({"public": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Successfully updated"})
+    );
+    let b: Value = st
+        .req(Method::GET, "/bucket/docs", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (b["public"].as_bool(), b["file_size_limit"].as_i64()),
+        (Some(true), Some(1024 * 1024))
+    );
+
+    assert_eq!(
+        st.put(&st.svc(), "docs/a.txt", b"hello", "text/plain")
+            .await
+            .status(),
+        200
+    );
+    let (_, b) = err(st
+        .req(Method::DELETE, "/bucket/docs", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(b["code"], "ResourceNotEmpty");
+    let r = st
+        .req(Method::POST, "/bucket/docs/empty", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Successfully emptied"})
+    );
+    let r = st
+        .req(Method::DELETE, "/bucket/docs", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Successfully deleted"})
+    );
+    // The alias prefix serves the same handlers.
+    let r = st
+        .app
+        .http
+        .get(st.app.url("/api/v1/storage/bucket"))
+        .bearer_auth(st.svc())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+}
+
+#[tokio::test]
+async fn upload_download_range_etag_info() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let r = st
+        .req(Method::POST, "/object/b/dir/hello.txt", Some(&svc))
+        .header("content-type", "text/plain")
+        .header("cache-control", "max-age=60")
+        .header("x-metadata", "eyJrIjoidiJ9") // {"k":"v"}
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["Key"], "b/dir/hello.txt");
+    assert!(b["Id"].as_str().unwrap().len() == 36);
+
+    let r = st
+        .req(Method::GET, "/object/b/dir/hello.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["cache-control"], "max-age=60");
+    assert_eq!(h["content-length"], "11");
+    assert_eq!(h["etag"], "\"5eb63bbbe01eeed093cb22bb8f5acdc3\""); // md5("hello world")
+    assert!(h.contains_key("last-modified"));
+    assert_eq!(r.text().await.unwrap(), "hello world");
+
+    let r = st
+        .req(
+            Method::GET,
+            "/object/authenticated/b/dir/hello.txt",
+            Some(&svc),
+        )
+        .header("if-none-match", h["etag"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = st
+        .req(Method::GET, "/object/b/dir/hello.txt", Some(&svc))
+        .header("range", "bytes=6-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 6-10/11");
+    assert_eq!(r.text().await.unwrap(), "world");
+    let r = st
+        .req(Method::GET, "/object/b/dir/hello.txt", Some(&svc))
+        .header("range", "bytes=-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "world");
+    let r = st
+        .req(Method::GET, "/object/b/dir/hello.txt", Some(&svc))
+        .header("range", "bytes=50-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */11");
+    let r = st
+        .req(
+            Method::GET,
+            "/object/b/dir/hello.txt?download=report%20v1.txt",
+            Some(&svc),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"report v1.txt\""));
+    let r = st
+        .req(Method::HEAD, "/object/b/dir/hello.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "11");
+    let r = st
+        .req(Method::HEAD, "/object/b/dir/nope.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let i: Value = st
+        .req(Method::GET, "/object/info/b/dir/hello.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (i["size"].as_i64(), i["content_type"].as_str()),
+        (Some(11), Some("text/plain"))
+    );
+    assert_eq!(i["metadata"], json!({"k": "v"}));
+    assert_eq!(i["name"], "dir/hello.txt");
+
+    let (s, b) = err(st
+        .req(Method::GET, "/object/b/dir/missing.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b,
+        json!({"statusCode": "404", "code": "NoSuchKey", "error": "not_found", "message": "Object not found"})
+    );
+    let (_, b) = err(st.put(&svc, "nobucket/x.txt", b"x", "text/plain").await).await;
+    assert_eq!(b["error"], "Bucket not found");
+}
+
+#[tokio::test]
+async fn rls_policies_with_uid_and_foldername() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "private"})).await;
+    st.app
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE POLICY own_insert ON storage.objects FOR INSERT TO authenticated
+           WITH CHECK (bucket_id = 'private' AND (storage.foldername(name))[1] = auth.uid()::text);
+         CREATE POLICY own_select ON storage.objects FOR SELECT TO authenticated
+           USING (bucket_id = 'private' AND (storage.foldername(name))[1] = auth.uid()::text);
+         CREATE POLICY own_update ON storage.objects FOR UPDATE TO authenticated
+           USING ((storage.foldername(name))[1] = auth.uid()::text);
+         CREATE POLICY own_delete ON storage.objects FOR DELETE TO authenticated
+           USING ((storage.foldername(name))[1] = auth.uid()::text);",
+        )
+        .await
+        .unwrap();
+    let a_id = "11111111-1111-4111-8111-111111111111";
+    let b_id = "22222222-2222-4222-8222-222222222222";
+    let (a, b) = (st.user(a_id), st.user(b_id));
+    let r = st
+        .put(
+            &a,
+            &format!("private/{a_id}/note.txt"),
+            b"mine",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, body) = err(st
+        .put(
+            &a,
+            &format!("private/{b_id}/note.txt"),
+            b"not mine",
+            "text/plain",
+        )
+        .await)
+    .await;
+    assert_eq!(
+        (s, body["statusCode"].as_str(), body["message"].as_str()),
+        (
+            400,
+            Some("403"),
+            Some("new row violates row-level security policy")
+        )
+    );
+    // Refused before any byte reached the store, and nothing committed.
+    assert_eq!(st.rows("SELECT count(*) FROM storage.objects").await, 1);
+    // The row's owner is the uploader.
+    let c = st.app.db.client().await;
+    let owner: String = c
+        .query_one("SELECT owner_id FROM storage.objects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, a_id);
+
+    let path = format!("/object/private/{a_id}/note.txt");
+    assert_eq!(
+        st.req(Method::GET, &path, Some(&a))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "mine"
+    );
+    let (_, body) = err(st.req(Method::GET, &path, Some(&b)).send().await.unwrap()).await;
+    assert_eq!(body["message"], "Object not found");
+    let (_, body) = err(st
+        .req(Method::GET, &path, Some(&st.app.anon_key()))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(body["message"], "Object not found");
+    let l: Value = st
+        .req(Method::POST, "/object/list/private", Some(&b))
+        .json(&json!({"prefix": a_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l, json!([]));
+    let r = st
+        .req(
+            Method::POST,
+            &format!("/object/sign{}", &path[7..]),
+            Some(&b),
+        )
+        .json(&json!({"expiresIn": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "NoSuchKey");
+    // B cannot delete A's object; A can.
+    let (_, body) = err(st
+        .req(Method::DELETE, &path, Some(&b))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(body["code"], "NoSuchKey");
+    let r: Value = st
+        .req(Method::DELETE, "/object/private", Some(&a))
+        .json(&json!({"prefixes": [format!("{a_id}/note.txt")]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 1);
+    assert_eq!(r[0]["name"], format!("{a_id}/note.txt"));
+}
+
+#[tokio::test]
+async fn public_buckets_and_signed_urls() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "pub", "public": true})).await;
+    st.bucket(json!({"name": "priv"})).await;
+    let svc = st.svc();
+    st.put(&svc, "pub/a.txt", b"open", "text/plain").await;
+    st.put(&svc, "priv/a.txt", b"secret", "text/plain").await;
+    let r = st
+        .req(Method::GET, "/object/public/pub/a.txt", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "open");
+    let i: Value = st
+        .req(Method::GET, "/object/info/public/pub/a.txt", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["size"], 4);
+    let (_, b) = err(st
+        .req(Method::GET, "/object/public/priv/a.txt", None)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(b["message"], "Bucket not found");
+
+    let s: Value = st
+        .req(Method::POST, "/object/sign/priv/a.txt", Some(&svc))
+        .json(&json!({"expiresIn": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = s["signedURL"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/object/sign/priv/a.txt?token="));
+    let r = st.req(Method::GET, &url, None).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "secret");
+    // Tampered: one character of the signature changed.
+    let mut bad = url.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    let (s, b) = err(st.req(Method::GET, &bad, None).send().await.unwrap()).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("InvalidJWT")));
+    // Another object's URL with this token.
+    st.put(&svc, "priv/b.txt", b"other", "text/plain").await;
+    let other = url.replace("a.txt", "b.txt");
+    assert_eq!(
+        err(st.req(Method::GET, &other, None).send().await.unwrap())
+            .await
+            .1["code"],
+        "InvalidSignature"
+    );
+    // Expired (signed with the project secret, exp in the past).
+    let now = chrono::Utc::now().timestamp();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"url": "priv/a.txt", "iat": now - 100, "exp": now - 50}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (_, b) = err(st
+        .req(
+            Method::GET,
+            &format!("/object/sign/priv/a.txt?token={expired}"),
+            None,
+        )
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(
+        (b["code"].as_str(), b["message"].as_str()),
+        (Some("InvalidJWT"), Some("jwt expired"))
+    );
+
+    let many: Value = st
+        .req(Method::POST, "/object/sign/priv", Some(&svc))
+        .json(&json!({"expiresIn": 60, "paths": ["a.txt", "zzz.txt"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(many[0]["signedURL"]
+        .as_str()
+        .unwrap()
+        .starts_with("/object/sign/priv/a.txt?token="));
+    assert_eq!(many[0]["error"], Value::Null);
+    assert_eq!(many[1]["signedURL"], Value::Null);
+
+    // Signed upload: signed by the service role, used without credentials.
+    let s: Value = st
+        .req(Method::POST, "/object/upload/sign/priv/up.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = s["token"].as_str().unwrap();
+    assert_eq!(
+        s["url"],
+        format!("/object/upload/sign/priv/up.txt?token={token}")
+    );
+    let r = st
+        .req(Method::PUT, s["url"].as_str().unwrap(), None)
+        .header("content-type", "text/plain")
+        .body("via token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["Key"], "priv/up.txt");
+    let r = st
+        .req(Method::GET, "/object/priv/up.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "via token");
+    // An upload token does not download, a download token does not upload.
+    assert_eq!(
+        err(st
+            .req(
+                Method::GET,
+                &format!("/object/sign/priv/up.txt?token={token}"),
+                None
+            )
+            .send()
+            .await
+            .unwrap())
+        .await
+        .1["code"],
+        "InvalidSignature"
+    );
+    let dl = url.split("token=").nth(1).unwrap();
+    let r = st
+        .req(
+            Method::PUT,
+            &format!("/object/upload/sign/priv/a.txt?token={dl}"),
+            None,
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "InvalidSignature");
+    // Anon may not even sign an upload (no INSERT policy).
+    let r = st
+        .req(
+            Method::POST,
+            "/object/upload/sign/priv/x.txt",
+            Some(&st.app.anon_key()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["statusCode"], "403");
+}
+
+#[tokio::test]
+async fn limits_names_and_big_bodies() {
+    let st = spawn_with(|c| c.server.body_limit_bytes = 1024).await;
+    st.bucket(json!({"name": "small", "file_size_limit": 10, "allowed_mime_types": ["image/*"]}))
+        .await;
+    st.bucket(json!({"name": "big"})).await;
+    let svc = st.svc();
+    let (s, b) = err(st
+        .put(&svc, "small/a.png", b"0123456789AB", "image/png")
+        .await)
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b,
+        json!({"statusCode": "413", "code": "EntityTooLarge", "error": "Payload too large",
+        "message": "The object exceeded the maximum allowed size"})
+    );
+    // Chunked (no Content-Length): stopped while streaming.
+    let chunks = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(vec![b'x'; 8]),
+        Ok(vec![b'y'; 8]),
+    ]);
+    let r = st
+        .req(Method::POST, "/object/small/b.png", Some(&svc))
+        .header("content-type", "image/png")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["statusCode"], "413");
+    let (_, b) = err(st.put(&svc, "small/a.txt", b"0123", "text/plain").await).await;
+    assert_eq!(
+        b,
+        json!({"statusCode": "415", "code": "InvalidMimeType", "error": "invalid_mime_type",
+        "message": "mime type text/plain is not supported"})
+    );
+    assert_eq!(
+        st.put(&svc, "small/a.png", b"0123", "image/png")
+            .await
+            .status(),
+        200
+    );
+    // Over server.body_limit_bytes (1 KiB) but under the storage limits: accepted.
+    let big: &'static [u8] = Box::leak(vec![7u8; 64 * 1024].into_boxed_slice());
+    let r = st
+        .put(&svc, "big/blob.bin", big, "application/octet-stream")
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let got = st
+        .req(Method::GET, "/object/big/blob.bin", Some(&svc))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 64 * 1024);
+    // JSON bodies stay under the server limit.
+    let r = st
+        .req(Method::POST, "/object/list/big", Some(&svc))
+        .header("content-type", "application/json")
+        .body(format!("{{\"prefix\":\"{}\"}}", "a".repeat(2000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["statusCode"], "413");
+    for bad in [
+        "big/..%2Fetc%2Fpasswd",
+        "big/a%2F..%2Fb",
+        "big/.",
+        "big/a%5Cb",
+        "big/a%00b",
+        "big//abs",
+    ] {
+        let (s, b) = err(st.put(&svc, bad, b"x", "text/plain").await).await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("InvalidKey")), "{bad}");
+    }
+    // Clients normalise `..` out of URLs; JSON bodies carry it verbatim.
+    let r = st
+        .req(Method::POST, "/object/move", Some(&svc))
+        .json(
+            &json!({"bucketId": "big", "sourceKey": "blob.bin", "destinationKey": "../../outside"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "InvalidKey");
+    let r = st
+        .req(Method::POST, "/object/copy", Some(&svc))
+        .json(&json!({"bucketId": "big", "sourceKey": "blob.bin", "destinationKey": "/etc/passwd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "InvalidKey");
+    let long = format!("big/{}", "n".repeat(1025));
+    let (_, b) = err(st
+        .put(&svc, Box::leak(long.into_boxed_str()), b"x", "text/plain")
+        .await)
+    .await;
+    assert_eq!(b["code"], "InvalidKey");
+    // Nothing was written outside the root, and no upload data is left behind.
+    assert!(st
+        .files()
+        .iter()
+        .all(|f| f.starts_with(&*st.dir.path().to_string_lossy())));
+    assert!(
+        st.files().iter().all(|f| !f.contains("/uploads/")),
+        "{:?}",
+        st.files()
+    );
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_no_row_and_no_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let st = spawn().await;
+    st.bucket(json!({"name": "b"})).await;
+    let addr = st.app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {S}/object/b/cut.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n",
+        st.svc()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&vec![1u8; 300_000]).await.unwrap();
+    sock.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(sock);
+    let clean =
+        crate::support::eventually(Duration::from_secs(10), || async { st.files().is_empty() })
+            .await;
+    assert!(clean, "left behind: {:?}", st.files());
+    assert_eq!(st.rows("SELECT count(*) FROM storage.objects").await, 0);
+    let (_, b) = err(st
+        .req(Method::GET, "/object/b/cut.bin", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(b["code"], "NoSuchKey");
+}
+
+#[tokio::test]
+async fn upsert_move_copy_list_remove_and_janitor() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "b"})).await;
+    st.bucket(json!({"name": "c"})).await;
+    let svc = st.svc();
+    for p in [
+        "b/f/one.txt",
+        "b/f/two.txt",
+        "b/f/sub/deep.txt",
+        "b/top.txt",
+    ] {
+        assert_eq!(st.put(&svc, p, b"v1", "text/plain").await.status(), 200);
+    }
+    let (_, b) = err(st.put(&svc, "b/top.txt", b"v2", "text/plain").await).await;
+    assert_eq!(
+        (b["statusCode"].as_str(), b["error"].as_str()),
+        (Some("409"), Some("Duplicate"))
+    );
+    let r = st
+        .req(Method::POST, "/object/b/top.txt", Some(&svc))
+        .header("x-upsert", "true")
+        .body("v2!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = st
+        .req(Method::PUT, "/object/b/top.txt", Some(&svc))
+        .body("v3!!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        st.req(Method::GET, "/object/b/top.txt", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v3!!"
+    );
+    assert_eq!(st.rows("SELECT count(*) FROM storage.garbage").await, 2);
+
+    let l: Value = st
+        .req(Method::POST, "/object/list/b", Some(&svc))
+        .json(&json!({"prefix": "f"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one.txt", "sub", "two.txt"]);
+    assert_eq!(l[1]["id"], Value::Null);
+    assert_eq!(l[1]["metadata"], Value::Null);
+    assert_eq!(l[0]["metadata"]["size"], 2);
+    let l: Value = st.req(Method::POST, "/object/list/b", Some(&svc))
+        .json(&json!({"prefix": "", "limit": 1, "offset": 1, "sortBy": {"column": "name", "order": "desc"}})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(l, json!([l[0].clone()]));
+    assert_eq!(l[0]["name"], "f");
+    let l: Value = st
+        .req(Method::POST, "/object/list/b", Some(&svc))
+        .json(&json!({"prefix": "f/", "search": "tw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l.as_array().unwrap().len(), 1);
+
+    let r = st
+        .req(Method::POST, "/object/move", Some(&svc))
+        .json(
+            &json!({"bucketId": "b", "sourceKey": "f/one.txt", "destinationKey": "moved/one.txt"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Successfully moved"})
+    );
+    assert_eq!(
+        st.req(Method::GET, "/object/b/moved/one.txt", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v1"
+    );
+    let r = st
+        .req(Method::POST, "/object/move", Some(&svc))
+        .json(&json!({"bucketId": "b", "sourceKey": "f/two.txt", "destinationKey": "top.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["error"], "Duplicate");
+    let r = st
+        .req(Method::POST, "/object/move", Some(&svc))
+        .json(&json!({"bucketId": "b", "sourceKey": "nope.txt", "destinationKey": "x.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.1["code"], "NoSuchKey");
+    let r: Value = st.req(Method::POST, "/object/copy", Some(&svc))
+        .json(&json!({"bucketId": "b", "sourceKey": "top.txt", "destinationKey": "copy.txt", "destinationBucket": "c"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["Key"], "c/copy.txt");
+    assert_eq!(
+        st.req(Method::GET, "/object/c/copy.txt", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v3!!"
+    );
+
+    let del: Value = st
+        .req(Method::DELETE, "/object/b", Some(&svc))
+        .json(&json!({"prefixes": ["top.txt", "missing.txt"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(del.as_array().unwrap().len(), 1);
+    let r = st
+        .req(Method::DELETE, "/object/b/f/sub/deep.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Successfully deleted"})
+    );
+    // The copy still reads after its source is deleted; versions are separate bytes.
+    assert_eq!(
+        st.req(Method::GET, "/object/c/copy.txt", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v3!!"
+    );
+
+    // The janitor deletes the bytes of the 2 replaced and 2 deleted versions, and nothing else.
+    let files_before = st.files().len();
+    let be = st.app.state.storage.clone().unwrap();
+    let s = fluxbase::storage::janitor::sweep(&st.app.state.pool, &be, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(s.garbage_removed, 4);
+    assert_eq!(st.files().len(), files_before - 4);
+    assert_eq!(st.rows("SELECT count(*) FROM storage.garbage").await, 0);
+    for p in ["/object/b/moved/one.txt", "/object/c/copy.txt"] {
+        assert_eq!(
+            st.req(Method::GET, p, Some(&svc))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn multipart_upload_and_janitor_finishes_moves() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"cacheControl\"\r\n\r\n3600\r\n\
+                --XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{\"a\":1}\r\n\
+                --XyZ\r\nContent-Disposition: form-data; name=\"\"; filename=\"blob\"\r\n\
+                Content-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n";
+    let r = st
+        .req(Method::POST, "/object/b/m.png", Some(&svc))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = st
+        .req(Method::GET, "/object/b/m.png", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.headers()["content-type"].to_str().unwrap(),
+            r.headers()["cache-control"].to_str().unwrap()
+        ),
+        ("image/png", "max-age=3600")
+    );
+    assert_eq!(r.text().await.unwrap(), "PNGDATA");
+    let i: Value = st
+        .req(Method::GET, "/object/info/b/m.png", Some(&svc))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["metadata"], json!({"a": 1}));
+
+    // A crash between commit and move: the bytes are still at their upload key. Reads fall
+    // back to it, and the janitor moves them into place.
+    let c = st.app.db.client().await;
+    let v: String = c
+        .query_one("SELECT version FROM storage.objects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let root = st.dir.path();
+    std::fs::create_dir_all(root.join("uploads")).unwrap();
+    std::fs::rename(root.join("objects").join(&v), root.join("uploads").join(&v)).unwrap();
+    assert_eq!(
+        st.req(Method::GET, "/object/b/m.png", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "PNGDATA"
+    );
+    // And an orphan: upload data whose row never committed.
+    std::fs::write(
+        root.join("uploads")
+            .join("00000000-0000-4000-8000-000000000000"),
+        b"orphan",
+    )
+    .unwrap();
+    let be = st.app.state.storage.clone().unwrap();
+    let s = fluxbase::storage::janitor::sweep(&st.app.state.pool, &be, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((s.uploads_published, s.uploads_removed), (1, 1));
+    assert!(root.join("objects").join(&v).exists());
+    assert!(st.files().iter().all(|f| !f.contains("/uploads/")));
+}
+
+#[tokio::test]
+async fn object_events_are_notified() {
+    let st = spawn().await;
+    st.bucket(json!({"name": "b"})).await;
+    let (client, mut conn) = tokio_postgres::connect(&st.app.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) = stream.next().await {
+            let _ = tx.send(n.payload().to_string());
+        }
+    });
+    client
+        .batch_execute("LISTEN fluxbase_events")
+        .await
+        .unwrap();
+    let svc = st.svc();
+    st.put(&svc, "b/e.txt", b"1", "text/plain").await;
+    st.req(Method::DELETE, "/object/b/e.txt", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let p = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(serde_json::from_str::<Value>(&p).unwrap());
+    }
+    assert_eq!(got[0]["type"], "storage.object.created");
+    assert_eq!(
+        (
+            got[0]["bucket_id"].as_str(),
+            got[0]["name"].as_str(),
+            got[0]["size"].as_i64()
+        ),
+        (Some("b"), Some("e.txt"), Some(1))
+    );
+    assert_eq!(got[1]["type"], "storage.object.deleted");
+}
+
+#[tokio::test]
+async fn foldername_filename_extension_match_supabase() {
+    let st = spawn().await;
+    let c = st.app.db.client().await;
+    let r = c.query_one("SELECT storage.foldername('a/b/c.png'), storage.filename('a/b/c.png'), \
+        storage.extension('a/b/c.tar.gz'), storage.foldername('top.txt'), storage.extension('noext')", &[]).await.unwrap();
+    assert_eq!(r.get::<_, Vec<String>>(0), vec!["a", "b"]);
+    assert_eq!(r.get::<_, String>(1), "c.png");
+    assert_eq!(r.get::<_, String>(2), "gz");
+    assert_eq!(r.get::<_, Vec<String>>(3), Vec::<String>::new());
+    assert_eq!(r.get::<_, String>(4), "noext");
+}
+
+#[tokio::test]
+async fn supabase_js_storage_against_fluxbase() {
+    let st = spawn().await;
+    crate::clients::run_node_suite(&st.app, "storage.test.mjs").await;
+}

@@ -67,6 +67,7 @@ pub fn registry() -> Registry {
     crate::audit::configure(&mut reg);
     crate::auth::api_keys::configure(&mut reg);
     crate::storage::configure(&mut reg);
+    crate::webhooks::api::configure(&mut reg);
     reg
 }
 

@@ -21,3 +21,4 @@ pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;

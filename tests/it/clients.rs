@@ -133,3 +133,31 @@ async fn supabase_js_realtime_against_fluxbase() {
     assert!(ok, "realtime listener or schema cache never came up");
     run_node_suite(&app, "realtime.test.mjs").await;
 }
+
+#[tokio::test]
+async fn standard_webhooks_verifies_our_deliveries() {
+    let app = TestApp::spawn_with(|c| {
+        c.outbound.allow_private_networks = vec!["127.0.0.1/32".into()];
+        c.jobs.poll_interval_ms = 100;
+    })
+    .await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, item text, qty int);
+             GRANT ALL ON orders TO anon, authenticated, service_role;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        app.state.schema.get().table("public", "orders").is_some()
+    })
+    .await;
+    assert!(ok, "schema cache never saw orders");
+    let mut handlers = fluxbase::jobs::Registry::default();
+    fluxbase::webhooks::register_jobs(&mut handlers, app.state.outbound.clone());
+    let _runner = crate::support::start_runner(&app, handlers, false);
+    run_node_suite(&app, "webhooks.test.mjs").await;
+}

@@ -15,3 +15,4 @@ mod outbound;
 mod realtime;
 mod rest;
 mod storage;
+mod webhooks;

@@ -68,6 +68,7 @@ pub fn registry() -> Registry {
     crate::auth::api_keys::configure(&mut reg);
     crate::storage::configure(&mut reg);
     crate::webhooks::api::configure(&mut reg);
+    crate::monitoring::configure(&mut reg);
     reg
 }
 

@@ -565,6 +565,8 @@ pub struct LogConfig {
     pub level: String,
     /// `auto` (pretty on a terminal, JSON otherwise), `pretty` or `json`.
     pub format: String,
+    /// Request statements slower than this (milliseconds) are logged; 0 = never.
+    pub slow_query_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -572,6 +574,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "auto".into(),
+            slow_query_ms: 500,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod monitoring;
 pub mod openapi;
 pub mod ops;
 pub mod outbound;

@@ -6,6 +6,56 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// Database statement latency of request transactions, by kind (`read`, `write`).
+fn db_queries() -> &'static HistogramVec {
+    static H: std::sync::OnceLock<HistogramVec> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        // The options are constants: construction cannot fail; a fallback keeps it total.
+        HistogramVec::new(
+            HistogramOpts::new(
+                "fluxbase_db_query_duration_seconds",
+                "Round trip of request transactions' statements (BEGIN, role setup, query), by kind",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["kind"],
+        )
+        .unwrap_or_else(|_| {
+            HistogramVec::new(HistogramOpts::new("fluxbase_db_query_fallback", "-"), &["kind"])
+                .unwrap_or_else(|_| unreachable!("constant histogram options"))
+        })
+    })
+}
+
+/// Records a request statement's latency, and logs it when it is slow: the statement's
+/// fingerprint (a hash and the start of its text, which holds no values: they are always
+/// bind parameters), the duration and the request id.
+/// `slow_ms` is `log.slow_query_ms` (0 = never log).
+pub fn observe_query(
+    kind: &str,
+    sql: &str,
+    took: std::time::Duration,
+    request_id: &str,
+    slow_ms: u64,
+) {
+    db_queries()
+        .with_label_values(&[kind])
+        .observe(took.as_secs_f64());
+    let slow = slow_ms;
+    let ms = took.as_millis() as u64;
+    if slow > 0 && ms >= slow {
+        use sha2::Digest;
+        let hash = hex::encode(&sha2::Sha256::digest(sql.as_bytes())[..8]);
+        let mut cut = sql.len().min(200);
+        while !sql.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        tracing::warn!(request_id, kind, ms, fingerprint = %hash, statement = &sql[..cut], "slow query");
+    }
+}
+
 /// Route label for requests no route matched.
 pub const UNMATCHED: &str = "<unmatched>";
 
@@ -74,6 +124,7 @@ impl Metrics {
         let pool_max = gauge("fluxbase_db_pool_max", "Largest size of the database pool")?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(db_queries().clone()))?;
         for g in [&pool_size, &pool_available, &pool_waiting, &pool_max] {
             registry.register(Box::new(g.clone()))?;
         }
@@ -115,6 +166,56 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Metrics {
+    /// The same figures as `render`, as JSON for the admin UI:
+    /// `[{name, help, type, samples: [{labels, value} | {labels, count, sum}]}]`.
+    pub fn snapshot(&self, pool: &deadpool_postgres::Pool) -> serde_json::Value {
+        use prometheus::proto::MetricType;
+        let s = pool.status();
+        self.pool_size.set(s.size as i64);
+        self.pool_available.set(s.available as i64);
+        self.pool_waiting.set(s.waiting as i64);
+        self.pool_max.set(s.max_size as i64);
+        let families: Vec<serde_json::Value> = self
+            .registry
+            .gather()
+            .iter()
+            .map(|f| {
+                let kind = f.get_field_type();
+                let samples: Vec<serde_json::Value> = f
+                    .get_metric()
+                    .iter()
+                    .map(|m| {
+                        let labels: serde_json::Map<String, serde_json::Value> = m
+                            .get_label()
+                            .iter()
+                            .map(|l| (l.name().to_string(), l.value().into()))
+                            .collect();
+                        match kind {
+                            MetricType::COUNTER => serde_json::json!({"labels": labels, "value": m.get_counter().get_value()}),
+                            MetricType::GAUGE => serde_json::json!({"labels": labels, "value": m.get_gauge().get_value()}),
+                            MetricType::HISTOGRAM => {
+                                let h = m.get_histogram();
+                                serde_json::json!({"labels": labels, "count": h.get_sample_count(), "sum": h.get_sample_sum()})
+                            }
+                            _ => serde_json::json!({"labels": labels}),
+                        }
+                    })
+                    .collect();
+                let kind = match kind {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    MetricType::SUMMARY => "summary",
+                    MetricType::UNTYPED => "untyped",
+                };
+                serde_json::json!({"name": f.name(), "help": f.help(), "type": kind, "samples": samples})
+            })
+            .collect();
+        serde_json::Value::Array(families)
     }
 }
 

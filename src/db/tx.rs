@@ -30,6 +30,10 @@ pub struct RequestInfo {
     pub headers_json: String,
     /// Cookies as a JSON object.
     pub cookies_json: String,
+    /// The request id (for the slow-query log).
+    pub request_id: String,
+    /// `log.slow_query_ms` of the app (0 = never log).
+    pub slow_query_ms: u64,
 }
 
 impl RequestInfo {
@@ -57,7 +61,18 @@ impl RequestInfo {
                 cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
             }
         }
+        use actix_web::HttpMessage;
+        let request_id = req
+            .extensions()
+            .get::<crate::app::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let slow_query_ms = req
+            .app_data::<actix_web::web::Data<crate::app::AppState>>()
+            .map_or(0, |s| s.config.log.slow_query_ms);
         RequestInfo {
+            request_id,
+            slow_query_ms,
             method: req.method().to_string(),
             path: req.path().to_string(),
             headers_json: headers,
@@ -117,10 +132,18 @@ impl RequestTx {
             &cookies,
         ];
         // Polled together, tokio-postgres writes all three before reading: one round trip.
+        let started = std::time::Instant::now();
         let (b, s, q) = tokio::join!(
             client.execute(&begin, &[]),
             client.execute(&setup, &setup_params),
             client.query(&stmt, params)
+        );
+        crate::metrics::observe_query(
+            if read_only { "read" } else { "write" },
+            sql,
+            started.elapsed(),
+            &info.request_id,
+            info.slow_query_ms,
         );
         let mut tx = RequestTx {
             client: Some(client),
@@ -176,11 +199,19 @@ impl RequestTx {
             &info.headers_json,
             &cookies,
         ];
+        let started = std::time::Instant::now();
         let (b, s, q, c) = tokio::join!(
             client.execute(&begin, &[]),
             client.execute(&setup, &setup_params),
             client.query(&stmt, params),
             client.execute(&commit, &[])
+        );
+        crate::metrics::observe_query(
+            "read",
+            sql,
+            started.elapsed(),
+            &info.request_id,
+            info.slow_query_ms,
         );
         // A failed statement turns the COMMIT into a rollback; the session is clean either way.
         let first_error = b.err().or(s.err());

@@ -234,6 +234,19 @@ impl Backend {
         Ok(out)
     }
 
+    /// Whether the store answers (the monitoring health check): a HEAD of a key that does not
+    /// exist must come back as "not found", not as an error.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self
+            .store
+            .head(&object_store::path::Path::from("fluxbase-health-probe"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Whether the bytes of `version` exist (tests and the janitor).
     pub async fn exists(&self, version: &str) -> bool {
         self.store.head(&data_key(version)).await.is_ok()

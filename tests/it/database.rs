@@ -43,6 +43,8 @@ async fn jwt_selects_role_and_rls_filters_rows() {
         path: "/test".into(),
         headers_json: "{}".into(),
         cookies_json: "{}".into(),
+        request_id: "test".into(),
+        slow_query_ms: 0,
     };
     let sql =
         "SELECT current_user::text, auth.uid()::text, auth.role(), (SELECT count(*) FROM notes),

@@ -11,6 +11,7 @@ mod clients;
 mod database;
 mod http;
 mod jobs;
+mod monitoring;
 mod outbound;
 mod realtime;
 mod rest;

@@ -500,3 +500,45 @@ async fn admin_api_validates_hides_secrets_tests_and_redelivers() {
         .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+#[tokio::test]
+async fn private_targets_are_refused_by_the_ssrf_guard() {
+    let app = app().await;
+    // 127.0.0.3 is loopback and not in the allow-list (only 127.0.0.2 is).
+    let hook = create_hook(
+        &app,
+        json!({"url": "http://127.0.0.3:9/hook", "events": ["public.orders:INSERT"], "retry": {"max_attempts": 1}}),
+    )
+    .await;
+    let id = hook["id"].as_str().unwrap();
+    let t: Value = app
+        .http
+        .post(app.url(&format!("/api/v1/webhooks/{id}/test")))
+        .bearer_auth(app.service_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["status"], "failed");
+    assert_eq!(t["response_status"], Value::Null);
+    let err = t["error"].as_str().unwrap();
+    assert!(err.contains("127.0.0.3"), "{err}");
+    // Through the queue too: one attempt, then failed.
+    let _runner = start_runner(&app, handlers(&app), false);
+    app.db
+        .client()
+        .await
+        .batch_execute("INSERT INTO orders VALUES (1, 'x', 1)")
+        .await
+        .unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        deliveries(&app, id)
+            .await
+            .iter()
+            .any(|d| d["event"] != "webhook.test" && d["status"] == "failed")
+    })
+    .await;
+    assert!(ok, "{:?}", deliveries(&app, id).await);
+}

@@ -333,16 +333,29 @@ pub fn start_http(
     let data = web::Data::new(state);
     let mount = configure_app(data, reg);
     let app_cfg = cfg.clone();
+    let tls = if cfg.server.tls.enabled() {
+        Some(tls_config(&cfg.server.tls)?)
+    } else {
+        None
+    };
+    let hsts = (tls.is_some() && cfg.server.tls.hsts_max_age_secs > 0).then(|| {
+        format!(
+            "max-age={}; includeSubDomains",
+            cfg.server.tls.hsts_max_age_secs
+        )
+    });
     let mut server = actix_web::HttpServer::new(move || {
+        let mut headers = DefaultHeaders::new()
+            .add(("X-Content-Type-Options", "nosniff"))
+            .add(("X-Frame-Options", "DENY"))
+            .add(("Referrer-Policy", "strict-origin-when-cross-origin"));
+        if let Some(h) = &hsts {
+            headers = headers.add(("Strict-Transport-Security", h.as_str()));
+        }
         actix_web::App::new()
             .configure(mount.clone())
             .default_service(web::to(not_found))
-            .wrap(
-                DefaultHeaders::new()
-                    .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("X-Frame-Options", "DENY"))
-                    .add(("Referrer-Policy", "strict-origin-when-cross-origin")),
-            )
+            .wrap(headers)
             .wrap(cors(&app_cfg))
             .wrap(from_fn(observe))
     })
@@ -351,7 +364,43 @@ pub fn start_http(
     if cfg.server.workers > 0 {
         server = server.workers(cfg.server.workers as usize);
     }
-    let server = server.bind((cfg.server.host.as_str(), cfg.server.port as u16))?;
+    let addr = (cfg.server.host.as_str(), cfg.server.port as u16);
+    let server = match tls {
+        Some(t) => server.bind_rustls_0_23(addr, t)?,
+        None => server.bind(addr)?,
+    };
     let addrs = server.addrs();
     Ok((server.run(), addrs))
+}
+
+/// The rustls server config from PEM files (ring provider, TLS 1.2 and 1.3, HTTP/1.1).
+fn tls_config(cfg: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("server.tls.{what} {path:?}: {e}"),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_path)
+        .map_err(|e| bad("cert_path", &cfg.cert_path, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("cert_path", &cfg.cert_path, &e))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "cert_path",
+            &cfg.cert_path,
+            &"no certificate in the file",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_path)
+        .map_err(|e| bad("key_path", &cfg.key_path, &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("cert_path", &cfg.cert_path, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("key_path", &cfg.key_path, &e))
 }

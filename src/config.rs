@@ -107,6 +107,37 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Cross-origin resource sharing.
     pub cors: CorsConfig,
+    /// TLS termination.
+    pub tls: TlsConfig,
+}
+
+/// `server.tls.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_path`, the server speaks HTTPS only.
+    pub cert_path: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+    /// `Strict-Transport-Security` max-age sent over TLS; 0 = no HSTS header.
+    pub hsts_max_age_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: String::new(),
+            key_path: String::new(),
+            hsts_max_age_secs: 31_536_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -120,6 +151,7 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_timeout_secs: 30,
             cors: CorsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -921,6 +953,9 @@ impl Config {
         let url = &self.server.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             p.push("`server.public_url` must start with http:// or https://".into());
+        }
+        if self.server.tls.cert_path.is_empty() != self.server.tls.key_path.is_empty() {
+            p.push("`server.tls.cert_path` and `server.tls.key_path` go together".into());
         }
         if self.server.body_limit_bytes == 0 {
             p.push("`server.body_limit_bytes` must be positive".into());

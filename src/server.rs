@@ -307,8 +307,13 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
             ),
         )
     })?;
+    let scheme = if config.server.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     for a in &addrs {
-        tracing::info!(addr = %a, "fluxbase listening on http://{a}");
+        tracing::info!(addr = %a, "fluxbase listening on {scheme}://{a}");
     }
     let handle = server.handle();
     tokio::spawn(async move {

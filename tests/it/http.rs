@@ -326,3 +326,64 @@ async fn require_apikey_answers_like_the_supabase_gateway() {
         200
     );
 }
+
+/// TLS termination with a self-signed certificate (rcgen): HTTPS works, HSTS is sent, plain
+/// HTTP on the same port is not served, and bad key files stop the start with a clear error.
+#[tokio::test]
+async fn tls_termination_with_hsts() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (c, k) = (
+        cert_path.to_str().unwrap().to_string(),
+        key_path.to_str().unwrap().to_string(),
+    );
+    let app = TestApp::spawn_with(|cfg| {
+        cfg.server.tls.cert_path = c;
+        cfg.server.tls.key_path = k;
+        cfg.server.tls.hsts_max_age_secs = 600;
+    })
+    .await;
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("https://localhost:{port}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=600; includeSubDomains"
+    );
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .is_err());
+    // An untrusted certificate is refused by a normal client.
+    assert!(reqwest::get(format!("https://127.0.0.1:{port}/health"))
+        .await
+        .is_err());
+    // Without TLS there is no HSTS header.
+    let plain = TestApp::spawn().await;
+    let res = plain.get("/health").send().await.unwrap();
+    assert!(res.headers().get("strict-transport-security").is_none());
+    // A missing key file is a start-up error naming the setting.
+    let state = plain.state.clone();
+    let mut cfg = (*state.config).clone();
+    cfg.server.tls.cert_path = cert_path.to_str().unwrap().into();
+    cfg.server.tls.key_path = "/nonexistent/key.pem".into();
+    let mut broken = state.clone();
+    broken.config = std::sync::Arc::new(cfg);
+    let err = fluxbase::app::start_http(broken)
+        .err()
+        .expect("start must fail");
+    assert!(err.to_string().contains("server.tls.key_path"), "{err}");
+}

@@ -79,10 +79,18 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
-async fn openapi(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+/// The static part rendered at start-up merged with the REST paths of the current schema
+/// cache (rendered once per cache generation, see `openapi::render`).
+async fn openapi(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let body = crate::openapi::render(
+        &state.openapi_json,
+        &state.schema.get(),
+        &state.config.rest.schemas,
+    )
+    .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.openapi_json.as_str().to_owned())
+        .body(body))
 }
 
 async fn admin_info(

@@ -12,6 +12,7 @@ mod database;
 mod http;
 mod jobs;
 mod monitoring;
+mod openapi;
 mod outbound;
 mod realtime;
 mod rest;

@@ -1,0 +1,230 @@
+//! `GET /openapi.json`: the registry part (every route with its methods), the schema part
+//! generated from the schema cache (tables, views, functions, column schemas), its refresh
+//! after DDL, and its validity as OpenAPI 3.1 checked by an independent validator
+//! (@seriousme/openapi-schema-validator, tests/clients/openapi.test.mjs).
+
+use crate::support::TestApp;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const FIXTURE: &str = "
+CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL, born int);
+CREATE TABLE books (
+  id serial PRIMARY KEY, title varchar(200) NOT NULL, year smallint, author_id int REFERENCES authors(id),
+  tags text[] DEFAULT '{}', meta jsonb, price numeric(10,2), big bigint NOT NULL DEFAULT 0,
+  isbn uuid, published timestamptz, ok boolean NOT NULL DEFAULT true,
+  search tsvector GENERATED ALWAYS AS (to_tsvector('english', title)) STORED);
+CREATE VIEW book_titles AS SELECT b.id, b.title FROM books b;
+CREATE VIEW stats AS SELECT count(*) AS n FROM books;
+CREATE TABLE \"odd {name}\" (id int PRIMARY KEY);
+CREATE FUNCTION add(a int, b int DEFAULT 1) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+CREATE FUNCTION books_after(y int) RETURNS SETOF books LANGUAGE sql STABLE AS 'SELECT * FROM books WHERE year > y';
+CREATE FUNCTION bump() RETURNS void LANGUAGE sql VOLATILE AS 'SELECT 1';
+NOTIFY pgrst, 'reload schema';
+";
+
+async fn with_fixture() -> TestApp {
+    let app = TestApp::spawn().await;
+    app.db.client().await.batch_execute(FIXTURE).await.unwrap();
+    let ok = crate::support::eventually(Duration::from_secs(10), || async {
+        !app.state
+            .schema
+            .get()
+            .functions("public", "bump")
+            .is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw the fixture");
+    app
+}
+
+async fn doc(app: &TestApp) -> Value {
+    let r = app.get("/openapi.json").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn openapi_lists_every_registry_route_with_its_methods() {
+    let app = TestApp::spawn().await;
+    let doc = doc(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for r in fluxbase::app::registry().routes() {
+        let path = fluxbase::routes::openapi_path(r.path);
+        let op = &doc["paths"][&path][r.method.as_str().to_ascii_lowercase()];
+        assert!(op.is_object(), "{} {} missing", r.method, r.path);
+        assert_eq!(op["tags"], json!([r.tag]), "{} {}", r.method, r.path);
+        assert_eq!(op["summary"], r.summary);
+        // Every template parameter is declared, required, with a schema.
+        for p in fluxbase::routes::path_params(r.path) {
+            let declared = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["name"] == p.as_str() && x["in"] == "path")
+                .unwrap_or_else(|| panic!("{} {}: no parameter {p}", r.method, r.path));
+            assert_eq!(declared["required"], true);
+            assert!(declared["schema"]["type"].is_string(), "{declared}");
+        }
+        // Success and error responses; errors in the surface's body shape.
+        let responses = &op["responses"];
+        assert!(responses["2XX"].is_object(), "{path}");
+        let err = responses["4XX"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap();
+        let expected = if path.starts_with("/auth/v1") || path.starts_with("/api/v1/auth") {
+            "GoTrueError"
+        } else if path.starts_with("/storage/v1") || path.starts_with("/api/v1/storage") {
+            "StorageError"
+        } else {
+            "PostgrestError"
+        };
+        assert_eq!(err, format!("#/components/schemas/{expected}"), "{path}");
+        // Security follows the access rule.
+        let sec = op["security"].as_array().unwrap();
+        match r.access {
+            fluxbase::routes::Access::Public => assert_eq!(sec, &vec![json!({})]),
+            fluxbase::routes::Access::Key => {
+                assert!(sec.contains(&json!({"apikey": []})) && sec.contains(&json!({})))
+            }
+            fluxbase::routes::Access::ServiceRole => {
+                assert!(sec.contains(&json!({"bearer": []})) && !sec.contains(&json!({})))
+            }
+        }
+    }
+    for s in [
+        "PostgrestError",
+        "GoTrueError",
+        "StorageError",
+        "WebhookInput",
+    ] {
+        assert!(doc["components"]["schemas"][s].is_object(), "{s}");
+    }
+    assert_eq!(
+        doc["paths"]["/api/v1/webhooks"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/WebhookInput"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/jobs/{id}"]["get"]["parameters"][0]["schema"]["type"],
+        "integer"
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_tables_views_and_functions() {
+    let app = with_fixture().await;
+    let doc = doc(&app).await;
+    let books = &doc["components"]["schemas"]["public.books"];
+    let p = &books["properties"];
+    assert_eq!(p["id"]["type"], "integer");
+    assert_eq!(p["title"]["type"], "string");
+    assert_eq!(p["title"]["maxLength"], 200);
+    assert_eq!(p["year"]["type"], json!(["integer", "null"]));
+    assert_eq!(p["year"]["maximum"], 32767);
+    assert_eq!(p["tags"]["type"], json!(["array", "null"]));
+    assert_eq!(p["tags"]["items"]["type"], json!(["string", "null"]));
+    assert!(p["meta"].get("type").is_none(), "jsonb is any JSON value");
+    assert_eq!(p["price"]["type"], json!(["number", "null"]));
+    assert_eq!(p["big"]["type"], "integer");
+    assert_eq!(p["big"]["format"], "int64");
+    assert_eq!(p["isbn"]["format"], "uuid");
+    assert_eq!(p["published"]["format"], "date-time");
+    assert_eq!(p["published"]["type"], json!(["string", "null"]));
+    assert_eq!(p["ok"]["type"], "boolean");
+    assert_eq!(p["search"]["readOnly"], true);
+
+    let item = &doc["paths"]["/rest/v1/books"];
+    let names: Vec<&str> = item["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "select", "order", "limit", "offset", "id", "title", "year", "meta",
+    ] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+    assert_eq!(
+        item["get"]["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"],
+        "#/components/schemas/public.books"
+    );
+    let post = &item["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(post["anyOf"][0]["allOf"][1]["required"], json!(["title"]));
+    for m in ["post", "patch", "delete"] {
+        assert!(item[m].is_object(), "books {m}");
+    }
+    // A view that cannot be written has only GET; an auto-updatable one has writes.
+    assert!(doc["paths"]["/rest/v1/stats"]["get"].is_object());
+    assert!(doc["paths"]["/rest/v1/stats"]["post"].is_null());
+    assert!(doc["paths"]["/rest/v1/book_titles"]["patch"].is_object());
+    // Names are percent-encoded: a `{` never turns into a template.
+    assert!(doc["paths"]["/rest/v1/odd%20%7Bname%7D"]["get"].is_object());
+    assert!(doc["components"]["schemas"]["public.odd__name_"].is_object());
+
+    // RPC: POST with an object of the arguments; GET only for non-volatile functions.
+    let add = &doc["paths"]["/rest/v1/rpc/add"];
+    let body = &add["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["properties"]["a"]["type"], json!(["integer", "null"]));
+    assert_eq!(body["required"], json!(["a"]));
+    assert_eq!(add["get"]["parameters"][0]["name"], "a");
+    assert_eq!(add["get"]["parameters"][0]["required"], true);
+    assert_eq!(add["get"]["parameters"][1]["required"], false);
+    let after = &doc["paths"]["/rest/v1/rpc/books_after"];
+    assert_eq!(
+        after["post"]["responses"]["200"]["content"]["application/json"]["schema"],
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/public.books"}})
+    );
+    let bump = &doc["paths"]["/rest/v1/rpc/bump"];
+    assert!(bump["post"].is_object() && bump["get"].is_null());
+
+    // The generated paths answer as documented.
+    let r = app
+        .get("/rest/v1/rpc/add?a=2&b=3")
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(5));
+}
+
+#[tokio::test]
+async fn openapi_follows_schema_reloads() {
+    let app = with_fixture().await;
+    let before = doc(&app).await;
+    assert!(before["paths"]["/rest/v1/later"].is_null());
+    // Same cache generation, same bytes (the rendering is cached).
+    assert_eq!(doc(&app).await, before);
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE later (id uuid PRIMARY KEY, at timestamptz NOT NULL);
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(Duration::from_secs(10), || async {
+        app.state.schema.get().table("public", "later").is_some()
+    })
+    .await;
+    assert!(ok, "schema cache never saw `later`");
+    let after = doc(&app).await;
+    assert!(after["paths"]["/rest/v1/later"]["post"].is_object());
+    assert_eq!(
+        after["components"]["schemas"]["public.later"]["properties"]["at"]["format"],
+        "date-time"
+    );
+}
+
+#[tokio::test]
+async fn openapi_is_valid_per_an_independent_validator() {
+    let app = with_fixture().await;
+    crate::clients::run_node_suite(&app, "openapi.test.mjs").await;
+}

@@ -10,3 +10,4 @@ bench/jobs.sh
 bench/schema.sh
 bench/rest.sh
 bench/auth.sh
+bench/realtime.sh

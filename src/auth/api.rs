@@ -55,6 +55,34 @@ pub fn configure(reg: &mut Registry) {
     );
     both!(Method::GET, "/user", "The signed-in user", Key, get_user);
     both!(
+        Method::POST,
+        "/factors",
+        "Enroll an MFA factor (TOTP)",
+        Key,
+        super::mfa::enroll
+    );
+    both!(
+        Method::POST,
+        "/factors/{id}/challenge",
+        "Challenge an MFA factor",
+        Key,
+        super::mfa::challenge
+    );
+    both!(
+        Method::POST,
+        "/factors/{id}/verify",
+        "Verify an MFA challenge (the session becomes aal2)",
+        Key,
+        super::mfa::verify
+    );
+    both!(
+        Method::DELETE,
+        "/factors/{id}",
+        "Unenroll an MFA factor",
+        Key,
+        super::mfa::unenroll
+    );
+    both!(
         Method::PUT,
         "/user",
         "Update the signed-in user",
@@ -699,7 +727,7 @@ async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, A
 }
 
 /// The signed-in user of a request: a user JWT whose session is still live.
-async fn current(state: &AppState, ctx: &AuthContext) -> Result<(Uuid, Uuid), ApiError> {
+pub(crate) async fn current(state: &AppState, ctx: &AuthContext) -> Result<(Uuid, Uuid), ApiError> {
     let no_auth = || {
         gotrue(
             401,

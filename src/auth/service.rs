@@ -114,7 +114,11 @@ pub const USER_COLUMNS: &str = "u.id, u.aud, u.role, u.email, u.email_confirmed_
      (SELECT coalesce(jsonb_agg(jsonb_build_object('identity_id', i.id, 'id', i.provider_id, 'user_id', i.user_id, \
         'identity_data', i.identity_data, 'provider', i.provider, 'last_sign_in_at', i.last_sign_in_at, \
         'created_at', i.created_at, 'updated_at', i.updated_at, 'email', i.email) ORDER BY i.created_at), '[]'::jsonb) \
-      FROM auth.identities i WHERE i.user_id = u.id)";
+      FROM auth.identities i WHERE i.user_id = u.id), \
+     (SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, \
+        'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, \
+        'updated_at', f.updated_at) ORDER BY f.created_at) \
+      FROM auth.mfa_factors f WHERE f.user_id = u.id)";
 
 /// A user as loaded.
 #[derive(Debug, Clone)]
@@ -171,7 +175,7 @@ pub fn user_from_row(r: &Row) -> User {
         "deleted_at": ts(r, 18),
         "is_anonymous": is_anonymous,
         "invited_at": ts(r, 20),
-        "factors": Value::Null,
+        "factors": r.get::<_, Option<Value>>(23).unwrap_or(Value::Null),
     });
     let mut json = json;
     if let Some(m) = json.as_object_mut() {
@@ -313,13 +317,17 @@ pub async fn issue_session<C: GenericClient>(
     // says so in its claims. Session row and refresh token in one statement.
     let refresh = new_secret();
     let refresh_hash = hash_token(&refresh);
+    let now = Utc::now().timestamp();
+    // A new session records how it was authenticated; an existing one (refresh, MFA) keeps
+    // its level and methods, so refreshed tokens carry the same aal/amr.
+    let first_amr = json!([{"method": amr_method, "timestamp": now}]);
     let row = match session {
         Some(s) => c
             .query_one(
-                "WITH s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $3 RETURNING id, tag),
+                "WITH s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $3 RETURNING id, tag, aal, amr),
                       r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent)
                             SELECT $1, $2, s.id, $4 FROM s)
-                 SELECT id, tag FROM s",
+                 SELECT id, tag, aal, amr FROM s",
                 &[&refresh_hash, &user.id, &s, &parent_hash],
             )
             .await
@@ -327,18 +335,24 @@ pub async fn issue_session<C: GenericClient>(
         None => {
             let tag = (amr_method == "impersonation").then_some("impersonated");
             c.query_one(
-                "WITH s AS (INSERT INTO auth.sessions (user_id, tag, refreshed_at) VALUES ($2, $3, now()) RETURNING id, tag),
+                "WITH s AS (INSERT INTO auth.sessions (user_id, tag, refreshed_at, amr) VALUES ($2, $3, now(), $5) RETURNING id, tag, aal, amr),
                       r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent)
                             SELECT $1, $2, s.id, $4 FROM s)
-                 SELECT id, tag FROM s",
-                &[&refresh_hash, &user.id, &tag, &parent_hash],
+                 SELECT id, tag, aal, amr FROM s",
+                &[&refresh_hash, &user.id, &tag, &parent_hash, &first_amr],
             )
             .await
             .map_err(db)?
         }
     };
-    let (session_id, tag): (Uuid, Option<String>) = (row.get(0), row.get(1));
-    let now = Utc::now().timestamp();
+    let (session_id, tag, aal, amr): (Uuid, Option<String>, String, Value) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    // Sessions from before amr was recorded have none: name the method at hand.
+    let amr = if amr.as_array().is_some_and(|a| !a.is_empty()) {
+        amr
+    } else {
+        first_amr
+    };
     let exp = now + cfg.auth.jwt_expiry_secs as i64;
     let mut claims = Claims::new();
     let iss = if cfg.server.public_url.is_empty() {
@@ -356,11 +370,8 @@ pub async fn issue_session<C: GenericClient>(
     claims.insert("app_metadata".into(), user.json["app_metadata"].clone());
     claims.insert("user_metadata".into(), user.json["user_metadata"].clone());
     claims.insert("role".into(), Value::from(user.role.clone()));
-    claims.insert("aal".into(), Value::from("aal1"));
-    claims.insert(
-        "amr".into(),
-        json!([{"method": amr_method, "timestamp": now}]),
-    );
+    claims.insert("aal".into(), Value::from(aal));
+    claims.insert("amr".into(), amr);
     claims.insert("session_id".into(), Value::from(session_id.to_string()));
     claims.insert("is_anonymous".into(), Value::from(user.is_anonymous));
     if tag.as_deref() == Some("impersonated") {

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
+import { createHmac } from 'node:crypto';
 
 const url = process.env.FLUXBASE_URL;
 const anon = process.env.FLUXBASE_ANON_KEY;
@@ -115,4 +116,76 @@ test('admin: create, list with paging, update, delete', async () => {
   // Not for the anon key.
   const denied = await client().auth.admin.listUsers();
   assert.ok(denied.error, 'anon cannot list users');
+});
+
+// RFC 6238 TOTP, written here with node's crypto (independent of the server's code).
+function totp(base32Secret, at = Date.now()) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const ch of base32Secret.replace(/=+$/, '')) bits += alphabet.indexOf(ch).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / 30)));
+  const h = createHmac('sha1', key).update(counter).digest();
+  const off = h[h.length - 1] & 0xf;
+  const n = ((h[off] & 0x7f) << 24) | (h[off + 1] << 16) | (h[off + 2] << 8) | h[off + 3];
+  return String(n % 1_000_000).padStart(6, '0');
+}
+
+test('MFA: enroll TOTP, challenge, verify to aal2, refresh keeps aal2, unenroll', async () => {
+  const supabase = client();
+  const email = `mfa+${Date.now()}@example.test`;
+  let r = await supabase.auth.signUp({ email, password: 'correct horse battery' });
+  assert.equal(r.error, null);
+  let aal = await supabase.auth.mfa.getAuthenticatorAssuranceLevel();
+  assert.equal(aal.error, null);
+  assert.equal(aal.data.currentLevel, 'aal1');
+  assert.equal(aal.data.nextLevel, 'aal1');
+
+  const enrolled = await supabase.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone app' });
+  assert.equal(enrolled.error, null);
+  assert.equal(enrolled.data.type, 'totp');
+  assert.match(enrolled.data.totp.uri, /^otpauth:\/\/totp\//);
+  assert.ok(enrolled.data.totp.qr_code.startsWith('data:image/svg+xml'));
+  const factorId = enrolled.data.id;
+  const dup = await supabase.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone app' });
+  assert.equal(dup.error?.code, 'mfa_factor_name_conflict');
+
+  const ch = await supabase.auth.mfa.challenge({ factorId });
+  assert.equal(ch.error, null);
+  assert.ok(ch.data.expires_at > Date.now() / 1000);
+  const wrong = await supabase.auth.mfa.verify({ factorId, challengeId: ch.data.id, code: '000000' === totp(enrolled.data.totp.secret) ? '111111' : '000000' });
+  assert.equal(wrong.error?.code, 'mfa_verification_failed');
+  const ok = await supabase.auth.mfa.verify({ factorId, challengeId: ch.data.id, code: totp(enrolled.data.totp.secret) });
+  assert.equal(ok.error, null);
+  const claims = JSON.parse(Buffer.from(ok.data.access_token.split('.')[1], 'base64url'));
+  assert.equal(claims.aal, 'aal2');
+  assert.equal(claims.amr[0].method, 'totp');
+  assert.ok(claims.amr.some((m) => m.method === 'password'));
+  aal = await supabase.auth.mfa.getAuthenticatorAssuranceLevel();
+  assert.equal(aal.data.currentLevel, 'aal2');
+
+  const factors = await supabase.auth.mfa.listFactors();
+  assert.equal(factors.error, null);
+  assert.equal(factors.data.totp.length, 1);
+  assert.equal(factors.data.totp[0].status, 'verified');
+
+  const refreshed = await supabase.auth.refreshSession();
+  assert.equal(refreshed.error, null);
+  const rc = JSON.parse(Buffer.from(refreshed.data.session.access_token.split('.')[1], 'base64url'));
+  assert.equal(rc.aal, 'aal2', 'refresh keeps the level');
+
+  // A new password sign-in is aal1 with a verified factor: nextLevel says aal2.
+  const other = client();
+  r = await other.auth.signInWithPassword({ email, password: 'correct horse battery' });
+  assert.equal(r.error, null);
+  aal = await other.auth.mfa.getAuthenticatorAssuranceLevel();
+  assert.equal(aal.data.currentLevel, 'aal1');
+  assert.equal(aal.data.nextLevel, 'aal2');
+  const denied = await other.auth.mfa.unenroll({ factorId });
+  assert.equal(denied.error?.code, 'insufficient_aal');
+
+  const gone = await supabase.auth.mfa.unenroll({ factorId });
+  assert.equal(gone.error, null);
+  assert.equal(gone.data.id, factorId);
 });

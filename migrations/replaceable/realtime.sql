@@ -115,19 +115,39 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
--- The batched RLS check of postgres_changes: may each (role, claims) pair SELECT the row?
--- `query` is built by the server (quoted identifiers, `$1` = the primary key as jsonb).
--- SECURITY INVOKER, so SET ROLE works and the policies of each role apply. A failing check
--- means "not visible" for that pair only.
-CREATE OR REPLACE FUNCTION realtime.fluxbase_visible(check_sql text, row_key jsonb, roles text[], claims text[])
-RETURNS boolean[]
+-- The batched RLS check of postgres_changes: which of the rows (their primary keys,
+-- `row_keys`) may each (role, claims) pair SELECT? Returns a jsonb array with, per pair, the
+-- 1-based indexes of its visible rows. `check_sql` is built by the server (quoted
+-- identifiers; `$1` = the keys). SECURITY INVOKER, so SET ROLE works and each role's
+-- policies apply. All pairs run in one block first; if any check fails, they run again one
+-- block each, so an error (a claim that breaks a cast in a policy…) hides the rows from that
+-- pair only.
+DROP FUNCTION IF EXISTS realtime.fluxbase_visible(text, jsonb, text[], text[]);
+CREATE OR REPLACE FUNCTION realtime.fluxbase_visible_rows(check_sql text, row_keys jsonb[], roles text[], claims text[])
+RETURNS jsonb
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
   n int := coalesce(array_length(roles, 1), 0);
-  verdicts boolean[] := array_fill(false, ARRAY[n]);
+  verdicts jsonb := '[]'::jsonb;
   active_role text := NULL;
-  seen boolean;
+  seen int[];
 BEGIN
+  BEGIN
+    FOR i IN 1 .. n LOOP
+      IF active_role IS DISTINCT FROM roles[i] THEN
+        EXECUTE format('SET LOCAL ROLE %I', roles[i]);
+        active_role := roles[i];
+      END IF;
+      PERFORM set_config('request.jwt.claims', claims[i], true);
+      EXECUTE check_sql INTO seen USING row_keys;
+      verdicts := verdicts || jsonb_build_array(to_jsonb(coalesce(seen, '{}'::int[])));
+    END LOOP;
+    RETURN verdicts;
+  EXCEPTION WHEN OTHERS THEN
+    NULL;
+  END;
+  verdicts := '[]'::jsonb;
+  active_role := NULL;
   FOR i IN 1 .. n LOOP
     BEGIN
       IF active_role IS DISTINCT FROM roles[i] THEN
@@ -135,10 +155,10 @@ BEGIN
         active_role := roles[i];
       END IF;
       PERFORM set_config('request.jwt.claims', claims[i], true);
-      EXECUTE check_sql INTO seen USING row_key;
-      verdicts[i] := coalesce(seen, false);
+      EXECUTE check_sql INTO seen USING row_keys;
+      verdicts := verdicts || jsonb_build_array(to_jsonb(coalesce(seen, '{}'::int[])));
     EXCEPTION WHEN OTHERS THEN
-      verdicts[i] := false;
+      verdicts := verdicts || '[[]]'::jsonb;
       active_role := NULL;
     END;
   END LOOP;

@@ -71,18 +71,14 @@ pub async fn broadcast(
         if m.private {
             authorise_write(&state, &ctx, &topic, &sub).await?;
         }
-        rt.publish(
-            &state.pool,
-            Broadcast {
-                key: hub_key(&topic, m.private),
-                topic,
-                event: m.event,
-                body: BroadcastBody::Json(m.payload),
-                binary: false,
-                from: None,
-            },
-        )
-        .await;
+        rt.publish(Broadcast {
+            key: hub_key(&topic, m.private),
+            topic,
+            event: m.event,
+            body: BroadcastBody::Json(m.payload),
+            binary: false,
+            from: None,
+        });
     }
     Ok(HttpResponse::Accepted().finish())
 }
@@ -128,18 +124,14 @@ pub async fn broadcast_event(
     if query.private {
         authorise_write(&state, &ctx, &topic, &sub).await?;
     }
-    rt.publish(
-        &state.pool,
-        Broadcast {
-            key: hub_key(&topic, query.private),
-            topic,
-            event,
-            body: payload,
-            binary,
-            from: None,
-        },
-    )
-    .await;
+    rt.publish(Broadcast {
+        key: hub_key(&topic, query.private),
+        topic,
+        event,
+        body: payload,
+        binary,
+        from: None,
+    });
     Ok(HttpResponse::Accepted().finish())
 }
 

@@ -219,7 +219,8 @@ pub struct TableMeta {
     pub pk: Vec<(String, String)>,
     /// Row-level security is on (and applies to the subscribers' roles).
     pub rls: bool,
-    /// `SELECT EXISTS(...)` of the row by primary key `$1` (jsonb), for the RLS check.
+    /// The RLS check: which of the keys `$1` (jsonb[]) name rows the session may SELECT
+    /// (1-based indexes).
     pub visible_sql: Option<String>,
     /// `SELECT to_json(t) ...` of the row by primary key `$1` (jsonb), for large rows.
     pub reread_sql: Option<String>,
@@ -237,10 +238,15 @@ const META_SQL: &str =
  ORDER BY a.attnum";
 
 fn pk_predicate(pk: &[(String, String)]) -> String {
+    pk_predicate_on(pk, "$1::jsonb")
+}
+
+/// `t.pk1 = (<key> ->> 'pk1')::type AND …` for a jsonb expression holding the key.
+fn pk_predicate_on(pk: &[(String, String)], key: &str) -> String {
     pk.iter()
         .map(|(name, ty)| {
             format!(
-                "t.{} = ($1::jsonb ->> {})::{}",
+                "t.{} = ({key} ->> {})::{}",
                 crate::db::quote_ident(name),
                 crate::db::quote_literal(name),
                 ty
@@ -292,7 +298,11 @@ pub async fn table_meta(
     } else {
         let pred = pk_predicate(&pk);
         (
-            Some(format!("SELECT EXISTS (SELECT 1 FROM {from} WHERE {pred})")),
+            Some(format!(
+                "SELECT array_agg(k.i::int) FROM unnest($1::jsonb[]) WITH ORDINALITY AS k(key, i) \
+                  WHERE EXISTS (SELECT 1 FROM {from} WHERE {})",
+                pk_predicate_on(&pk, "k.key")
+            )),
             Some(format!("SELECT to_json(t)::text FROM {from} WHERE {pred}")),
         )
     };
@@ -332,13 +342,44 @@ fn binding_matches(b: &super::hub::PgBinding, c: &Change, record: Option<&Value>
         }
 }
 
+/// A change matched against the subscribers, before RLS.
+pub struct Prepared {
+    change: Change,
+    meta: Arc<TableMeta>,
+    record_text: Option<String>,
+    record: Option<Value>,
+    errors: Option<String>,
+    targets: Vec<(Arc<Member>, Vec<u64>)>,
+}
+
+impl Prepared {
+    fn needs_rls(&self) -> bool {
+        self.meta.rls && self.change.e != "DELETE"
+    }
+
+    /// The primary key of the row, for the RLS check.
+    fn key(&self) -> Option<Value> {
+        let record = self.record.as_ref()?;
+        if self.meta.pk.is_empty() {
+            return None;
+        }
+        Some(Value::Object(
+            self.meta
+                .pk
+                .iter()
+                .map(|(k, _)| (k.clone(), record.get(k).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        ))
+    }
+}
+
 impl Changes {
-    /// Prepares the frames of one change (matching, re-reads, RLS). Sending is left to the
-    /// caller, which does it in commit order even when several changes are prepared at once.
-    pub async fn deliver(&self, c: Change) -> Outgoing {
+    /// Matches one change against the subscribers (metadata lookup and, for rows too large
+    /// for NOTIFY, the re-read included). `None` when nobody is interested.
+    pub async fn prepare(&self, c: Change) -> Option<Prepared> {
         let members = self.hub.pg_members();
         if members.is_empty() {
-            return Outgoing::None;
+            return None;
         }
         let quick_match = members.iter().any(|m| {
             m.pg.iter().any(|b| {
@@ -348,14 +389,14 @@ impl Changes {
             })
         });
         if !quick_match {
-            return Outgoing::None;
+            return None;
         }
         let meta = match table_meta(&self.pool, &self.meta, &c.s, &c.t).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Outgoing::None,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, schema = %c.s, table = %c.t, "realtime: table metadata");
-                return Outgoing::None;
+                return None;
             }
         };
         let mut errors: Option<String> = None;
@@ -398,15 +439,108 @@ impl Changes {
             }
         }
         if targets.is_empty() {
-            return Outgoing::None;
+            return None;
         }
-        // RLS: DELETEs are not filtered (the row is gone; only its key is sent), as Supabase.
-        if meta.rls && c.e != "DELETE" {
-            targets = self.visible(&meta, &c, record.as_ref(), targets).await;
-            if targets.is_empty() {
-                return Outgoing::None;
+        Some(Prepared {
+            change: c,
+            meta,
+            record_text,
+            record,
+            errors,
+            targets,
+        })
+    }
+
+    /// Checks RLS for a run of prepared changes: per table, ONE function call covers every
+    /// row of the run and every distinct (role, claims) of its subscribers. DELETEs are not
+    /// filtered (the row is gone; only its key is sent), as Supabase. The service role is
+    /// not asked.
+    pub async fn apply_rls(&self, batch: &mut [Prepared]) {
+        let mut tables: Vec<(String, String)> = Vec::new();
+        for p in batch.iter().filter(|p| p.needs_rls()) {
+            let t = (p.change.s.clone(), p.change.t.clone());
+            if !tables.contains(&t) {
+                tables.push(t);
             }
         }
+        for (schema, table) in tables {
+            let idx: Vec<usize> = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.needs_rls() && p.change.s == schema && p.change.t == table)
+                .map(|(i, _)| i)
+                .collect();
+            let Some(sql) = batch[idx[0]].meta.visible_sql.clone() else {
+                // No primary key to check against: only the service role sees these rows.
+                for &i in &idx {
+                    batch[i]
+                        .targets
+                        .retain(|(m, _)| m.identity().role == crate::auth::jwt::SERVICE_ROLE);
+                }
+                continue;
+            };
+            // Distinct identities across the run, and each row's key.
+            let mut index: HashMap<(String, Arc<str>), usize> = HashMap::new();
+            let mut roles: Vec<String> = Vec::new();
+            let mut claims: Vec<String> = Vec::new();
+            let mut keys: Vec<Value> = Vec::new();
+            let mut key_of: Vec<Option<usize>> = Vec::new();
+            for &i in &idx {
+                let k = batch[i].key();
+                key_of.push(k.map(|k| {
+                    keys.push(k);
+                    keys.len()
+                }));
+                for (m, _) in &batch[i].targets {
+                    let id = m.identity();
+                    if id.role == crate::auth::jwt::SERVICE_ROLE {
+                        continue;
+                    }
+                    index
+                        .entry((id.role.clone(), id.claims_json.clone()))
+                        .or_insert_with(|| {
+                            roles.push(id.role.clone());
+                            claims.push(id.claims_json.to_string());
+                            roles.len() - 1
+                        });
+                }
+            }
+            let verdicts: Vec<Vec<usize>> = if roles.is_empty() || keys.is_empty() {
+                vec![Vec::new(); roles.len()]
+            } else {
+                match self.check(&sql, &keys, &roles, &claims).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %schema, %table, "realtime: RLS check failed; changes withheld");
+                        vec![Vec::new(); roles.len()]
+                    }
+                }
+            };
+            for (n, &i) in idx.iter().enumerate() {
+                let row = key_of[n];
+                batch[i].targets.retain(|(m, _)| {
+                    let id = m.identity();
+                    if id.role == crate::auth::jwt::SERVICE_ROLE {
+                        return true;
+                    }
+                    let (Some(row), Some(&who)) =
+                        (row, index.get(&(id.role.clone(), id.claims_json.clone())))
+                    else {
+                        return false;
+                    };
+                    verdicts.get(who).is_some_and(|v| v.contains(&row))
+                });
+            }
+        }
+    }
+
+    /// The frames of a prepared (and RLS-filtered) change.
+    pub fn frames(&self, p: Prepared) -> Outgoing {
+        if p.targets.is_empty() {
+            return Outgoing::None;
+        }
+        let c = &p.change;
+        let record_text = p.record_text;
         let mut data = String::with_capacity(256 + record_text.as_ref().map_or(0, String::len));
         data.push_str(r#"{"schema":"#);
         data.push_str(&Value::from(c.s.as_str()).to_string());
@@ -419,7 +553,7 @@ impl Changes {
         data.push_str(r#"","eventType":""#);
         data.push_str(&c.e);
         data.push_str(r#"","columns":"#);
-        data.push_str(&meta.columns_json);
+        data.push_str(&p.meta.columns_json);
         if c.e != "DELETE" {
             data.push_str(r#","record":"#);
             data.push_str(record_text.as_deref().unwrap_or("{}"));
@@ -429,17 +563,35 @@ impl Changes {
             data.push_str(c.o.as_ref().map_or("{}", |o| o.get()));
         }
         data.push_str(r#","errors":"#);
-        data.push_str(&errors.map_or("null".into(), |e| Value::from(vec![e]).to_string()));
+        data.push_str(
+            &p.errors
+                .map_or("null".into(), |e| Value::from(vec![e]).to_string()),
+        );
         data.push('}');
-        let frames = targets
-            .into_iter()
-            .map(|(m, ids)| {
-                let ids = Value::from(ids).to_string();
-                let payload = format!(r#"{{"ids":{ids},"data":{data}}}"#);
-                let f = protocol::push(m.socket.vsn, &m.topic, "postgres_changes", &payload);
-                (m.socket.clone(), Frame::Text(f.into()))
-            })
-            .collect();
+        // Members with the same version, topic and matching bindings get the same bytes:
+        // binding ids are hashes of what they select, so identical subscriptions (the common
+        // case: many clients of one app) share one frame.
+        let mut shared: HashMap<(super::protocol::Vsn, &str, Vec<u64>), Frame> = HashMap::new();
+        let mut frames = Vec::with_capacity(p.targets.len());
+        for (m, ids) in &p.targets {
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let key = (m.socket.vsn, m.topic.as_str(), ids);
+            let frame = match shared.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let ids_json = Value::from(key.2.clone()).to_string();
+                    let payload = format!(r#"{{"ids":{ids_json},"data":{data}}}"#);
+                    let f = Frame::Text(
+                        protocol::push(m.socket.vsn, &m.topic, "postgres_changes", &payload).into(),
+                    );
+                    shared.insert(key, f.clone());
+                    f
+                }
+            };
+            frames.push((m.socket.clone(), frame));
+        }
         Outgoing::Changes(frames)
     }
 
@@ -459,85 +611,25 @@ impl Changes {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Keeps the targets whose identity may SELECT the row. One function call checks every
-    /// distinct (role, claims) pair; the service role bypasses RLS and is not asked.
-    async fn visible(
-        &self,
-        meta: &TableMeta,
-        c: &Change,
-        record: Option<&Value>,
-        targets: Vec<(Arc<Member>, Vec<u64>)>,
-    ) -> Vec<(Arc<Member>, Vec<u64>)> {
-        let (Some(sql), Some(record)) = (&meta.visible_sql, record) else {
-            // No primary key (or no row) to check against: only the service role sees it.
-            return targets
-                .into_iter()
-                .filter(|(m, _)| m.identity().role == crate::auth::jwt::SERVICE_ROLE)
-                .collect();
-        };
-        let pk: serde_json::Map<String, Value> = meta
-            .pk
-            .iter()
-            .map(|(k, _)| (k.clone(), record.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
-        let pk = Value::Object(pk);
-        let mut index: HashMap<(String, Arc<str>), usize> = HashMap::new();
-        let mut roles: Vec<String> = Vec::new();
-        let mut claims: Vec<String> = Vec::new();
-        let mut slot = Vec::with_capacity(targets.len());
-        for (m, _) in &targets {
-            let id = m.identity();
-            if id.role == crate::auth::jwt::SERVICE_ROLE {
-                slot.push(None);
-                continue;
-            }
-            let k = (id.role.clone(), id.claims_json.clone());
-            let i = *index.entry(k).or_insert_with(|| {
-                roles.push(id.role.clone());
-                claims.push(id.claims_json.to_string());
-                roles.len() - 1
-            });
-            slot.push(Some(i));
-        }
-        let verdict: Vec<bool> = if roles.is_empty() {
-            Vec::new()
-        } else {
-            match self.check(sql, &pk, &roles, &claims).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, schema = %c.s, table = %c.t, "realtime: RLS check failed; change withheld");
-                    vec![false; roles.len()]
-                }
-            }
-        };
-        targets
-            .into_iter()
-            .zip(slot)
-            .filter(|(_, s)| match s {
-                None => true,
-                Some(i) => verdict.get(*i).copied().unwrap_or(false),
-            })
-            .map(|(t, _)| t)
-            .collect()
-    }
-
     async fn check(
         &self,
         sql: &str,
-        pk: &Value,
+        keys: &[Value],
         roles: &[String],
         claims: &[String],
-    ) -> Result<Vec<bool>, String> {
+    ) -> Result<Vec<Vec<usize>>, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         let stmt = client
-            .prepare_cached("SELECT realtime.fluxbase_visible($1, $2, $3, $4)")
+            .prepare_cached("SELECT realtime.fluxbase_visible_rows($1, $2, $3, $4)")
             .await
             .map_err(|e| e.to_string())?;
         let row = client
-            .query_one(&stmt, &[&sql, pk, &roles, &claims])
+            .query_one(&stmt, &[&sql, &keys, &roles, &claims])
             .await
             .map_err(|e| e.to_string())?;
-        Ok(row.get(0))
+        serde_json::from_value::<Vec<Option<Vec<usize>>>>(row.get(0))
+            .map(|v| v.into_iter().map(Option::unwrap_or_default).collect())
+            .map_err(|e| e.to_string())
     }
 
     /// Delivers a cluster broadcast locally (unless this instance sent it).
@@ -600,16 +692,21 @@ pub async fn run(changes: Arc<Changes>, pg: tokio_postgres::Config) {
                         .listening
                         .store(true, std::sync::atomic::Ordering::Release);
                     tracing::debug!("realtime: listening");
-                    let work = tokio_stream_of(rx).map(|(channel, payload)| {
-                        let changes = changes.clone();
-                        async move { changes.handle(&channel, &payload).await }
-                    });
-                    work.buffered(8)
-                        .for_each(|out| {
-                            changes.send(out);
-                            async {}
-                        })
-                        .await;
+                    let mut rx = rx;
+                    let mut batch: Vec<(String, String)> = Vec::new();
+                    // Whatever queued up while the previous run was processed is one run:
+                    // under load runs grow, and the per-run costs (one RLS call per table)
+                    // are shared by more changes.
+                    while let Some(first) = rx.recv().await {
+                        batch.push(first);
+                        while batch.len() < MAX_RUN {
+                            match rx.try_recv() {
+                                Ok(n) => batch.push(n),
+                                Err(_) => break,
+                            }
+                        }
+                        changes.process(std::mem::take(&mut batch)).await;
+                    }
                     changes
                         .listening
                         .store(false, std::sync::atomic::Ordering::Release);
@@ -624,11 +721,8 @@ pub async fn run(changes: Arc<Changes>, pg: tokio_postgres::Config) {
     }
 }
 
-fn tokio_stream_of<T>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
+/// Notifications handled as one run at most.
+const MAX_RUN: usize = 512;
 
 /// What one notification produced, sent in notification order by the listener.
 pub enum Outgoing {
@@ -640,21 +734,74 @@ pub enum Outgoing {
     Broadcast(ClusterBroadcast),
 }
 
+/// One notification, parsed.
+enum Item {
+    Change(Box<Change>),
+    Broadcast(ClusterBroadcast),
+}
+
 impl Changes {
-    async fn handle(&self, channel: &str, payload: &str) -> Outgoing {
-        if channel != CHANNEL {
-            // A schema reload: column lists, keys and RLS flags may have changed.
-            if let Ok(mut m) = self.meta.write() {
-                m.clear();
+    /// Handles a run of notifications: changes are prepared concurrently (a few at a time),
+    /// RLS is checked per table for the whole run, and everything is sent in notification
+    /// (= commit) order.
+    async fn process(self: &Arc<Self>, run: Vec<(String, String)>) {
+        let mut items = Vec::with_capacity(run.len());
+        for (channel, payload) in run {
+            if channel != CHANNEL {
+                // A schema reload: column lists, keys and RLS flags may have changed.
+                if let Ok(mut m) = self.meta.write() {
+                    m.clear();
+                }
+                continue;
             }
-            return Outgoing::None;
+            match Notice::parse(&payload) {
+                Ok(Notice::Change(c)) => items.push(Item::Change(Box::new(c))),
+                Ok(Notice::Broadcast(b)) => items.push(Item::Broadcast(b)),
+                Err(e) => tracing::warn!(error = %e, "realtime: unreadable notification"),
+            }
         }
-        match Notice::parse(payload) {
-            Ok(Notice::Change(c)) => self.deliver(c).await,
-            Ok(Notice::Broadcast(b)) => Outgoing::Broadcast(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "realtime: unreadable notification");
-                Outgoing::None
+        // Prepare every change (ordered, up to 8 at once), keeping broadcasts in place.
+        let jobs: Vec<_> = items
+            .iter()
+            .map(|i| {
+                let me = self.clone();
+                let change = match i {
+                    Item::Change(c) => Some((**c).clone()),
+                    Item::Broadcast(_) => None,
+                };
+                async move {
+                    match change {
+                        Some(c) => me.prepare(c).await,
+                        None => None,
+                    }
+                }
+            })
+            .collect();
+        let prepared: Vec<Option<Prepared>> =
+            futures_util::stream::iter(jobs).buffered(8).collect().await;
+        let mut slots: Vec<usize> = Vec::new();
+        let mut ready: Vec<Prepared> = Vec::new();
+        for (i, p) in prepared.into_iter().enumerate() {
+            if let Some(p) = p {
+                slots.push(i);
+                ready.push(p);
+            }
+        }
+        self.apply_rls(&mut ready).await;
+        let mut ready = ready.into_iter();
+        let mut next_slot = slots.into_iter().peekable();
+        for (i, item) in items.into_iter().enumerate() {
+            match item {
+                Item::Broadcast(b) => self.send(Outgoing::Broadcast(b)),
+                Item::Change(_) => {
+                    if next_slot.peek() == Some(&i) {
+                        next_slot.next();
+                        if let Some(p) = ready.next() {
+                            let out = self.frames(p);
+                            self.send(out);
+                        }
+                    }
+                }
             }
         }
     }

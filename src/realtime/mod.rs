@@ -77,6 +77,8 @@ pub struct Realtime {
     pub hub: Arc<hub::Hub>,
     /// The change pipeline.
     pub changes: Arc<changes::Changes>,
+    cluster_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    cluster_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -98,17 +100,34 @@ impl Realtime {
             meta: Default::default(),
             listening: Default::default(),
         });
-        Ok(Realtime { hub, changes })
+        let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Realtime {
+            hub,
+            changes,
+            cluster_tx,
+            cluster_rx: std::sync::Mutex::new(Some(cluster_rx)),
+        })
     }
 
-    /// Starts the change listener (one LISTEN connection) on the current runtime.
+    /// Starts the change listener (one LISTEN connection) and the cluster-broadcast sender
+    /// on the current runtime.
     pub fn start(&self, pg: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
+        let rx = self
+            .cluster_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(cluster_sender(self.changes.pool.clone(), rx));
+        }
         tokio::spawn(changes::run(self.changes.clone(), pg))
     }
 
-    /// Sends a broadcast to this instance's members and, through NOTIFY, to the other
-    /// instances'. Payloads too large for NOTIFY reach this instance only (logged).
-    pub async fn publish(&self, pool: &deadpool_postgres::Pool, b: hub::Broadcast) -> usize {
+    /// Sends a broadcast to this instance's members at once and queues it for the other
+    /// instances (NOTIFY, sent by a background task so no socket waits on the database).
+    /// Payloads too large for NOTIFY reach this instance only (logged). Returns how many
+    /// local members got it.
+    pub fn publish(&self, b: hub::Broadcast) -> usize {
         let n = self.hub.broadcast(&b);
         let sub = b.topic.strip_prefix("realtime:").unwrap_or(&b.topic);
         let private = b.key.starts_with("private:");
@@ -134,18 +153,50 @@ impl Realtime {
             );
             return n;
         }
-        let r = match pool.get().await {
-            Ok(c) => c
-                .execute("SELECT pg_notify($1, $2)", &[&changes::CHANNEL, &text])
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "realtime: cluster broadcast failed");
-        }
+        let _ = self.cluster_tx.send(text);
         n
+    }
+}
+
+/// Sends queued cluster broadcasts: everything queued at a time goes out pipelined on one
+/// connection (one round trip), so a burst of broadcasts costs a few round trips, not one
+/// each, and never holds up the sockets that made them.
+async fn cluster_sender(
+    pool: deadpool_postgres::Pool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch: Vec<String> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let r = async {
+            let c = pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = c
+                .prepare_cached("SELECT pg_notify($1, $2)")
+                .await
+                .map_err(|e| e.to_string())?;
+            let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 2]> = batch
+                .iter()
+                .map(|m| -> [&(dyn tokio_postgres::types::ToSql + Sync); 2] {
+                    [&changes::CHANNEL, m]
+                })
+                .collect();
+            let sends = params.iter().map(|p| c.execute(&stmt, p));
+            futures_util::future::try_join_all(sends)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, lost = batch.len(), "realtime: cluster broadcast failed");
+        }
+        batch.clear();
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
 /// The protocol version a socket negotiated with `?vsn=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vsn {
     /// JSON object frames.
     V1,

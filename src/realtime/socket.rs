@@ -470,7 +470,7 @@ impl Connection {
                 tracing::debug!(error = %e, "realtime: binding refused");
                 unable()
             })?;
-        let id = self.rt.hub.next_id();
+        let id = binding_id(&event, &schema, table.as_deref(), filter_raw.as_deref());
         let mut echo = serde_json::Map::new();
         echo.insert("id".into(), id.into());
         echo.insert("event".into(), event_raw.into());
@@ -520,19 +520,14 @@ impl Connection {
                 (event, BroadcastBody::Json(body), false)
             }
         };
-        self.rt
-            .publish(
-                &self.state.pool,
-                Broadcast {
-                    key: member.key.clone(),
-                    topic: member.topic.clone(),
-                    event,
-                    body,
-                    binary,
-                    from: Some(member.id),
-                },
-            )
-            .await;
+        self.rt.publish(Broadcast {
+            key: member.key.clone(),
+            topic: member.topic.clone(),
+            event,
+            body,
+            binary,
+            from: Some(member.id),
+        });
         if member.broadcast_ack {
             return self.reply(session, &m, "ok", json!({})).await;
         }
@@ -604,6 +599,20 @@ impl Connection {
         member.set_identity(identity);
         Next::Continue
     }
+}
+
+/// A binding's id: a hash of what it selects, as Supabase derives it, so identical
+/// subscriptions share an id and the change pipeline can send one frame to all of them.
+/// 32 bits keep it a safe JavaScript integer.
+pub fn binding_id(event: &str, schema: &str, table: Option<&str>, filter: Option<&str>) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [event, schema, table.unwrap_or("*"), filter.unwrap_or("")] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
 }
 
 /// May this identity read from (join) and write to (send on) a private topic? Decided by

@@ -619,16 +619,18 @@ pub fn write(
             }
         }
         WriteKind::Update => {
-            let p = b.bind(body_json.unwrap_or_else(|| "{}".into()));
             let sets: Vec<String> = w
                 .columns
                 .iter()
                 .map(|c| format!("{} = _fx_p.{}", qi(c), qi(c)))
                 .collect();
-            let wh = where_sql(&mut b, &w.returning, Vec::new());
             if sets.is_empty() {
+                // No column to set (`{}`, `[]`): nothing is updated, as PostgREST does. Bind
+                // nothing either: a bound parameter the text never uses fails the statement.
                 format!("SELECT {alias}.* FROM {target} WHERE false")
             } else {
+                let p = b.bind(body_json.unwrap_or_else(|| "{}".into()));
+                let wh = where_sql(&mut b, &w.returning, Vec::new());
                 format!(
                     "UPDATE {target} SET {} FROM (SELECT * FROM json_populate_record(NULL::{rowtype}, CAST({p} AS json))) _fx_p{wh} RETURNING {alias}.*",
                     sets.join(", ")

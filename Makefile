@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt bench build
+.PHONY: run test lint fmt bench build fuzz-api
 
 ## run: build and start the server on a managed local Postgres in ./fluxbase-data
 run:
@@ -31,3 +31,7 @@ bench: build
 ## build: the release binary (target/release/fluxbase)
 build:
 	$(CARGO) build --release --locked
+
+## fuzz-api: schemathesis against a release build on a throwaway data dir (not part of test)
+fuzz-api:
+	CARGO="$(CARGO)" scripts/fuzz-api.sh

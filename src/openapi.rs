@@ -719,10 +719,12 @@ fn table_item(t: &Table, comp: &str, tag: &str, op_prefix: &str) -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "anyOf": [one, {"type": "array", "items": one}]
                 }}}},
+                // 201 either way: an empty body by default (return=minimal), the rows with
+                // return=representation; OpenAPI cannot tie content to a header, so the
+                // 201 declares none rather than a content type it often lacks.
                 "responses": responses(BTreeMap::from([
-                    ("201", write_ok.clone()),
+                    ("201", json!({"description": "Created; the rows with Prefer: return=representation (application/json)"})),
                     ("200", write_ok.clone()),
-                    ("204", json!({"description": "Done (return=minimal)"})),
                 ])),
             }),
         );

@@ -521,8 +521,7 @@ async fn serve(be: &Backend, req: &HttpRequest, name: &str, obj: Found) -> Res {
         Err(object_store::Error::NotFound { .. }) => return Err(no_such_key()),
         Err(e) => return Err(store_error(e)),
     };
-    let stream = got
-        .into_stream()
+    let stream = super::backend::body_stream(got)
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
     Ok(b.body(SizedStream::new(len, stream)))
 }
@@ -547,8 +546,12 @@ pub async fn download(
 /// A public bucket's object, read without RLS.
 async fn public_object(state: &AppState, bucket: &str, name: &str) -> Result<Found, ApiError> {
     let c = state.pool.get().await?;
+    let stmt = c
+        .prepare_cached(PUBLIC_OBJECT_SQL)
+        .await
+        .map_err(|e| ApiError::from_db(&e, true))?;
     let row = c
-        .query_opt(PUBLIC_OBJECT_SQL, &[&bucket, &name])
+        .query_opt(&stmt, &[&bucket, &name])
         .await
         .map_err(|e| ApiError::from_db(&e, true))?
         .ok_or_else(no_such_bucket)?;

@@ -11,3 +11,4 @@ bench/schema.sh
 bench/rest.sh
 bench/auth.sh
 bench/realtime.sh
+bench/storage.sh

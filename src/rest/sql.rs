@@ -581,7 +581,16 @@ pub fn write(
     let alias = qi(&w.returning.alias);
     let dml = match kind {
         WriteKind::Insert | WriteKind::Upsert => {
-            if cols.is_empty() {
+            // Compared without parsing: stops at the first byte that differs.
+            let empty_array = body_json.as_deref().is_some_and(|j| {
+                j.bytes()
+                    .filter(|c| !c.is_ascii_whitespace())
+                    .eq(b"[]".iter().copied())
+            });
+            if empty_array {
+                // `[]` inserts nothing, as PostgREST does (`{}` inserts one row of defaults).
+                format!("SELECT {alias}.* FROM {target} WHERE false")
+            } else if cols.is_empty() {
                 format!("INSERT INTO {target} DEFAULT VALUES RETURNING {alias}.*")
             } else {
                 let p = b.bind(body_json.unwrap_or_else(|| "[]".into()));

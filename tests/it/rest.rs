@@ -721,3 +721,32 @@ async fn options_lists_the_allowed_methods() {
     assert_eq!(allow("/rest/v1/book_years").await, "OPTIONS,GET,HEAD");
     assert_eq!(allow("/rest/v1/rpc/add").await, "OPTIONS,GET,HEAD,POST");
 }
+
+/// `POST []` inserts nothing (PostgREST), while `POST {}` inserts a row of defaults.
+#[tokio::test]
+async fn posting_an_empty_array_inserts_nothing() {
+    let app = app().await;
+    let count = || async {
+        app.db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM people", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = count().await;
+    let res = app
+        .http
+        .post(app.url("/rest/v1/people"))
+        .bearer_auth(app.service_key())
+        .header("Prefer", "return=representation")
+        .header("content-type", "application/json")
+        .body(" [ ] ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+    assert_eq!(count().await, before);
+}

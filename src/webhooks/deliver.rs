@@ -119,6 +119,12 @@ const LOAD: &str =
                       FROM webhooks.deliveries d JOIN webhooks.hooks h ON h.id = d.webhook_id
                      WHERE d.id = $1";
 
+const RECORD: &str = "UPDATE webhooks.deliveries
+                SET attempts = attempts + 1, status = $2, response_status = $3, response_body = $4,
+                    duration_ms = $5, last_error = $6, updated_at = now(),
+                    delivered_at = CASE WHEN $2 = 'succeeded' THEN now() ELSE delivered_at END
+              WHERE id = $1";
+
 /// Records an attempt; `final_status` is the delivery's status afterwards.
 pub async fn record<C: tokio_postgres::GenericClient>(
     client: &C,
@@ -126,14 +132,25 @@ pub async fn record<C: tokio_postgres::GenericClient>(
     a: &Attempt,
     final_status: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    record_with(client, RECORD, delivery_id, a, final_status).await
+}
+
+/// `record` with the statement given (the job passes its connection's cached one).
+async fn record_with<C, T>(
+    client: &C,
+    stmt: &T,
+    delivery_id: i64,
+    a: &Attempt,
+    final_status: &str,
+) -> Result<(), tokio_postgres::Error>
+where
+    C: tokio_postgres::GenericClient,
+    T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+{
     let status = a.status.map(i32::from);
     client
         .execute(
-            "UPDATE webhooks.deliveries
-                SET attempts = attempts + 1, status = $2, response_status = $3, response_body = $4,
-                    duration_ms = $5, last_error = $6, updated_at = now(),
-                    delivered_at = CASE WHEN $2 = 'succeeded' THEN now() ELSE delivered_at END
-              WHERE id = $1",
+            stmt,
             &[
                 &delivery_id,
                 &final_status,
@@ -157,7 +174,10 @@ async fn run(ctx: JobContext, outbound: Outbound) -> Result<Option<Value>, JobEr
         .get()
         .await
         .map_err(|e| JobError::Retry(format!("database: {e}")))?;
-    let Some(row) = client.query_opt(LOAD, &[&id]).await.map_err(db)? else {
+    // Both statements of every delivery are prepared once per pooled connection: a text
+    // query would cost a Parse round trip (and a plan) each time.
+    let load = client.prepare_cached(LOAD).await.map_err(db)?;
+    let Some(row) = client.query_opt(&load, &[&id]).await.map_err(db)? else {
         // The hook was deleted (its deliveries with it): nothing to send.
         return Ok(Some(json!({"skipped": "deleted"})));
     };
@@ -199,7 +219,10 @@ async fn run(ctx: JobContext, outbound: Outbound) -> Result<Option<Value>, JobEr
         (false, true) => "failed",
         (false, false) => "pending",
     };
-    record(&**client, id, &a, final_status).await.map_err(db)?;
+    let rec = client.prepare_cached(RECORD).await.map_err(db)?;
+    record_with(&**client, &rec, id, &a, final_status)
+        .await
+        .map_err(db)?;
     match (a.ok(), last) {
         (true, _) => Ok(Some(json!({"status": a.status}))),
         (false, true) => Err(JobError::Permanent(a.error.unwrap_or_default())),

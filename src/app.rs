@@ -157,7 +157,7 @@ async fn observe(
     let method = res.request().method().as_str().to_string();
     let status = res.status().as_u16();
     let secs = started.elapsed().as_secs_f64();
-    if let Some(s) = &state {
+    if let Some(s) = state.as_ref().filter(|s| s.config.metrics.enabled) {
         s.metrics.observe_http(&route, &method, status, secs);
     }
     let quiet = matches!(route.as_str(), "/health" | "/ready" | "/metrics");

@@ -12,3 +12,5 @@ bench/rest.sh
 bench/auth.sh
 bench/realtime.sh
 bench/storage.sh
+bench/webhooks.sh
+bench/observability.sh

@@ -77,6 +77,13 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
+    let code = real_main();
+    // Log lines are written by a background thread: let it finish before the process ends.
+    fluxbase::telemetry::flush();
+    code
+}
+
+fn real_main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = CliOverrides {
         host: match &cli.command {

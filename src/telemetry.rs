@@ -122,6 +122,22 @@ impl<S: tracing::Subscriber> Layer<S> for RingLayer {
     }
 }
 
+fn guard_slot() -> &'static Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    static GUARD: OnceLock<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>> =
+        OnceLock::new();
+    GUARD.get_or_init(|| Mutex::new(None))
+}
+
+/// Writes out every buffered log line; call once, as the process ends (lines logged after it
+/// are dropped).
+pub fn flush() {
+    let guard = guard_slot()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    drop(guard);
+}
+
 /// Installs the global subscriber; later calls are ignored (tests build many apps).
 pub fn init(cfg: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
@@ -138,7 +154,22 @@ pub fn init(cfg: &LogConfig) {
         "pretty" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Lines are formatted on the caller's thread but written by a background thread through
+    // a buffer: a request never waits on a write(2) to stderr (one per line before, shared
+    // by every worker). Not lossy: when the buffer is full, callers wait rather than drop.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    // The guard flushes when dropped: `flush` drops it at the end of `main`.
+    {
+        let mut g = guard_slot().lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_some() {
+            // Already initialised (tests build many apps): keep the first subscriber.
+            return;
+        }
+        *g = Some(guard);
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if json {
         fmt.json()
             .flatten_event(true)

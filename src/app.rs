@@ -29,7 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Versions of the migrations this binary embeds (readiness checks them).
     pub migration_versions: Arc<Vec<String>>,
-    /// The OpenAPI document, rendered once.
+    /// The route part of the OpenAPI document, rendered once at start-up; `/openapi.json`
+    /// merges in the table and RPC paths of the current schema cache.
     pub openapi_json: Arc<String>,
     /// Issue time of the anon/service_role keys (they are deterministic given it).
     pub keys_issued_at: i64,

@@ -58,13 +58,20 @@ pub async fn load(
     schemas: &[String],
 ) -> Result<SchemaCache, tokio_postgres::Error> {
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
-    // Four statements in one round trip.
-    let (rels, cols, fks, funcs) = tokio::try_join!(
+    // Four statements in one round trip, in ONE snapshot: run as separate statements they
+    // could straddle a DDL commit and yield a cache that has a new function but not the new
+    // table created in the same transaction (seen in CI).
+    let (begin, rels, cols, fks, funcs, commit) = tokio::join!(
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         client.query(RELATIONS, &p),
         client.query(COLUMNS, &p),
         client.query(FOREIGN_KEYS, &p),
         client.query(FUNCTIONS, &p),
-    )?;
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let (rels, cols, fks, funcs) = (rels?, cols?, fks?, funcs?);
+    commit?;
     let mut tables: HashMap<(String, String), Table> = HashMap::with_capacity(rels.len());
     for r in rels {
         let kind: String = r.get(2);

@@ -192,11 +192,7 @@ pub async fn update(
     )
     .await
     .map_err(storage_db_error)?;
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Err(no_such_bucket());
-    }
-    tx.commit().await.map_err(storage_db_error)?;
+    super::commit_if_found(tx, &rows, no_such_bucket).await?;
     Ok(HttpResponse::Ok().json(json!({"message": "Successfully updated"})))
 }
 

@@ -281,6 +281,20 @@ fn backend(state: &AppState) -> Result<&Backend, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "Storage is disabled"))
 }
 
+/// Ends a write whose statement returned `rows`: none means the row is missing or RLS hides
+/// it, so the transaction rolls back and `missing` is the answer; otherwise it commits.
+async fn commit_if_found(
+    tx: crate::db::tx::RequestTx,
+    rows: &[tokio_postgres::Row],
+    missing: fn() -> ApiError,
+) -> Result<(), ApiError> {
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Err(missing());
+    }
+    tx.commit().await.map_err(storage_db_error)
+}
+
 /// Supabase Storage's reading of database errors (`DBError.fromDBError`): RLS refusals are
 /// AccessDenied, unique violations Duplicate, a missing bucket (foreign key) Bucket not found.
 fn storage_db_error(e: ApiError) -> ApiError {

@@ -775,11 +775,7 @@ pub async fn move_object(
     )
     .await
     .map_err(storage_db_error)?;
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Err(no_such_key());
-    }
-    tx.commit().await.map_err(storage_db_error)?;
+    super::commit_if_found(tx, &rows, no_such_key).await?;
     Ok(HttpResponse::Ok().json(json!({"message": "Successfully moved"})))
 }
 
@@ -913,11 +909,7 @@ pub async fn delete_one(
     )
     .await
     .map_err(storage_db_error)?;
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Err(no_such_key());
-    }
-    tx.commit().await.map_err(storage_db_error)?;
+    super::commit_if_found(tx, &rows, no_such_key).await?;
     Ok(HttpResponse::Ok().json(json!({"message": "Successfully deleted"})))
 }
 

@@ -202,6 +202,24 @@ fn audit_event(req: &HttpRequest, admin: &ServiceRole, action: &str, id: Uuid) -
     )
 }
 
+/// Ends a change to the hooks: capture triggers follow the hooks' tables, the change is
+/// audited, all in the transaction of the change.
+async fn finish(
+    tx: deadpool_postgres::Transaction<'_>,
+    req: &HttpRequest,
+    admin: &ServiceRole,
+    action: &str,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    tx.batch_execute("SELECT webhooks.sync_triggers()")
+        .await
+        .map_err(db)?;
+    audit::record(&*tx, &audit_event(req, admin, action, id))
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
 async fn create(
     state: web::Data<AppState>,
     admin: ServiceRole,
@@ -238,14 +256,8 @@ async fn create(
         )
         .await
         .map_err(db)?;
-    tx.batch_execute("SELECT webhooks.sync_triggers()")
-        .await
-        .map_err(db)?;
     let id: Uuid = row.get(0);
-    audit::record(&*tx, &audit_event(&req, &admin, "webhooks.create", id))
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    finish(tx, &req, &admin, "webhooks.create", id).await?;
     let mut out: Value = row.get(1);
     out["secret"] = Value::from(secret);
     Ok(HttpResponse::Created().json(out))
@@ -320,13 +332,7 @@ async fn update(
         .await
         .map_err(db)?
         .ok_or_else(not_found)?;
-    tx.batch_execute("SELECT webhooks.sync_triggers()")
-        .await
-        .map_err(db)?;
-    audit::record(&*tx, &audit_event(&req, &admin, "webhooks.update", id))
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    finish(tx, &req, &admin, "webhooks.update", id).await?;
     Ok(HttpResponse::Ok().json(row.get::<_, Value>(0)))
 }
 
@@ -361,13 +367,7 @@ async fn delete(
     if n == 0 {
         return Err(not_found());
     }
-    tx.batch_execute("SELECT webhooks.sync_triggers()")
-        .await
-        .map_err(db)?;
-    audit::record(&*tx, &audit_event(&req, &admin, "webhooks.delete", id))
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    finish(tx, &req, &admin, "webhooks.delete", id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -45,8 +45,11 @@ pub struct JobContext {
 /// A failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobError {
-    /// Try again later (with backoff), until the attempts run out.
+    /// Try again later (with the queue's backoff), until the attempts run out.
     Retry(String),
+    /// Try again with the handler's own backoff (e.g. a webhook's retry policy), until the
+    /// attempts run out.
+    RetryWith(String, Backoff),
     /// Never retry: the job goes straight to the dead letters.
     Permanent(String),
 }
@@ -54,6 +57,30 @@ pub enum JobError {
 /// A job handler.
 pub type HandlerFn =
     Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<Option<Value>, JobError>> + Send + Sync>;
+
+/// A handler's override of the queue's backoff for one failed attempt; unset fields fall
+/// back to the queue's policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backoff {
+    /// Backoff base, ms.
+    pub base_ms: Option<u64>,
+    /// Backoff cap, ms (also caps `delay_ms`).
+    pub cap_ms: Option<u64>,
+    /// Wait exactly this long (e.g. the peer's `Retry-After`) instead of the jittered curve.
+    pub delay_ms: Option<u64>,
+}
+
+impl Backoff {
+    /// The wait before the attempt after `attempt`, given the queue's base and cap.
+    pub fn delay(&self, attempt: i32, base_ms: u64, cap_ms: u64, random: f64) -> u64 {
+        let base = self.base_ms.unwrap_or(base_ms).max(1);
+        let cap = self.cap_ms.unwrap_or(cap_ms).max(1);
+        match self.delay_ms {
+            Some(ms) => ms.clamp(1, cap),
+            None => queue::backoff_ms(attempt, base, cap, random),
+        }
+    }
+}
 
 /// Retry policy of a queue; unset fields fall back to `jobs.*` config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -200,5 +227,43 @@ impl JobMetrics {
                     .set(q.oldest_ready_age_secs);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn a_handler_backoff_overrides_the_queue_policy_field_by_field() {
+        // No override: the queue's curve (at random = 1.0, the ceiling base * 2^(n-1)).
+        assert_eq!(Backoff::default().delay(3, 100, 10_000, 1.0), 400);
+        // The handler's base and cap.
+        let own = Backoff {
+            base_ms: Some(200),
+            cap_ms: Some(1_000),
+            delay_ms: None,
+        };
+        assert_eq!(own.delay(1, 100, 10_000, 1.0), 200);
+        assert_eq!(own.delay(3, 100, 10_000, 1.0), 800);
+        assert_eq!(own.delay(9, 100, 10_000, 1.0), 1_000);
+        assert!(own.delay(3, 100, 10_000, 0.25) <= 200);
+        // Only a cap: the queue's base under the handler's cap.
+        let cap_only = Backoff {
+            cap_ms: Some(250),
+            ..Backoff::default()
+        };
+        assert_eq!(cap_only.delay(3, 100, 10_000, 1.0), 250);
+        // An exact wait (Retry-After) wins, within the cap, never 0.
+        let peer = Backoff {
+            delay_ms: Some(3_000),
+            ..own
+        };
+        assert_eq!(peer.delay(1, 100, 10_000, 1.0), 1_000);
+        let zero = Backoff {
+            delay_ms: Some(0),
+            ..Backoff::default()
+        };
+        assert_eq!(zero.delay(1, 100, 10_000, 1.0), 1);
     }
 }

@@ -5,7 +5,7 @@
 
 use super::cron::{self, Clock};
 use super::queue::{self, Claimed, CHANNEL};
-use super::{JobContext, JobError, JobMetrics, Registry as Handlers};
+use super::{Backoff, JobContext, JobError, JobMetrics, Registry as Handlers};
 use crate::config::JobsConfig;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
@@ -286,12 +286,17 @@ async fn record(
                 }
             },
             Err(err) => {
-                let (msg, retry) = match &err {
-                    JobError::Retry(m) => (m.as_str(), job.attempt < job.max_attempts),
-                    JobError::Permanent(m) => (m.as_str(), false),
+                let (msg, retry, backoff) = match &err {
+                    JobError::Retry(m) => (
+                        m.as_str(),
+                        job.attempt < job.max_attempts,
+                        Backoff::default(),
+                    ),
+                    JobError::RetryWith(m, b) => (m.as_str(), job.attempt < job.max_attempts, *b),
+                    JobError::Permanent(m) => (m.as_str(), false, Backoff::default()),
                 };
                 let delay = retry.then(|| {
-                    queue::backoff_ms(
+                    backoff.delay(
                         job.attempt,
                         policy.base_ms,
                         policy.cap_ms,

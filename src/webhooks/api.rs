@@ -81,6 +81,19 @@ fn db(e: tokio_postgres::Error) -> ApiError {
     ApiError::from_db(&e, true)
 }
 
+/// A base above the cap that only shows against the stored value (one of the two given in
+/// an update) is a client mistake, not a server error.
+fn map_backoff_order(e: tokio_postgres::Error) -> ApiError {
+    let order = e
+        .as_db_error()
+        .is_some_and(|d| d.constraint() == Some("hooks_backoff_order"));
+    if order {
+        bad("retry.backoff_base_ms must not exceed retry.backoff_cap_ms")
+    } else {
+        db(e)
+    }
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::BadRequest, msg)
 }
@@ -91,6 +104,8 @@ fn not_found() -> ApiError {
 
 const COLUMNS: &str = "jsonb_build_object('id', id, 'name', name, 'url', url, 'events', events,
     'headers', headers, 'timeout_ms', timeout_ms, 'max_attempts', max_attempts,
+    'retry', jsonb_build_object('max_attempts', max_attempts, 'backoff_base_ms', backoff_base_ms,
+                                'backoff_cap_ms', backoff_cap_ms),
     'enabled', enabled, 'created_at', created_at, 'updated_at', updated_at)";
 
 /// Body of create and update.
@@ -103,7 +118,8 @@ pub struct HookBody {
     headers: Option<serde_json::Map<String, Value>>,
     secret: Option<String>,
     timeout_ms: Option<i32>,
-    /// `{max_attempts}`: attempts before a delivery counts as failed.
+    /// `{max_attempts, backoff_base_ms, backoff_cap_ms}`: attempts before a delivery counts
+    /// as failed, and the full-jitter exponential backoff between them.
     retry: Option<RetryBody>,
     enabled: Option<bool>,
 }
@@ -113,6 +129,8 @@ pub struct HookBody {
 #[serde(deny_unknown_fields)]
 pub struct RetryBody {
     max_attempts: Option<i32>,
+    backoff_base_ms: Option<i32>,
+    backoff_cap_ms: Option<i32>,
 }
 
 async fn validate<C: tokio_postgres::GenericClient>(
@@ -189,6 +207,25 @@ async fn validate<C: tokio_postgres::GenericClient>(
     {
         return Err(bad("retry.max_attempts must be between 1 and 50"));
     }
+    if let Some(r) = &b.retry {
+        if r.backoff_base_ms
+            .is_some_and(|m| !(1..=3_600_000).contains(&m))
+        {
+            return Err(bad("retry.backoff_base_ms must be between 1 and 3600000"));
+        }
+        if r.backoff_cap_ms
+            .is_some_and(|m| !(1..=86_400_000).contains(&m))
+        {
+            return Err(bad("retry.backoff_cap_ms must be between 1 and 86400000"));
+        }
+        if let (Some(base), Some(cap)) = (r.backoff_base_ms, r.backoff_cap_ms) {
+            if base > cap {
+                return Err(bad(
+                    "retry.backoff_base_ms must not exceed retry.backoff_cap_ms",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -239,8 +276,10 @@ async fn create(
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO webhooks.hooks (name, url, events, headers, secret, timeout_ms, max_attempts, enabled)
-                 VALUES ($1, $2, $3, $4, $5, coalesce($6, 10000), coalesce($7, 8), coalesce($8, true))
+                "INSERT INTO webhooks.hooks (name, url, events, headers, secret, timeout_ms, max_attempts, enabled,
+                                             backoff_base_ms, backoff_cap_ms)
+                 VALUES ($1, $2, $3, $4, $5, coalesce($6, 10000), coalesce($7, 8), coalesce($8, true),
+                         $9, $10)
                  RETURNING id, {COLUMNS}"
             ),
             &[
@@ -252,10 +291,12 @@ async fn create(
                 &b.timeout_ms,
                 &b.retry.as_ref().and_then(|r| r.max_attempts),
                 &b.enabled,
+                &b.retry.as_ref().and_then(|r| r.backoff_base_ms),
+                &b.retry.as_ref().and_then(|r| r.backoff_cap_ms),
             ],
         )
         .await
-        .map_err(db)?;
+        .map_err(map_backoff_order)?;
     let id: Uuid = row.get(0);
     finish(tx, &req, &admin, "webhooks.create", id).await?;
     let mut out: Value = row.get(1);
@@ -314,7 +355,8 @@ async fn update(
                     events = coalesce($4, events), headers = coalesce($5, headers),
                     secret = coalesce($6, secret), timeout_ms = coalesce($7, timeout_ms),
                     max_attempts = coalesce($8, max_attempts), enabled = coalesce($9, enabled),
-                    updated_at = now()
+                    backoff_base_ms = coalesce($10, backoff_base_ms),
+                    backoff_cap_ms = coalesce($11, backoff_cap_ms), updated_at = now()
                   WHERE id = $1 RETURNING {COLUMNS}"
             ),
             &[
@@ -327,10 +369,12 @@ async fn update(
                 &b.timeout_ms,
                 &b.retry.as_ref().and_then(|r| r.max_attempts),
                 &b.enabled,
+                &b.retry.as_ref().and_then(|r| r.backoff_base_ms),
+                &b.retry.as_ref().and_then(|r| r.backoff_cap_ms),
             ],
         )
         .await
-        .map_err(db)?
+        .map_err(map_backoff_order)?
         .ok_or_else(not_found)?;
     finish(tx, &req, &admin, "webhooks.update", id).await?;
     Ok(HttpResponse::Ok().json(row.get::<_, Value>(0)))

@@ -1,9 +1,10 @@
 //! The delivery job: load the delivery and its hook, sign, POST through the SSRF-guarded
 //! client within the hook's timeout, record the attempt, and let the queue retry failures
-//! until the hook's `max_attempts`.
+//! until the hook's `max_attempts`, after the hook's own backoff (or the receiver's
+//! `Retry-After`, capped by it).
 
 use super::{secret_key, sign, QUEUE};
-use crate::jobs::{JobContext, JobError, Registry, RetryPolicy};
+use crate::jobs::{Backoff, JobContext, JobError, Registry, RetryPolicy};
 use crate::outbound::Outbound;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct Attempt {
     pub duration_ms: i32,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The receiver's `Retry-After` in milliseconds (delta-seconds form), when it sent one.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Attempt {
@@ -56,6 +59,7 @@ pub async fn attempt(
             body: None,
             duration_ms: 0,
             error: Some("the webhook's secret is not valid base64".into()),
+            retry_after_ms: None,
         };
     };
     let msg_id = format!("msg_{delivery_id}");
@@ -98,11 +102,18 @@ pub async fn attempt(
             }
             let error = (!(200..300).contains(&r.status))
                 .then(|| format!("the receiver answered {}", r.status));
+            let retry_after_ms = r
+                .headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|secs| secs.saturating_mul(1000));
             Attempt {
                 status: Some(r.status),
                 body: Some(text),
                 duration_ms,
                 error,
+                retry_after_ms,
             }
         }
         Err(e) => Attempt {
@@ -110,12 +121,14 @@ pub async fn attempt(
             body: None,
             duration_ms,
             error: Some(e.to_string()),
+            retry_after_ms: None,
         },
     }
 }
 
 const LOAD: &str =
-    "SELECT d.payload::text, d.status, h.url, h.headers, h.secret, h.timeout_ms, h.enabled
+    "SELECT d.payload::text, d.status, h.url, h.headers, h.secret, h.timeout_ms, h.enabled,
+            h.backoff_base_ms, h.backoff_cap_ms
                       FROM webhooks.deliveries d JOIN webhooks.hooks h ON h.id = d.webhook_id
                      WHERE d.id = $1";
 
@@ -198,6 +211,7 @@ async fn run(ctx: JobContext, outbound: Outbound) -> Result<Option<Value>, JobEr
         row.get(5),
         row.get(6),
     );
+    let (base_ms, cap_ms): (Option<i32>, Option<i32>) = (row.get(7), row.get(8));
     if !enabled || status == "cancelled" {
         client
             .execute(
@@ -226,6 +240,16 @@ async fn run(ctx: JobContext, outbound: Outbound) -> Result<Option<Value>, JobEr
     match (a.ok(), last) {
         (true, _) => Ok(Some(json!({"status": a.status}))),
         (false, true) => Err(JobError::Permanent(a.error.unwrap_or_default())),
-        (false, false) => Err(JobError::Retry(a.error.unwrap_or_default())),
+        (false, false) => {
+            // The hook's backoff (unset parts: the queue's), or the receiver's Retry-After
+            // within the cap.
+            let ms = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok());
+            let backoff = Backoff {
+                base_ms: ms(base_ms),
+                cap_ms: ms(cap_ms),
+                delay_ms: a.retry_after_ms,
+            };
+            Err(JobError::RetryWith(a.error.unwrap_or_default(), backoff))
+        }
     }
 }

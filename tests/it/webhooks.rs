@@ -26,6 +26,12 @@ struct Receiver {
 }
 
 fn receiver(fail_first: usize) -> Receiver {
+    receiver_with(fail_first, None)
+}
+
+/// A receiver that fails its first `fail_first` requests: 500, or 503 with this
+/// `Retry-After` when one is given.
+fn receiver_with(fail_first: usize, retry_after: Option<&'static str>) -> Receiver {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let g = got.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -55,7 +61,12 @@ fn receiver(fail_first: usize) -> Receiver {
                                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                             });
                             if all.len() <= fail_first {
-                                HttpResponse::InternalServerError().body("not yet")
+                                match retry_after {
+                                    Some(ra) => HttpResponse::ServiceUnavailable()
+                                        .insert_header(("retry-after", ra))
+                                        .body("busy"),
+                                    None => HttpResponse::InternalServerError().body("not yet"),
+                                }
                             } else {
                                 HttpResponse::Ok().body("thanks")
                             }
@@ -193,6 +204,136 @@ async fn table_events_are_delivered_once_per_change_with_retries() {
     assert_eq!(all[3].body["record"]["qty"], 3);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.got.lock().unwrap().len(), 4, "DELETE was not subscribed");
+}
+
+/// Seconds from now until the delivery's job runs again, once its failed attempt is
+/// recorded by the queue (the job is pending again with a future `run_at`).
+async fn next_run_in_secs(app: &TestApp, hook: &str) -> f64 {
+    let db = app.db.client().await;
+    let sql = "SELECT extract(epoch FROM j.run_at - now())::float8
+                 FROM webhooks.deliveries d JOIN jobs.jobs j ON j.id = d.job_id
+                WHERE d.webhook_id = $1::text::uuid AND j.status = 'pending' AND j.attempts = 1";
+    let ok = eventually(Duration::from_secs(10), || async {
+        db.query_opt(sql, &[&hook]).await.unwrap().is_some()
+    })
+    .await;
+    assert!(ok, "the job of hook {hook} was not rescheduled");
+    db.query_one(sql, &[&hook]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn each_hook_retries_on_its_own_backoff_and_honours_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        c.outbound.allow_private_networks = vec!["127.0.0.2/32".into()];
+        // The queue's own backoff is ten minutes: only a hook's policy can make it quick.
+        c.jobs.backoff_base_ms = 600_000;
+        c.jobs.backoff_cap_ms = 600_000;
+        c.jobs.poll_interval_ms = 100;
+    })
+    .await;
+    let db = app.db.client().await;
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, item text, qty int);
+         GRANT ALL ON orders TO anon, authenticated, service_role;",
+    )
+    .await
+    .unwrap();
+    let quick_rx = receiver(2);
+    let busy_rx = receiver_with(1, Some("30"));
+    let capped_rx = receiver_with(1, Some("600"));
+    let quick = create_hook(
+        &app,
+        json!({"url": quick_rx.url, "events": ["public.orders:INSERT"],
+               "retry": {"max_attempts": 3, "backoff_base_ms": 1, "backoff_cap_ms": 1}}),
+    )
+    .await;
+    assert_eq!(
+        quick["retry"],
+        json!({"max_attempts": 3, "backoff_base_ms": 1, "backoff_cap_ms": 1})
+    );
+    let busy = create_hook(
+        &app,
+        json!({"url": busy_rx.url, "events": ["public.orders:INSERT"],
+               "retry": {"max_attempts": 3, "backoff_cap_ms": 120000}}),
+    )
+    .await;
+    // The unset base stays unset: the queue's applies.
+    assert_eq!(busy["retry"]["backoff_base_ms"], Value::Null);
+    let capped = create_hook(
+        &app,
+        json!({"url": capped_rx.url, "events": ["public.orders:INSERT"],
+               "retry": {"max_attempts": 3, "backoff_base_ms": 10, "backoff_cap_ms": 5000}}),
+    )
+    .await;
+    let _runner = start_runner(&app, handlers(&app), false);
+    db.batch_execute("INSERT INTO orders VALUES (1, 'tea', 2)")
+        .await
+        .unwrap();
+    // Two failures, then success, with 1 ms between attempts (the queue would wait minutes).
+    let all = wait_for(&quick_rx.got, 3).await;
+    assert!(all.iter().all(|g| g.id == all[0].id));
+    let id = quick["id"].as_str().unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        deliveries(&app, id)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == "succeeded" && d["attempts"] == 3)
+    })
+    .await;
+    assert!(ok, "{:?}", deliveries(&app, id).await);
+    // 503 + Retry-After: 30 → the next attempt is scheduled 30 s out (under the 120 s cap).
+    wait_for(&busy_rx.got, 1).await;
+    let busy_id = busy["id"].as_str().unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        deliveries(&app, busy_id)
+            .await
+            .first()
+            .is_some_and(|d| d["attempts"] == 1 && d["response_status"] == 503)
+    })
+    .await;
+    assert!(ok);
+    let wait = next_run_in_secs(&app, busy_id).await;
+    assert!((25.0..=30.5).contains(&wait), "next run in {wait} s");
+    // Retry-After: 600 is capped by the hook's 5 s cap.
+    wait_for(&capped_rx.got, 1).await;
+    let capped_id = capped["id"].as_str().unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        deliveries(&app, capped_id)
+            .await
+            .first()
+            .is_some_and(|d| d["attempts"] == 1)
+    })
+    .await;
+    assert!(ok);
+    let wait = next_run_in_secs(&app, capped_id).await;
+    assert!((3.0..=5.5).contains(&wait), "next run in {wait} s");
+    // A base above the cap is refused, also against the stored cap in an update.
+    let res = app
+        .http
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(app.service_key())
+        .json(
+            &json!({"url": quick_rx.url, "events": ["public.orders:INSERT"],
+                      "retry": {"backoff_base_ms": 10, "backoff_cap_ms": 5}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = app
+        .http
+        .patch(app.url(&format!("/api/v1/webhooks/{capped_id}")))
+        .bearer_auth(app.service_key())
+        .json(&json!({"retry": {"backoff_base_ms": 9000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body.to_string().contains("backoff_base_ms must not exceed"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -106,6 +106,16 @@ async fn security_headers_and_cors() {
         r.headers()["access-control-allow-origin"],
         "http://example.test"
     );
+    // The API has no CSP (it serves no documents); everything under /admin does.
+    assert!(!r.headers().contains_key("content-security-policy"));
+    for path in ["/admin", "/admin/", "/admin/assets/app.js"] {
+        let r = app.get(path).send().await.unwrap();
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert_eq!(csp, fluxbase::app::ADMIN_CSP, "{path}");
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    }
+    let r = app.get("/administrator").send().await.unwrap();
+    assert!(!r.headers().contains_key("content-security-policy"));
     let r = app
         .http
         .request(reqwest::Method::OPTIONS, app.url("/api/v1/admin/info"))

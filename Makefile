@@ -11,9 +11,12 @@ run:
 ## test: every test suite (what CI runs)
 test:
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
+	tests/python/venv.sh
 	$(CARGO) test --workspace --locked
 # The client suites (tier 3: the pinned @supabase packages in tests/clients) run inside
 # `cargo test` (tests/it/clients.rs) against this build; npm ci above installs them.
+# tests/python/venv.sh installs the pinned Python tools (moto's S3 server) into .venv-tests,
+# skipping the install when tests/python/requirements.txt is unchanged.
 
 ## lint: formatting and clippy, warnings are errors
 lint:

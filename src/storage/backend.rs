@@ -100,6 +100,55 @@ pub struct Written {
     pub md5: String,
 }
 
+/// A multipart upload that is aborted unless finished: dropping it unfinished (the request's
+/// future dropped when its client disconnects) spawns the abort, since S3 keeps the parts
+/// of an unfinished upload, invisible but stored, until someone aborts it.
+struct PendingUpload(Option<WriteMultipart>);
+
+impl PendingUpload {
+    async fn wait_for_capacity(&mut self) -> Result<(), object_store::Error> {
+        match &mut self.0 {
+            // At most two parts in flight: with PART_BYTES, what one upload buffers.
+            Some(w) => w.wait_for_capacity(2).await,
+            None => Ok(()),
+        }
+    }
+
+    fn write(&mut self, chunk: &[u8]) {
+        if let Some(w) = &mut self.0 {
+            w.write(chunk);
+        }
+    }
+
+    async fn finish(mut self) -> Result<(), object_store::Error> {
+        match self.0.take() {
+            Some(w) => w.finish().await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    async fn abort(mut self) {
+        if let Some(w) = self.0.take() {
+            if let Err(e) = w.abort().await {
+                tracing::warn!(error = %e, "cannot abort an unfinished upload");
+            }
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        let Some(w) = self.0.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = w.abort().await {
+                    tracing::warn!(error = %e, "cannot abort a dropped upload");
+                }
+            });
+        }
+    }
+}
+
 fn data_key(version: &str) -> Path {
     Path::from(format!("objects/{version}"))
 }
@@ -153,7 +202,8 @@ impl Backend {
 
     /// Streams `body` to the upload key of `version`, at most `limit` bytes. On any failure
     /// the partial upload is aborted; if this future is dropped instead (the client went
-    /// away), the store's upload is dropped with it, which discards its data.
+    /// away), the abort runs in the background (`PendingUpload`): the local store removes
+    /// its staging file, S3 drops the parts of its multipart upload.
     pub async fn write_upload<S, E>(
         &self,
         version: &str,
@@ -169,7 +219,9 @@ impl Backend {
             .put_multipart(&upload_key(version))
             .await
             .map_err(UploadError::Store)?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut w = PendingUpload(Some(WriteMultipart::new_with_chunk_size(
+            upload, PART_BYTES,
+        )));
         let mut md5 = Md5::new();
         let mut size: u64 = 0;
         let mut body = std::pin::pin!(body);
@@ -177,18 +229,18 @@ impl Backend {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = w.abort().await;
+                    w.abort().await;
                     return Err(UploadError::Client(e.to_string()));
                 }
             };
             size += chunk.len() as u64;
             if size > limit {
-                let _ = w.abort().await;
+                w.abort().await;
                 return Err(UploadError::TooLarge);
             }
             md5.update(&chunk);
-            if let Err(e) = w.wait_for_capacity(2).await {
-                let _ = w.abort().await;
+            if let Err(e) = w.wait_for_capacity().await {
+                w.abort().await;
                 return Err(UploadError::Store(e));
             }
             w.write(&chunk);

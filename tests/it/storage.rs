@@ -1,31 +1,105 @@
-//! Storage API: every route and failure path on the local backend, RLS through
-//! `auth.uid()` and `storage.foldername()`, signed URLs, Range/304, limits, atomic uploads.
+//! Storage API: every route and failure path on both backends (a local directory, and S3
+//! through moto's server started by the harness), RLS through `auth.uid()` and
+//! `storage.foldername()`, signed URLs, Range/304, limits, atomic uploads.
+//!
+//! A scenario is an `async fn(Be)`; `on_both_backends!` turns it into the tests
+//! `<scenario>::local` and `<scenario>::s3`.
 
 use crate::support::{TestApp, TEST_SECRET};
+use futures_util::StreamExt;
+use object_store::ObjectStore;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const S: &str = "/storage/v1";
 
+/// Which byte store the app under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Be {
+    Local,
+    S3,
+}
+
+/// One `#[tokio::test]` per backend for each scenario.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Be::Local).await
+            }
+            #[tokio::test]
+            async fn s3() {
+                super::$name(super::Be::S3).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    buckets_crud_under_rls,
+    upload_download_range_etag_info,
+    rls_policies_with_uid_and_foldername,
+    public_buckets_and_signed_urls,
+    limits_names_and_big_bodies,
+    interrupted_upload_leaves_no_row_and_no_bytes,
+    upsert_move_copy_list_remove_and_janitor,
+    multipart_upload_and_janitor_finishes_moves,
+    object_events_are_notified,
+    streams_many_parts_both_ways,
+    supabase_js_storage_against_fluxbase,
+);
+
 struct St {
     app: TestApp,
-    dir: tempfile::TempDir,
+    /// The local backend's root (kept alive for the test).
+    dir: Option<tempfile::TempDir>,
+    /// The S3 backend's bucket.
+    bucket: Option<String>,
+    /// The same bytes the app stores, seen through a client of the test's own.
+    store: Arc<dyn ObjectStore>,
 }
 
-async fn spawn_with(tweak: impl FnOnce(&mut fluxbase::config::Config)) -> St {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_string_lossy().into_owned();
-    let app = TestApp::spawn_with(|c| {
-        c.storage.local_path = path;
-        tweak(c);
-    })
-    .await;
-    St { app, dir }
+async fn spawn_with(be: Be, tweak: impl FnOnce(&mut fluxbase::config::Config)) -> St {
+    match be {
+        Be::Local => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_string_lossy().into_owned();
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+            let app = TestApp::spawn_with(|c| {
+                c.storage.local_path = path;
+                tweak(c);
+            })
+            .await;
+            St {
+                app,
+                dir: Some(dir),
+                bucket: None,
+                store: Arc::new(store),
+            }
+        }
+        Be::S3 => {
+            let s3 = crate::support::s3::server();
+            let bucket = s3.new_bucket().await;
+            let app = TestApp::spawn_with(|c| {
+                s3.configure(c, &bucket);
+                tweak(c);
+            })
+            .await;
+            St {
+                app,
+                dir: None,
+                store: Arc::new(s3.store(&bucket)),
+                bucket: Some(bucket),
+            }
+        }
+    }
 }
 
-async fn spawn() -> St {
-    spawn_with(|_| {}).await
+async fn spawn(be: Be) -> St {
+    spawn_with(be, |_| {}).await
 }
 
 impl St {
@@ -67,23 +141,58 @@ impl St {
         let c = self.app.db.client().await;
         c.query_one(sql, &[]).await.unwrap().get(0)
     }
-    /// Files under the storage root (any depth).
-    fn files(&self) -> Vec<String> {
-        fn walk(p: &std::path::Path, out: &mut Vec<String>) {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, out);
-                    } else {
-                        out.push(p.to_string_lossy().into_owned());
+    /// Everything the backend holds, as keys relative to its root (`objects/<version>`,
+    /// `uploads/<version>`). Local: every file under the root, a store's staging files
+    /// included. S3: every object of the bucket.
+    async fn keys(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        match &self.dir {
+            Some(dir) => {
+                fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+                    if let Ok(rd) = std::fs::read_dir(p) {
+                        for e in rd.flatten() {
+                            let p = e.path();
+                            if p.is_dir() {
+                                walk(&p, out);
+                            } else {
+                                out.push(p.to_string_lossy().into_owned());
+                            }
+                        }
                     }
+                }
+                let mut files = Vec::new();
+                walk(dir.path(), &mut files);
+                let root = format!("{}/", dir.path().display());
+                for f in files {
+                    let rel = f.strip_prefix(&root).unwrap_or_else(|| {
+                        panic!("{f} is outside the storage root {root}");
+                    });
+                    v.push(rel.to_string());
+                }
+            }
+            None => {
+                let mut list = self.store.list(None);
+                while let Some(m) = list.next().await {
+                    v.push(m.unwrap().location.to_string());
                 }
             }
         }
-        let mut v = Vec::new();
-        walk(self.dir.path(), &mut v);
+        v.sort();
         v
+    }
+    /// S3 multipart uploads begun and neither completed nor aborted (ListMultipartUploads,
+    /// read straight from the server): the parts of an interrupted upload. Always 0 locally.
+    async fn pending_multipart_uploads(&self) -> usize {
+        let Some(bucket) = &self.bucket else {
+            return 0;
+        };
+        let s3 = crate::support::s3::server();
+        let r = reqwest::get(format!("{}/{bucket}?uploads", s3.endpoint))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let xml = r.text().await.unwrap();
+        xml.matches("<UploadId>").count()
     }
 }
 
@@ -92,9 +201,8 @@ async fn err(r: Response) -> (u16, Value) {
     (s, r.json().await.unwrap())
 }
 
-#[tokio::test]
-async fn buckets_crud_under_rls() {
-    let st = spawn().await;
+async fn buckets_crud_under_rls(be: Be) {
+    let st = spawn(be).await;
     let anon = st.app.anon_key();
     // Anon cannot create a bucket: RLS on storage.buckets, no policy.
     let r = st
@@ -241,9 +349,8 @@ async fn buckets_crud_under_rls() {
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }
 
-#[tokio::test]
-async fn upload_download_range_etag_info() {
-    let st = spawn().await;
+async fn upload_download_range_etag_info(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
     let svc = st.svc();
     let r = st
@@ -365,9 +472,8 @@ async fn upload_download_range_etag_info() {
     assert_eq!(b["error"], "Bucket not found");
 }
 
-#[tokio::test]
-async fn rls_policies_with_uid_and_foldername() {
-    let st = spawn().await;
+async fn rls_policies_with_uid_and_foldername(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "private"})).await;
     st.app
         .db
@@ -487,9 +593,8 @@ async fn rls_policies_with_uid_and_foldername() {
     assert_eq!(r[0]["name"], format!("{a_id}/note.txt"));
 }
 
-#[tokio::test]
-async fn public_buckets_and_signed_urls() {
-    let st = spawn().await;
+async fn public_buckets_and_signed_urls(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "pub", "public": true})).await;
     st.bucket(json!({"name": "priv"})).await;
     let svc = st.svc();
@@ -653,9 +758,8 @@ async fn public_buckets_and_signed_urls() {
     assert_eq!(err(r).await.1["statusCode"], "403");
 }
 
-#[tokio::test]
-async fn limits_names_and_big_bodies() {
-    let st = spawn_with(|c| c.server.body_limit_bytes = 1024).await;
+async fn limits_names_and_big_bodies(be: Be) {
+    let st = spawn_with(be, |c| c.server.body_limit_bytes = 1024).await;
     st.bucket(json!({"name": "small", "file_size_limit": 10, "allowed_mime_types": ["image/*"]}))
         .await;
     st.bucket(json!({"name": "big"})).await;
@@ -753,22 +857,17 @@ async fn limits_names_and_big_bodies() {
         .await)
     .await;
     assert_eq!(b["code"], "InvalidKey");
-    // Nothing was written outside the root, and no upload data is left behind.
-    assert!(st
-        .files()
-        .iter()
-        .all(|f| f.starts_with(&*st.dir.path().to_string_lossy())));
-    assert!(
-        st.files().iter().all(|f| !f.contains("/uploads/")),
-        "{:?}",
-        st.files()
-    );
+    // Nothing was written outside the root (keys() panics on a file outside it), only the
+    // two accepted objects are stored, and no upload data is left behind.
+    let keys = st.keys().await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("objects/")), "{keys:?}");
+    assert_eq!(st.pending_multipart_uploads().await, 0);
 }
 
-#[tokio::test]
-async fn interrupted_upload_leaves_no_row_and_no_bytes() {
+async fn interrupted_upload_leaves_no_row_and_no_bytes(be: Be) {
     use tokio::io::AsyncWriteExt;
-    let st = spawn().await;
+    let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
     let addr = st.app.base.trim_start_matches("http://").to_string();
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -782,10 +881,17 @@ async fn interrupted_upload_leaves_no_row_and_no_bytes() {
     sock.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(sock);
-    let clean =
-        crate::support::eventually(Duration::from_secs(10), || async { st.files().is_empty() })
-            .await;
-    assert!(clean, "left behind: {:?}", st.files());
+    // No bytes, not even an unfinished S3 multipart upload (its parts would be billed).
+    let clean = crate::support::eventually(Duration::from_secs(10), || async {
+        st.keys().await.is_empty() && st.pending_multipart_uploads().await == 0
+    })
+    .await;
+    assert!(
+        clean,
+        "left behind: {:?}, {} multipart uploads",
+        st.keys().await,
+        st.pending_multipart_uploads().await
+    );
     assert_eq!(st.rows("SELECT count(*) FROM storage.objects").await, 0);
     let (_, b) = err(st
         .req(Method::GET, "/object/b/cut.bin", Some(&st.svc()))
@@ -796,9 +902,8 @@ async fn interrupted_upload_leaves_no_row_and_no_bytes() {
     assert_eq!(b["code"], "NoSuchKey");
 }
 
-#[tokio::test]
-async fn upsert_move_copy_list_remove_and_janitor() {
-    let st = spawn().await;
+async fn upsert_move_copy_list_remove_and_janitor(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
     st.bucket(json!({"name": "c"})).await;
     let svc = st.svc();
@@ -958,13 +1063,13 @@ async fn upsert_move_copy_list_remove_and_janitor() {
     );
 
     // The janitor deletes the bytes of the 2 replaced and 2 deleted versions, and nothing else.
-    let files_before = st.files().len();
+    let keys_before = st.keys().await.len();
     let be = st.app.state.storage.clone().unwrap();
     let s = fluxbase::storage::janitor::sweep(&st.app.state.pool, &be, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(s.garbage_removed, 4);
-    assert_eq!(st.files().len(), files_before - 4);
+    assert_eq!(st.keys().await.len(), keys_before - 4);
     assert_eq!(st.rows("SELECT count(*) FROM storage.garbage").await, 0);
     for p in ["/object/b/moved/one.txt", "/object/c/copy.txt"] {
         assert_eq!(
@@ -978,9 +1083,8 @@ async fn upsert_move_copy_list_remove_and_janitor() {
     }
 }
 
-#[tokio::test]
-async fn multipart_upload_and_janitor_finishes_moves() {
-    let st = spawn().await;
+async fn multipart_upload_and_janitor_finishes_moves(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
     let svc = st.svc();
     let body = "--XyZ\r\nContent-Disposition: form-data; name=\"cacheControl\"\r\n\r\n3600\r\n\
@@ -1026,9 +1130,12 @@ async fn multipart_upload_and_janitor_finishes_moves() {
         .await
         .unwrap()
         .get(0);
-    let root = st.dir.path();
-    std::fs::create_dir_all(root.join("uploads")).unwrap();
-    std::fs::rename(root.join("objects").join(&v), root.join("uploads").join(&v)).unwrap();
+    let (data, upload) = (
+        object_store::path::Path::from(format!("objects/{v}")),
+        object_store::path::Path::from(format!("uploads/{v}")),
+    );
+    st.store.rename(&data, &upload).await.unwrap();
+    assert_eq!(st.keys().await, [format!("uploads/{v}")]);
     assert_eq!(
         st.req(Method::GET, "/object/b/m.png", Some(&svc))
             .send()
@@ -1040,24 +1147,82 @@ async fn multipart_upload_and_janitor_finishes_moves() {
         "PNGDATA"
     );
     // And an orphan: upload data whose row never committed.
-    std::fs::write(
-        root.join("uploads")
-            .join("00000000-0000-4000-8000-000000000000"),
-        b"orphan",
-    )
-    .unwrap();
+    st.store
+        .put(
+            &object_store::path::Path::from("uploads/00000000-0000-4000-8000-000000000000"),
+            bytes::Bytes::from_static(b"orphan").into(),
+        )
+        .await
+        .unwrap();
     let be = st.app.state.storage.clone().unwrap();
     let s = fluxbase::storage::janitor::sweep(&st.app.state.pool, &be, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!((s.uploads_published, s.uploads_removed), (1, 1));
-    assert!(root.join("objects").join(&v).exists());
-    assert!(st.files().iter().all(|f| !f.contains("/uploads/")));
+    assert_eq!(st.keys().await, [format!("objects/{v}")]);
 }
 
-#[tokio::test]
-async fn object_events_are_notified() {
-    let st = spawn().await;
+/// Byte `i` of a generated body: no fixture file, and no two parts alike.
+fn gen_byte(i: u64) -> u8 {
+    ((i * 31 + i / 4099) % 251) as u8
+}
+
+fn gen_body(len: u64, chunk: u64) -> reqwest::Body {
+    let chunks = (0..len.div_ceil(chunk)).map(move |c| {
+        let (start, end) = (c * chunk, ((c + 1) * chunk).min(len));
+        Ok::<_, std::io::Error>((start..end).map(gen_byte).collect::<Vec<u8>>())
+    });
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+/// 12 MiB streamed in without a Content-Length: three S3 parts (5 + 5 + 2 MiB), read back
+/// whole and across a part boundary.
+async fn streams_many_parts_both_ways(be: Be) {
+    use md5::Digest;
+    const LEN: u64 = 12 * 1024 * 1024;
+    let st = spawn(be).await;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let r = st
+        .req(Method::POST, "/object/b/big.bin", Some(&svc))
+        .header("content-type", "application/octet-stream")
+        .body(gen_body(LEN, 100_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let want: Vec<u8> = (0..LEN).map(gen_byte).collect();
+    let want_md5 = hex::encode(md5::Md5::digest(&want));
+    let r = st
+        .req(Method::GET, "/object/b/big.bin", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"], format!("\"{want_md5}\"").as_str());
+    let got = r.bytes().await.unwrap();
+    assert_eq!(got.len() as u64, LEN);
+    assert!(got[..] == want[..], "downloaded bytes differ");
+    let (s, e) = (5 * 1024 * 1024 - 10, 5 * 1024 * 1024 + 9);
+    let r = st
+        .req(Method::GET, "/object/b/big.bin", Some(&svc))
+        .header("range", format!("bytes={s}-{e}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes {s}-{e}/{LEN}").as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap()[..], want[s..=e]);
+    let keys = st.keys().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("objects/"), "{keys:?}");
+}
+
+async fn object_events_are_notified(be: Be) {
+    let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
     let (client, mut conn) = tokio_postgres::connect(&st.app.db.url, tokio_postgres::NoTls)
         .await
@@ -1102,7 +1267,7 @@ async fn object_events_are_notified() {
 
 #[tokio::test]
 async fn foldername_filename_extension_match_supabase() {
-    let st = spawn().await;
+    let st = spawn(Be::Local).await;
     let c = st.app.db.client().await;
     let r = c.query_one("SELECT storage.foldername('a/b/c.png'), storage.filename('a/b/c.png'), \
         storage.extension('a/b/c.tar.gz'), storage.foldername('top.txt'), storage.extension('noext')", &[]).await.unwrap();
@@ -1113,8 +1278,7 @@ async fn foldername_filename_extension_match_supabase() {
     assert_eq!(r.get::<_, String>(4), "noext");
 }
 
-#[tokio::test]
-async fn supabase_js_storage_against_fluxbase() {
-    let st = spawn().await;
+async fn supabase_js_storage_against_fluxbase(be: Be) {
+    let st = spawn(be).await;
     crate::clients::run_node_suite(&st.app, "storage.test.mjs").await;
 }

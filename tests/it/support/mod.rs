@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod smtp;
 
 use fluxbase::app::{start_http, AppState};

@@ -334,6 +334,12 @@ impl Backend {
         Ok(out)
     }
 
+    /// The store itself, for storage code that keeps keys of its own (TUS staging under
+    /// `tus/`, see `tus.rs`); user input never becomes part of such a key either.
+    pub(super) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// Whether the store answers (the monitoring health check): a HEAD of a key that does not
     /// exist must come back as "not found", not as an error.
     pub async fn probe(&self) -> Result<(), String> {

@@ -1,9 +1,10 @@
 //! The `storage.janitor` job: removes upload data no row points at (interrupted uploads,
 //! failed commits), finishes moves a crash interrupted, and deletes the bytes of replaced
-//! or deleted objects, each after `storage.cleanup_after_minutes`. Runs from cron every
-//! five minutes; every step is idempotent, so overlapping runs are harmless.
+//! or deleted objects, each after `storage.cleanup_after_minutes`; removes expired TUS
+//! uploads (row and staged parts) and staged parts whose upload row is gone. Runs from
+//! cron every five minutes; every step is idempotent, so overlapping runs are harmless.
 
-use super::Backend;
+use super::{tus, Backend};
 use crate::app::AppState;
 use crate::jobs::cron::{self, ScheduleSpec};
 use crate::jobs::{JobError, Registry, RetryPolicy};
@@ -21,6 +22,10 @@ pub struct Sweep {
     pub uploads_published: u64,
     /// Bytes of replaced or deleted versions, deleted.
     pub garbage_removed: u64,
+    /// TUS uploads past their expiry (finished or not), removed with their staged parts.
+    pub tus_expired: u64,
+    /// Staged TUS parts deleted (of expired uploads, or whose upload row is gone).
+    pub tus_parts_removed: u64,
 }
 
 /// One sweep over data older than `older_than`.
@@ -76,7 +81,47 @@ pub async fn sweep(
     .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;
     out.garbage_removed = done.len() as u64;
+    sweep_tus(&c, be, cutoff, &mut out).await?;
     Ok(out)
+}
+
+/// Expired TUS uploads: staged bytes first, then the row (a crash in between leaves the
+/// row, and the next sweep does it again). Then staged parts older than the cutoff whose
+/// upload row no longer exists (a PATCH still writing while its upload was terminated).
+async fn sweep_tus(
+    c: &tokio_postgres::Client,
+    be: &Backend,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    out: &mut Sweep,
+) -> Result<(), String> {
+    let expired = c
+        .query(
+            "SELECT id FROM storage.tus_uploads WHERE expires_at <= now() \
+             ORDER BY expires_at LIMIT 1000",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for r in expired {
+        let id: uuid::Uuid = r.get(0);
+        out.tus_parts_removed += tus::delete_staged(be, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        c.execute(
+            "DELETE FROM storage.tus_uploads WHERE id = $1 AND expires_at <= now()",
+            &[&id],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        out.tus_expired += 1;
+    }
+    for key in tus::orphaned_staging(c, be, cutoff).await? {
+        tus::delete_path(be, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.tus_parts_removed += 1;
+    }
+    Ok(())
 }
 
 /// Registers the janitor's handler (when storage is on).
@@ -101,6 +146,8 @@ pub fn register_jobs(reg: &mut Registry, state: &AppState) {
                     "uploads_removed": s.uploads_removed,
                     "uploads_published": s.uploads_published,
                     "garbage_removed": s.garbage_removed,
+                    "tus_expired": s.tus_expired,
+                    "tus_parts_removed": s.tus_parts_removed,
                 })))
             }
         },

@@ -18,6 +18,7 @@ pub mod janitor;
 pub mod objects;
 pub mod paths;
 pub mod ranges;
+pub mod tus;
 
 pub use backend::Backend;
 pub use janitor::{ensure_schedules, register_jobs};
@@ -260,17 +261,72 @@ pub fn configure(reg: &mut Registry) {
         Key,
         o::delete_many
     );
+    route!(
+        reg,
+        OPTIONS,
+        "/upload/resumable",
+        "TUS: protocol version, extensions, max size",
+        Public,
+        tus::options
+    );
+    route!(
+        reg,
+        POST,
+        "/upload/resumable",
+        "TUS: create a resumable upload (creation, creation-with-upload)",
+        Key,
+        tus::create
+    );
+    route!(
+        reg,
+        OPTIONS,
+        "/upload/resumable/{id}",
+        "TUS: protocol version, extensions, max size",
+        Public,
+        tus::options
+    );
+    route!(
+        reg,
+        HEAD,
+        "/upload/resumable/{id}",
+        "TUS: offset and length of an upload",
+        Key,
+        tus::head
+    );
+    route!(
+        reg,
+        PATCH,
+        "/upload/resumable/{id}",
+        "TUS: bytes at Upload-Offset",
+        Key,
+        tus::patch
+    );
+    route!(
+        reg,
+        DELETE,
+        "/upload/resumable/{id}",
+        "TUS: terminate an upload",
+        Key,
+        tus::terminate
+    );
 }
 
 /// Whether a request streams its body under the storage upload limits instead of
-/// `server.body_limit_bytes` (object uploads; JSON bodies stay under the server limit
-/// through actix's JSON extractor).
+/// `server.body_limit_bytes` (object uploads and TUS bodies; JSON bodies stay under the
+/// server limit through actix's JSON extractor).
 pub fn own_body_limit(method: &Method, path: &str) -> bool {
-    (method == Method::POST || method == Method::PUT)
-        && PREFIXES.iter().any(|p| {
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with("/object/"))
-        })
+    let tail = |p: &&str| path.strip_prefix(*p);
+    let objects = (method == Method::POST || method == Method::PUT)
+        && PREFIXES
+            .iter()
+            .filter_map(tail)
+            .any(|rest| rest.starts_with("/object/"));
+    let tus = (method == Method::POST || method == Method::PATCH)
+        && PREFIXES
+            .iter()
+            .filter_map(tail)
+            .any(|rest| rest.starts_with("/upload/resumable"));
+    objects || tus
 }
 
 /// The backend, or 404 when storage is switched off.
@@ -327,6 +383,15 @@ mod tests {
         assert!(!own_body_limit(&Method::GET, "/storage/v1/object/b/x.png"));
         assert!(!own_body_limit(&Method::POST, "/storage/v1/bucket"));
         assert!(!own_body_limit(&Method::POST, "/rest/v1/object/x"));
+        assert!(own_body_limit(
+            &Method::PATCH,
+            "/storage/v1/upload/resumable/0b8e4a4e-5f3c-4f0e-9a55-6f3f3b7d1c2a"
+        ));
+        assert!(own_body_limit(
+            &Method::POST,
+            "/api/v1/storage/upload/resumable"
+        ));
+        assert!(!own_body_limit(&Method::PATCH, "/storage/v1/object/b/x"));
     }
 
     #[test]

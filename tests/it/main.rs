@@ -17,4 +17,5 @@ mod outbound;
 mod realtime;
 mod rest;
 mod storage;
+mod storage_tus;
 mod webhooks;

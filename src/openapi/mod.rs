@@ -1,9 +1,12 @@
 //! The API description (`GET /openapi.json`, OpenAPI 3.1) in two parts:
 //!
 //! - the static part, generated from the route registry at start-up ([`document`]): every
-//!   mounted route with its path parameters, tag, summary, security per access rule, a success
-//!   response, error responses referencing the error body of its surface (`PostgrestError`,
-//!   `GoTrueError`, `StorageError`), and request bodies of the Fluxbase-native JSON APIs;
+//!   mounted route with its path parameters, tag, summary, security per access rule and
+//!   error responses referencing the error body of its surface (`PostgrestError`,
+//!   `GoTrueError`, `StorageError`); completed ([`complete`]) with each operation's query
+//!   and header parameters, request body and success responses from [`platform`], which
+//!   keeps one entry per (method, canonical path) and the component schemas (`Session`,
+//!   `User`, `Bucket`, `FileObject`, `Webhook`, `Delivery`, `ApiKey`, `Job`, …);
 //! - the schema part, generated from the REST schema cache when the document is requested
 //!   ([`render`]): one path per exposed table or view (`/rest/v1/{name}`, and
 //!   `/api/v1/tables/{schema}/{name}` for the other exposed schemas) and per function
@@ -14,6 +17,8 @@
 //!
 //! Must not: query the database (the cache is the only source of the schema part).
 
+pub mod platform;
+
 use crate::error::Surface;
 use crate::routes::{openapi_path, path_params, Access, Registry};
 use crate::schema::{Function, SchemaCache, Table};
@@ -23,7 +28,6 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, Paths};
-use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
@@ -113,147 +117,7 @@ fn static_schemas() -> Vec<(&'static str, Value)> {
                 "required": ["statusCode", "error", "message"]
             }),
         ),
-        (
-            "Object",
-            json!({"type": "object", "description": "A JSON object (fields as the route documents)."}),
-        ),
-        (
-            "WebhookInput",
-            json!({
-                "type": "object",
-                "description": "Create or update a webhook (unknown fields are refused).",
-                "properties": {
-                    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "url": {"type": "string", "format": "uri"},
-                    "events": {"type": "array", "items": {"type": "string"}, "description": "e.g. `public.orders.insert`, `auth.user.created`"},
-                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "secret": {"type": "string"},
-                    "timeout_ms": {"type": "integer", "format": "int32"},
-                    "retry": {
-                        "type": "object",
-                        "properties": {"max_attempts": {"type": "integer", "format": "int32"}},
-                        "additionalProperties": false
-                    },
-                    "enabled": {"type": "boolean"}
-                },
-                "additionalProperties": false
-            }),
-        ),
-        (
-            "ApiKeyInput",
-            json!({
-                "type": "object",
-                "description": "Create or update an API key (unknown fields are refused).",
-                "properties": {
-                    "name": {"type": "string"},
-                    "role": {"type": "string", "description": "anon, authenticated, service_role or a configured role"},
-                    "scopes": {"type": "array", "items": {"type": "string"}},
-                    "user_id": {"type": "string", "format": "uuid"},
-                    "expires_at": {"type": "string", "format": "date-time"}
-                },
-                "additionalProperties": false
-            }),
-        ),
-        (
-            "JobInput",
-            json!({
-                "type": "object",
-                "description": "A job to enqueue.",
-                "properties": {
-                    "queue": {"type": "string"},
-                    "payload": {},
-                    "run_at": {"type": "string", "format": "date-time"},
-                    "priority": {"type": "integer", "format": "int32"},
-                    "max_attempts": {"type": ["integer", "null"], "format": "int32"},
-                    "idempotency_key": {"type": ["string", "null"]}
-                },
-                "required": ["queue"]
-            }),
-        ),
-        (
-            "ScheduleInput",
-            json!({
-                "type": "object",
-                "description": "A cron schedule (upserted by name).",
-                "properties": {
-                    "name": {"type": "string"},
-                    "cron": {"type": "string", "description": "5 or 6 fields"},
-                    "timezone": {"type": "string", "default": "UTC"},
-                    "queue": {"type": "string"},
-                    "payload": {},
-                    "enabled": {"type": "boolean", "default": true}
-                },
-                "required": ["name", "cron", "queue"]
-            }),
-        ),
-        (
-            "BroadcastInput",
-            json!({
-                "type": "object",
-                "description": "Realtime broadcast messages.",
-                "properties": {
-                    "messages": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "topic": {"type": "string"},
-                                "event": {"type": "string"},
-                                "payload": {},
-                                "private": {"type": "boolean"}
-                            },
-                            "required": ["topic", "event"]
-                        }
-                    }
-                },
-                "required": ["messages"]
-            }),
-        ),
     ]
-}
-
-/// What a route's request body is, by method and path.
-enum Body {
-    None,
-    /// JSON body described by a component schema.
-    Json(&'static str),
-    /// Raw bytes (object uploads).
-    Bytes,
-}
-
-fn request_body(method: &Method, path: &str) -> Body {
-    let writes = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-    if !writes {
-        return Body::None;
-    }
-    let under = |p: &str| crate::routes::under(path, p);
-    let storage_tail = path
-        .strip_prefix("/storage/v1")
-        .or_else(|| path.strip_prefix("/api/v1/storage"));
-    match (method.as_str(), path) {
-        ("POST", "/api/v1/webhooks") | ("PATCH", "/api/v1/webhooks/{id}") => {
-            Body::Json("WebhookInput")
-        }
-        ("POST", "/api/v1/api-keys") | ("PATCH", "/api/v1/api-keys/{id}") => {
-            Body::Json("ApiKeyInput")
-        }
-        ("POST", "/api/v1/jobs") => Body::Json("JobInput"),
-        ("POST", "/api/v1/jobs/schedules") => Body::Json("ScheduleInput"),
-        ("POST", "/realtime/v1/api/broadcast") => Body::Json("BroadcastInput"),
-        ("POST", "/realtime/v1/api/broadcast/{topic}/events/{event}") => Body::Json("Object"),
-        _ if under("/auth/v1") || under("/api/v1/auth") => Body::Json("Object"),
-        _ => match storage_tail {
-            Some(t)
-                if t.starts_with("/object/upload/sign/") && *method == Method::PUT
-                    || t.starts_with("/object/{bucket}/") =>
-            {
-                Body::Bytes
-            }
-            Some(t) if t.starts_with("/object/upload/sign/") => Body::None,
-            Some(_) => Body::Json("Object"),
-            None => Body::None,
-        },
-    }
 }
 
 fn json_error(surface_schema: &str, description: &str) -> utoipa::openapi::Response {
@@ -292,15 +156,8 @@ pub fn document(registry: &Registry) -> OpenApi {
             .summary(Some(r.summary))
             .tag(r.tag)
             .operation_id(Some(id))
-            .response("2XX", ResponseBuilder::new().description("Success").build())
             .response("4XX", json_error(err, "Client error"))
-            .response("5XX", json_error(err, "Server error"))
-            .response(
-                "default",
-                ResponseBuilder::new()
-                    .description("Any other status (redirects, 1xx)")
-                    .build(),
-            );
+            .response("5XX", json_error(err, "Server error"));
         for (name, template) in path_params(r.path).into_iter().zip(param_patterns(r.path)) {
             let schema = if template == "\\d+" {
                 ObjectBuilder::new()
@@ -325,38 +182,6 @@ pub fn document(registry: &Registry) -> OpenApi {
                     .schema(Some(schema))
                     .build(),
             );
-        }
-        match request_body(&r.method, r.path) {
-            Body::None => {}
-            Body::Json(schema) => {
-                op = op.request_body(Some(
-                    RequestBodyBuilder::new()
-                        .content(
-                            "application/json",
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name(schema)))
-                                .build(),
-                        )
-                        .build(),
-                ))
-            }
-            Body::Bytes => {
-                op = op.request_body(Some(
-                    RequestBodyBuilder::new()
-                        .required(Some(Required::True))
-                        .content(
-                            "application/octet-stream",
-                            ContentBuilder::new()
-                                .schema(Some(
-                                    ObjectBuilder::new()
-                                        .schema_type(Type::String)
-                                        .content_media_type("application/octet-stream"),
-                                ))
-                                .build(),
-                        )
-                        .build(),
-                ))
-            }
         }
         op = match r.access {
             Access::Public => op.security(SecurityRequirement::default()),
@@ -873,18 +698,82 @@ fn op_id(prefix: &str, name: &str) -> String {
     format!("{prefix}_{clean}")
 }
 
-/// Completes a parsed registry document: the static component schemas, then the schema
-/// part (relations and functions of `schemas`; the first is the default one `/rest/v1`
-/// serves).
+/// Adds each registry operation's parameters, request body and success responses from
+/// [`platform`] (keyed by method and canonical path). An operation without an entry keeps a
+/// bare `2XX` (the unit test `platform::tests::every_route_is_described` forbids that).
+fn describe_registry(doc: &mut Value) {
+    let idx = platform::index();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let canon = platform::canonical(path);
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let upper = method.to_ascii_uppercase();
+            let spec = idx
+                .iter()
+                .find(|((m, p), _)| *m == upper && *p == canon)
+                .map(|(_, s)| s);
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut out = Map::new();
+            match spec {
+                Some(spec) => {
+                    for (code, r) in &spec.responses {
+                        out.insert(code.to_string(), r.clone());
+                    }
+                    if spec.any_status {
+                        out.insert(
+                            "default".into(),
+                            json!({"description": "Any status a function sets through `response.status`"}),
+                        );
+                    }
+                    if let Some(b) = &spec.request {
+                        op.insert("requestBody".into(), b.clone());
+                    }
+                    if !spec.params.is_empty() {
+                        let params = op.entry("parameters").or_insert_with(|| json!([]));
+                        if let Some(a) = params.as_array_mut() {
+                            a.extend(spec.params.iter().cloned());
+                        }
+                    }
+                }
+                None => {
+                    out.insert("2XX".into(), json!({"description": "Success"}));
+                }
+            }
+            // The surface's error ranges; a specific code of the entry (416, 503) wins.
+            for (k, v) in responses {
+                out.entry(k).or_insert(v);
+            }
+            op.insert("responses".into(), Value::Object(out));
+        }
+    }
+}
+
+/// Completes a parsed registry document: the static component schemas and the registry
+/// operations' descriptions, then the schema part (relations and functions of `schemas`;
+/// the first is the default one `/rest/v1` serves).
 pub fn complete(doc: &mut Value, cache: &SchemaCache, schemas: &[String]) {
     let comps_obj = doc["components"]
         .as_object_mut()
         .map(|c| c.entry("schemas").or_insert_with(|| json!({})));
     if let Some(Value::Object(m)) = comps_obj {
-        for (name, schema) in static_schemas() {
+        for (name, schema) in static_schemas().into_iter().chain(platform::schemas()) {
             m.insert(name.to_string(), schema);
         }
     }
+    describe_registry(doc);
     let Some(default) = schemas.first() else {
         return;
     };

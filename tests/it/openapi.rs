@@ -70,9 +70,18 @@ async fn openapi_lists_every_registry_route_with_its_methods() {
             assert_eq!(declared["required"], true);
             assert!(declared["schema"]["type"].is_string(), "{declared}");
         }
-        // Success and error responses; errors in the surface's body shape.
+        // Explicit success responses (no catch-all `2XX`); errors in the surface's body
+        // shape.
         let responses = &op["responses"];
-        assert!(responses["2XX"].is_object(), "{path}");
+        let codes: Vec<&String> = responses.as_object().unwrap().keys().collect();
+        assert!(
+            codes.iter().any(|c| c.len() == 3
+                && c.chars().all(|d| d.is_ascii_digit())
+                && c.as_str() < "400"),
+            "{} {path}: no success status in {codes:?}",
+            r.method
+        );
+        assert!(responses["2XX"].is_null(), "{} {path}: bare 2XX", r.method);
         let err = responses["4XX"]["content"]["application/json"]["schema"]["$ref"]
             .as_str()
             .unwrap();
@@ -113,6 +122,44 @@ async fn openapi_lists_every_registry_route_with_its_methods() {
         doc["paths"]["/api/v1/jobs/{id}"]["get"]["parameters"][0]["schema"]["type"],
         "integer"
     );
+    // Success bodies of the platform routes, aliases included.
+    let ok = |m: &str, p: &str, code: &str| {
+        doc["paths"][p][m]["responses"][code]["content"]["application/json"]["schema"].clone()
+    };
+    for p in ["/auth/v1/token", "/api/v1/auth/token"] {
+        assert_eq!(ok("post", p, "200")["$ref"], "#/components/schemas/Session");
+    }
+    assert_eq!(
+        ok("get", "/storage/v1/bucket", "200")["items"]["$ref"],
+        "#/components/schemas/Bucket"
+    );
+    assert_eq!(
+        ok("post", "/api/v1/webhooks", "201")["$ref"],
+        "#/components/schemas/WebhookCreated"
+    );
+    assert_eq!(
+        ok("get", "/api/v1/monitoring/health", "503")["$ref"],
+        "#/components/schemas/Health"
+    );
+    let logout = &doc["paths"]["/auth/v1/logout"]["post"]["responses"]["204"];
+    assert!(logout.is_object() && logout["content"].is_null());
+    let verify = &doc["paths"]["/auth/v1/verify"]["get"]["responses"]["303"];
+    assert!(verify["headers"]["Location"].is_object());
+    let download = &doc["paths"]["/storage/v1/object/{bucket}/{name}"]["get"]["responses"];
+    assert!(download["200"]["content"]["*/*"].is_object());
+    assert!(download["304"].is_object());
+    for s in [
+        "Session",
+        "User",
+        "Bucket",
+        "FileObject",
+        "Webhook",
+        "Delivery",
+        "ApiKey",
+        "Job",
+    ] {
+        assert!(doc["components"]["schemas"][s].is_object(), "{s}");
+    }
 }
 
 #[tokio::test]
@@ -221,6 +268,31 @@ async fn openapi_follows_schema_reloads() {
         after["components"]["schemas"]["public.later"]["properties"]["at"]["format"],
         "date-time"
     );
+}
+
+/// Real responses of the platform routes validate against the schemas the document
+/// declares for their operation and status (Ajv, tests/clients/openapi.responses.test.mjs).
+#[tokio::test]
+async fn platform_responses_match_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::spawn_with(|c| {
+        c.storage.local_path = path;
+        c.auth.mailer_autoconfirm = true;
+        c.auth.bcrypt_cost = 4;
+        c.rate_limits.enabled = false;
+    })
+    .await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL);
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    crate::clients::run_node_suite(&app, "openapi.responses.test.mjs").await;
 }
 
 #[tokio::test]

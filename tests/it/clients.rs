@@ -161,3 +161,11 @@ async fn standard_webhooks_verifies_our_deliveries() {
     let _runner = crate::support::start_runner(&app, handlers, false);
     run_node_suite(&app, "webhooks.test.mjs").await;
 }
+
+#[tokio::test]
+async fn tus_js_client_against_fluxbase() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_string_lossy().into_owned();
+    let app = TestApp::spawn_with(|c| c.storage.local_path = path).await;
+    run_node_suite(&app, "storage_tus.test.mjs").await;
+}

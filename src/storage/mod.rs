@@ -96,6 +96,14 @@ pub fn configure(reg: &mut Registry) {
     route!(
         reg,
         POST,
+        "/object/list-v2/{bucket}",
+        "List objects (and folders) under a prefix, paged by cursor",
+        Key,
+        o::list_v2
+    );
+    route!(
+        reg,
+        POST,
         "/object/move",
         "Move (rename) an object",
         Key,

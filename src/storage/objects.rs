@@ -725,6 +725,209 @@ pub async fn list(
         .body(body))
 }
 
+/// `POST /object/list-v2/{bucket}` body (storage-js `listV2`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListV2Body {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<i64>,
+    cursor: Option<String>,
+    #[serde(default, rename = "with_delimiter")]
+    with_delimiter: bool,
+    sort_by: Option<SortBy>,
+}
+
+/// Where a `list-v2` page ends: the sort it was listed in and its last entry (full name,
+/// and its sort value for timestamp sorts), so the next page starts right after it even
+/// when entries are added or removed in between. Opaque to clients (base64url JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct ListCursor {
+    /// Sort column: `name`, `created_at` or `updated_at`.
+    c: String,
+    /// Descending.
+    d: bool,
+    /// Full name of the last entry (a folder's ends with `/`).
+    n: String,
+    /// The last entry's sort value (timestamp sorts only), as Postgres printed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<String>,
+}
+
+impl ListCursor {
+    fn encode(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(s: &str) -> Result<ListCursor, ApiError> {
+        use base64::Engine;
+        let invalid = || bad("Invalid cursor");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| invalid())?;
+        let c: ListCursor = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+        if !LIST_V2_COLUMNS.contains(&c.c.as_str()) || (c.c != "name" && c.a.is_none()) {
+            return Err(invalid());
+        }
+        Ok(c)
+    }
+}
+
+/// Sort columns of `list-v2` (Supabase's set).
+const LIST_V2_COLUMNS: [&str; 3] = ["name", "created_at", "updated_at"];
+
+/// The `list-v2` statement for one sort (3 columns × 2 orders; every value a parameter).
+/// `$1` bucket, `$2` LIKE pattern of the prefix, `$3` prefix length (characters), `$4`
+/// with_delimiter, `$5` cursor name ('' = first page), `$6` cursor sort value (text), `$7`
+/// page size, `$8` the path level the prefix ends in (for `key`). With the delimiter, the
+/// objects below the next `/` after the prefix collapse into one folder entry (`f/sub/`);
+/// folders have no timestamps and sort as the earliest. One row: the page as JSON, plus
+/// its last entry for the cursor; `limit + 1` entries are read to tell whether more follow.
+fn list_v2_sql(column: &str, desc: bool) -> String {
+    let (dir, cmp) = if desc { ("DESC", "<") } else { ("ASC", ">") };
+    let (order, after) = if column == "name" {
+        (
+            format!("entry COLLATE \"C\" {dir}"),
+            format!("entry COLLATE \"C\" {cmp} $5"),
+        )
+    } else {
+        (
+            format!("sv {dir}, entry COLLATE \"C\" {dir}"),
+            format!(
+                "(sv {cmp} $6::text::timestamptz \
+                 OR (sv = $6::text::timestamptz AND entry COLLATE \"C\" {cmp} $5))"
+            ),
+        )
+    };
+    // Name sorts carry no sort value; `$6` (NULL then) still needs a type.
+    let sort_value = if column == "name" {
+        "$6::text::timestamptz".to_string()
+    } else {
+        format!("CASE WHEN folder THEN '-infinity'::timestamptz ELSE {column} END")
+    };
+    format!(
+        "WITH m AS ( \
+           SELECT o.id, o.name, o.created_at, o.updated_at, o.last_accessed_at, o.metadata, \
+                  CASE WHEN $4 THEN strpos(substr(o.name, $3::int + 1), '/') ELSE 0 END AS cut \
+           FROM storage.objects o WHERE o.bucket_id = $1 AND o.name LIKE $2 ESCAPE '\\'), \
+         e AS ( \
+           SELECT DISTINCT ON (entry) entry, folder, id, created_at, updated_at, \
+                  last_accessed_at, metadata \
+           FROM (SELECT CASE WHEN cut > 0 THEN left(name, $3::int + cut) ELSE name END AS entry, \
+                        cut > 0 AS folder, id, created_at, updated_at, last_accessed_at, metadata \
+                 FROM m) x \
+           ORDER BY entry), \
+         s AS (SELECT *, {sort_value} AS sv FROM e), \
+         v AS ( \
+           SELECT *, row_number() OVER (ORDER BY {order}) AS rn FROM s \
+           WHERE $5 = '' OR {after} \
+           ORDER BY {order} LIMIT $7::bigint + 1), \
+         p AS (SELECT * FROM v WHERE rn <= $7::bigint) \
+         SELECT json_build_object( \
+           'hasNext', (SELECT count(*) FROM v) > $7::bigint, \
+           'folders', coalesce((SELECT json_agg(json_build_object( \
+                'key', split_part(entry, '/', $8::int), 'name', entry) ORDER BY rn) \
+              FROM p WHERE folder), '[]'), \
+           'objects', coalesce((SELECT json_agg(jsonb_build_object( \
+                'id', id, 'name', entry, 'updated_at', updated_at, 'created_at', created_at, \
+                'last_accessed_at', last_accessed_at, 'metadata', metadata) \
+                || CASE WHEN $4 THEN jsonb_build_object('key', split_part(entry, '/', $8::int)) \
+                   ELSE '{{}}'::jsonb END ORDER BY rn) \
+              FROM p WHERE NOT folder), '[]'), \
+           'last', (SELECT json_build_object('n', entry, 'a', sv::text) FROM p \
+                    ORDER BY rn DESC LIMIT 1))::text"
+    )
+}
+
+/// `POST /object/list-v2/{bucket}` `{prefix, limit, cursor, with_delimiter, sortBy}` →
+/// `{hasNext, nextCursor?, folders: [{key, name}], objects: [...]}` (RLS SELECT), paged by
+/// cursor: names are full paths; with `with_delimiter` the entries directly under the
+/// prefix, folders apart.
+pub async fn list_v2(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: AuthContext,
+    bucket: web::Path<String>,
+    body: web::Json<ListV2Body>,
+) -> Res {
+    let bucket = bucket.into_inner();
+    paths::bucket(&bucket)?;
+    let b = body.into_inner();
+    paths::prefix(&b.prefix)?;
+    let limit = match b.limit {
+        None => 1000,
+        Some(n) if n >= 1 => n.min(1000),
+        Some(_) => return Err(bad("limit must be at least 1")),
+    };
+    let cursor = b
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(ListCursor::decode)
+        .transpose()?;
+    // A cursor keeps the sort it was made with (as Supabase: the cursor's sort wins).
+    let (column, desc) = match (&cursor, &b.sort_by) {
+        (Some(c), _) => (c.c.clone(), c.d),
+        (None, Some(s)) => (
+            s.column.clone().unwrap_or_else(|| "name".into()),
+            s.order
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case("desc")),
+        ),
+        (None, None) => ("name".into(), false),
+    };
+    if !LIST_V2_COLUMNS.contains(&column.as_str()) {
+        return Err(bad(format!("cannot sort by {column}")));
+    }
+    let pattern = format!("{}%", like_escape(&b.prefix));
+    let prefix_len = b.prefix.chars().count() as i32;
+    let level = b.prefix.matches('/').count() as i32 + 1;
+    let (after_name, after_value) = match &cursor {
+        Some(c) => (c.n.clone(), c.a.clone()),
+        None => (String::new(), None),
+    };
+    let sql = list_v2_sql(&column, desc);
+    let info = RequestInfo::from_request(&req);
+    let rows = RequestTx::read_only(
+        &state.pool,
+        &ctx,
+        &info,
+        &sql,
+        &[
+            &bucket,
+            &pattern,
+            &prefix_len,
+            &b.with_delimiter,
+            &after_name,
+            &after_value,
+            &limit,
+            &level,
+        ],
+    )
+    .await?;
+    let text: String = rows
+        .first()
+        .map(|r| r.get(0))
+        .ok_or_else(|| ApiError::internal("list-v2 returned no row"))?;
+    let mut page: Value = serde_json::from_str(&text).map_err(ApiError::internal)?;
+    let last = page.as_object_mut().and_then(|o| o.remove("last"));
+    if page["hasNext"] == Value::Bool(true) {
+        if let Some(last) = last {
+            let next = ListCursor {
+                c: column,
+                d: desc,
+                n: last["n"].as_str().unwrap_or_default().to_string(),
+                a: last["a"].as_str().map(str::to_string),
+            };
+            page["nextCursor"] = Value::from(next.encode());
+            page["nextCursorKey"] = Value::from(next.n);
+        }
+    }
+    Ok(HttpResponse::Ok().json(page))
+}
+
 // ---------------------------------------------------------------- move, copy, remove
 
 /// `POST /object/move` and `/object/copy` body.

@@ -147,3 +147,43 @@ test('signed URLs, signed uploads and public URLs', async () => {
   assert.equal(res.status, 400);
   assert.equal((await res.json()).message, 'Bucket not found');
 });
+
+test('listV2: folders apart, cursor paging, sort', async () => {
+  assert.equal((await admin.storage.createBucket('v2')).error, null);
+  const f = admin.storage.from('v2');
+  for (const name of ['a/1.txt', 'a/b/3.txt', 'a/2.txt', 'top.txt']) {
+    assert.equal((await f.upload(name, name, { contentType: 'text/plain' })).error, null);
+  }
+  let r = await f.listV2({ prefix: 'a/', with_delimiter: true });
+  assert.equal(r.error, null);
+  assert.equal(r.data.hasNext, false);
+  assert.deepEqual(r.data.folders, [{ key: 'b', name: 'a/b/' }]);
+  assert.deepEqual(r.data.objects.map((o) => [o.key, o.name]), [['1.txt', 'a/1.txt'], ['2.txt', 'a/2.txt']]);
+  assert.equal(r.data.objects[0].metadata.size, 7);
+
+  // One entry per page, following nextCursor: the folder once, never its contents.
+  const seen = [];
+  let cursor;
+  for (;;) {
+    r = await f.listV2({ with_delimiter: true, limit: 1, cursor });
+    assert.equal(r.error, null);
+    seen.push(...r.data.folders.map((d) => d.name), ...r.data.objects.map((o) => o.name));
+    if (!r.data.hasNext) break;
+    cursor = r.data.nextCursor;
+    assert.ok(cursor);
+  }
+  assert.deepEqual(seen, ['a/', 'top.txt']);
+
+  r = await f.listV2({ sortBy: { column: 'created_at', order: 'desc' }, limit: 3 });
+  assert.deepEqual(r.data.objects.map((o) => o.name), ['top.txt', 'a/2.txt', 'a/b/3.txt']);
+  assert.equal(r.data.hasNext, true);
+  r = await f.listV2({ cursor: r.data.nextCursor });
+  assert.deepEqual(r.data.objects.map((o) => o.name), ['a/1.txt']);
+
+  r = await f.listV2({ cursor: 'garbage!' });
+  assert.equal(r.data, null);
+  assert.equal(r.error.statusCode, '400');
+  // The anon key sees nothing (RLS, no policy).
+  r = await anonClient.storage.from('v2').listV2({});
+  assert.deepEqual(r.data, { hasNext: false, folders: [], objects: [] });
+});

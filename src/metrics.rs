@@ -66,6 +66,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     rate_limited: IntCounterVec,
+    storage_bytes: IntCounterVec,
     pool_size: IntGauge,
     pool_available: IntGauge,
     pool_waiting: IntGauge,
@@ -108,6 +109,15 @@ impl Metrics {
             &["group"],
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let storage_bytes = IntCounterVec::new(
+            Opts::new(
+                "fluxbase_storage_bytes_total",
+                "Object bytes through the storage API: in = upload bodies written to the \
+                 store, out = download bodies sent (ranges as sent)",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(storage_bytes.clone()))?;
         let gauge = |n: &str, h: &str| IntGauge::new(n, h);
         let pool_size = gauge(
             "fluxbase_db_pool_connections",
@@ -133,6 +143,7 @@ impl Metrics {
             http_requests,
             http_duration,
             rate_limited,
+            storage_bytes,
             pool_size,
             pool_available,
             pool_waiting,
@@ -154,6 +165,12 @@ impl Metrics {
     /// Counts a rate-limit refusal.
     pub fn observe_rate_limited(&self, group: &str) {
         self.rate_limited.with_label_values(&[group]).inc();
+    }
+
+    /// The storage byte counter of one direction (`in` or `out`), to count a body with
+    /// while it streams.
+    pub fn storage_bytes(&self, direction: &str) -> prometheus::IntCounter {
+        self.storage_bytes.with_label_values(&[direction])
     }
 
     /// The text exposition, with pool gauges refreshed.

@@ -1,35 +1,130 @@
-//! TUS resumable uploads (`/storage/v1/upload/resumable`, alias `/api/v1/storage/…`) on the
-//! local backend: the protocol (create, HEAD, PATCH, DELETE, OPTIONS), offsets and errors,
+//! TUS resumable uploads (`/storage/v1/upload/resumable`, alias `/api/v1/storage/…`) on
+//! both backends (a local directory, and S3 through the harness's moto): the protocol (create, HEAD, PATCH, DELETE, OPTIONS), offsets and errors,
 //! bucket limits, RLS at creation and at the final commit, uploads of other users, resume
 //! across instances and after a restart, and the janitor.
 
 use crate::support::{TestApp, TestDb};
 use base64::Engine;
+use futures_util::StreamExt;
+use object_store::ObjectStore;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const S: &str = "/storage/v1";
 const OFFSET_CT: &str = "application/offset+octet-stream";
 
+/// Which byte store the deployment under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Be {
+    Local,
+    S3,
+}
+
+/// One `#[tokio::test]` per backend for each scenario.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Be::Local).await
+            }
+            #[tokio::test]
+            async fn s3() {
+                super::$name(super::Be::S3).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    create_patch_head_delete,
+    bucket_size_and_mime_limits,
+    rls_decides_and_uploads_belong_to_their_creator,
+    resumes_on_another_instance_and_after_a_restart,
+    janitor_removes_expired_uploads_and_orphaned_parts,
+);
+
+/// One deployment: a database and a byte store that any number of instances share.
+struct Deploy {
+    be: Be,
+    db: TestDb,
+    /// The local backend's root (kept alive for the test).
+    dir: Option<tempfile::TempDir>,
+    /// The S3 backend's bucket.
+    bucket: Option<String>,
+    /// The same bytes the instances store, seen through a client of the test's own.
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Deploy {
+    async fn new(be: Be) -> Deploy {
+        let db = crate::support::fresh_db().await;
+        match be {
+            Be::Local => {
+                let dir = tempfile::tempdir().unwrap();
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+                Deploy {
+                    be,
+                    db,
+                    dir: Some(dir),
+                    bucket: None,
+                    store: Arc::new(store),
+                }
+            }
+            Be::S3 => {
+                let s3 = crate::support::s3::server();
+                let bucket = s3.new_bucket().await;
+                Deploy {
+                    be,
+                    db,
+                    dir: None,
+                    store: Arc::new(s3.store(&bucket)),
+                    bucket: Some(bucket),
+                }
+            }
+        }
+    }
+
+    /// A server instance of this deployment.
+    async fn instance(&self) -> TestApp {
+        let path = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_string_lossy().into_owned());
+        let bucket = self.bucket.clone();
+        let be = self.be;
+        TestApp::spawn_on(self.db.clone(), move |c| match be {
+            Be::Local => c.storage.local_path = path.unwrap_or_default(),
+            Be::S3 => crate::support::s3::server().configure(c, &bucket.unwrap_or_default()),
+        })
+        .await
+    }
+
+    /// Keys under `prefix` in the store.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        let prefix = object_store::path::Path::from(prefix);
+        let mut list = self.store.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(m) = list.next().await {
+            out.push(m.unwrap().location.to_string());
+        }
+        out
+    }
+}
+
 struct St {
     app: TestApp,
-    dir: tempfile::TempDir,
+    d: Deploy,
 }
 
-async fn spawn() -> St {
-    let dir = tempfile::tempdir().unwrap();
-    let db = crate::support::fresh_db().await;
-    let app = spawn_on(&db, &dir).await;
-    St { app, dir }
-}
-
-/// An app on `db` whose local backend lives in `dir`: several of them on the same pair
-/// are instances of one deployment.
-async fn spawn_on(db: &TestDb, dir: &tempfile::TempDir) -> TestApp {
-    let path = dir.path().to_string_lossy().into_owned();
-    TestApp::spawn_on(db.clone(), |c| c.storage.local_path = path).await
+async fn spawn(be: Be) -> St {
+    let d = Deploy::new(be).await;
+    let app = d.instance().await;
+    St { app, d }
 }
 
 fn b64(s: &str) -> String {
@@ -87,25 +182,10 @@ impl St {
         let c = self.app.db.client().await;
         c.query_one(sql, &[]).await.unwrap().get(0)
     }
-    /// Files under `tus/` in the storage root.
-    fn staged(&self) -> Vec<String> {
-        files(&self.dir.path().join("tus"))
+    /// Staged parts in the store.
+    async fn staged(&self) -> Vec<String> {
+        self.d.keys("tus").await
     }
-}
-
-fn files(p: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files(&p));
-            } else {
-                out.push(p.to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
 }
 
 /// A request to `path`, or to the path of an absolute upload URL on this instance (the
@@ -155,9 +235,8 @@ async fn head(app: &TestApp, key: &str, url: &str) -> (u16, String) {
     (r.status().as_u16(), hdr(r.headers(), "upload-offset"))
 }
 
-#[tokio::test]
-async fn create_patch_head_delete() {
-    let st = spawn().await;
+async fn create_patch_head_delete(be: Be) {
+    let st = spawn(be).await;
     let app = &st.app;
     st.bucket(json!({"name": "b"})).await;
     let svc = st.svc();
@@ -247,7 +326,7 @@ async fn create_patch_head_delete() {
     assert_eq!(head(app, &svc, &url).await, (200, "5".into()));
     // Nothing is visible before the last byte; the bytes so far are staged.
     assert_eq!(st.count("SELECT count(*) FROM storage.objects").await, 0);
-    assert_eq!(st.staged().len(), 1);
+    assert_eq!(st.staged().await.len(), 1);
     let r = st
         .req(Method::GET, &format!("{S}/object/b/dir/f.txt"), &svc)
         .send()
@@ -295,7 +374,7 @@ async fn create_patch_head_delete() {
         .await
         .unwrap();
     assert_eq!(info["metadata"], json!({"k": "v"}));
-    assert!(st.staged().is_empty(), "{:?}", st.staged());
+    assert!(st.staged().await.is_empty(), "{:?}", st.staged().await);
     // A finished upload still answers HEAD (a client that lost the last answer learns it
     // is done) but cannot be terminated.
     assert_eq!(head(app, &svc, &url).await, (200, "10".into()));
@@ -355,7 +434,7 @@ async fn create_patch_head_delete() {
         patch(app, &svc, &url, 0, b"abcd".to_vec()).await.status(),
         204
     );
-    assert_eq!(st.staged().len(), 1);
+    assert_eq!(st.staged().await.len(), 1);
     let r = req(app, Method::DELETE, &url, &svc).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(hdr(r.headers(), "tus-resumable"), "1.0.0");
@@ -364,7 +443,7 @@ async fn create_patch_head_delete() {
         patch(app, &svc, &url, 4, b"efgh".to_vec()).await.status(),
         404
     );
-    assert!(st.staged().is_empty());
+    assert!(st.staged().await.is_empty());
     assert_eq!(
         st.count("SELECT count(*) FROM storage.tus_uploads WHERE completed_at IS NULL")
             .await,
@@ -425,9 +504,8 @@ fn md5_of(b: &[u8]) -> Vec<u8> {
     md5::Md5::digest(b).to_vec()
 }
 
-#[tokio::test]
-async fn bucket_size_and_mime_limits() {
-    let st = spawn().await;
+async fn bucket_size_and_mime_limits(be: Be) {
+    let st = spawn(be).await;
     let app = &st.app;
     st.bucket(json!({"name": "img", "file_size_limit": 100, "allowed_mime_types": ["image/*"]}))
         .await;
@@ -481,9 +559,8 @@ async fn bucket_size_and_mime_limits() {
     assert_eq!(st.count("SELECT count(*) FROM storage.objects").await, 1);
 }
 
-#[tokio::test]
-async fn rls_decides_and_uploads_belong_to_their_creator() {
-    let st = spawn().await;
+async fn rls_decides_and_uploads_belong_to_their_creator(be: Be) {
+    let st = spawn(be).await;
     let app = &st.app;
     st.bucket(json!({"name": "u"})).await;
     let c = app.db.client().await;
@@ -584,15 +661,14 @@ async fn rls_decides_and_uploads_belong_to_their_creator() {
         0
     );
     // No upload data of the refused commit stays behind (only the staged first part).
-    assert!(files(&st.dir.path().join("uploads")).is_empty());
-    assert_eq!(st.staged().len(), 1);
+    assert!(st.d.keys("uploads").await.is_empty());
+    assert_eq!(st.staged().await.len(), 1);
 }
 
-#[tokio::test]
-async fn resumes_on_another_instance_and_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = crate::support::fresh_db().await;
-    let one = spawn_on(&db, &dir).await;
+async fn resumes_on_another_instance_and_after_a_restart(be: Be) {
+    let d = Deploy::new(be).await;
+    let db = d.db.clone();
+    let one = d.instance().await;
     let svc = one.service_key();
     let r = req(&one, Method::POST, &format!("{S}/bucket"), &svc)
         .json(&json!({"name": "big"}))
@@ -613,7 +689,7 @@ async fn resumes_on_another_instance_and_after_a_restart() {
     assert_eq!(r.status(), 204);
 
     // A second instance on the same database and store picks the upload up.
-    let two = spawn_on(&db, &dir).await;
+    let two = d.instance().await;
     assert_eq!(head(&two, &svc, &url).await, (200, c1.to_string()));
     let r = patch(&two, &svc, &url, c1 as u64, data[c1..c2].to_vec()).await;
     assert_eq!(r.status(), 204);
@@ -624,7 +700,7 @@ async fn resumes_on_another_instance_and_after_a_restart() {
     drop(one);
     drop(two);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let three = spawn_on(&db, &dir).await;
+    let three = d.instance().await;
     let count = |sql: &'static str| {
         let db = db.clone();
         async move {
@@ -655,13 +731,12 @@ async fn resumes_on_another_instance_and_after_a_restart() {
     let got = r.bytes().await.unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got.as_ref() == data.as_slice(), "bytes differ");
-    assert!(files(&dir.path().join("tus")).is_empty());
-    assert!(files(&dir.path().join("uploads")).is_empty());
+    assert!(d.keys("tus").await.is_empty());
+    assert!(d.keys("uploads").await.is_empty());
 }
 
-#[tokio::test]
-async fn janitor_removes_expired_uploads_and_orphaned_parts() {
-    let st = spawn().await;
+async fn janitor_removes_expired_uploads_and_orphaned_parts(be: Be) {
+    let st = spawn(be).await;
     let app = &st.app;
     st.bucket(json!({"name": "b"})).await;
     let svc = st.svc();
@@ -676,7 +751,7 @@ async fn janitor_removes_expired_uploads_and_orphaned_parts() {
     )
     .await;
     assert_eq!(patch(app, &svc, &live, 0, vec![2; 4]).await.status(), 204);
-    assert_eq!(st.staged().len(), 2);
+    assert_eq!(st.staged().await.len(), 2);
 
     let c = app.db.client().await;
     let id = url.rsplit('/').next().unwrap().to_string();
@@ -691,19 +766,22 @@ async fn janitor_removes_expired_uploads_and_orphaned_parts() {
     assert_eq!(patch(app, &svc, &url, 4, vec![1; 6]).await.status(), 410);
 
     // A part no upload row points at (its upload was terminated while it was written).
-    let orphan = st
-        .dir
-        .path()
-        .join("tus/00000000-0000-4000-8000-000000000000");
-    std::fs::create_dir_all(&orphan).unwrap();
-    std::fs::write(orphan.join("00000000000000000000-x"), b"orphan").unwrap();
+    st.d.store
+        .put(
+            &object_store::path::Path::from(
+                "tus/00000000-0000-4000-8000-000000000000/00000000000000000000-x",
+            ),
+            b"orphan".to_vec().into(),
+        )
+        .await
+        .unwrap();
 
     let be = app.state.storage.clone().unwrap();
     let s = fluxbase::storage::janitor::sweep(&app.state.pool, &be, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!((s.tus_expired, s.tus_parts_removed), (1, 2), "{s:?}");
-    assert_eq!(st.staged().len(), 1, "the live upload keeps its part");
+    assert_eq!(st.staged().await.len(), 1, "the live upload keeps its part");
     assert_eq!(
         st.count("SELECT count(*) FROM storage.tus_uploads").await,
         1

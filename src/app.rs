@@ -54,6 +54,8 @@ pub struct AppState {
     pub realtime: Option<Arc<crate::realtime::Realtime>>,
     /// The storage byte store (`None` when `storage.enabled` is off).
     pub storage: Option<crate::storage::Backend>,
+    /// Trace export (`None` unless `otlp.endpoint` is set).
+    pub otlp: Option<Arc<crate::otlp::Tracer>>,
 }
 
 /// Every route of the server. Modules declare theirs in `configure`.
@@ -105,6 +107,16 @@ async fn observe(
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span = state.as_ref().and_then(|s| s.otlp.as_ref()).and_then(|t| {
+        t.start_request(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        )
+    });
+    if let Some(s) = &span {
+        req.extensions_mut().insert(s.parent.clone());
+    }
     let limit = state
         .as_ref()
         .map(|s| s.config.server.body_limit_bytes)
@@ -173,6 +185,16 @@ async fn observe(
     let secs = started.elapsed().as_secs_f64();
     if let Some(s) = state.as_ref().filter(|s| s.config.metrics.enabled) {
         s.metrics.observe_http(&route, &method, status, secs);
+    }
+    if let Some(span) = span {
+        span.finish(crate::otlp::RequestEnd {
+            method: &method,
+            route: &route,
+            path: res.request().path(),
+            status,
+            request_id: &id,
+            client: res.request().peer_addr().map(|a| a.ip().to_string()),
+        });
     }
     let quiet = matches!(route.as_str(), "/health" | "/ready" | "/metrics");
     if status >= 500 {

@@ -83,6 +83,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// OpenTelemetry trace export.
+    pub otlp: OtlpConfig,
     /// The audit log.
     pub audit: AuditConfig,
 }
@@ -625,6 +627,41 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `otlp.*`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP collector URL (`http://127.0.0.1:4318`; `/v1/traces` is appended unless
+    /// given). Empty = no trace export.
+    pub endpoint: String,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Extra request headers for the collector, each `name: value`.
+    pub headers: Vec<String>,
+    /// Percent of requests without a sampled `traceparent` that are traced (0 to 100).
+    pub sample_percent: u64,
+    /// Also export a span per request-transaction statement.
+    pub db_spans: bool,
+    /// Longest wait before queued spans are sent, ms.
+    pub export_interval_ms: u64,
+    /// Spans waiting for export beyond this are dropped (and counted).
+    pub max_queue_spans: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: String::new(),
+            service_name: "fluxbase".into(),
+            headers: Vec::new(),
+            sample_percent: 100,
+            db_spans: true,
+            export_interval_ms: 1000,
+            max_queue_spans: 8192,
+        }
+    }
+}
+
 /// Values given on the command line; they win over every other layer.
 #[derive(Debug, Default, Clone)]
 pub struct CliOverrides {
@@ -1042,6 +1079,31 @@ impl Config {
                 LOG_FORMATS.join(", "),
                 self.log.format
             ));
+        }
+        if self.otlp.sample_percent > 100 {
+            p.push(format!(
+                "`otlp.sample_percent` must be between 0 and 100, got {}",
+                self.otlp.sample_percent
+            ));
+        }
+        let otlp = self.otlp.endpoint.trim();
+        if !otlp.is_empty()
+            && !url::Url::parse(otlp).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            p.push(format!(
+                "`otlp.endpoint` must be an http(s) URL, got {otlp:?}"
+            ));
+        }
+        if !otlp.is_empty() && !cfg!(feature = "otlp") {
+            p.push(
+                "`otlp.endpoint` is set, but this build has no OTLP export (cargo feature `otlp`)"
+                    .into(),
+            );
+        }
+        for h in &self.otlp.headers {
+            if h.split_once(':').is_none_or(|(k, _)| k.trim().is_empty()) {
+                p.push(format!("`otlp.headers`: {h:?} is not `name: value`"));
+            }
         }
         if !STORAGE_BACKENDS.contains(&self.storage.backend.as_str()) {
             p.push(format!(

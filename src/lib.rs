@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod monitoring;
 pub mod openapi;
+pub mod otlp;
 pub mod ops;
 pub mod outbound;
 pub mod ratelimit;

@@ -152,7 +152,10 @@ pub async fn prepare(
     } else {
         None
     };
+    let otlp = crate::otlp::Tracer::start(&config.otlp, &metrics.registry)
+        .map_err(|e| StartError::new(2, e))?;
     Ok(AppState {
+        otlp,
         storage,
         schema,
         realtime,
@@ -298,6 +301,7 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
             }
         })
     };
+    let otlp = state.otlp.clone();
     let (server, addrs) = start_http(state).map_err(|e| {
         StartError::new(
             1,
@@ -328,6 +332,9 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
     if let Some(r) = runner {
         r.shutdown(Duration::from_secs(config.server.shutdown_timeout_secs))
             .await;
+    }
+    if let Some(t) = otlp {
+        t.flush(Duration::from_secs(3)).await;
     }
     result
 }

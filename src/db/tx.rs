@@ -34,6 +34,8 @@ pub struct RequestInfo {
     pub request_id: String,
     /// `log.slow_query_ms` of the app (0 = never log).
     pub slow_query_ms: u64,
+    /// The request's trace span, when it is traced (statements become child spans).
+    pub trace: Option<crate::otlp::Parent>,
 }
 
 impl RequestInfo {
@@ -70,7 +72,9 @@ impl RequestInfo {
         let slow_query_ms = req
             .app_data::<actix_web::web::Data<crate::app::AppState>>()
             .map_or(0, |s| s.config.log.slow_query_ms);
+        let trace = req.extensions().get::<crate::otlp::Parent>().cloned();
         RequestInfo {
+            trace,
             request_id,
             slow_query_ms,
             method: req.method().to_string(),
@@ -138,13 +142,12 @@ impl RequestTx {
             client.execute(&setup, &setup_params),
             client.query(&stmt, params)
         );
-        crate::metrics::observe_query(
-            if read_only { "read" } else { "write" },
-            sql,
-            started.elapsed(),
-            &info.request_id,
-            info.slow_query_ms,
-        );
+        let took = started.elapsed();
+        let kind = if read_only { "read" } else { "write" };
+        crate::metrics::observe_query(kind, sql, took, &info.request_id, info.slow_query_ms);
+        if let Some(t) = &info.trace {
+            t.statement(kind, sql, took);
+        }
         let mut tx = RequestTx {
             client: Some(client),
             authenticated,
@@ -206,13 +209,11 @@ impl RequestTx {
             client.query(&stmt, params),
             client.execute(&commit, &[])
         );
-        crate::metrics::observe_query(
-            "read",
-            sql,
-            started.elapsed(),
-            &info.request_id,
-            info.slow_query_ms,
-        );
+        let took = started.elapsed();
+        crate::metrics::observe_query("read", sql, took, &info.request_id, info.slow_query_ms);
+        if let Some(t) = &info.trace {
+            t.statement("read", sql, took);
+        }
         // A failed statement turns the COMMIT into a rollback; the session is clean either way.
         let first_error = b.err().or(s.err());
         match (first_error, q, c) {

@@ -13,6 +13,7 @@ mod http;
 mod jobs;
 mod monitoring;
 mod openapi;
+mod otlp;
 mod outbound;
 mod realtime;
 mod rest;

@@ -6,6 +6,7 @@
 
 pub mod s3;
 pub mod smtp;
+pub mod venv;
 
 use fluxbase::app::{start_http, AppState};
 use fluxbase::auth::jwt::{Claims, JwtKeys};

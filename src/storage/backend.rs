@@ -214,6 +214,22 @@ impl Backend {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        self.write_counted(version, body, limit, None).await
+    }
+
+    /// `write_upload`, adding every byte handed to the store to `counted` (the
+    /// `fluxbase_storage_bytes_total{direction="in"}` counter of a client upload).
+    pub async fn write_counted<S, E>(
+        &self,
+        version: &str,
+        body: S,
+        limit: u64,
+        counted: Option<&prometheus::IntCounter>,
+    ) -> Result<Written, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
         let upload = self
             .store
             .put_multipart(&upload_key(version))
@@ -244,6 +260,9 @@ impl Backend {
                 return Err(UploadError::Store(e));
             }
             w.write(&chunk);
+            if let Some(c) = counted {
+                c.inc_by(chunk.len() as u64);
+            }
         }
         w.finish().await.map_err(UploadError::Store)?;
         Ok(Written {

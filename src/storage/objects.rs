@@ -221,8 +221,9 @@ async fn store_upload(
         check_mime(&limits, &mime_or_default(&content_type))?;
     }
     check_write(state, ctx, &info, &row, upsert).await?;
+    let bytes_in = state.metrics.storage_bytes("in");
     let received = if multipart {
-        receive_multipart(be, req, payload, &row.version, &limits).await
+        receive_multipart(be, req, payload, &row.version, &limits, &bytes_in).await
     } else {
         let user_metadata = match header_str(req, "x-metadata") {
             Some(b64) => Some(decode_metadata(b64)?),
@@ -231,7 +232,7 @@ async fn store_upload(
         let cache = header_str(req, "cache-control")
             .unwrap_or("no-cache")
             .to_string();
-        be.write_upload(&row.version, payload, limits.max)
+        be.write_counted(&row.version, payload, limits.max, Some(&bytes_in))
             .await
             .map_err(upload_error)
             .map(|w| Received {
@@ -359,6 +360,7 @@ async fn receive_multipart(
     payload: web::Payload,
     version: &str,
     limits: &Limits,
+    bytes_in: &prometheus::IntCounter,
 ) -> Result<Received, ApiError> {
     let mut mp = actix_multipart::Multipart::new(req.headers(), payload);
     let mut cache = None;
@@ -385,7 +387,7 @@ async fn receive_multipart(
                 );
                 check_mime(limits, &mime)?;
                 let w = be
-                    .write_upload(version, &mut field, limits.max)
+                    .write_counted(version, &mut field, limits.max, Some(bytes_in))
                     .await
                     .map_err(upload_error)?;
                 file = Some((w, mime));
@@ -460,7 +462,11 @@ fn download_name(req: &HttpRequest) -> Option<String> {
 
 /// Answers a download: 304 on a matching `If-None-Match`, 206/416 for `Range`, the bytes
 /// streamed from the store (never buffered), no body for HEAD.
-async fn serve(be: &Backend, req: &HttpRequest, name: &str, obj: Found) -> Res {
+/// Download bodies are counted in `fluxbase_storage_bytes_total{direction="out"}` chunk by
+/// chunk as they are handed to the connection, so a range counts what it sent and a
+/// client that goes away stops the count.
+async fn serve(state: &AppState, req: &HttpRequest, name: &str, obj: Found) -> Res {
+    let be = backend(state)?;
     let version = obj.version.ok_or_else(no_such_key)?;
     let m = &obj.metadata;
     let size = m["size"].as_u64().unwrap_or(0);
@@ -521,7 +527,9 @@ async fn serve(be: &Backend, req: &HttpRequest, name: &str, obj: Found) -> Res {
         Err(object_store::Error::NotFound { .. }) => return Err(no_such_key()),
         Err(e) => return Err(store_error(e)),
     };
+    let bytes_out = state.metrics.storage_bytes("out");
     let stream = super::backend::body_stream(got)
+        .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64))
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
     Ok(b.body(SizedStream::new(len, stream)))
 }
@@ -535,12 +543,12 @@ pub async fn download(
 ) -> Res {
     let (bucket, name) = path.into_inner();
     checked(&bucket, &name)?;
-    let be = backend(&state)?;
+    backend(&state)?;
     let info = RequestInfo::from_request(&req);
     let rows =
         RequestTx::read_only(&state.pool, &ctx, &info, OBJECT_SQL, &[&bucket, &name]).await?;
     let row = rows.first().ok_or_else(no_such_key)?;
-    serve(be, &req, &name, found(row, 0)).await
+    serve(&state, &req, &name, found(row, 0)).await
 }
 
 /// A public bucket's object, read without RLS.
@@ -568,9 +576,9 @@ async fn public_object(state: &AppState, bucket: &str, name: &str) -> Result<Fou
 pub async fn get_public(state: web::Data<AppState>, req: HttpRequest, path: ObjPath) -> Res {
     let (bucket, name) = path.into_inner();
     checked(&bucket, &name)?;
-    let be = backend(&state)?;
+    backend(&state)?;
     let obj = public_object(&state, &bucket, &name).await?;
-    serve(be, &req, &name, obj).await
+    serve(&state, &req, &name, obj).await
 }
 
 /// `GET /object/info[/authenticated]/{bucket}/{name}`: the object's row (RLS SELECT).
@@ -1265,7 +1273,7 @@ pub async fn get_signed(state: web::Data<AppState>, req: HttpRequest, path: ObjP
     let (bucket, name) = path.into_inner();
     checked(&bucket, &name)?;
     verify_token(&state, token_param(&req), &bucket, &name, None)?;
-    let be = backend(&state)?;
+    backend(&state)?;
     let c = state.pool.get().await?;
     let row = c
         .query_opt(OBJECT_SQL, &[&bucket, &name])
@@ -1273,7 +1281,7 @@ pub async fn get_signed(state: web::Data<AppState>, req: HttpRequest, path: ObjP
         .map_err(|e| ApiError::from_db(&e, true))?
         .ok_or_else(no_such_key)?;
     drop(c);
-    serve(be, &req, &name, found(&row, 0)).await
+    serve(&state, &req, &name, found(&row, 0)).await
 }
 
 /// `POST /object/upload/sign/{bucket}/{name}` → `{url, token}`. The caller's INSERT (or,

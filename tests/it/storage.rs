@@ -50,6 +50,7 @@ on_both_backends!(
     object_events_are_notified,
     streams_many_parts_both_ways,
     list_v2_folders_cursor_and_sort,
+    storage_bytes_metrics_count_streamed_bodies,
     supabase_js_storage_against_fluxbase,
 );
 
@@ -1439,6 +1440,134 @@ async fn streams_many_parts_both_ways(be: Be) {
     let keys = st.keys().await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("objects/"), "{keys:?}");
+}
+
+impl St {
+    /// `fluxbase_storage_bytes_total{direction}` as `/metrics` shows it (0 before any byte).
+    async fn storage_bytes(&self, direction: &str) -> u64 {
+        let text = self
+            .app
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!("fluxbase_storage_bytes_total{{direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+/// Upload bodies count as written to the store (a multipart body's file part only),
+/// download bodies as sent (a range counts its length; HEAD, 304 and 416 send none).
+async fn storage_bytes_metrics_count_streamed_bodies(be: Be) {
+    const N: u64 = 300_000;
+    let st = spawn(be).await;
+    st.bucket(json!({"name": "b"})).await;
+    st.bucket(json!({"name": "small", "file_size_limit": 10}))
+        .await;
+    let svc = st.svc();
+    assert_eq!(
+        (st.storage_bytes("in").await, st.storage_bytes("out").await),
+        (0, 0)
+    );
+    let r = st
+        .req(Method::POST, "/object/b/gen.bin", Some(&svc))
+        .header("content-type", "application/octet-stream")
+        .body(gen_body(N, 64 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"cacheControl\"\r\n\r\n3600\r\n\
+                --XyZ\r\nContent-Disposition: form-data; name=\"\"; filename=\"blob\"\r\n\
+                Content-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n";
+    let r = st
+        .req(Method::POST, "/object/b/m.png", Some(&svc))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(st.storage_bytes("in").await, N + 7);
+    assert_eq!(st.storage_bytes("out").await, 0);
+    // Refused before the body (declared length over the limit): nothing written.
+    let (_, b) = err(st
+        .put(
+            &svc,
+            "small/x.bin",
+            b"0123456789AB",
+            "application/octet-stream",
+        )
+        .await)
+    .await;
+    assert_eq!(b["statusCode"], "413");
+    assert_eq!(st.storage_bytes("in").await, N + 7);
+
+    let got = st
+        .req(Method::GET, "/object/b/gen.bin", Some(&svc))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len() as u64, N);
+    assert_eq!(st.storage_bytes("out").await, N);
+    let r = st
+        .req(Method::GET, "/object/b/gen.bin", Some(&svc))
+        .header("range", "bytes=1000-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    let etag = {
+        let r = st
+            .req(Method::HEAD, "/object/b/gen.bin", Some(&svc))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-length"], N.to_string().as_str());
+        r.headers()["etag"].to_str().unwrap().to_string()
+    };
+    let r = st
+        .req(Method::GET, "/object/b/gen.bin", Some(&svc))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = st
+        .req(Method::GET, "/object/b/gen.bin", Some(&svc))
+        .header("range", "bytes=999999-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    // A signed URL is a download like any other.
+    let s: Value = st
+        .req(Method::POST, "/object/sign/b/m.png", Some(&svc))
+        .json(&json!({"expiresIn": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = st
+        .req(Method::GET, s["signedURL"].as_str().unwrap(), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "PNGDATA");
+    assert_eq!(st.storage_bytes("out").await, N + 100 + 7);
+    assert_eq!(st.storage_bytes("in").await, N + 7);
 }
 
 async fn object_events_are_notified(be: Be) {

@@ -752,8 +752,15 @@ fn describe_registry(doc: &mut Value) {
                     out.insert("2XX".into(), json!({"description": "Success"}));
                 }
             }
-            // The surface's error ranges; a specific code of the entry (416, 503) wins.
-            for (k, v) in responses {
+            // The surface's error ranges; a specific code of the entry (416, 503) wins. An
+            // answer to HEAD has no body, errors included.
+            let head = upper == "HEAD";
+            for (k, mut v) in responses {
+                if head {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("content");
+                    }
+                }
                 out.entry(k).or_insert(v);
             }
             op.insert("responses".into(), Value::Object(out));

@@ -690,6 +690,80 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "ListV2Input",
+            json!({
+                "type": "object",
+                "properties": {
+                    "prefix": {"type": "string"},
+                    "limit": {"type": "integer", "minimum": 1, "default": 1000, "description": "Capped at 1000"},
+                    "cursor": {"type": "string", "description": "`nextCursor` of the previous page"},
+                    "with_delimiter": {"type": "boolean", "default": false, "description": "Only the entries directly under the prefix, folders apart"},
+                    "sortBy": {"type": "object", "properties": {
+                        "column": {"type": "string", "enum": ["name", "created_at", "updated_at"]},
+                        "order": {"type": "string", "enum": ["asc", "desc"]}
+                    }}
+                }
+            }),
+        ),
+        (
+            "ObjectListV2",
+            object(
+                &[
+                    ("hasNext", boolean()),
+                    (
+                        "nextCursor",
+                        json!({"type": "string", "description": "Present when hasNext"}),
+                    ),
+                    (
+                        "nextCursorKey",
+                        json!({"type": "string", "description": "The last entry's full name (present when hasNext)"}),
+                    ),
+                    (
+                        "folders",
+                        arr(record(&[
+                            (
+                                "key",
+                                json!({"type": "string", "description": "The folder's own segment"}),
+                            ),
+                            (
+                                "name",
+                                json!({"type": "string", "description": "Full path, ending in `/`"}),
+                            ),
+                        ])),
+                    ),
+                    (
+                        "objects",
+                        arr(object(
+                            &[
+                                ("id", uuid()),
+                                (
+                                    "name",
+                                    json!({"type": "string", "description": "Full path"}),
+                                ),
+                                (
+                                    "key",
+                                    json!({"type": "string", "description": "The last segment (with_delimiter only)"}),
+                                ),
+                                ("updated_at", ts()),
+                                ("created_at", ts()),
+                                ("last_accessed_at", ts()),
+                                ("metadata", r("ObjectMetadata")),
+                            ],
+                            &[
+                                "id",
+                                "name",
+                                "updated_at",
+                                "created_at",
+                                "last_accessed_at",
+                                "metadata",
+                            ],
+                        )),
+                    ),
+                ],
+                &["hasNext", "folders", "objects"],
+            ),
+        ),
+        (
             "MoveInput",
             object(
                 &[
@@ -1842,6 +1916,14 @@ pub fn entries() -> Vec<Entry> {
         Spec::new().body(json_in("ListInput")).ok(
             "Objects and folders directly under the prefix",
             arr(r("FileObject")),
+        ),
+    ));
+    v.push(e(
+        "POST",
+        "/storage/v1/object/list-v2/{bucket}",
+        Spec::new().body(json_in("ListV2Input")).ok(
+            "One page of objects and folders, by cursor",
+            r("ObjectListV2"),
         ),
     ));
     v.push(e(

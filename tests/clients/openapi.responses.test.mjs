@@ -188,6 +188,16 @@ test('storage: buckets, upload, list, info, download, sign, copy, move, delete',
     body: { prefix: 'docs', limit: 10, sortBy: { column: 'created_at', order: 'desc' } }, expect: 200,
   });
   assert.equal(docs.body[0].name, 'a.txt');
+  const v2 = await call('POST', '/storage/v1/object/list-v2/{bucket}', `/storage/v1/object/list-v2/${b}`, {
+    body: { prefix: '', limit: 1, with_delimiter: true }, expect: 200,
+  });
+  assert.equal(v2.body.hasNext, true, JSON.stringify(v2.body));
+  await call('POST', '/api/v1/storage/object/list-v2/{bucket}', `/api/v1/storage/object/list-v2/${b}`, {
+    body: { prefix: '', cursor: v2.body.nextCursor, with_delimiter: true }, expect: 200,
+  });
+  await call('POST', '/storage/v1/object/list-v2/{bucket}', `/storage/v1/object/list-v2/${b}`, {
+    body: { prefix: 'docs/', sortBy: { column: 'updated_at', order: 'desc' } }, expect: 200,
+  });
   await call('GET', '/storage/v1/object/info/{bucket}/{name}', `/storage/v1/object/info/${b}/docs/a.txt`, { expect: 200 });
   await call('GET', '/storage/v1/object/info/public/{bucket}/{name}', `/storage/v1/object/info/public/${b}/docs/a.txt`, { expect: 200 });
   const got = await call('GET', '/storage/v1/object/{bucket}/{name}', obj('docs/a.txt'), { expect: 200 });
@@ -210,6 +220,24 @@ test('storage: buckets, upload, list, info, download, sign, copy, move, delete',
   });
   await call('POST', '/storage/v1/object/copy', '/storage/v1/object/copy', { body: { bucketId: b, sourceKey: 'docs/a.txt', destinationKey: 'docs/b.txt' }, expect: 200 });
   await call('POST', '/storage/v1/object/move', '/storage/v1/object/move', { body: { bucketId: b, sourceKey: 'docs/b.txt', destinationKey: 'docs/c.txt' }, expect: 200 });
+  // TUS resumable upload: create, where it stands, the bytes, and one terminated.
+  const b64 = (v) => Buffer.from(v).toString('base64');
+  const tus = { 'tus-resumable': '1.0.0' };
+  await call('OPTIONS', '/storage/v1/upload/resumable', '/storage/v1/upload/resumable', { expect: 204 });
+  const meta = (n) => `bucketName ${b64(b)},objectName ${b64(n)},contentType ${b64('text/plain')}`;
+  const created = await call('POST', '/storage/v1/upload/resumable', '/storage/v1/upload/resumable', {
+    headers: { ...tus, 'upload-length': '5', 'upload-metadata': meta('tus.txt') }, expect: 201,
+  });
+  const at = new URL(created.headers.get('location')).pathname;
+  await call('HEAD', '/storage/v1/upload/resumable/{id}', at, { headers: tus, expect: 200 });
+  await call('PATCH', '/storage/v1/upload/resumable/{id}', at, {
+    headers: { ...tus, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }, raw: 'hello', expect: 204,
+  });
+  const gone = await call('POST', '/api/v1/storage/upload/resumable', '/api/v1/storage/upload/resumable', {
+    headers: { ...tus, 'upload-length': '5', 'upload-metadata': meta('tus2.txt') }, expect: 201,
+  });
+  await call('DELETE', '/storage/v1/upload/resumable/{id}', new URL(gone.headers.get('location')).pathname, { headers: tus, expect: 204 });
+  await call('HEAD', '/storage/v1/upload/resumable/{id}', at.replace(/[0-9a-f-]{36}$/, '00000000-0000-0000-0000-000000000000'), { headers: tus });
   // Storage errors: missing object.
   const missing = await call('GET', '/storage/v1/object/info/{bucket}/{name}', `/storage/v1/object/info/${b}/missing.txt`);
   assert.ok(missing.status >= 400 && missing.status < 500, String(missing.status));

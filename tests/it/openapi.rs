@@ -82,9 +82,6 @@ async fn openapi_lists_every_registry_route_with_its_methods() {
             r.method
         );
         assert!(responses["2XX"].is_null(), "{} {path}: bare 2XX", r.method);
-        let err = responses["4XX"]["content"]["application/json"]["schema"]["$ref"]
-            .as_str()
-            .unwrap();
         let expected = if path.starts_with("/auth/v1") || path.starts_with("/api/v1/auth") {
             "GoTrueError"
         } else if path.starts_with("/storage/v1") || path.starts_with("/api/v1/storage") {
@@ -92,7 +89,25 @@ async fn openapi_lists_every_registry_route_with_its_methods() {
         } else {
             "PostgrestError"
         };
-        assert_eq!(err, format!("#/components/schemas/{expected}"), "{path}");
+        for range in ["4XX", "5XX"] {
+            let err = &responses[range];
+            assert!(
+                err["description"].is_string(),
+                "{} {path} {range}",
+                r.method
+            );
+            if r.method == actix_web::http::Method::HEAD {
+                // An answer to HEAD has no body, errors included.
+                assert!(err["content"].is_null(), "HEAD {path} {range}");
+            } else {
+                assert_eq!(
+                    err["content"]["application/json"]["schema"]["$ref"],
+                    format!("#/components/schemas/{expected}"),
+                    "{} {path} {range}",
+                    r.method
+                );
+            }
+        }
         // Security follows the access rule.
         let sec = op["security"].as_array().unwrap();
         match r.access {

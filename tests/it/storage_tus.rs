@@ -45,6 +45,8 @@ on_both_backends!(
     rls_decides_and_uploads_belong_to_their_creator,
     resumes_on_another_instance_and_after_a_restart,
     janitor_removes_expired_uploads_and_orphaned_parts,
+    concurrent_writers_one_wins,
+    a_broken_off_patch_counts_for_nothing,
 );
 
 /// One deployment: a database and a byte store that any number of instances share.
@@ -796,4 +798,107 @@ async fn janitor_removes_expired_uploads_and_orphaned_parts(be: Be) {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), &[2u8; 10]);
+}
+
+async fn concurrent_writers_one_wins(be: Be) {
+    let st = spawn(be).await;
+    let app = &st.app;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let m = meta(&[("bucketName", "b"), ("objectName", "race.bin")]);
+    // Two PATCHes at the same offset: exactly one counts, the other is told 409.
+    let url = created(app, &svc, 8, &m).await;
+    let (a, b) = tokio::join!(
+        patch(app, &svc, &url, 0, vec![b'a'; 4]),
+        patch(app, &svc, &url, 0, vec![b'b'; 4])
+    );
+    let mut s = [a.status().as_u16(), b.status().as_u16()];
+    s.sort();
+    assert_eq!(s, [204, 409]);
+    let first = if a.status() == 204 { b'a' } else { b'b' };
+    assert_eq!(head(app, &svc, &url).await, (200, "4".into()));
+    // Two last PATCHes: one object, from the one that counted.
+    let (a, b) = tokio::join!(
+        patch(app, &svc, &url, 4, vec![b'c'; 4]),
+        patch(app, &svc, &url, 4, vec![b'd'; 4])
+    );
+    let mut s = [a.status().as_u16(), b.status().as_u16()];
+    s.sort();
+    assert_eq!(s, [204, 409]);
+    let last = if a.status() == 204 { b'c' } else { b'd' };
+    let r = st
+        .req(Method::GET, &format!("{S}/object/b/race.bin"), &svc)
+        .send()
+        .await
+        .unwrap();
+    let mut want = vec![first; 4];
+    want.extend([last; 4]);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), want.as_slice());
+    assert_eq!(st.count("SELECT count(*) FROM storage.objects").await, 1);
+    assert!(st.staged().await.is_empty(), "{:?}", st.staged().await);
+    assert!(st.d.keys("uploads").await.is_empty());
+}
+
+/// Sends a PATCH that declares `declared` bytes, sends `sent` of them and hangs up.
+async fn broken_patch(
+    app: &TestApp,
+    key: &str,
+    url: &str,
+    offset: u64,
+    declared: usize,
+    sent: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let path = url
+        .split_once("://")
+        .map(|(_, r)| &r[r.find('/').unwrap()..])
+        .unwrap();
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         apikey: {}\r\nTus-Resumable: 1.0.0\r\nContent-Type: {OFFSET_CT}\r\n\
+         Upload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n",
+        app.anon_key()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'x'; sent]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+}
+
+async fn a_broken_off_patch_counts_for_nothing(be: Be) {
+    let st = spawn(be).await;
+    let app = &st.app;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let len = 3 * 1024 * 1024;
+    let url = created(
+        app,
+        &svc,
+        len as u64,
+        &meta(&[("bucketName", "b"), ("objectName", "cut.bin")]),
+    )
+    .await;
+    // A middle part (staged) and a last part (assembled directly), each cut off.
+    broken_patch(app, &svc, &url, 0, 1024 * 1024, 300_000).await;
+    broken_patch(app, &svc, &url, 0, len, 2 * 1024 * 1024).await;
+    let settled = crate::support::eventually(Duration::from_secs(10), || async {
+        st.staged().await.is_empty() && st.d.keys("uploads").await.is_empty()
+    })
+    .await;
+    assert!(settled, "{:?}", st.staged().await);
+    assert_eq!(head(app, &svc, &url).await, (200, "0".into()));
+    assert_eq!(st.count("SELECT count(*) FROM storage.objects").await, 0);
+    // The client resends from offset 0 and finishes.
+    let data = bytes(len, 3);
+    let r = patch(app, &svc, &url, 0, data.clone()).await;
+    assert_eq!(r.status(), 204);
+    let r = st
+        .req(Method::GET, &format!("{S}/object/b/cut.bin"), &svc)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.bytes().await.unwrap().as_ref() == data.as_slice());
 }

@@ -4,7 +4,7 @@
 //! silently ignored.
 
 use super::parse::{
-    Action, AggregateFn, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree,
+    Action, AggregateFn, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree, Missing,
     OrderTarget, OrderTerm, PathRange, Payload, Range, Resolution, SelectItem, Target,
 };
 use super::RestError;
@@ -150,6 +150,9 @@ pub struct WritePlan {
     pub filters: Vec<Condition>,
     /// What to return (for `return=representation`).
     pub returning: ReadPlan,
+    /// `Prefer: missing=default` on an insert: a column absent from a row of the payload
+    /// gets its default instead of NULL.
+    pub missing_default: bool,
 }
 
 /// The plan of a request.
@@ -258,6 +261,7 @@ pub fn plan(
                         on_conflict,
                         merge,
                         returning: read,
+                        missing_default: req.preferences.missing == Some(Missing::Default),
                     };
                     Ok(if action == Action::SingleUpsert {
                         Plan::Upsert(w)
@@ -281,6 +285,7 @@ pub fn plan(
                         on_conflict: None,
                         merge: None,
                         returning: read,
+                        missing_default: false,
                     }))
                 }
                 Action::Delete => {
@@ -298,6 +303,7 @@ pub fn plan(
                         on_conflict: None,
                         merge: None,
                         returning: read,
+                        missing_default: false,
                     }))
                 }
                 _ => Err(RestError::new(405, "PGRST117", "Unsupported HTTP method")),

@@ -619,12 +619,59 @@ pub fn write(
                     }
                     (None, _) => String::new(),
                 };
-                format!(
-                    "INSERT INTO {target} ({c}) SELECT {c} FROM json_populate_recordset(NULL::{rowtype}, \
-                     (SELECT CASE WHEN json_typeof(_fx_b) = 'array' THEN _fx_b ELSE json_build_array(_fx_b) END \
-                      FROM CAST({p} AS json) AS _fx_b)) _fx_p{conflict} RETURNING {alias}.*",
-                    c = cols.join(", ")
-                )
+                let rows = format!(
+                    "(SELECT CASE WHEN json_typeof(_fx_b) = 'array' THEN _fx_b ELSE json_build_array(_fx_b) END \
+                      FROM CAST({p} AS json) AS _fx_b)"
+                );
+                let defaults: Vec<Option<&str>> = w
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        w.table
+                            .column(c)
+                            .and_then(|col| col.default.as_deref().map(|d| (d, col)))
+                            .filter(|_| w.missing_default)
+                            .map(|(d, _)| d)
+                    })
+                    .collect();
+                if defaults.iter().any(Option::is_some) {
+                    // `missing=default`: per row, a key absent from the object (not one set to
+                    // null) takes the column default, evaluated per row (sequences advance).
+                    // The default is catalog text (pg_get_expr), cast to the column's type so
+                    // the CASE has one type.
+                    let exprs: Vec<String> = w
+                        .columns
+                        .iter()
+                        .zip(&defaults)
+                        .map(|(c, d)| match d {
+                            Some(d) => {
+                                let ty = w
+                                    .table
+                                    .column(c)
+                                    .map(|col| col.type_name.as_str())
+                                    .unwrap_or("text");
+                                format!(
+                                    "CASE WHEN _fx_e.j -> {k} IS NOT NULL THEN _fx_p.{q} ELSE CAST(({d}) AS {ty}) END",
+                                    k = literal(c),
+                                    q = qi(c)
+                                )
+                            }
+                            None => format!("_fx_p.{}", qi(c)),
+                        })
+                        .collect();
+                    format!(
+                        "INSERT INTO {target} ({c}) SELECT {e} FROM json_array_elements({rows}) AS _fx_e(j), \
+                         LATERAL json_populate_record(NULL::{rowtype}, _fx_e.j) _fx_p{conflict} RETURNING {alias}.*",
+                        c = cols.join(", "),
+                        e = exprs.join(", ")
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO {target} ({c}) SELECT {c} FROM json_populate_recordset(NULL::{rowtype}, \
+                         {rows}) _fx_p{conflict} RETURNING {alias}.*",
+                        c = cols.join(", ")
+                    )
+                }
             }
         }
         WriteKind::Update => {

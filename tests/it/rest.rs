@@ -750,3 +750,72 @@ async fn posting_an_empty_array_inserts_nothing() {
     assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
     assert_eq!(count().await, before);
 }
+
+#[tokio::test]
+async fn missing_default_fills_absent_keys_per_row() {
+    let app = app().await;
+    let key = app.service_key();
+    // Rows with different keys need `columns=` (else PGRST102, as PostgREST answers).
+    let post = |body: Value, prefer: &str| {
+        app.http
+            .post(app.url("/rest/v1/books?columns=id,title,tags&select=id,title,tags"))
+            .header("apikey", key.clone())
+            .header("Prefer", prefer.to_string())
+            .json(&body)
+    };
+    // Without the preference an absent key is NULL (PostgREST's default behaviour).
+    let r = post(
+        json!([{"id": 50, "title": "X", "tags": ["a"]}, {"id": 51, "title": "Y"}]),
+        "return=representation",
+    )
+    .send()
+    .await
+    .unwrap();
+    let status = r.status();
+    let rows: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{rows}");
+    assert_eq!(rows[1]["tags"], Value::Null, "{rows}");
+    // With it, the column default, per row: a serial id draws from its sequence for each
+    // row that lacks one; an explicit null stays null.
+    let r = post(
+        json!([{"id": 100, "title": "P", "tags": ["b"]}, {"title": "Q"}, {"title": "R"},
+               {"title": "S", "tags": null}]),
+        "return=representation, missing=default",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r
+        .headers()
+        .get("preference-applied")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("missing=default"));
+    let rows: Value = r.json().await.unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["id"], 100);
+    assert_eq!(rows[0]["tags"], json!(["b"]));
+    let (q, r_) = (
+        rows[1]["id"].as_i64().unwrap(),
+        rows[2]["id"].as_i64().unwrap(),
+    );
+    assert!(q > 0 && r_ > 0 && q != r_, "{rows:?}");
+    assert_eq!(rows[1]["tags"], json!([]));
+    assert_eq!(rows[2]["tags"], json!([]));
+    assert_eq!(rows[3]["tags"], Value::Null);
+    // Upserts take the same path.
+    let r = post(
+        json!([{"id": 100, "title": "P2"}, {"title": "T"}]),
+        "return=representation, missing=default, resolution=merge-duplicates",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let rows: Value = r.json().await.unwrap();
+    assert_eq!(rows[0]["title"], "P2");
+    assert_eq!(rows[0]["tags"], json!([]), "the default replaces on merge");
+}

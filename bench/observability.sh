@@ -16,6 +16,13 @@
 #   CONNECTIONS=50 THREADS=2   wrk settings
 #   BENCH_PORT=18650   Fluxbase's HTTP port
 #   CARGO_LOCK=        a lock file to hold (flock) while building
+#   IR=1               count instructions instead (ARCHITECTURE §8: overheads of a few percent
+#                      are below wrk's noise on a shared machine): each round runs Fluxbase
+#                      under valgrind's callgrind, zeroes the counters after the warm-up, drives
+#                      IR_DURATION s of `wrk -t1 -c$IR_CONNECTIONS`, dumps, and reports the
+#                      Fluxbase process's instructions (all threads, incl. the log writer) per
+#                      completed request. Postgres is not counted (it is not Fluxbase's cost).
+#   IR_DURATION=20 IR_CONNECTIONS=4
 #
 # Output: raw wrk output in bench/results/<date>/observability/, the summary in
 # bench/results/<date>/observability.txt, server logs in
@@ -31,6 +38,9 @@ WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 PORT=${BENCH_PORT:-18650}
+IR=${IR:-0}
+IR_DURATION=${IR_DURATION:-20}
+IR_CONNECTIONS=${IR_CONNECTIONS:-4}
 
 [ "$ROUNDS" -ge 3 ] || { echo "error: ROUNDS must be at least 3" >&2; exit 1; }
 
@@ -47,6 +57,13 @@ OUT_DIR="$ROOT/bench/results/$DATE"
 RAW_DIR="$OUT_DIR/observability"
 LOG_DIR="$OUT_DIR/tmp/observability-logs" # git-ignored
 OUT="$OUT_DIR/observability.txt"
+if [ "$IR" = 1 ]; then
+  RAW_DIR="$OUT_DIR/observability-ir"
+  OUT="$OUT_DIR/observability-ir.txt"
+  for t in valgrind callgrind_control; do
+    command -v "$t" >/dev/null 2>&1 || { echo "error: $t is required for IR=1" >&2; exit 1; }
+  done
+fi
 mkdir -p "$RAW_DIR" "$LOG_DIR"
 rm -f "$RAW_DIR"/*.txt "$LOG_DIR"/*.log
 : >"$OUT"
@@ -109,13 +126,17 @@ start_fx() { # on|off
   else
     export FLUXBASE_METRICS__ENABLED=false FLUXBASE_LOG__LEVEL=error
   fi
-  (cd "$WORK" && exec "$BIN" serve --data-dir "$DATA" --port "$PORT") \
+  local wrap=()
+  if [ "$IR" = 1 ] && [ -n "${2:-}" ]; then
+    wrap=(valgrind --tool=callgrind --callgrind-out-file="$RAW_DIR/callgrind-$mode-r$2.out")
+  fi
+  (cd "$WORK" && exec "${wrap[@]}" "$BIN" serve --data-dir "$DATA" --port "$PORT") \
     >>"$LOG_DIR/fluxbase-$mode.log" 2>&1 </dev/null &
   FX_PID=$!
-  local deadline=$(($(date +%s) + 180))
+  local deadline=$(($(date +%s) + 600))
   until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/ready"; do
     kill -0 "$FX_PID" 2>/dev/null || { echo "error: fluxbase exited; see $LOG_DIR/fluxbase-$mode.log" >&2; exit 1; }
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "error: fluxbase not ready after 180 s" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "error: fluxbase not ready after 600 s" >&2; exit 1; }
     sleep 0.05
   done
 }
@@ -180,6 +201,36 @@ run() {
   stop_fx
 }
 
+# run_ir MODE ROUND : a fresh server under callgrind; instructions of IR_DURATION s of load.
+run_ir() {
+  local mode=$1 round=$2 f body n dump ir reqs
+  start_fx "$mode" "$round"
+  body=$(curl -s -H "apikey: $ANON" -H "Authorization: Bearer $ANON" "$URL/rest/v1/items?id=eq.4242")
+  jq -e 'length == 1 and .[0].id == 4242' <<<"$body" >/dev/null ||
+    { echo "error: GET items?id=eq.4242 answered: ${body:0:300}" >&2; exit 1; }
+  BENCH_TARGET=fluxbase APIKEY=$ANON WRK_DIR="$ROOT/bench/wrk" \
+    wrk -t1 -c"$IR_CONNECTIONS" -d5s -s "$ROOT/bench/wrk/single.lua" "$URL" \
+    >"$LOG_DIR/warmup-ir-$mode-r$round.txt" 2>&1
+  callgrind_control -z "$FX_PID" >/dev/null
+  f="$RAW_DIR/ir-$mode-r$round.txt"
+  BENCH_TARGET=fluxbase APIKEY=$ANON WRK_DIR="$ROOT/bench/wrk" \
+    wrk -t1 -c"$IR_CONNECTIONS" -d"${IR_DURATION}s" -s "$ROOT/bench/wrk/single.lua" "$URL" \
+    >"$f" 2>&1 || { echo "error: wrk failed; see $f" >&2; exit 1; }
+  n=$(ls "$RAW_DIR"/callgrind-"$mode"-r"$round".out* 2>/dev/null | wc -l)
+  callgrind_control -d "$FX_PID" >/dev/null
+  for ((i = 0; i < 300; i++)); do
+    [ "$(ls "$RAW_DIR"/callgrind-"$mode"-r"$round".out* 2>/dev/null | wc -l)" -gt "$n" ] && break
+    sleep 0.1
+  done
+  dump=$(ls -t "$RAW_DIR"/callgrind-"$mode"-r"$round".out* | head -1)
+  ir=$(awk '$1 == "summary:" || $1 == "totals:" { print $2; exit }' "$dump")
+  reqs=$(awk '/requests in/ { print $1; exit }' "$f")
+  echo "# mode=$mode round=$round requests=$reqs instructions=$ir dump=$(basename "$dump")" >>"$f"
+  stop_fx
+  rm -f "$RAW_DIR"/callgrind-"$mode"-r"$round".out*
+  say "mode=$mode round=$round requests=$reqs instructions=$ir ir_per_req=$(awk -v i="$ir" -v r="$reqs" 'BEGIN { printf "%.0f", i / r }')"
+}
+
 # parse FILE : "rps p50_ms p99_ms non2xx socket_errors server_cpu_s log_lines"
 parse() {
   awk '
@@ -198,6 +249,38 @@ parse() {
     END { printf "%s %.3f %.3f %d %d %s %d\n", rps, p50, p99, non2xx, sockerr, cpu, lines }
   ' "$1"
 }
+
+if [ "$IR" = 1 ]; then
+  say "# Fluxbase observability overhead in instructions, $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+  say "built from: $BUILT_FROM"
+  say "fluxbase=$("$BIN" --version) under valgrind --tool=callgrind; per round: fresh server, 5 s warm-up, counters zeroed, wrk -t1 -c$IR_CONNECTIONS -d${IR_DURATION}s, dump"
+  say "call: GET /rest/v1/items?id=eq.N (bench/wrk/single.lua), anon key; on = metrics + info access log, off = metrics off, log level error"
+  say ""
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in on off; do
+      echo "round $r: $mode (callgrind) ..." >&2
+      run_ir "$mode" "$r"
+    done
+  done
+  say ""
+  awk '
+    function med(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    /^mode=/ {
+      for (i = 1; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
+      if (kv["mode"] == "on") { on[++non] = kv["ir_per_req"] } else { off[++noff] = kv["ir_per_req"] }
+    }
+    END {
+      mon = med(on, non); moff = med(off, noff)
+      printf "## summary: instructions per request, median [min..max] over %d rounds\n", non
+      printf "on:  %.0f [%.0f..%.0f]\noff: %.0f [%.0f..%.0f]\n", mon, on[1], on[non], moff, off[1], off[noff]
+      printf "overhead = on/off - 1 = %.2f %% of Fluxbase'"'"'s own instructions (Postgres not counted)\n", (mon / moff - 1) * 100
+    }
+  ' "$OUT" | tee -a "$OUT"
+  exit 0
+fi
 
 say "# Fluxbase observability overhead, $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
 say "built from: $BUILT_FROM"

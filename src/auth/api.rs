@@ -1044,7 +1044,7 @@ async fn admin_list(
                 "SELECT {} FROM auth.users u WHERE u.deleted_at IS NULL ORDER BY u.created_at, u.id LIMIT $1 OFFSET $2",
                 service::USER_COLUMNS
             ),
-            &[&per_page, &((page - 1) * per_page)],
+            &[&per_page, &(page - 1).saturating_mul(per_page)],
         )
         .await
         .map_err(db)?;

@@ -348,6 +348,17 @@ async fn fuzz_findings_stay_fixed() {
             );
         }
     }
+    // A page number whose offset overflows i64 (`(page - 1) * per_page` panicked in
+    // debug builds, wrapped to a negative OFFSET in release): an empty page.
+    let r = app
+        .get("/auth/v1/admin/users?page=9223372036854775807&per_page=1000")
+        .header("apikey", app.service_key())
+        .header("authorization", format!("Bearer {}", app.service_key()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["users"], json!([]));
     let name: String = app
         .db
         .client()

@@ -270,6 +270,53 @@ pub struct AuthConfig {
     pub require_apikey: bool,
     /// Outgoing mail; with no host, mail is written to the log (development).
     pub smtp: SmtpConfig,
+    /// URLs besides `site_url` that `redirect_to` may name (exact, a path under one, or a
+    /// glob: `*` within a host label or path segment, `**` across them).
+    pub redirect_allow_list: Vec<String>,
+    /// OAuth2 / OIDC sign-in providers (`/auth/v1/authorize`).
+    pub external: ExternalConfig,
+}
+
+/// `auth.external.*`: one fixed section per provider preset (the loader has no maps).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// GitHub (OAuth2; user and emails API).
+    pub github: OAuthProviderConfig,
+    /// Google (OpenID Connect).
+    pub google: OAuthProviderConfig,
+    /// GitLab (OAuth2 with PKCE; user API).
+    pub gitlab: OAuthProviderConfig,
+    /// Discord (OAuth2 with PKCE; users/@me API).
+    pub discord: OAuthProviderConfig,
+    /// Keycloak (OpenID Connect; `url` is the realm URL).
+    pub keycloak: OAuthProviderConfig,
+    /// Any OpenID Connect provider (`url` is the issuer; discovery and JWKS).
+    pub oidc: OAuthProviderConfig,
+    /// Any OAuth2 provider with a userinfo endpoint (the three URLs given).
+    pub custom: OAuthProviderConfig,
+}
+
+/// `auth.external.<provider>.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthProviderConfig {
+    /// Offer this provider.
+    pub enabled: bool,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub secret: Option<Secret>,
+    /// Our callback URL as registered at the provider; empty = `<public URL>/auth/v1/callback`.
+    pub redirect_uri: String,
+    /// Base URL (GitHub Enterprise, GitLab instance, Discord) or issuer (Google, Keycloak realm, OIDC).
+    pub url: String,
+    /// Authorization endpoint (custom; overrides the preset's elsewhere).
+    pub authorize_url: String,
+    /// Token endpoint (custom; overrides the preset's elsewhere).
+    pub token_url: String,
+    /// Userinfo endpoint (custom; overrides the preset's elsewhere).
+    pub userinfo_url: String,
 }
 
 /// `auth.smtp.*`
@@ -320,6 +367,8 @@ impl Default for AuthConfig {
             otp_expiry_secs: 3600,
             require_apikey: false,
             smtp: SmtpConfig::default(),
+            redirect_allow_list: Vec::new(),
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -970,6 +1019,66 @@ fn show(v: &Value) -> String {
     }
 }
 
+impl ExternalConfig {
+    /// The provider sections with their names, in a fixed order.
+    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 7] {
+        [
+            ("github", &self.github),
+            ("google", &self.google),
+            ("gitlab", &self.gitlab),
+            ("discord", &self.discord),
+            ("keycloak", &self.keycloak),
+            ("oidc", &self.oidc),
+            ("custom", &self.custom),
+        ]
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let is_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        for (name, c) in self.providers() {
+            for (key, v) in [
+                ("redirect_uri", &c.redirect_uri),
+                ("url", &c.url),
+                ("authorize_url", &c.authorize_url),
+                ("token_url", &c.token_url),
+                ("userinfo_url", &c.userinfo_url),
+            ] {
+                if !v.is_empty() && !is_url(v) {
+                    p.push(format!(
+                        "`auth.external.{name}.{key}` must start with http:// or https://"
+                    ));
+                }
+            }
+            if !c.enabled {
+                continue;
+            }
+            if c.client_id.is_empty() {
+                p.push(format!(
+                    "`auth.external.{name}.client_id` is required when enabled"
+                ));
+            }
+            let needs: &[(&str, &String)] = match name {
+                "keycloak" | "oidc" => &[("url", &c.url)],
+                "custom" => &[
+                    ("authorize_url", &c.authorize_url),
+                    ("token_url", &c.token_url),
+                    ("userinfo_url", &c.userinfo_url),
+                ],
+                _ => &[],
+            };
+            for (key, v) in needs {
+                if v.is_empty() {
+                    p.push(format!(
+                        "`auth.external.{name}.{key}` is required when enabled"
+                    ));
+                }
+            }
+        }
+        p
+    }
+}
+
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const LOG_FORMATS: [&str; 3] = ["auto", "pretty", "json"];
 const STORAGE_BACKENDS: [&str; 2] = ["local", "s3"];
@@ -1053,6 +1162,7 @@ impl Config {
                 self.auth.bcrypt_cost
             ));
         }
+        p.extend(self.auth.external.validate());
         if self.auth.jwt_expiry_secs == 0 {
             p.push("`auth.jwt_expiry_secs` must be positive".into());
         }

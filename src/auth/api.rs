@@ -140,6 +140,27 @@ pub fn configure(reg: &mut Registry) {
     );
     both!(
         Method::GET,
+        "/authorize",
+        "Start an OAuth sign-in (302 to the provider)",
+        Public,
+        super::oauth::authorize
+    );
+    both!(
+        Method::GET,
+        "/callback",
+        "OAuth provider callback (302 to redirect_to)",
+        Public,
+        super::oauth::callback
+    );
+    both!(
+        Method::POST,
+        "/callback",
+        "OAuth provider callback, form_post (302 to redirect_to)",
+        Public,
+        super::oauth::callback
+    );
+    both!(
+        Method::GET,
         "/admin/users",
         "List users (page, per_page)",
         S,
@@ -179,8 +200,15 @@ pub fn configure(reg: &mut Registry) {
 
 async fn settings(state: web::Data<AppState>) -> HttpResponse {
     let a = &state.config.auth;
+    let mut external = super::oauth::settings_external(&state.config);
+    external.insert("email".into(), Value::from(true));
+    external.insert("phone".into(), Value::from(false));
+    external.insert(
+        "anonymous_users".into(),
+        Value::from(a.enable_anonymous_sign_ins),
+    );
     HttpResponse::Ok().json(json!({
-        "external": {"email": true, "phone": false, "anonymous_users": a.enable_anonymous_sign_ins},
+        "external": external,
         "disable_signup": !a.enable_signup,
         "mailer_autoconfirm": a.mailer_autoconfirm,
         "phone_autoconfirm": false,
@@ -618,7 +646,8 @@ async fn pkce_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiE
     let row = tx
         .query_opt(
             "DELETE FROM auth.flow_state WHERE auth_code_hash = $1 AND auth_code_issued_at > now() - interval '5 minutes'
-             RETURNING user_id, code_challenge, code_challenge_method, authentication_method",
+             RETURNING user_id, code_challenge, code_challenge_method, authentication_method,
+                       provider_access_token, provider_refresh_token",
             &[&service::hash_token(&code)],
         )
         .await
@@ -639,13 +668,19 @@ async fn pkce_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiE
         None => None,
     }
     .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
-    let amr = if auth_method == "recovery" {
-        "recovery"
-    } else {
-        "otp"
+    let amr = match auth_method.as_str() {
+        "recovery" => "recovery",
+        "oauth" => "oauth",
+        _ => "otp",
     };
-    let session =
+    let mut session =
         service::issue_session(&*tx, &state.config, &state.jwt, &user, amr, None, None).await?;
+    // An OAuth flow hands over the provider's tokens too, as GoTrue's session does.
+    for (i, k) in [(4, "provider_token"), (5, "provider_refresh_token")] {
+        if let (Some(t), Some(m)) = (row.get::<_, Option<String>>(i), session.as_object_mut()) {
+            m.insert(k.into(), Value::from(t));
+        }
+    }
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(session))
 }

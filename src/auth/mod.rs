@@ -1,7 +1,7 @@
 //! Identity: who is calling, and the GoTrue-compatible service at `/auth/v1`. JWT
 //! verification (`jwt`), the `AuthContext` extractor every handler uses, users, sessions and
 //! refresh tokens (`service`), mail (`mail`), `fbk_` API keys (`api_keys`) and the routes
-//! (`api`), TOTP MFA (`mfa`). OAuth arrives later behind these same types.
+//! (`api`), TOTP MFA (`mfa`), OAuth2 / OIDC sign-in (`oauth`).
 //!
 //! Must not: run SQL for REST/Storage/Realtime requests (they trust a token until `exp`, as
 //! Supabase does), or accept a role outside the configured allow-list.
@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod jwt;
 pub mod mail;
 pub mod mfa;
+pub mod oauth;
 pub mod service;
 
 /// Registers the auth job handlers (the mail sender).

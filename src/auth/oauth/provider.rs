@@ -1,0 +1,609 @@
+//! Provider presets: where each provider's endpoints are, how the code is exchanged, and
+//! how its answer becomes one user (subject, emails, identity data). Every call goes through
+//! the SSRF-guarded `outbound` client; errors are internal causes (logged), never shown.
+
+use crate::config::OAuthProviderConfig;
+use crate::outbound::Outbound;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+/// How a provider tells who the user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// GitHub's REST API: `/user` and `/user/emails`.
+    Github,
+    /// GitLab's REST API: `/api/v4/user`.
+    Gitlab,
+    /// Discord's REST API: `/api/users/@me`.
+    Discord,
+    /// OpenID Connect: discovery, an `id_token` checked against the provider's JWKS.
+    Oidc,
+    /// Plain OAuth2 with a userinfo endpoint that answers with OIDC claim names.
+    Custom,
+}
+
+/// A provider preset.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    /// How the user is read.
+    pub kind: Kind,
+    /// Whether we send our own PKCE challenge to the provider.
+    pub pkce: bool,
+    /// Scopes always asked for.
+    pub scopes: &'static str,
+    /// Base URL or issuer when `url` is not configured.
+    pub url: &'static str,
+}
+
+/// Every preset name, in the order `/settings` lists them.
+pub const NAMES: [&str; 7] = [
+    "github", "google", "gitlab", "discord", "keycloak", "oidc", "custom",
+];
+
+/// The preset of a provider name.
+pub fn preset(name: &str) -> Option<Preset> {
+    let p = |kind, pkce, scopes, url| Preset {
+        kind,
+        pkce,
+        scopes,
+        url,
+    };
+    Some(match name {
+        // GitHub's OAuth apps do not take PKCE everywhere; the client secret protects the code.
+        "github" => p(Kind::Github, false, "user:email", "https://github.com"),
+        "google" => p(
+            Kind::Oidc,
+            true,
+            "openid email profile",
+            "https://accounts.google.com",
+        ),
+        "gitlab" => p(Kind::Gitlab, true, "read_user", "https://gitlab.com"),
+        "discord" => p(Kind::Discord, true, "identify email", "https://discord.com"),
+        "keycloak" | "oidc" => p(Kind::Oidc, true, "openid email profile", ""),
+        "custom" => p(Kind::Custom, true, "", ""),
+        _ => return None,
+    })
+}
+
+/// Where a provider's endpoints are.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// Authorization endpoint (the browser goes there).
+    pub authorize: String,
+    /// Token endpoint.
+    pub token: String,
+    /// Userinfo / user API endpoint.
+    pub userinfo: String,
+    /// API base (GitHub: for `/user/emails`).
+    pub api: String,
+    /// OIDC: the issuer every id_token must name.
+    pub issuer: String,
+    /// OIDC: the key set.
+    pub jwks: String,
+}
+
+/// The endpoints of a provider: the preset's, the discovery document's (OIDC), then the
+/// configured overrides.
+pub async fn endpoints(
+    out: &Outbound,
+    preset: &Preset,
+    cfg: &OAuthProviderConfig,
+) -> Result<Endpoints, String> {
+    let base = if cfg.url.is_empty() {
+        preset.url
+    } else {
+        cfg.url.as_str()
+    }
+    .trim_end_matches('/')
+    .to_string();
+    let mut ep = match preset.kind {
+        Kind::Github => {
+            // github.com's API lives on its own host; GitHub Enterprise under /api/v3.
+            let api = if cfg.url.is_empty() {
+                "https://api.github.com".to_string()
+            } else {
+                format!("{base}/api/v3")
+            };
+            Endpoints {
+                authorize: format!("{base}/login/oauth/authorize"),
+                token: format!("{base}/login/oauth/access_token"),
+                userinfo: format!("{api}/user"),
+                api,
+                ..Endpoints::default()
+            }
+        }
+        Kind::Gitlab => Endpoints {
+            authorize: format!("{base}/oauth/authorize"),
+            token: format!("{base}/oauth/token"),
+            userinfo: format!("{base}/api/v4/user"),
+            api: format!("{base}/api/v4"),
+            ..Endpoints::default()
+        },
+        Kind::Discord => Endpoints {
+            authorize: format!("{base}/api/oauth2/authorize"),
+            token: format!("{base}/api/oauth2/token"),
+            userinfo: format!("{base}/api/users/@me"),
+            api: format!("{base}/api"),
+            ..Endpoints::default()
+        },
+        Kind::Oidc => discover(out, &base).await?,
+        Kind::Custom => Endpoints::default(),
+    };
+    for (over, field) in [
+        (&cfg.authorize_url, &mut ep.authorize),
+        (&cfg.token_url, &mut ep.token),
+        (&cfg.userinfo_url, &mut ep.userinfo),
+    ] {
+        if !over.is_empty() {
+            *field = over.clone();
+        }
+    }
+    if ep.authorize.is_empty() || ep.token.is_empty() {
+        return Err("the provider has no authorization or token endpoint".into());
+    }
+    Ok(ep)
+}
+
+/// Reads `<issuer>/.well-known/openid-configuration`; its `issuer` must be the configured
+/// one (OpenID Connect Discovery §4.3), so a document cannot speak for another issuer.
+async fn discover(out: &Outbound, issuer: &str) -> Result<Endpoints, String> {
+    if issuer.is_empty() {
+        return Err("no issuer configured".into());
+    }
+    let d = get_json(
+        out,
+        &format!("{issuer}/.well-known/openid-configuration"),
+        None,
+        "application/json",
+    )
+    .await?;
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let named = s("issuer");
+    if named.trim_end_matches('/') != issuer {
+        return Err(format!(
+            "discovery names issuer {named:?}, configured {issuer:?}"
+        ));
+    }
+    let ep = Endpoints {
+        authorize: s("authorization_endpoint"),
+        token: s("token_endpoint"),
+        userinfo: s("userinfo_endpoint"),
+        api: String::new(),
+        issuer: named,
+        jwks: s("jwks_uri"),
+    };
+    if ep.jwks.is_empty() {
+        return Err("discovery has no jwks_uri".into());
+    }
+    Ok(ep)
+}
+
+async fn get_json(
+    out: &Outbound,
+    url: &str,
+    bearer: Option<&str>,
+    accept: &str,
+) -> Result<Value, String> {
+    let mut rb = out.request(Method::GET, url).header("Accept", accept);
+    if let Some(t) = bearer {
+        rb = rb.bearer_auth(t);
+    }
+    let r = out.send(rb).await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !(200..300).contains(&r.status) {
+        return Err(format!("GET {url} answered {}", r.status));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+}
+
+/// What the token endpoint gave.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The provider's access token.
+    pub access: String,
+    /// Its refresh token, when it issues one.
+    pub refresh: Option<String>,
+    /// OIDC id_token.
+    pub id_token: Option<String>,
+}
+
+/// Exchanges the authorization code (RFC 6749 §4.1.3; client credentials in the body).
+pub async fn exchange(
+    out: &Outbound,
+    ep: &Endpoints,
+    cfg: &OAuthProviderConfig,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+) -> Result<Tokens, String> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "authorization_code")
+        .append_pair("code", code)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("client_id", &cfg.client_id);
+    if let Some(s) = &cfg.secret {
+        form.append_pair("client_secret", s.expose());
+    }
+    if let Some(v) = verifier {
+        form.append_pair("code_verifier", v);
+    }
+    let rb = out
+        .request(Method::POST, &ep.token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Accept", "application/json")
+        .body(form.finish());
+    let r = out
+        .send(rb)
+        .await
+        .map_err(|e| format!("POST {}: {e}", ep.token))?;
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    // GitHub answers 200 with an `error` member; others use 400/401.
+    if let Some(err) = body.get("error").and_then(Value::as_str) {
+        return Err(format!(
+            "token endpoint refused the code: {err} {}",
+            body.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ));
+    }
+    if !(200..300).contains(&r.status) {
+        return Err(format!("token endpoint answered {}", r.status));
+    }
+    let s = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Ok(Tokens {
+        access: s("access_token").ok_or("token response without access_token")?,
+        refresh: s("refresh_token"),
+        id_token: s("id_token"),
+    })
+}
+
+/// One address the provider reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    /// The address (lower-cased).
+    pub email: String,
+    /// The provider says its owner proved it.
+    pub verified: bool,
+    /// The account's primary address.
+    pub primary: bool,
+}
+
+/// The user as the provider describes them.
+#[derive(Debug, Clone)]
+pub struct ProviderUser {
+    /// The provider's stable id (`provider_id` of the identity).
+    pub sub: String,
+    /// Addresses, primary first when known.
+    pub emails: Vec<Email>,
+    /// `identity_data` (GoTrue's claim names).
+    pub data: Map<String, Value>,
+}
+
+impl ProviderUser {
+    /// The address a new account gets: the primary one, else the first.
+    pub fn main_email(&self) -> Option<&Email> {
+        self.emails
+            .iter()
+            .find(|e| e.primary)
+            .or_else(|| self.emails.first())
+    }
+}
+
+fn text(v: &Value, k: &str) -> Option<String> {
+    match v.get(k)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `email_verified` is a boolean, but some providers send the string "true".
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// Builds the user and GoTrue's identity data from the common fields.
+struct Profile {
+    iss: String,
+    sub: Option<String>,
+    name: Option<String>,
+    user_name: Option<String>,
+    avatar: Option<String>,
+    emails: Vec<Email>,
+}
+
+impl Profile {
+    fn into_user(self, extra: Map<String, Value>) -> Result<ProviderUser, String> {
+        let sub = self.sub.ok_or("the provider named no user id")?;
+        let main = self
+            .emails
+            .iter()
+            .find(|e| e.primary)
+            .or_else(|| self.emails.first())
+            .cloned();
+        let mut data = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                data.insert(k.to_string(), v);
+            }
+        };
+        put("iss", Some(json!(self.iss)));
+        put("sub", Some(json!(sub)));
+        put("provider_id", Some(json!(sub)));
+        put("name", self.name.clone().map(Value::from));
+        put("full_name", self.name.map(Value::from));
+        put("user_name", self.user_name.clone().map(Value::from));
+        put("preferred_username", self.user_name.map(Value::from));
+        put("avatar_url", self.avatar.clone().map(Value::from));
+        put("picture", self.avatar.map(Value::from));
+        put("email", main.as_ref().map(|e| json!(e.email)));
+        put(
+            "email_verified",
+            Some(json!(main.as_ref().is_some_and(|e| e.verified))),
+        );
+        put("phone_verified", Some(json!(false)));
+        for (k, v) in extra {
+            data.entry(k).or_insert(v);
+        }
+        Ok(ProviderUser {
+            sub,
+            emails: self.emails,
+            data,
+        })
+    }
+}
+
+fn email_of(addr: Option<String>, verified: bool, primary: bool) -> Vec<Email> {
+    addr.map(|e| Email {
+        email: e.trim().to_lowercase(),
+        verified,
+        primary,
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Reads the user with the tokens the code bought.
+pub async fn fetch_user(
+    out: &Outbound,
+    preset: &Preset,
+    ep: &Endpoints,
+    cfg: &OAuthProviderConfig,
+    tokens: &Tokens,
+    nonce: Option<&str>,
+) -> Result<ProviderUser, String> {
+    let tok = tokens.access.as_str();
+    match preset.kind {
+        Kind::Github => {
+            let accept = "application/vnd.github+json";
+            let u = get_json(out, &ep.userinfo, Some(tok), accept).await?;
+            let list = get_json(out, &format!("{}/user/emails", ep.api), Some(tok), accept).await?;
+            let mut emails: Vec<Email> = list
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| {
+                            Some(Email {
+                                email: text(e, "email")?.to_lowercase(),
+                                verified: truthy(e.get("verified")),
+                                primary: truthy(e.get("primary")),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            emails.sort_by_key(|e| !e.primary);
+            Profile {
+                iss: ep.api.clone(),
+                sub: text(&u, "id"),
+                name: text(&u, "name"),
+                user_name: text(&u, "login"),
+                avatar: text(&u, "avatar_url"),
+                emails,
+            }
+            .into_user(Map::new())
+        }
+        Kind::Gitlab => {
+            let u = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+            // GitLab only reports addresses its users confirmed as `confirmed_at`.
+            let verified = u.get("confirmed_at").is_some_and(|v| !v.is_null());
+            Profile {
+                iss: ep.api.clone(),
+                sub: text(&u, "id"),
+                name: text(&u, "name"),
+                user_name: text(&u, "username"),
+                avatar: text(&u, "avatar_url"),
+                emails: email_of(text(&u, "email"), verified, true),
+            }
+            .into_user(Map::new())
+        }
+        Kind::Discord => {
+            let u = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+            let id = text(&u, "id");
+            let avatar = match (&id, text(&u, "avatar")) {
+                (Some(id), Some(hash)) => {
+                    let ext = if hash.starts_with("a_") { "gif" } else { "png" };
+                    Some(format!(
+                        "https://cdn.discordapp.com/avatars/{id}/{hash}.{ext}"
+                    ))
+                }
+                _ => None,
+            };
+            Profile {
+                iss: ep.api.clone(),
+                sub: id,
+                name: text(&u, "global_name").or_else(|| text(&u, "username")),
+                user_name: text(&u, "username"),
+                avatar,
+                emails: email_of(text(&u, "email"), truthy(u.get("verified")), true),
+            }
+            .into_user(Map::new())
+        }
+        Kind::Custom => {
+            let u = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+            oidc_profile(ep.userinfo.clone(), &u)
+        }
+        Kind::Oidc => {
+            let id_token = tokens
+                .id_token
+                .as_deref()
+                .ok_or("the token response has no id_token")?;
+            let claims = verify_id_token(out, ep, &cfg.client_id, id_token, nonce).await?;
+            let mut claims = Value::Object(claims);
+            // Some providers leave the address out of the id_token; userinfo has it.
+            if text(&claims, "email").is_none() && !ep.userinfo.is_empty() {
+                let info = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+                if text(&info, "sub") != text(&claims, "sub") {
+                    return Err("userinfo names another subject than the id_token".into());
+                }
+                if let (Some(c), Some(i)) = (claims.as_object_mut(), info.as_object()) {
+                    for (k, v) in i {
+                        c.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+            oidc_profile(ep.issuer.clone(), &claims)
+        }
+    }
+}
+
+/// A user from OIDC claims (an id_token or a userinfo answer).
+fn oidc_profile(iss: String, c: &Value) -> Result<ProviderUser, String> {
+    let mut extra = Map::new();
+    for k in ["given_name", "family_name", "locale", "hd"] {
+        if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+            extra.insert(k.to_string(), v.clone());
+        }
+    }
+    Profile {
+        iss,
+        sub: text(c, "sub"),
+        name: text(c, "name"),
+        user_name: text(c, "preferred_username"),
+        avatar: text(c, "picture"),
+        emails: email_of(text(c, "email"), truthy(c.get("email_verified")), true),
+    }
+    .into_user(extra)
+}
+
+/// Asymmetric algorithms an id_token may use; HMAC and `none` never (algorithm confusion).
+const ID_TOKEN_ALGS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// Checks an id_token: signature by a key of the provider's JWKS, `iss`, `aud` (our client
+/// id), `exp`, and the nonce we sent.
+pub async fn verify_id_token(
+    out: &Outbound,
+    ep: &Endpoints,
+    client_id: &str,
+    token: &str,
+    nonce: Option<&str>,
+) -> Result<Map<String, Value>, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("id_token: {e}"))?;
+    if !ID_TOKEN_ALGS.contains(&header.alg) {
+        return Err(format!("id_token algorithm {:?} refused", header.alg));
+    }
+    let set = get_json(out, &ep.jwks, None, "application/json").await?;
+    // Keys this library cannot read (other key types, encryption keys) are skipped.
+    let keys: Vec<Jwk> = set
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| serde_json::from_value(k.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let jwk = match &header.kid {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str())),
+        None if keys.len() == 1 => keys.first(),
+        None => None,
+    }
+    .ok_or("no key of the provider's JWKS matches the id_token")?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
+    let mut v = Validation::new(header.alg);
+    v.set_issuer(&[&ep.issuer]);
+    v.set_audience(&[client_id]);
+    v.leeway = 60;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
+        .map_err(|e| format!("id_token rejected: {e}"))?;
+    if let Some(n) = nonce {
+        if data.claims.get("nonce").and_then(Value::as_str) != Some(n) {
+            return Err("id_token nonce does not match".into());
+        }
+    }
+    Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_has_a_preset() {
+        for n in NAMES {
+            assert!(preset(n).is_some(), "{n}");
+        }
+        assert!(preset("myspace").is_none());
+    }
+
+    #[test]
+    fn identity_data_uses_gotrue_names() {
+        let u = oidc_profile(
+            "https://idp.test".into(),
+            &json!({"sub": "abc", "email": "Ann@Example.test", "email_verified": "true",
+                    "name": "Ann", "picture": "https://img", "preferred_username": "ann",
+                    "given_name": "Ann"}),
+        )
+        .unwrap();
+        assert_eq!(u.sub, "abc");
+        assert_eq!(
+            u.main_email(),
+            Some(&Email {
+                email: "ann@example.test".into(),
+                verified: true,
+                primary: true
+            })
+        );
+        let d = Value::Object(u.data);
+        for (k, v) in [
+            ("iss", "https://idp.test"),
+            ("provider_id", "abc"),
+            ("full_name", "Ann"),
+            ("avatar_url", "https://img"),
+            ("user_name", "ann"),
+            ("email", "ann@example.test"),
+            ("given_name", "Ann"),
+        ] {
+            assert_eq!(d[k], v, "{k}");
+        }
+        assert_eq!(d["email_verified"], true);
+        assert!(oidc_profile("x".into(), &json!({"email": "a@b.c"})).is_err());
+    }
+}

@@ -175,6 +175,21 @@ impl RequestTx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ApiError> {
+        Self::read_only_with(pool, ctx, info, sql, params, None)
+            .await
+            .map(|(rows, _)| rows)
+    }
+
+    /// `read_only` with a second statement in the same pipeline and snapshot (e.g. the
+    /// `EXPLAIN` of a planned count); its rows come back second.
+    pub async fn read_only_with(
+        pool: &Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        extra: Option<(&str, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let client = pool.get().await?;
         if client.statement_cache.size() > STATEMENT_CACHE_MAX {
@@ -187,6 +202,10 @@ impl RequestTx {
             .map_err(dberr)?;
         let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
         let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
+        let extra_stmt = match extra {
+            Some((text, p)) => Some((client.prepare_cached(text).await.map_err(dberr)?, p)),
+            None => None,
+        };
         let commit = client.prepare_cached("COMMIT").await.map_err(dberr)?;
         let claims: &str = &ctx.claims_json;
         let cookies = if info.cookies_json.is_empty() {
@@ -203,10 +222,16 @@ impl RequestTx {
             &cookies,
         ];
         let started = std::time::Instant::now();
-        let (b, s, q, c) = tokio::join!(
+        let (b, s, q, x, c) = tokio::join!(
             client.execute(&begin, &[]),
             client.execute(&setup, &setup_params),
             client.query(&stmt, params),
+            async {
+                match &extra_stmt {
+                    Some((st, p)) => Some(client.query(st, p).await),
+                    None => None,
+                }
+            },
             client.execute(&commit, &[])
         );
         let took = started.elapsed();
@@ -216,14 +241,15 @@ impl RequestTx {
         }
         // A failed statement turns the COMMIT into a rollback; the session is clean either way.
         let first_error = b.err().or(s.err());
-        match (first_error, q, c) {
-            (Some(e), _, _) => Err(dberr(e)),
-            (None, Err(e), _) => Err(dberr(e)),
-            (None, Ok(_), Err(e)) => {
+        let x = x.transpose();
+        match (first_error, q, x, c) {
+            (Some(e), _, _, _) => Err(dberr(e)),
+            (None, Err(e), _, _) | (None, Ok(_), Err(e), _) => Err(dberr(e)),
+            (None, Ok(_), Ok(_), Err(e)) => {
                 drop(Object::take(client));
                 Err(dberr(e))
             }
-            (None, Ok(rows), Ok(_)) => Ok(rows),
+            (None, Ok(rows), Ok(extra_rows), Ok(_)) => Ok((rows, extra_rows)),
         }
     }
 

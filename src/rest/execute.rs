@@ -11,6 +11,32 @@ use crate::db::tx::{RequestInfo, RequestTx};
 use crate::error::ApiError;
 use tokio_postgres::types::ToSql;
 
+/// A planned or estimated total (`Prefer: count=planned|estimated`).
+#[derive(Debug, Default)]
+pub struct Count {
+    /// The `EXPLAIN (FORMAT JSON)` whose top `Plan Rows` is the estimate.
+    pub explain: Option<Statement>,
+    /// `estimated`: the statement's own total counted at most this many + 1 rows; the
+    /// estimate is used only beyond it.
+    pub exact_up_to: Option<i64>,
+}
+
+impl Count {
+    /// The total to answer, from the statement's total and the plan rows.
+    fn total(&self, exact: Option<i64>, plan: Option<&[tokio_postgres::Row]>) -> Option<i64> {
+        let planned = plan.and_then(|rows| {
+            let v: serde_json::Value = rows.first()?.try_get(0).ok()?;
+            let n = v.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()?;
+            Some(n.max(0.0).round() as i64)
+        });
+        match (self.exact_up_to, exact) {
+            (Some(max), Some(n)) if n <= max => Some(n),
+            (Some(_), _) => planned.or(exact),
+            (None, _) => planned.or(exact),
+        }
+    }
+}
+
 fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
     let row = rows
         .first()
@@ -24,6 +50,15 @@ fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
     })
 }
 
+/// How the statement runs: in a read-only transaction or not, and whether it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// `BEGIN READ ONLY` (GET/HEAD, and calls of stable functions).
+    pub read_only: bool,
+    /// The statement changes rows (max-affected applies).
+    pub is_write: bool,
+}
+
 /// Runs one statement for `req`.
 pub async fn run(
     pool: &deadpool_postgres::Pool,
@@ -31,23 +66,46 @@ pub async fn run(
     info: &RequestInfo,
     req: &ApiRequest,
     stmt: &Statement,
-    read_only: bool,
-    is_write: bool,
+    count: &Count,
+    mode: Mode,
 ) -> Result<Outcome, ApiError> {
-    let params: Vec<&(dyn ToSql + Sync)> = stmt
-        .params
-        .iter()
-        .map(|p| p as &(dyn ToSql + Sync))
-        .collect();
+    let Mode {
+        read_only,
+        is_write,
+    } = mode;
+    fn as_params(s: &Statement) -> Vec<&(dyn ToSql + Sync)> {
+        s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+    }
+    let params = as_params(stmt);
+    let explain_params = count.explain.as_ref().map(as_params);
+    let explain = count
+        .explain
+        .as_ref()
+        .zip(explain_params.as_deref())
+        .map(|(s, p)| (s.text.as_str(), p));
     if read_only && !is_write {
-        // Reads: one round trip, committed in the pipeline (nothing to undo).
-        let rows = RequestTx::read_only(pool, ctx, info, &stmt.text, &params).await?;
-        let o = outcome(&rows)?;
+        // Reads: one round trip, committed in the pipeline (nothing to undo); a planned
+        // count's EXPLAIN rides in the same pipeline.
+        let (rows, plan) =
+            RequestTx::read_only_with(pool, ctx, info, &stmt.text, &params, explain).await?;
+        let mut o = outcome(&rows)?;
+        if count.explain.is_some() {
+            o.total = count.total(o.total, plan.as_deref());
+        }
         check_object(req, &o)?;
         return Ok(o);
     }
     let (tx, rows) = RequestTx::begin_with(pool, ctx, info, read_only, &stmt.text, &params).await?;
-    let o = outcome(&rows)?;
+    let mut o = outcome(&rows)?;
+    if let Some((text, p)) = explain {
+        match tx.query(text, p).await {
+            Ok(plan) => o.total = count.total(o.total, Some(&plan)),
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        }
+    }
     let check = check_object(req, &o).and_then(|_| match req.preferences.max_affected {
         Some(max) if is_write && req.preferences.strict() && o.n as u64 > max => {
             Err(RestError::new(

@@ -1,11 +1,12 @@
 //! The REST routes: thin handlers that feed the pipeline parse → plan → sql → execute → render.
 
 use super::parse::{
-    parse_request, Action, ApiRequest, MediaType, ParseConfig, Payload, RequestInput, ReturnPref,
+    parse_request, Action, ApiRequest, CountPref, MediaType, ParseConfig, Payload, RequestInput,
+    ReturnPref,
 };
 use super::plan::{self, Plan};
 use super::render::{self, Rendered};
-use super::sql::{self, BodyShape, WriteKind};
+use super::sql::{self, BodyShape, CountSql, WriteKind};
 use super::{execute, RestError};
 use crate::app::AppState;
 use crate::auth::AuthContext;
@@ -147,9 +148,30 @@ async fn serve(
             BodyShape::Array
         }
     };
-    let exact = api.preferences.count.is_some();
+    // count=planned: the planner's estimate (an EXPLAIN in the same transaction);
+    // count=estimated: exact up to rest.max_rows, the estimate beyond (exact when unlimited).
+    let mut count = execute::Count::default();
+    let count_sql = |r: &plan::ReadPlan, count: &mut execute::Count| match api.preferences.count {
+        None => CountSql::None,
+        Some(CountPref::Exact) => CountSql::Exact,
+        Some(CountPref::Planned) => {
+            count.explain = Some(sql::planned_count(r));
+            CountSql::None
+        }
+        Some(CountPref::Estimated) => match max_rows {
+            Some(m) => {
+                count.explain = Some(sql::planned_count(r));
+                count.exact_up_to = Some(i64::try_from(m).unwrap_or(i64::MAX));
+                CountSql::UpTo(m)
+            }
+            None => CountSql::Exact,
+        },
+    };
     let (stmt, is_write, scalar_void) = match &plan {
-        Plan::Read(r) => (sql::read(r, shape(&api, false), exact), false, false),
+        Plan::Read(r) => {
+            let c = count_sql(r, &mut count);
+            (sql::read(r, shape(&api, false), c), false, false)
+        }
         Plan::CallScalar(c) => (sql::call_scalar(c), false, c.function.return_type == "void"),
         Plan::Insert(w) => {
             let kind = if w.on_conflict.is_some() {
@@ -186,8 +208,11 @@ async fn serve(
         &info,
         &api,
         &stmt,
-        api.action.read_only(),
-        is_write,
+        &count,
+        execute::Mode {
+            read_only: api.action.read_only(),
+            is_write,
+        },
     )
     .await?;
     let Rendered {

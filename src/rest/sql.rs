@@ -542,22 +542,56 @@ fn body_sql(shape: BodyShape) -> &'static str {
     }
 }
 
+/// How a read counts the rows without its range (`Prefer: count=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountSql {
+    /// No total.
+    None,
+    /// `count(*)` of every matching row.
+    Exact,
+    /// `count(*)` of at most this many + 1 rows (`count=estimated`: beyond it, the planner's
+    /// estimate from `planned_count` is used).
+    UpTo(u64),
+}
+
 /// A read: rows, their count, and (when asked) the total without the range.
-pub fn read(r: &ReadPlan, shape: BodyShape, exact_count: bool) -> Statement {
+pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
     let mut b = Builder { params: Vec::new() };
     let inner = subquery(&mut b, r, Vec::new());
-    let total = if exact_count {
-        let from = source_sql(&mut b, r);
-        let w = where_sql(&mut b, r, Vec::new());
-        format!("(SELECT count(*) FROM {from}{w})")
-    } else {
-        "NULL::int8".into()
+    let total = match count {
+        CountSql::None => "NULL::int8".into(),
+        CountSql::Exact => {
+            let from = source_sql(&mut b, r);
+            let w = where_sql(&mut b, r, Vec::new());
+            format!("(SELECT count(*) FROM {from}{w})")
+        }
+        CountSql::UpTo(n) => {
+            let from = source_sql(&mut b, r);
+            let w = where_sql(&mut b, r, Vec::new());
+            format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM {from}{w} LIMIT {}) _fx_c)",
+                n.saturating_add(1)
+            )
+        }
     };
     Statement {
         text: format!(
             "SELECT {total} AS total, count(_fx_t)::int8 AS n, {} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t",
             body_sql(shape)
         ),
+        params: b.params,
+    }
+}
+
+/// `count=planned`: the planner's row estimate for the rows without the range, as
+/// PostgREST takes it (`Plan Rows` of the top node of `EXPLAIN (FORMAT JSON)`); run in the
+/// read's transaction. Its one row holds the plan as `json`.
+pub fn planned_count(r: &ReadPlan) -> Statement {
+    let mut b = Builder { params: Vec::new() };
+    let from = source_sql(&mut b, r);
+    let w = where_sql(&mut b, r, Vec::new());
+    Statement {
+        text: format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from}{w}"),
         params: b.params,
     }
 }
@@ -849,7 +883,7 @@ mod golden {
         };
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
         match plan(&mut req, &cache(), None).unwrap() {
-            Plan::Read(r) => read(&r, BodyShape::Array, false),
+            Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None),
             Plan::Insert(w) => write(WriteKind::Insert, &w, Some(body.into()), BodyShape::None),
             Plan::Update(w) => write(WriteKind::Update, &w, Some(body.into()), BodyShape::None),
             Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None),

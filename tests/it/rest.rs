@@ -819,3 +819,113 @@ async fn missing_default_fills_absent_keys_per_row() {
     assert_eq!(rows[0]["title"], "P2");
     assert_eq!(rows[0]["tags"], json!([]), "the default replaces on merge");
 }
+
+/// `Plan Rows` of the top node, as Postgres's own EXPLAIN gives it for `query`.
+async fn planner_rows(app: &TestApp, query: &str) -> i64 {
+    let plan: Value = app
+        .db
+        .client()
+        .await
+        .query_one(&format!("EXPLAIN (FORMAT JSON) {query}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    plan[0]["Plan"]["Plan Rows"].as_f64().unwrap() as i64
+}
+
+fn total(h: &reqwest::header::HeaderMap) -> i64 {
+    let cr = h["content-range"].to_str().unwrap();
+    cr.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn planned_and_estimated_counts_come_from_the_planner() {
+    let app = app().await;
+    let db = app.db.client().await;
+    // Enough rows that the planner's guess and the truth differ for a range filter.
+    db.batch_execute(
+        "INSERT INTO books (title, year) SELECT 'b' || g, 1900 + g % 120 FROM generate_series(1, 3000) g;
+         ANALYZE books;",
+    )
+    .await
+    .unwrap();
+    let count = |prefer: &'static str, path: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(path)
+                .header("apikey", app.anon_key())
+                .header("Prefer", prefer)
+                .header("Range", "0-1")
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            let applied = r.headers()["preference-applied"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(applied.contains(prefer), "{applied}");
+            total(r.headers())
+        }
+    };
+    let exact: i64 = db
+        .query_one(
+            "SELECT count(*) FROM books WHERE year > 1990 AND title LIKE '%7'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let planned = planner_rows(
+        &app,
+        "SELECT 1 FROM public.books WHERE year > 1990 AND title LIKE '%7'",
+    )
+    .await;
+    assert_ne!(planned, exact, "the data must tell planned from exact");
+    assert_eq!(
+        count("count=exact", "/rest/v1/books?year=gt.1990&title=like.*7").await,
+        exact
+    );
+    assert_eq!(
+        count("count=planned", "/rest/v1/books?year=gt.1990&title=like.*7").await,
+        planned
+    );
+    // Unlimited rest.max_rows: estimated is exact.
+    assert_eq!(
+        count(
+            "count=estimated",
+            "/rest/v1/books?year=gt.1990&title=like.*7"
+        )
+        .await,
+        exact
+    );
+    // With rest.max_rows, estimated is exact up to it and the planner's beyond.
+    let capped = TestApp::spawn_on(app.db.clone(), |c| c.rest.max_rows = 50).await;
+    let count_capped = |prefer: &'static str, path: &'static str| {
+        let app = &capped;
+        async move {
+            let r = app
+                .get(path)
+                .header("apikey", app.anon_key())
+                .header("Prefer", prefer)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            total(r.headers())
+        }
+    };
+    assert_eq!(
+        count_capped(
+            "count=estimated",
+            "/rest/v1/books?year=gt.1990&title=like.*7"
+        )
+        .await,
+        planned
+    );
+    assert_eq!(
+        count_capped("count=estimated", "/rest/v1/books?title=eq.Kindred").await,
+        1
+    );
+}

@@ -32,6 +32,16 @@ fn receiver(fail_first: usize) -> Receiver {
 /// A receiver that fails its first `fail_first` requests: 500, or 503 with this
 /// `Retry-After` when one is given.
 fn receiver_with(fail_first: usize, retry_after: Option<&'static str>) -> Receiver {
+    receiver_full(fail_first, retry_after, Duration::ZERO)
+}
+
+/// The general receiver: the first `fail_first` requests fail (as `receiver_with`) after
+/// waiting `stall` each (longer than a hook's timeout makes them time out).
+fn receiver_full(
+    fail_first: usize,
+    retry_after: Option<&'static str>,
+    stall: Duration,
+) -> Receiver {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let g = got.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -52,15 +62,22 @@ fn receiver_with(fail_first: usize, retry_after: Option<&'static str>) -> Receiv
                                     .get(n)
                                     .map(|v| v.to_str().unwrap().to_string())
                             };
-                            let mut all = g.lock().unwrap();
-                            all.push(Got {
-                                id: h("webhook-id").unwrap_or_default(),
-                                timestamp: h("webhook-timestamp").unwrap_or_default(),
-                                signature: h("webhook-signature").unwrap_or_default(),
-                                custom: h("x-custom"),
-                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                            });
-                            if all.len() <= fail_first {
+                            let n = {
+                                let mut all = g.lock().unwrap();
+                                all.push(Got {
+                                    id: h("webhook-id").unwrap_or_default(),
+                                    timestamp: h("webhook-timestamp").unwrap_or_default(),
+                                    signature: h("webhook-signature").unwrap_or_default(),
+                                    custom: h("x-custom"),
+                                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                });
+                                all.len()
+                            };
+                            // Counted on arrival; a failing request stalls after that.
+                            if n <= fail_first && !stall.is_zero() {
+                                tokio::time::sleep(stall).await;
+                            }
+                            if n <= fail_first {
                                 match retry_after {
                                     Some(ra) => HttpResponse::ServiceUnavailable()
                                         .insert_header(("retry-after", ra))
@@ -682,4 +699,91 @@ async fn private_targets_are_refused_by_the_ssrf_guard() {
     })
     .await;
     assert!(ok, "{:?}", deliveries(&app, id).await);
+}
+
+#[tokio::test]
+async fn a_receiver_that_times_out_is_retried() {
+    let app = app().await;
+    // The first request stalls past the hook's 300 ms timeout, the second answers at once.
+    let rx = receiver_full(1, None, Duration::from_secs(3));
+    let hook = create_hook(
+        &app,
+        json!({"url": rx.url, "events": ["public.orders:INSERT"], "timeout_ms": 300,
+               "retry": {"max_attempts": 3, "backoff_base_ms": 10, "backoff_cap_ms": 10}}),
+    )
+    .await;
+    let _runner = start_runner(&app, handlers(&app), false);
+    app.db
+        .client()
+        .await
+        .batch_execute("INSERT INTO orders VALUES (1, 'slow', 1)")
+        .await
+        .unwrap();
+    let all = wait_for(&rx.got, 2).await;
+    assert_eq!(all[0].id, all[1].id, "one message, retried");
+    let id = hook["id"].as_str().unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        deliveries(&app, id)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == "succeeded")
+    })
+    .await;
+    assert!(ok, "{:?}", deliveries(&app, id).await);
+    let d = &deliveries(&app, id).await[0];
+    assert_eq!(d["attempts"], 2);
+    assert_eq!(d["response_status"], 200);
+}
+
+#[tokio::test]
+async fn a_change_committed_while_the_server_is_down_is_delivered_after_start() {
+    let tweak = |c: &mut fluxbase::config::Config| {
+        c.outbound.allow_private_networks = vec!["127.0.0.2/32".into()];
+        c.jobs.poll_interval_ms = 100;
+    };
+    let first = TestApp::spawn_with(tweak).await;
+    let db = first.db.clone();
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, item text, qty int);
+             GRANT ALL ON orders TO anon, authenticated, service_role;",
+        )
+        .await
+        .unwrap();
+    let rx = receiver(0);
+    create_hook(
+        &first,
+        json!({"url": rx.url, "events": ["public.orders:INSERT"]}),
+    )
+    .await;
+    let runner = start_runner(&first, handlers(&first), false);
+    db.client()
+        .await
+        .batch_execute("INSERT INTO orders VALUES (1, 'before', 1)")
+        .await
+        .unwrap();
+    wait_for(&rx.got, 1).await;
+    // Fluxbase stops: workers, then the server.
+    runner.shutdown(Duration::from_secs(5)).await;
+    drop(first);
+    // A change committed while nothing runs.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO orders VALUES (2, 'while down', 1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rx.got.lock().unwrap().len(),
+        1,
+        "nothing is sent while down"
+    );
+    // A new server on the same database delivers it.
+    let second = TestApp::spawn_on(db, tweak).await;
+    let _runner = start_runner(&second, handlers(&second), false);
+    let all = wait_for(&rx.got, 2).await;
+    assert_eq!(all[1].body["record"]["item"], "while down");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), 2, "each change once");
 }

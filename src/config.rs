@@ -265,6 +265,17 @@ pub struct AuthConfig {
     pub refresh_token_reuse_interval_secs: u64,
     /// Seconds mailed links and codes stay valid.
     pub otp_expiry_secs: u64,
+    /// A password change (`PUT /user` with `password`) needs a reauthentication nonce
+    /// (`GET /reauthenticate`) when the session is older than 24 hours, as GoTrue's
+    /// `GOTRUE_SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION`.
+    pub secure_password_change: bool,
+    /// An email change is confirmed from both the current and the new address, as GoTrue's
+    /// `GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED`; off: from the new address alone.
+    pub secure_email_change: bool,
+    /// Subjects and bodies of auth mail, per kind.
+    pub templates: MailTemplatesConfig,
+    /// Per-endpoint limits of auth requests and mail sends.
+    pub rate_limit: AuthRateLimitConfig,
     /// Require an `apikey` header on `/rest/v1`, `/auth/v1` (except verify, callback,
     /// authorize, JWKS) and `/realtime/v1`, as Supabase's gateway does.
     pub require_apikey: bool,
@@ -365,10 +376,96 @@ impl Default for AuthConfig {
             bcrypt_cost: 10,
             refresh_token_reuse_interval_secs: 10,
             otp_expiry_secs: 3600,
+            secure_password_change: false,
+            secure_email_change: true,
+            templates: MailTemplatesConfig::default(),
+            rate_limit: AuthRateLimitConfig::default(),
             require_apikey: false,
             smtp: SmtpConfig::default(),
             redirect_allow_list: Vec::new(),
             external: ExternalConfig::default(),
+        }
+    }
+}
+
+/// `auth.templates.*`: one entry per kind of auth mail.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailTemplatesConfig {
+    /// Signup confirmation.
+    pub confirmation: MailTemplateConfig,
+    /// Invitation (`POST /invite`).
+    pub invite: MailTemplateConfig,
+    /// Magic link / email OTP sign-in.
+    pub magic_link: MailTemplateConfig,
+    /// Password recovery.
+    pub recovery: MailTemplateConfig,
+    /// Email change (to the current and to the new address).
+    pub email_change: MailTemplateConfig,
+    /// Reauthentication nonce.
+    pub reauthentication: MailTemplateConfig,
+}
+
+impl MailTemplatesConfig {
+    /// Every kind with its config name.
+    pub fn entries(&self) -> [(&'static str, &MailTemplateConfig); 6] {
+        [
+            ("confirmation", &self.confirmation),
+            ("invite", &self.invite),
+            ("magic_link", &self.magic_link),
+            ("recovery", &self.recovery),
+            ("email_change", &self.email_change),
+            ("reauthentication", &self.reauthentication),
+        ]
+    }
+}
+
+/// `auth.templates.<kind>.*`: empty values keep the built-in default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailTemplateConfig {
+    /// Subject line (GoTrue template variables allowed).
+    pub subject: String,
+    /// HTML body, inline.
+    pub content: String,
+    /// HTML body read from this file when the mailer starts (wins over `content`).
+    pub content_path: String,
+}
+
+/// `auth.rate_limit.*`: GoTrue's per-endpoint limits, counted per client IP (mail sends:
+/// per instance), in this process only. 0 = unlimited. The service_role is never limited.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthRateLimitConfig {
+    /// Auth mails sent per hour by this instance (`over_email_send_rate_limit`).
+    pub email_sent_per_hour: u64,
+    /// Seconds before another mail of the same kind may go to the same address.
+    pub email_min_interval_secs: u64,
+    /// `POST /signup` per IP per 5 minutes.
+    pub signup_per_5min: u64,
+    /// `POST /token` sign-ins (password, pkce, id_token) per IP per 5 minutes.
+    pub token_per_5min: u64,
+    /// `POST /token?grant_type=refresh_token` per IP per 5 minutes.
+    pub token_refresh_per_5min: u64,
+    /// `POST /otp` and `/magiclink` per IP per 5 minutes.
+    pub otp_per_5min: u64,
+    /// `GET|POST /verify` per IP per 5 minutes.
+    pub verify_per_5min: u64,
+    /// `POST /recover` per IP per 5 minutes.
+    pub recover_per_5min: u64,
+}
+
+impl Default for AuthRateLimitConfig {
+    fn default() -> Self {
+        AuthRateLimitConfig {
+            email_sent_per_hour: 30,
+            email_min_interval_secs: 60,
+            signup_per_5min: 30,
+            token_per_5min: 30,
+            token_refresh_per_5min: 150,
+            otp_per_5min: 30,
+            verify_per_5min: 30,
+            recover_per_5min: 30,
         }
     }
 }
@@ -1155,6 +1252,14 @@ impl Config {
                 "`auth.smtp.sender` is not a mail address: {:?}",
                 self.auth.smtp.sender
             ));
+        }
+        for (kind, t) in self.auth.templates.entries() {
+            if !t.content_path.is_empty() && std::fs::metadata(&t.content_path).is_err() {
+                p.push(format!(
+                    "`auth.templates.{kind}.content_path`: cannot read {:?}",
+                    t.content_path
+                ));
+            }
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             p.push(format!(

@@ -26,7 +26,7 @@ type Keyed =
 /// The outcome of one check, for the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateInfo {
-    /// Requests per minute.
+    /// Requests per period (a minute for the route groups).
     pub limit: u32,
     /// Requests left in the bucket now.
     pub remaining: u32,
@@ -37,7 +37,7 @@ pub struct RateInfo {
 /// A refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
-    /// Requests per minute.
+    /// Requests per period (a minute for the route groups).
     pub limit: u32,
     /// Seconds until a request would pass.
     pub retry_after_secs: u64,
@@ -55,7 +55,7 @@ impl Limited {
 }
 
 struct Named {
-    per_minute: u32,
+    quota: (u32, u64),
     limiter: Keyed,
 }
 
@@ -92,18 +92,31 @@ impl RateLimiters {
         per_minute: u64,
         key: &str,
     ) -> Result<Option<RateInfo>, Limited> {
-        if !self.cfg.enabled || per_minute == 0 {
+        self.check_per(name, per_minute, 60, key)
+    }
+
+    /// Checks `key` against the limiter `name` allowing `count` requests per `period_secs`
+    /// (burst of the same size, refilled evenly). `count == 0`, `period_secs == 0` or
+    /// disabled limits always pass.
+    pub fn check_per(
+        &self,
+        name: &str,
+        count: u64,
+        period_secs: u64,
+        key: &str,
+    ) -> Result<Option<RateInfo>, Limited> {
+        if !self.cfg.enabled || count == 0 || period_secs == 0 {
             return Ok(None);
         }
-        let per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
-        let limiter = self.limiter(name, per_minute);
-        let period_ms = 60_000u64 / u64::from(per_minute.max(1));
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let limiter = self.limiter(name, count, period_secs);
+        let period_ms = period_secs.saturating_mul(1000) / u64::from(count.max(1));
         match limiter.limiter.check_key(&key.to_string()) {
             Ok(snap) => {
                 let remaining = snap.remaining_burst_capacity();
-                let missing = u64::from(per_minute.saturating_sub(remaining));
+                let missing = u64::from(count.saturating_sub(remaining));
                 Ok(Some(RateInfo {
-                    limit: per_minute,
+                    limit: count,
                     remaining,
                     reset_secs: (missing * period_ms).div_ceil(1000),
                 }))
@@ -111,29 +124,37 @@ impl RateLimiters {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Err(Limited {
-                    limit: per_minute,
+                    limit: count,
                     retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
                 })
             }
         }
     }
 
-    fn limiter(&self, name: &str, per_minute: u32) -> Arc<Named> {
+    fn limiter(&self, name: &str, count: u32, period_secs: u64) -> Arc<Named> {
+        let want = (count, period_secs);
         if let Ok(map) = self.named.read() {
-            if let Some(l) = map.get(name).filter(|l| l.per_minute == per_minute) {
+            if let Some(l) = map.get(name).filter(|l| l.quota == want) {
                 return l.clone();
             }
         }
-        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        // One cell every period/count, bursting to count: `count` per `period_secs`.
+        let per_cell = std::time::Duration::from_millis(
+            (period_secs.saturating_mul(1000) / u64::from(count.max(1))).max(1),
+        );
+        let burst = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(per_cell)
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst);
         let fresh = Arc::new(Named {
-            per_minute,
+            quota: want,
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
         });
         match self.named.write() {
             Ok(mut map) => map
                 .entry(name.to_string())
                 .and_modify(|l| {
-                    if l.per_minute != per_minute {
+                    if l.quota != want {
                         *l = fresh.clone();
                     }
                 })
@@ -173,6 +194,25 @@ impl RateLimiters {
     /// Whether the client IP comes from `X-Forwarded-For`.
     pub fn trust_forwarded_for(&self) -> bool {
         self.cfg.trust_forwarded_for
+    }
+
+    /// The client IP of a request: the first `X-Forwarded-For` entry when trusted, else the
+    /// peer address.
+    pub fn client_ip(
+        &self,
+        headers: &actix_web::http::header::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> String {
+        let forwarded = self
+            .cfg
+            .trust_forwarded_for
+            .then(|| headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string());
+        forwarded
+            .or_else(|| peer.map(|a| a.ip().to_string()))
+            .unwrap_or_default()
     }
 }
 
@@ -223,6 +263,23 @@ mod tests {
             "another key has its own bucket"
         );
         assert_eq!(rl.check("api", 0, "ip:1"), Ok(None), "0 = unlimited");
+    }
+
+    #[test]
+    fn longer_periods_refill_evenly() {
+        let rl = RateLimiters::new(&cfg());
+        // 2 per hour: a burst of two, then the next one in half an hour.
+        assert!(rl.check_per("auth.email_sent", 2, 3600, "all").is_ok());
+        let info = rl.check_per("auth.email_sent", 2, 3600, "all").unwrap().unwrap();
+        assert_eq!((info.limit, info.remaining), (2, 0));
+        let refused = rl.check_per("auth.email_sent", 2, 3600, "all").unwrap_err();
+        assert!(
+            (1700..=1800).contains(&refused.retry_after_secs),
+            "{refused:?}"
+        );
+        // The same name with another quota starts afresh.
+        assert!(rl.check_per("auth.email_sent", 3, 3600, "all").is_ok());
+        assert_eq!(rl.check_per("x", 5, 0, "k"), Ok(None), "no period = unlimited");
     }
 
     #[test]

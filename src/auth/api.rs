@@ -11,7 +11,7 @@ use crate::auth::ServiceRole;
 use crate::error::ApiError;
 use crate::routes::{Access, Registry};
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -123,6 +123,27 @@ pub fn configure(reg: &mut Registry) {
         "Send the signup confirmation again",
         Key,
         resend
+    );
+    both!(
+        Method::GET,
+        "/reauthenticate",
+        "Mail the signed-in user a nonce for a password change",
+        Key,
+        reauthenticate
+    );
+    both!(
+        Method::POST,
+        "/invite",
+        "Invite a user by email",
+        S,
+        invite
+    );
+    both!(
+        Method::POST,
+        "/admin/generate_link",
+        "An email action link and code, without sending mail",
+        S,
+        generate_link
     );
     both!(
         Method::POST,
@@ -308,12 +329,45 @@ async fn audit_admin<C: tokio_postgres::GenericClient>(
     audit::record(c, &ev).await.map_err(db)
 }
 
+/// GoTrue's per-endpoint limit `name`: `count` requests per 5 minutes per client IP
+/// (`auth.rate_limit.*`), on top of the route group's limit. The service_role is never
+/// limited.
+fn limit_ip(state: &AppState, req: &HttpRequest, name: &str, count: u64) -> Result<(), ApiError> {
+    let ctx = req
+        .extensions()
+        .get::<AuthContext>()
+        .cloned()
+        .or_else(|| AuthContext::from_headers(req.headers(), &state.jwt).ok());
+    if ctx.is_some_and(|c| c.is_service_role()) {
+        return Ok(());
+    }
+    let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
+    match state.rate_limits.check_per(name, count, 300, &ip) {
+        Ok(_) => Ok(()),
+        Err(l) => {
+            state.metrics.observe_rate_limited(name);
+            let mut e = l.into_error();
+            e.message = "Request rate limit reached".into();
+            Err(e)
+        }
+    }
+}
+
+fn email_exists() -> ApiError {
+    gotrue(
+        422,
+        "email_exists",
+        "A user with this email address has already been registered",
+    )
+}
+
 async fn signup(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<SignupBody>,
 ) -> Result<HttpResponse, ApiError> {
     let cfg = &state.config;
+    limit_ip(&state, &req, "auth.signup", cfg.auth.rate_limit.signup_per_5min)?;
     let b = body.into_inner();
     let pkce = mail::Pkce::from_body(
         b.code_challenge.as_deref(),
@@ -421,6 +475,12 @@ async fn otp(
     req: HttpRequest,
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_ip(
+        &state,
+        &req,
+        "auth.otp",
+        state.config.auth.rate_limit.otp_per_5min,
+    )?;
     let b = body.into_inner();
     let pkce = mail::Pkce::from_body(
         b.code_challenge.as_deref(),
@@ -471,6 +531,12 @@ async fn recover(
     req: HttpRequest,
     body: web::Json<EmailBody>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_ip(
+        &state,
+        &req,
+        "auth.recover",
+        state.config.auth.rate_limit.recover_per_5min,
+    )?;
     let pkce = mail::Pkce::from_body(
         body.code_challenge.as_deref(),
         body.code_challenge_method.as_deref(),
@@ -555,6 +621,12 @@ async fn token(
     q: web::Query<GrantQuery>,
     body: web::Json<TokenBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let rl = &state.config.auth.rate_limit;
+    if q.grant_type.as_deref() == Some("refresh_token") {
+        limit_ip(&state, &req, "auth.token_refresh", rl.token_refresh_per_5min)?;
+    } else {
+        limit_ip(&state, &req, "auth.token", rl.token_per_5min)?;
+    }
     match q.grant_type.as_deref() {
         Some("password") => password_grant(&state, &req, body.into_inner()).await,
         Some("refresh_token") => refresh_grant(&state, body.into_inner()).await,
@@ -805,50 +877,402 @@ struct UpdateBody {
     email: Option<String>,
     password: Option<String>,
     data: Option<Value>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 async fn put_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     ctx: AuthContext,
     body: web::Json<UpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (uid, _) = current(&state, &ctx).await?;
+    let (uid, session) = current(&state, &ctx).await?;
     let b = body.into_inner();
-    let hash = password_hash(&state, b.password).await?;
-    let email = match b.email {
-        Some(e) if !state.config.auth.mailer_autoconfirm => {
-            let _ = e;
-            return Err(gotrue(
-                422,
-                "email_change_not_supported",
-                "Changing the email needs a confirmation mail, which Fluxbase does not send yet; enable auth.mailer_autoconfirm",
-            ));
-        }
-        Some(e) => Some(normalise_email(&e)?),
-        None => None,
-    };
-    let c = state.pool.get().await?;
-    c.execute(
-        "UPDATE auth.users SET
-            raw_user_meta_data = CASE WHEN $2::jsonb IS NULL THEN raw_user_meta_data ELSE raw_user_meta_data || $2::jsonb END,
-            encrypted_password = coalesce($3, encrypted_password),
-            email = coalesce($4, email),
-            updated_at = now()
-          WHERE id = $1",
-        &[&uid, &b.data, &hash, &email],
-    )
-    .await
-    .map_err(|e| {
-        if e.code().is_some_and(|c| c.code() == "23505") {
-            gotrue(422, "email_exists", "A user with this email address has already been registered")
-        } else {
-            db(e)
-        }
-    })?;
+    let pkce = mail::Pkce::from_body(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+    )?;
+    let cfg = &state.config.auth;
+    let mut c = state.pool.get().await?;
     let user = service::user_by_id(&**c, uid)
         .await?
         .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    let current_email = user.json["email"].as_str().unwrap_or_default().to_string();
+    let new_email = match b.email.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) => Some(normalise_email(e)?).filter(|e| *e != current_email),
+        None => None,
+    };
+    if let Some(e) = &new_email {
+        if service::user_by_email(&**c, e)
+            .await?
+            .is_some_and(|other| other.id != uid)
+        {
+            return Err(email_exists());
+        }
+    }
+    // GoTrue asks for a nonce only when the session is older than a day: a fresh sign-in
+    // has just proved the password.
+    let mut nonce = None;
+    if b.password.is_some() && cfg.secure_password_change {
+        let stale: bool = c
+            .query_opt(
+                "SELECT created_at < now() - interval '24 hours' FROM auth.sessions WHERE id = $1",
+                &[&session],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .unwrap_or(true);
+        if stale {
+            nonce = Some(
+                b.nonce
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .ok_or_else(|| {
+                        gotrue(
+                            400,
+                            "reauthentication_needed",
+                            "Password update requires reauthentication",
+                        )
+                    })?,
+            );
+        }
+    }
+    let password_changed = b.password.is_some();
+    let hash = password_hash(&state, b.password).await?;
+    let tx = c.transaction().await.map_err(db)?;
+    if let Some(n) = &nonce {
+        if !mail::consume_nonce(&*tx, uid, &current_email, n, cfg.otp_expiry_secs).await? {
+            return Err(gotrue(
+                422,
+                "reauthentication_not_valid",
+                "Nonce has expired or is invalid",
+            ));
+        }
+    }
+    tx.execute(
+        "UPDATE auth.users SET
+            raw_user_meta_data = CASE WHEN $2::jsonb IS NULL THEN raw_user_meta_data ELSE raw_user_meta_data || $2::jsonb END,
+            encrypted_password = coalesce($3, encrypted_password),
+            updated_at = now()
+          WHERE id = $1",
+        &[&uid, &b.data, &hash],
+    )
+    .await
+    .map_err(db)?;
+    if let Some(e) = &new_email {
+        if user.is_anonymous && cfg.mailer_autoconfirm {
+            // An anonymous user adding an address with autoconfirm on is like a sign-up.
+            tx.execute(
+                "UPDATE auth.users SET email = $2, email_confirmed_at = now(), updated_at = now() WHERE id = $1",
+                &[&uid, e],
+            )
+            .await
+            .map_err(|err| {
+                if err.code().is_some_and(|c| c.code() == "23505") {
+                    email_exists()
+                } else {
+                    db(err)
+                }
+            })?;
+            let data = json!({"sub": uid.to_string(), "email": e, "email_verified": true, "phone_verified": false});
+            tx.execute(
+                "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider) VALUES ($1, $2, $3, 'email')
+                 ON CONFLICT (provider_id, provider) DO UPDATE SET identity_data = excluded.identity_data, updated_at = now()",
+                &[&uid.to_string(), &uid, &data],
+            )
+            .await
+            .map_err(db)?;
+        } else {
+            // Permanent users confirm a new address by mail: the new one always, the
+            // current one too with secure email change (GoTrue's behaviour).
+            tx.execute(
+                "UPDATE auth.users SET email_change = $2 WHERE id = $1",
+                &[&uid, e],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type IN ('email_change_current', 'email_change_new')",
+                &[&uid],
+            )
+            .await
+            .map_err(db)?;
+            let redirect = redirect_to(&req);
+            mail::send(
+                &*tx,
+                &state,
+                uid,
+                e,
+                "email_change_new",
+                redirect.as_deref(),
+                pkce.as_ref(),
+            )
+            .await?;
+            if cfg.secure_email_change && !current_email.is_empty() {
+                mail::send(
+                    &*tx,
+                    &state,
+                    uid,
+                    &current_email,
+                    "email_change_current",
+                    redirect.as_deref(),
+                    None,
+                )
+                .await?;
+            }
+        }
+    }
+    if password_changed {
+        audit_user(&*tx, &req, uid, "auth.user.password_changed").await?;
+    }
+    if new_email.is_some() {
+        audit_user(&*tx, &req, uid, "auth.user.email_change_requested").await?;
+    }
+    let user = service::user_by_id(&*tx, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(user.json))
+}
+
+async fn reauthenticate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: AuthContext,
+) -> Result<HttpResponse, ApiError> {
+    let (uid, _) = current(&state, &ctx).await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = service::user_by_id(&*tx, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    let email = user.json["email"].as_str().unwrap_or_default().to_string();
+    if email.is_empty() {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            "Reauthentication requires the user to have an email or a phone number",
+        ));
+    }
+    if !user.confirmed {
+        return Err(gotrue(
+            422,
+            "email_not_confirmed",
+            "Please verify your email first.",
+        ));
+    }
+    mail::send(&*tx, &state, uid, &email, "reauthentication", None, None).await?;
+    audit_user(&*tx, &req, uid, "auth.user.reauthenticate").await?;
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct InviteBody {
+    email: Option<String>,
+    #[serde(default)]
+    data: Value,
+}
+
+/// The user an invite (or an invite link) is for: a new one, or one still unconfirmed.
+async fn invited_user<C: tokio_postgres::GenericClient>(
+    c: &C,
+    email: &str,
+    data: Value,
+) -> Result<service::User, ApiError> {
+    match service::user_by_email(c, email).await? {
+        Some(u) if u.confirmed => Err(email_exists()),
+        Some(u) => Ok(u),
+        None => {
+            let new = NewUser {
+                email: Some(email.to_string()),
+                user_metadata: data,
+                role: "authenticated".into(),
+                ..Default::default()
+            };
+            service::create_user(c, &new).await
+        }
+    }
+}
+
+async fn invite(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    body: web::Json<InviteBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let user = invited_user(&*tx, &email, b.data).await?;
+    mail::send(
+        &*tx,
+        &state,
+        user.id,
+        &email,
+        "invite",
+        redirect_to(&req).as_deref(),
+        None,
+    )
+    .await?;
+    audit_admin(&*tx, &req, &admin, "auth.admin.user.invite", user.id).await?;
+    let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(user.json))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct GenerateLinkBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    new_email: Option<String>,
+    data: Option<Value>,
+    redirect_to: Option<String>,
+}
+
+async fn generate_link(
+    state: web::Data<AppState>,
+    admin: ServiceRole,
+    req: HttpRequest,
+    body: web::Json<GenerateLinkBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
+    let site = state.config.auth.site_url.clone();
+    // GoTrue: the body's redirect_to, else the query's, when allowed; else the site URL.
+    let redirect = b
+        .redirect_to
+        .clone()
+        .filter(|r| under_site(r, &site))
+        .or_else(|| redirect_to(&req).filter(|r| under_site(r, &site)))
+        .unwrap_or(site);
+    let mut kind = b.kind.clone().unwrap_or_default();
+    if !matches!(
+        kind.as_str(),
+        "signup" | "invite" | "magiclink" | "recovery" | "email_change_current" | "email_change_new"
+    ) {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            format!("Invalid email action link type requested: {kind}"),
+        ));
+    }
+    let mut c = state.pool.get().await?;
+    let existing = service::user_by_email(&**c, &email).await?;
+    let mut password = b.password.clone();
+    if existing.is_none() {
+        match kind.as_str() {
+            // A magic link for an unknown address signs it up (GoTrue).
+            "magiclink" => {
+                kind = "signup".into();
+                password = None;
+            }
+            "signup" if password.is_none() => {
+                return Err(gotrue(
+                    422,
+                    "validation_failed",
+                    "Signup requires a valid password",
+                ))
+            }
+            "recovery" | "email_change_current" | "email_change_new" => {
+                return Err(gotrue(
+                    404,
+                    "user_not_found",
+                    "User with this email not found",
+                ))
+            }
+            _ => {}
+        }
+    }
+    if kind == "email_change_current" && !state.config.auth.secure_email_change {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            "Enable secure email change to generate link for current email",
+        ));
+    }
+    let hash = if kind == "signup" && existing.is_none() {
+        password_hash(&state, password).await?
+    } else {
+        None
+    };
+    let tx = c.transaction().await.map_err(db)?;
+    let (uid, to) = match (kind.as_str(), existing) {
+        ("signup", Some(u)) if u.confirmed => return Err(email_exists()),
+        ("signup", Some(u)) => {
+            if let Some(d) = &b.data {
+                tx.execute(
+                    "UPDATE auth.users SET raw_user_meta_data = raw_user_meta_data || $2, updated_at = now() WHERE id = $1",
+                    &[&u.id, d],
+                )
+                .await
+                .map_err(db)?;
+            }
+            (u.id, email.clone())
+        }
+        ("signup", None) => {
+            let new = NewUser {
+                email: Some(email.clone()),
+                password_hash: hash,
+                user_metadata: b.data.clone().unwrap_or_else(|| json!({})),
+                role: "authenticated".into(),
+                ..Default::default()
+            };
+            (service::create_user(&*tx, &new).await?.id, email.clone())
+        }
+        ("invite", _) => {
+            let u = invited_user(&*tx, &email, b.data.clone().unwrap_or_else(|| json!({}))).await?;
+            (u.id, email.clone())
+        }
+        ("email_change_current" | "email_change_new", Some(u)) => {
+            let new_email = normalise_email(b.new_email.as_deref().unwrap_or_default())?;
+            if service::user_by_email(&*tx, &new_email)
+                .await?
+                .is_some_and(|other| other.id != u.id)
+            {
+                return Err(email_exists());
+            }
+            tx.execute(
+                "UPDATE auth.users SET email_change = $2 WHERE id = $1",
+                &[&u.id, &new_email],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type IN ('email_change_current', 'email_change_new')",
+                &[&u.id],
+            )
+            .await
+            .map_err(db)?;
+            let to = if kind == "email_change_new" { new_email } else { email.clone() };
+            (u.id, to)
+        }
+        (_, Some(u)) => (u.id, email.clone()),
+        (_, None) => return Err(gotrue(404, "user_not_found", "User with this email not found")),
+    };
+    let issued = mail::issue(&*tx, uid, &to, &kind).await?;
+    let link = mail::verify_link(&state, &issued.secret, mail::link_type(&kind), Some(&redirect));
+    audit_admin(&*tx, &req, &admin, "auth.admin.generate_link", uid).await?;
+    let user = service::user_by_id(&*tx, uid)
+        .await?
+        .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
+    tx.commit().await.map_err(db)?;
+    // GoTrue's GenerateLinkResponse: the User's fields plus the link's.
+    let mut out = user.json;
+    if let Some(m) = out.as_object_mut() {
+        m.insert("action_link".into(), Value::from(link));
+        m.insert("email_otp".into(), Value::from(issued.code));
+        m.insert("hashed_token".into(), Value::from(issued.secret));
+        m.insert("verification_type".into(), Value::from(kind));
+        m.insert("redirect_to".into(), Value::from(redirect));
+    }
+    Ok(HttpResponse::Ok().json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -893,9 +1317,15 @@ struct VerifyBody {
 enum Confirmed {
     Session(Value),
     Code(String),
+    /// One half of a secure email change: the other address must confirm too.
+    Pending,
 }
 
-/// Uses a mailed token: `type` signup/email/magiclink/recovery.
+/// GoTrue's answer to the first half of a secure email change.
+const SINGLE_CONFIRMATION: &str =
+    "Confirmation link accepted. Please proceed to confirm link sent to the other email";
+
+/// Uses a mailed token: `type` signup/invite/email/magiclink/recovery/email_change.
 async fn confirm(
     state: &AppState,
     kind: &str,
@@ -903,11 +1333,13 @@ async fn confirm(
     email_code: Option<(&str, &str)>,
     allow_pkce: bool,
 ) -> Result<Confirmed, ApiError> {
+    // Signup and invite share GoTrue's confirmation token; `email` is any sign-in code.
     let kinds: &[&str] = match kind {
-        "signup" => &["signup"],
+        "signup" | "invite" => &["signup", "invite"],
         "magiclink" => &["magiclink", "signup"],
-        "email" => &["magiclink", "signup"],
+        "email" => &["magiclink", "signup", "invite"],
         "recovery" => &["recovery"],
+        "email_change" => &["email_change_current", "email_change_new"],
         other => {
             return Err(gotrue(
                 400,
@@ -928,6 +1360,52 @@ async fn confirm(
     )
     .await?
     .ok_or_else(expired)?;
+    if used.starts_with("email_change_") {
+        // The other address's token still waiting: this was the first half.
+        let waiting: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM auth.one_time_tokens WHERE user_id = $1 AND token_type IN ('email_change_current', 'email_change_new')",
+                &[&id],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        if waiting > 0 {
+            tx.execute(
+                "UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            return Ok(Confirmed::Pending);
+        }
+        let changed = tx
+            .query_opt(
+                "UPDATE auth.users SET email = email_change, email_change = '', email_change_sent_at = NULL,
+                        email_change_confirm_status = 0, email_confirmed_at = coalesce(email_confirmed_at, now()),
+                        updated_at = now()
+                  WHERE id = $1 AND coalesce(email_change, '') <> '' RETURNING email",
+                &[&id],
+            )
+            .await
+            .map_err(|e| {
+                if e.code().is_some_and(|c| c.code() == "23505") {
+                    email_exists()
+                } else {
+                    db(e)
+                }
+            })?
+            .ok_or_else(expired)?;
+        let email: String = changed.get(0);
+        tx.execute(
+            "UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', $2::text), updated_at = now()
+              WHERE user_id = $1 AND provider = 'email'",
+            &[&id, &email],
+        )
+        .await
+        .map_err(db)?;
+    }
     // Any mailed token proves the address.
     tx.execute(
         "UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), last_sign_in_at = now(), updated_at = now()
@@ -952,7 +1430,7 @@ async fn confirm(
                                  AND created_at > now() - make_interval(secs => $4)
                                ORDER BY created_at DESC LIMIT 1)
                  RETURNING id",
-                &[&id, &used, &service::hash_token(&code), &(state.config.auth.otp_expiry_secs as f64)],
+                &[&id, &mail::link_type(&used), &service::hash_token(&code), &(state.config.auth.otp_expiry_secs as f64)],
             )
             .await
             .map_err(db)?;
@@ -975,8 +1453,15 @@ async fn confirm(
 
 async fn verify_post(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<VerifyBody>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_ip(
+        &state,
+        &req,
+        "auth.verify",
+        state.config.auth.rate_limit.verify_per_5min,
+    )?;
     let b = body.into_inner();
     let kind = b.kind.clone().unwrap_or_else(|| "signup".into());
     let email = b.email.as_deref().map(|e| e.trim().to_lowercase());
@@ -994,6 +1479,9 @@ async fn verify_post(
     };
     match confirmed {
         Confirmed::Session(session) => Ok(HttpResponse::Ok().json(session)),
+        Confirmed::Pending => {
+            Ok(HttpResponse::Ok().json(json!({"msg": SINGLE_CONFIRMATION, "code": 200})))
+        }
         Confirmed::Code(_) => Err(ApiError::internal("verify without PKCE produced a code")),
     }
 }
@@ -1006,7 +1494,17 @@ struct VerifyQuery {
     redirect_to: Option<String>,
 }
 
-async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> HttpResponse {
+async fn verify_get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<VerifyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    limit_ip(
+        &state,
+        &req,
+        "auth.verify",
+        state.config.auth.rate_limit.verify_per_5min,
+    )?;
     let redirect = q
         .redirect_to
         .clone()
@@ -1021,10 +1519,11 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
     let fragment = match confirm(&state, &q.kind, Some(&q.token), None, true).await {
         Ok(Confirmed::Code(code)) => {
             let sep = if redirect.contains('?') { '&' } else { '?' };
-            return HttpResponse::SeeOther()
+            return Ok(HttpResponse::SeeOther()
                 .insert_header(("Location", format!("{redirect}{sep}code={code}")))
-                .finish();
+                .finish());
         }
+        Ok(Confirmed::Pending) => format!("message={}", enc(SINGLE_CONFIRMATION)),
         Ok(Confirmed::Session(s)) => format!(
             "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={}",
             s["access_token"].as_str().unwrap_or_default(),
@@ -1035,9 +1534,9 @@ async fn verify_get(state: web::Data<AppState>, q: web::Query<VerifyQuery>) -> H
         ),
         Err(e) => format!("error={}&error_code={}&error_description={}", e.status.as_u16(), e.gotrue_code, enc(&e.message)),
     };
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header(("Location", format!("{redirect}#{fragment}")))
-        .finish()
+        .finish())
 }
 
 /// `url` is the site URL or lies under it: the next character after the prefix must end the

@@ -1,6 +1,6 @@
 //! Auth mail: one-time tokens (a link secret and a 6-digit code per send, stored hashed),
-//! the messages (GoTrue's template variables: `{{ .ConfirmationURL }}`, `{{ .Token }}`,
-//! `{{ .TokenHash }}`, `{{ .Email }}`, `{{ .SiteURL }}`), and delivery through the job queue:
+//! the messages (configurable templates with GoTrue's variables, `templates`), the mail
+//! rate limits (`auth.rate_limit.email_*`), and delivery through the job queue:
 //! the mail job is enqueued in the request's transaction and sent by a worker over SMTP
 //! (lettre), retried on failure, so a slow SMTP server never blocks a request.
 
@@ -16,8 +16,18 @@ use uuid::Uuid;
 /// Queue of outgoing auth mail.
 pub const QUEUE: &str = "auth.mail";
 
-/// Kinds of mail (also the `type` of the verify link).
-pub const KINDS: [&str; 3] = ["signup", "magiclink", "recovery"];
+/// Kinds of one-time token (and of mail); the verify link's `type` is `link_type(kind)`.
+pub const KINDS: [&str; 7] = [
+    "signup",
+    "invite",
+    "magiclink",
+    "recovery",
+    "email_change_current",
+    "email_change_new",
+    "reauthentication",
+];
+
+pub mod templates;
 
 fn code_hash(email: &str, code: &str) -> String {
     hash_token(&format!("{}:{code}", email.to_lowercase()))
@@ -69,30 +79,23 @@ impl Pkce {
     }
 }
 
-/// Issues a fresh secret and code for `user` (older ones of the same kind die) and enqueues
-/// the mail in the same transaction. With `pkce`, a flow is recorded so the link's redirect
-/// carries `?code=` instead of the session.
-pub async fn send<C: GenericClient>(
+/// A link secret and a 6-digit code, as issued (only their hashes are stored).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The link secret (`token_hash` of verifyOtp, `token` of the verify link).
+    pub secret: String,
+    /// The 6-digit code, bound to the address it goes to.
+    pub code: String,
+}
+
+/// Issues a fresh secret and code of `kind` for `user` at address `to` (older ones of the
+/// same kind die) and stamps the user's `*_sent_at`. Reauthentication gets a code only.
+pub async fn issue<C: GenericClient>(
     c: &C,
-    state: &AppState,
     user: Uuid,
-    email: &str,
+    to: &str,
     kind: &str,
-    redirect_to: Option<&str>,
-    pkce: Option<&Pkce>,
-) -> Result<(), ApiError> {
-    // One mail per address per minute (GoTrue's `over_email_send_rate_limit`).
-    if state
-        .rate_limits
-        .check("auth.email", 1, &format!("{kind}:{email}"))
-        .is_err()
-    {
-        return Err(gotrue(
-            429,
-            "over_email_send_rate_limit",
-            "For security purposes, you can only request this once every 60 seconds",
-        ));
-    }
+) -> Result<Issued, ApiError> {
     let secret = new_secret();
     let code = {
         use rand::Rng;
@@ -104,41 +107,155 @@ pub async fn send<C: GenericClient>(
     )
     .await
     .map_err(db)?;
+    let link_hash = (kind != "reauthentication").then(|| hash_token(&secret));
     c.execute(
-        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to) VALUES ($1, $2, $3, $4), ($1, $2, $5, $4)",
-        &[&user, &kind, &hash_token(&secret), &email, &code_hash(email, &code)],
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to)
+         SELECT $1, $2, h, $4 FROM unnest(ARRAY[$3, $5]::text[]) h WHERE h IS NOT NULL",
+        &[&user, &kind, &link_hash, &to, &code_hash(to, &code)],
     )
     .await
     .map_err(db)?;
-    let column = if kind == "recovery" {
-        "recovery_sent_at"
-    } else {
-        "confirmation_sent_at"
+    let stamp = match kind {
+        "recovery" => "recovery_sent_at = now()",
+        "invite" => "confirmation_sent_at = now(), invited_at = now()",
+        "email_change_current" | "email_change_new" => {
+            "email_change_sent_at = now(), email_change_confirm_status = 0"
+        }
+        "reauthentication" => "reauthentication_sent_at = now()",
+        _ => "confirmation_sent_at = now()",
     };
     c.execute(
-        &format!("UPDATE auth.users SET {column} = now() WHERE id = $1"),
+        &format!("UPDATE auth.users SET {stamp} WHERE id = $1"),
         &[&user],
     )
     .await
     .map_err(db)?;
+    Ok(Issued { secret, code })
+}
+
+/// The 429 of a mail refused by a rate limit.
+fn over_email_limit(message: String, retry_after: u64) -> ApiError {
+    gotrue(429, "over_email_send_rate_limit", message)
+        .with_header("Retry-After", retry_after.to_string())
+}
+
+/// Checks the mail limits: one mail of a kind per address per `email_min_interval_secs`
+/// (GoTrue's SMTP_MAX_FREQUENCY; not for invites, as in GoTrue) and
+/// `email_sent_per_hour` for the whole instance (GoTrue's RATE_LIMIT_EMAIL_SENT).
+fn check_mail_limits(state: &AppState, kind: &str, to: &str) -> Result<(), ApiError> {
+    let rl = &state.config.auth.rate_limit;
+    if kind != "invite" {
+        let every = rl.email_min_interval_secs;
+        if let Err(l) = state
+            .rate_limits
+            .check_per("auth.email", 1, every, &format!("{kind}:{to}"))
+        {
+            return Err(over_email_limit(
+                format!("For security purposes, you can only request this once every {every} seconds"),
+                l.retry_after_secs,
+            ));
+        }
+    }
+    if let Err(l) = state
+        .rate_limits
+        .check_per("auth.email_sent", rl.email_sent_per_hour, 3600, "all")
+    {
+        state.metrics.observe_rate_limited("auth.email_sent");
+        return Err(over_email_limit(
+            "Email rate limit exceeded".into(),
+            l.retry_after_secs,
+        ));
+    }
+    Ok(())
+}
+
+/// Issues a fresh secret and code for `user` (older ones of the same kind die) and enqueues
+/// the mail to `email` in the same transaction. With `pkce`, a flow is recorded so the
+/// link's redirect carries `?code=` instead of the session.
+pub async fn send<C: GenericClient>(
+    c: &C,
+    state: &AppState,
+    user: Uuid,
+    email: &str,
+    kind: &str,
+    redirect_to: Option<&str>,
+    pkce: Option<&Pkce>,
+) -> Result<(), ApiError> {
+    check_mail_limits(state, kind, email)?;
+    let issued = issue(c, user, email, kind).await?;
     if let Some(p) = pkce {
         c.execute(
             "INSERT INTO auth.flow_state (user_id, code_challenge, code_challenge_method, authentication_method)
              VALUES ($1, $2, $3, $4)",
-            &[&user, &p.challenge, &p.method, &kind],
+            &[&user, &p.challenge, &p.method, &link_type(kind)],
         )
         .await
         .map_err(db)?;
     }
-    let link = verify_link(state, &secret, kind, redirect_to);
+    // What the templates may show of the user: current address, pending new one, metadata.
+    let row = c
+        .query_one(
+            "SELECT coalesce(email, ''), nullif(email_change, ''), raw_user_meta_data FROM auth.users WHERE id = $1",
+            &[&user],
+        )
+        .await
+        .map_err(db)?;
+    let (current, new_email, data): (String, Option<String>, Value) =
+        (row.get(0), row.get(1), row.get(2));
+    let redirect = redirect_to.unwrap_or(&state.config.auth.site_url);
+    let link = if kind == "reauthentication" {
+        String::new()
+    } else {
+        verify_link(state, &issued.secret, link_type(kind), Some(redirect))
+    };
     let spec = JobSpec {
         queue: QUEUE.into(),
-        payload: json!({"kind": kind, "to": email, "link": link, "token": code, "token_hash": secret,
-                        "site_url": state.config.auth.site_url}),
+        payload: json!({"kind": kind, "to": email, "link": link, "token": issued.code,
+                        "token_hash": if kind == "reauthentication" { String::new() } else { issued.secret },
+                        "site_url": state.config.auth.site_url, "email": current,
+                        "new_email": new_email, "redirect_to": redirect, "data": data}),
         ..Default::default()
     };
     jobs::enqueue(c, &spec).await.map_err(db)?;
     Ok(())
+}
+
+/// The `type` a verify link of a token kind carries (both halves of an email change are
+/// `email_change`, as in GoTrue).
+pub fn link_type(kind: &str) -> &str {
+    match kind {
+        "email_change_current" | "email_change_new" => "email_change",
+        k => k,
+    }
+}
+
+/// Uses up a reauthentication nonce of `user` (mailed to `email`); false when wrong or
+/// expired.
+pub async fn consume_nonce<C: GenericClient>(
+    c: &C,
+    user: Uuid,
+    email: &str,
+    nonce: &str,
+    expiry_secs: u64,
+) -> Result<bool, ApiError> {
+    let n = c
+        .execute(
+            "DELETE FROM auth.one_time_tokens
+              WHERE user_id = $1 AND token_type = 'reauthentication' AND token_hash = $2
+                AND created_at > now() - make_interval(secs => $3)",
+            &[&user, &code_hash(email, nonce.trim()), &(expiry_secs as f64)],
+        )
+        .await
+        .map_err(db)?;
+    if n > 0 {
+        c.execute(
+            "UPDATE auth.users SET reauthentication_sent_at = NULL WHERE id = $1",
+            &[&user],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(n > 0)
 }
 
 /// The user a link secret (`token_hash`) or an address + code belongs to; the tokens of that
@@ -174,7 +291,8 @@ pub async fn consume<C: GenericClient>(
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
-fn verify_link(state: &AppState, token: &str, kind: &str, redirect: Option<&str>) -> String {
+/// The `/verify` link of a secret.
+pub fn verify_link(state: &AppState, token: &str, kind: &str, redirect: Option<&str>) -> String {
     let base = if state.config.server.public_url.is_empty() {
         format!(
             "http://{}:{}",
@@ -195,56 +313,39 @@ fn verify_link(state: &AppState, token: &str, kind: &str, redirect: Option<&str>
     )
 }
 
-/// Subject and text body of a kind of mail, with GoTrue's template variables filled in.
-pub fn render(kind: &str, p: &Value) -> (String, String) {
-    let (subject, template) = match kind {
-        "recovery" => (
-            "Reset your password",
-            "Follow this link to reset the password for {{ .Email }}:\n\n{{ .ConfirmationURL }}\n\nOr enter this code: {{ .Token }}\n",
-        ),
-        "magiclink" => (
-            "Your sign-in link",
-            "Follow this link to sign in:\n\n{{ .ConfirmationURL }}\n\nOr enter this code: {{ .Token }}\n",
-        ),
-        _ => (
-            "Confirm your signup",
-            "Follow this link to confirm {{ .Email }}:\n\n{{ .ConfirmationURL }}\n\nOr enter this code: {{ .Token }}\n",
-        ),
-    };
-    let s = |k: &str| {
-        p.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let body = template
-        .replace("{{ .ConfirmationURL }}", &s("link"))
-        .replace("{{ .Token }}", &s("token"))
-        .replace("{{ .TokenHash }}", &s("token_hash"))
-        .replace("{{ .Email }}", &s("to"))
-        .replace("{{ .SiteURL }}", &s("site_url"));
-    (subject.to_string(), body)
-}
-
 /// Registers the mail sender. Without `auth.smtp.host` mail goes to the log, as GoTrue's
-/// development mailer does.
-pub fn register(reg: &mut crate::jobs::Registry, smtp: SmtpConfig) {
+/// development mailer does. Templates are read once, here (`fluxbase config check` has
+/// already said whether their files can be read; a failure now keeps the built-in ones).
+pub fn register(reg: &mut crate::jobs::Registry, auth: &crate::config::AuthConfig) {
+    let smtp = auth.smtp.clone();
+    let templates = std::sync::Arc::new(
+        templates::Templates::load(&auth.templates).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "auth mail templates: using the built-in ones");
+            templates::Templates::builtin()
+        }),
+    );
     reg.register(QUEUE, crate::jobs::RetryPolicy::default(), move |ctx| {
         let smtp = smtp.clone();
+        let templates = templates.clone();
         async move {
             let kind = ctx.payload.get("kind").and_then(Value::as_str).unwrap_or("signup").to_string();
             let to = ctx.payload.get("to").and_then(Value::as_str).unwrap_or_default().to_string();
-            let (subject, body) = render(&kind, &ctx.payload);
+            let mail = templates.render(&kind, &ctx.payload);
             if smtp.host.is_empty() {
-                tracing::info!(%to, %kind, %subject, body = %body, "auth mail (log mailer: auth.smtp.host is not set)");
+                tracing::info!(%to, %kind, subject = %mail.subject, body = %mail.text, "auth mail (log mailer: auth.smtp.host is not set)");
                 return Ok(None);
             }
-            deliver(&smtp, &to, &subject, body).await.map(|_| None)
+            deliver(&smtp, &to, mail).await.map(|_| None)
         }
     });
 }
 
-async fn deliver(smtp: &SmtpConfig, to: &str, subject: &str, body: String) -> Result<(), JobError> {
+async fn deliver(
+    smtp: &SmtpConfig,
+    to: &str,
+    mail: templates::Rendered,
+) -> Result<(), JobError> {
+    use lettre::message::MultiPart;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let from = smtp
         .sender
@@ -256,8 +357,8 @@ async fn deliver(smtp: &SmtpConfig, to: &str, subject: &str, body: String) -> Re
     let msg = Message::builder()
         .from(from)
         .to(rcpt)
-        .subject(subject)
-        .body(body)
+        .subject(mail.subject)
+        .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
         .map_err(|e| JobError::Permanent(e.to_string()))?;
     let builder = match smtp.tls.as_str() {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),

@@ -16,7 +16,7 @@ pub mod service;
 
 /// Registers the auth job handlers (the mail sender).
 pub fn register_jobs(reg: &mut crate::jobs::Registry, config: &crate::config::Config) {
-    mail::register(reg, config.auth.smtp.clone());
+    mail::register(reg, &config.auth);
 }
 
 use crate::app::AppState;

@@ -6,6 +6,8 @@
 mod support;
 
 mod auth;
+mod auth_mail;
+mod auth_oauth;
 mod cli;
 mod clients;
 mod database;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod oauth_provider;
 pub mod s3;
 pub mod smtp;
 pub mod venv;

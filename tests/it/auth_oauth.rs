@@ -1,0 +1,851 @@
+//! OAuth2 / OIDC sign-in through the whole redirect dance against a real fake provider
+//! (support/oauth_provider.rs) for each preset: /authorize → provider → /callback →
+//! redirect_to, implicit and PKCE flows, identity linking, and the failure paths (denied
+//! consent, bad or replayed state, token endpoint errors, bad id_tokens, unverified email).
+
+use crate::support::oauth_provider::{FakeProvider, FakeUser, Mode, CLIENT_ID, CLIENT_SECRET};
+use crate::support::TestApp;
+use fluxbase::config::{Config, OAuthProviderConfig, Secret};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+const SITE: &str = "http://app.test";
+
+fn provider(url: String) -> OAuthProviderConfig {
+    OAuthProviderConfig {
+        enabled: true,
+        client_id: CLIENT_ID.into(),
+        secret: Some(Secret::new(CLIENT_SECRET)),
+        url,
+        ..Default::default()
+    }
+}
+
+/// Every preset enabled against the fake; only the fake's address is allowed outbound.
+fn configure(c: &mut Config, fake: &FakeProvider) {
+    let b = &fake.base;
+    c.auth.site_url = SITE.into();
+    c.auth.bcrypt_cost = 4;
+    c.auth.redirect_allow_list = vec![
+        "http://other.test/cb".into(),
+        "https://*.preview.test/**".into(),
+    ];
+    c.outbound.allow_private_networks = vec!["127.0.0.3/32".into()];
+    let e = &mut c.auth.external;
+    e.github = provider(format!("{b}/github"));
+    e.gitlab = provider(format!("{b}/gitlab"));
+    e.discord = provider(format!("{b}/discord"));
+    e.google = provider(format!("{b}/google"));
+    e.keycloak = provider(format!("{b}/realms/test"));
+    e.oidc = provider(format!("{b}/oidc"));
+    e.custom = OAuthProviderConfig {
+        authorize_url: format!("{b}/custom/authorize"),
+        token_url: format!("{b}/custom/token"),
+        userinfo_url: format!("{b}/custom/userinfo"),
+        ..provider(String::new())
+    };
+}
+
+async fn setup(tweak: impl FnOnce(&mut Config)) -> (TestApp, FakeProvider) {
+    let fake = FakeProvider::start();
+    let f = fake.clone();
+    let app = TestApp::spawn_with(move |c| {
+        configure(c, &f);
+        tweak(c);
+    })
+    .await;
+    (app, fake)
+}
+
+/// A browser that does not follow redirects: each hop is looked at.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn pairs(s: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(s.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The hops of one sign-in: where /authorize sent the browser, and where the callback did.
+struct Hops {
+    to_provider: url::Url,
+    back: url::Url,
+}
+
+impl Hops {
+    fn fragment(&self) -> HashMap<String, String> {
+        pairs(self.back.fragment())
+    }
+    fn query(&self) -> HashMap<String, String> {
+        pairs(self.back.query())
+    }
+}
+
+/// Browser: /authorize → provider → /callback → final Location (not fetched).
+async fn sign_in(app: &TestApp, query: &str) -> Hops {
+    let b = browser();
+    let r = b
+        .get(app.url(&format!("/auth/v1/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let to_provider = url::Url::parse(&location(&r)).unwrap();
+    let r = b.get(to_provider.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 302, "provider: {}", r.text().await.unwrap());
+    let callback = location(&r);
+    assert!(
+        callback.starts_with(&app.url("/auth/v1/callback?")),
+        "{callback}"
+    );
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    Hops {
+        to_provider,
+        back: url::Url::parse(&location(&r)).unwrap(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn jwt_claims(t: &str) -> Value {
+    use base64::Engine;
+    let p = t.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn get_user(app: &TestApp, access: &str) -> Value {
+    let r = app
+        .get("/auth/v1/user")
+        .header("apikey", app.anon_key())
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// One preset, implicit flow, a new user: the session arrives in the fragment and describes
+/// the provider's user; the identity, last_sign_in_at, amr and the audit log say so.
+async fn implicit_flow_creates_the_user(
+    name: &str,
+    fake_user: FakeUser,
+) -> (TestApp, FakeProvider, Value) {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(fake_user.clone());
+    let hops = sign_in(
+        &app,
+        &format!(
+            "provider={name}&redirect_to={}",
+            enc("http://app.test/welcome")
+        ),
+    )
+    .await;
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+    assert!(
+        hops.to_provider.as_str().starts_with(&fake.base),
+        "{}",
+        hops.to_provider
+    );
+    assert_eq!(pairs(hops.to_provider.query())["client_id"], CLIENT_ID);
+    assert_eq!(
+        hops.back.as_str().split('#').next().unwrap(),
+        "http://app.test/welcome"
+    );
+    let f = hops.fragment();
+    assert!(f.get("error").is_none(), "{f:?}");
+    assert_eq!(f["token_type"], "bearer");
+    assert!(!f["provider_token"].is_empty());
+    assert!(!f["refresh_token"].is_empty());
+    assert!(f["expires_in"].parse::<i64>().unwrap() > 0);
+    let claims = jwt_claims(&f["access_token"]);
+    assert_eq!(claims["amr"][0]["method"], "oauth");
+    assert_eq!(claims["email"], fake_user.email);
+    assert_eq!(claims["app_metadata"]["provider"], name);
+
+    let user = get_user(&app, &f["access_token"]).await;
+    assert_eq!(user["email"], fake_user.email);
+    assert!(user["email_confirmed_at"].is_string(), "{user}");
+    assert!(user["last_sign_in_at"].is_string());
+    assert_eq!(user["app_metadata"]["providers"], json!([name]));
+    let ids = user["identities"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{user}");
+    let id = &ids[0];
+    assert_eq!(id["provider"], name);
+    assert_eq!(
+        id["id"], fake_user.id,
+        "provider_id is the provider's user id"
+    );
+    assert_eq!(id["identity_data"]["sub"], fake_user.id);
+    assert_eq!(id["identity_data"]["email"], fake_user.email);
+    assert_eq!(id["identity_data"]["email_verified"], true);
+    assert!(id["last_sign_in_at"].is_string());
+    assert_eq!(user["user_metadata"]["email"], fake_user.email);
+
+    let c = app.db.client().await;
+    let audit: Vec<(String, Value)> = c
+        .query(
+            "SELECT action, details FROM fluxbase.audit_log WHERE actor = $1 ORDER BY id",
+            &[&user["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        audit,
+        vec![("auth.user.signup".to_string(), json!({"provider": name}))]
+    );
+    (app, fake, user)
+}
+
+#[tokio::test]
+async fn github_signs_in_with_the_primary_verified_email() {
+    let (app, fake, user) = implicit_flow_creates_the_user(
+        "github",
+        FakeUser::new("4242", "octo", "octo@example.test"),
+    )
+    .await;
+    let data = &user["identities"][0]["identity_data"];
+    assert_eq!(data["user_name"], "octo");
+    assert_eq!(data["name"], "octo Example");
+    assert_eq!(data["avatar_url"], "https://avatars.example/u/4242");
+    // GitHub takes no PKCE from us; the authorization request says what it asks for.
+    let a = &fake.authorize_requests()[0];
+    assert_eq!(a["scope"], "user:email");
+    assert!(!a.contains_key("code_challenge"));
+    assert!(a["redirect_uri"].ends_with("/auth/v1/callback"));
+    // Signing in again: same user, same identity, one more audit entry.
+    let hops = sign_in(&app, "provider=github").await;
+    let f = hops.fragment();
+    assert_eq!(hops.back.as_str().split('#').next().unwrap(), "http://app.test/");
+    let again = get_user(&app, &f["access_token"]).await;
+    assert_eq!(again["id"], user["id"]);
+    assert_eq!(again["identities"].as_array().unwrap().len(), 1);
+    let n: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM fluxbase.audit_log WHERE action = 'auth.sign_in' AND details->>'provider' = 'github'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn google_via_oidc_checks_the_id_token() {
+    let (_app, fake, user) = implicit_flow_creates_the_user(
+        "google",
+        FakeUser::new("1098765", "gwen", "gwen@example.test"),
+    )
+    .await;
+    let a = &fake.authorize_requests()[0];
+    assert_eq!(a["scope"], "openid email profile");
+    assert_eq!(
+        a["code_challenge_method"], "S256",
+        "our PKCE towards Google"
+    );
+    assert!(!a["nonce"].is_empty());
+    assert!(fake.token_requests()[0].contains_key("code_verifier"));
+    let data = &user["identities"][0]["identity_data"];
+    assert_eq!(data["iss"], format!("{}/google", fake.base));
+    assert_eq!(data["picture"], "https://img.example/gwen.png");
+}
+
+#[tokio::test]
+async fn keycloak_reads_the_address_from_userinfo() {
+    let (_app, fake, user) = implicit_flow_creates_the_user(
+        "keycloak",
+        FakeUser::new("f3b0c8a2-kc", "kim", "kim@example.test"),
+    )
+    .await;
+    assert!(fake.authorize_requests()[0]["nonce"].len() > 20);
+    assert_eq!(
+        user["identities"][0]["identity_data"]["iss"],
+        format!("{}/realms/test", fake.base)
+    );
+}
+
+#[tokio::test]
+async fn generic_oidc_signs_in() {
+    let (_app, _fake, user) = implicit_flow_creates_the_user(
+        "oidc",
+        FakeUser::new("oidc-sub-1", "olga", "olga@example.test"),
+    )
+    .await;
+    assert_eq!(
+        user["identities"][0]["identity_data"]["preferred_username"],
+        "olga"
+    );
+}
+
+#[tokio::test]
+async fn gitlab_signs_in() {
+    let (_app, fake, user) =
+        implicit_flow_creates_the_user("gitlab", FakeUser::new("777", "gil", "gil@example.test"))
+            .await;
+    assert_eq!(fake.authorize_requests()[0]["scope"], "read_user");
+    assert_eq!(user["identities"][0]["identity_data"]["user_name"], "gil");
+}
+
+#[tokio::test]
+async fn discord_signs_in() {
+    let (_app, _fake, user) = implicit_flow_creates_the_user(
+        "discord",
+        FakeUser::new("80351110224678912", "dee", "dee@example.test"),
+    )
+    .await;
+    assert_eq!(
+        user["identities"][0]["identity_data"]["avatar_url"],
+        "https://cdn.discordapp.com/avatars/80351110224678912/8342729096ea3675442027381ff50dfe.png"
+    );
+}
+
+#[tokio::test]
+async fn custom_oauth2_signs_in() {
+    let (_app, fake, _user) =
+        implicit_flow_creates_the_user("custom", FakeUser::new("31337", "cus", "cus@example.test"))
+            .await;
+    // Extra scopes from the client go to the provider.
+    assert!(fake.token_requests()[0].contains_key("code_verifier"));
+}
+
+#[tokio::test]
+async fn pkce_flow_returns_a_code_exchanged_once() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("sub-pkce", "pat", "pat@example.test"));
+    let verifier = "a-verifier-long-enough-to-be-valid-0123456789-abcdefghij";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+    };
+    let hops = sign_in(
+        &app,
+        &format!(
+            "provider=oidc&redirect_to={}&code_challenge={challenge}&code_challenge_method=s256&scopes=offline_access&prompt=consent",
+            enc("http://other.test/cb?x=1")
+        ),
+    )
+    .await;
+    // Extra scopes and unknown parameters go on to the provider.
+    let a = &fake.authorize_requests()[0];
+    assert_eq!(a["scope"], "openid email profile offline_access");
+    assert_eq!(a["prompt"], "consent");
+    assert_ne!(
+        a["code_challenge"], challenge,
+        "the provider gets our own challenge"
+    );
+    assert!(hops.back.fragment().is_none());
+    assert!(hops
+        .back
+        .as_str()
+        .starts_with("http://other.test/cb?x=1&code="));
+    let code = hops.query()["code"].clone();
+
+    let exchange = |code: String, verifier: &str| {
+        let body = json!({"auth_code": code, "code_verifier": verifier});
+        app.http
+            .post(app.url("/auth/v1/token?grant_type=pkce"))
+            .header("apikey", app.anon_key())
+            .header("X-Supabase-Api-Version", "2024-01-01")
+            .json(&body)
+            .send()
+    };
+    let r = exchange(
+        code.clone(),
+        "not-the-verifier-but-long-enough-0123456789-abcdefgh",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "bad_code_verifier"
+    );
+
+    // A wrong verifier burns the code (single use), so sign in again.
+    let hops = sign_in(
+        &app,
+        &format!("provider=oidc&code_challenge={challenge}&code_challenge_method=s256"),
+    )
+    .await;
+    let code = hops.query()["code"].clone();
+    let r = exchange(code.clone(), verifier).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert!(s["provider_token"].is_string(), "{s}");
+    assert!(s["provider_refresh_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("refresh-"));
+    assert_eq!(
+        jwt_claims(s["access_token"].as_str().unwrap())["amr"][0]["method"],
+        "oauth"
+    );
+    assert_eq!(s["user"]["identities"][0]["provider"], "oidc");
+    let r = exchange(code, verifier).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "flow_state_not_found"
+    );
+}
+
+#[tokio::test]
+async fn verified_email_links_to_the_existing_account() {
+    let (app, fake) = setup(|c| c.auth.mailer_autoconfirm = true).await;
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"email": "lin@example.test", "password": "hunter22"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let existing: Value = r.json().await.unwrap();
+    let uid = existing["user"]["id"].clone();
+
+    fake.set_user(FakeUser::new("99", "lin", "LIN@example.test"));
+    let f = sign_in(&app, "provider=github").await.fragment();
+    let user = get_user(&app, &f["access_token"]).await;
+    assert_eq!(user["id"], uid, "linked, not a second account");
+    let providers: Vec<&str> = user["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(providers, ["email", "github"]);
+    assert_eq!(
+        user["app_metadata"]["providers"],
+        json!(["email", "github"])
+    );
+    assert_eq!(user["app_metadata"]["provider"], "email");
+    // The password still works.
+    let r = app
+        .http
+        .post(app.url("/auth/v1/token?grant_type=password"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"email": "lin@example.test", "password": "hunter22"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A second provider with the same verified address links too.
+    fake.set_user(FakeUser::new("lin-oidc", "lin", "lin@example.test"));
+    let f = sign_in(&app, "provider=oidc").await.fragment();
+    let user = get_user(&app, &f["access_token"]).await;
+    assert_eq!(user["id"], uid);
+    assert_eq!(user["identities"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn unverified_email_gets_a_confirmation_mail_not_a_session() {
+    let (app, fake) = setup(|_| {}).await;
+    let mut u = FakeUser::new("55", "una", "una@example.test");
+    u.email_verified = false;
+    fake.set_user(u);
+    let hops = sign_in(
+        &app,
+        &format!(
+            "provider=gitlab&redirect_to={}",
+            enc("http://app.test/after")
+        ),
+    )
+    .await;
+    let q = hops.query();
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["error_code"], "provider_email_needs_verification");
+    assert!(q["error_description"].contains("Unverified email with gitlab"));
+    assert_eq!(
+        hops.fragment()["error_code"],
+        "provider_email_needs_verification"
+    );
+    assert!(hops.back.as_str().starts_with("http://app.test/after?"));
+    let c = app.db.client().await;
+    let row = c
+        .query_one(
+            "SELECT u.email_confirmed_at IS NULL, i.provider FROM auth.users u JOIN auth.identities i ON i.user_id = u.id
+              WHERE u.email = 'una@example.test'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, String>(1)),
+        (true, "gitlab".to_string())
+    );
+    let mail: Value = c
+        .query_one(
+            "SELECT payload FROM jobs.jobs WHERE queue = 'auth.mail'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mail["to"], "una@example.test");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM auth.sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn unverified_email_never_links_to_someone_elses_account() {
+    let (app, fake) = setup(|c| c.auth.mailer_autoconfirm = false).await;
+    let c = app.db.client().await;
+    c.execute(
+        "INSERT INTO auth.users (aud, role, email, email_confirmed_at, raw_app_meta_data) VALUES
+           ('authenticated', 'authenticated', 'victim@example.test', now(), '{\"provider\":\"email\",\"providers\":[\"email\"]}')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut u = FakeUser::new("66", "mallory", "victim@example.test");
+    u.email_verified = false;
+    fake.set_user(u);
+    let q = sign_in(&app, "provider=oidc").await.query();
+    assert_eq!(q["error_code"], "email_exists", "{q:?}");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM auth.identities WHERE provider = 'oidc'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn denied_consent_goes_back_with_the_providers_error() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("1", "d", "d@example.test"));
+    fake.set_mode(Mode::Deny);
+    let hops = sign_in(
+        &app,
+        &format!("provider=github&redirect_to={}", enc("http://app.test/x")),
+    )
+    .await;
+    assert!(hops.back.as_str().starts_with("http://app.test/x?"));
+    let q = hops.query();
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["error_description"], "The user denied access");
+    assert_eq!(hops.fragment()["error"], "access_denied");
+}
+
+#[tokio::test]
+async fn token_endpoint_errors_redirect_with_server_error() {
+    for name in ["github", "oidc"] {
+        let (app, fake) = setup(|_| {}).await;
+        fake.set_user(FakeUser::new("1", "t", "t@example.test"));
+        fake.set_mode(Mode::TokenError);
+        let q = sign_in(&app, &format!("provider={name}")).await.query();
+        assert_eq!(q["error"], "server_error", "{name}");
+        assert_eq!(q["error_code"], "unexpected_failure");
+        assert_eq!(q["error_description"], "Unable to exchange external code");
+    }
+}
+
+#[tokio::test]
+async fn bad_id_tokens_are_refused() {
+    for mode in [Mode::BadSignature, Mode::WrongNonce, Mode::WrongAudience] {
+        let (app, fake) = setup(|_| {}).await;
+        fake.set_user(FakeUser::new("1", "b", "b@example.test"));
+        fake.set_mode(mode);
+        let q = sign_in(&app, "provider=google").await.query();
+        assert_eq!(q["error"], "server_error", "{mode:?}");
+        assert_eq!(
+            q["error_description"],
+            "Error getting user profile from external provider"
+        );
+        let n: i64 = app
+            .db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM auth.users", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn state_is_checked_single_use_and_expiring() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("1", "s", "s@example.test"));
+    let b = browser();
+    let bad = |q: HashMap<String, String>, code: &str| {
+        assert_eq!(q.get("error_code").map(String::as_str), Some(code), "{q:?}");
+    };
+    // A state we never issued.
+    let r = b
+        .get(app.url("/auth/v1/callback?code=x&state=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(&location(&r)).unwrap();
+    assert_eq!(
+        loc.host_str(),
+        Some("app.test"),
+        "unknown state: the site URL"
+    );
+    bad(pairs(loc.query()), "bad_oauth_state");
+    assert_eq!(pairs(loc.query())["error"], "invalid_request");
+    // No state at all.
+    let r = b
+        .get(app.url("/auth/v1/callback?code=x"))
+        .send()
+        .await
+        .unwrap();
+    bad(
+        pairs(url::Url::parse(&location(&r)).unwrap().query()),
+        "bad_oauth_callback",
+    );
+
+    // A real state used twice: the replay is refused.
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=github"))
+        .send()
+        .await
+        .unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    let callback = location(&r);
+    let first = b.get(&callback).send().await.unwrap();
+    assert!(
+        pairs(url::Url::parse(&location(&first)).unwrap().fragment()).contains_key("access_token")
+    );
+    let replay = b.get(&callback).send().await.unwrap();
+    bad(
+        pairs(url::Url::parse(&location(&replay)).unwrap().query()),
+        "bad_oauth_state",
+    );
+
+    // An expired state.
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=github"))
+        .send()
+        .await
+        .unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    let callback = location(&r);
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE auth.oauth_states SET created_at = now() - interval '11 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let late = b.get(&callback).send().await.unwrap();
+    bad(
+        pairs(url::Url::parse(&location(&late)).unwrap().query()),
+        "bad_oauth_state",
+    );
+
+    // A callback with the state but no code.
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=github&redirect_to=http%3A%2F%2Fapp.test%2Fz"))
+        .send()
+        .await
+        .unwrap();
+    let state = pairs(url::Url::parse(&location(&r)).unwrap().query())["state"].clone();
+    let r = b
+        .get(app.url(&format!("/auth/v1/callback?state={}", enc(&state))))
+        .send()
+        .await
+        .unwrap();
+    let loc = url::Url::parse(&location(&r)).unwrap();
+    assert_eq!(loc.path(), "/z", "a known state: back to its redirect_to");
+    bad(pairs(loc.query()), "bad_oauth_callback");
+}
+
+#[tokio::test]
+async fn callback_accepts_form_post() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("fp", "fp", "fp@example.test"));
+    let b = browser();
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=oidc"))
+        .send()
+        .await
+        .unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    let callback = url::Url::parse(&location(&r)).unwrap();
+    let r = b
+        .post(app.url("/auth/v1/callback"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(callback.query().unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let f = pairs(url::Url::parse(&location(&r)).unwrap().fragment());
+    assert!(f.contains_key("access_token"), "{f:?}");
+}
+
+#[tokio::test]
+async fn authorize_refuses_bad_requests_and_guards_redirect_to() {
+    let (app, fake) = setup(|c| c.auth.external.discord.enabled = false).await;
+    fake.set_user(FakeUser::new("r", "r", "r@example.test"));
+    let b = browser();
+    let get = |q: &str| {
+        b.get(app.url(&format!("/auth/v1/authorize?{q}")))
+            .header("X-Supabase-Api-Version", "2024-01-01")
+            .send()
+    };
+    for (q, status, code) in [
+        ("provider=myspace", 400, "validation_failed"),
+        ("", 400, "validation_failed"),
+        ("provider=discord", 400, "provider_disabled"),
+        ("provider=github&code_challenge=short", 400, "validation_failed"),
+        (
+            "provider=github&code_challenge=0123456789012345678901234567890123456789abc&code_challenge_method=md5",
+            400,
+            "validation_failed",
+        ),
+    ] {
+        let r = get(q).await.unwrap();
+        assert_eq!(r.status(), status, "{q}");
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], code, "{q}");
+    }
+    // skip_http_redirect answers with the URL instead of a redirect.
+    let r = get("provider=github&skip_http_redirect=true")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let url = r.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&format!("{}/github/login/oauth/authorize?", fake.base)));
+
+    // redirect_to outside the site and the allow-list ends at the site URL; allowed ones stay.
+    for (asked, lands) in [
+        ("https://evil.example/steal", "http://app.test/"),
+        ("http://app.test.evil.example/", "http://app.test/"),
+        ("http://other.test/cb/deeper", "http://other.test/cb/deeper"),
+        (
+            "https://pr-7.preview.test/done",
+            "https://pr-7.preview.test/done",
+        ),
+    ] {
+        let hops = sign_in(&app, &format!("provider=github&redirect_to={}", enc(asked))).await;
+        let mut landed = hops.back.clone();
+        landed.set_fragment(None);
+        assert_eq!(landed.as_str(), lands, "{asked}");
+        assert!(hops.fragment().contains_key("access_token"));
+    }
+}
+
+#[tokio::test]
+async fn banned_users_get_an_error() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("bn", "bn", "bn@example.test"));
+    let f = sign_in(&app, "provider=github").await.fragment();
+    let uid = get_user(&app, &f["access_token"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE auth.users SET banned_until = now() + interval '1 day' WHERE id = $1::text::uuid",
+            &[&uid],
+        )
+        .await
+        .unwrap();
+    let q = sign_in(&app, "provider=github").await.query();
+    assert_eq!(q["error_code"], "user_banned");
+    assert_eq!(q["error"], "access_denied");
+}
+
+#[tokio::test]
+async fn provider_calls_go_through_the_ssrf_guard() {
+    // Without the fake's address on the allow-list, discovery is refused.
+    let (app, _fake) = setup(|c| c.outbound.allow_private_networks.clear()).await;
+    let r = app
+        .get("/auth/v1/authorize?provider=oidc")
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "oauth_provider_unavailable"
+    );
+    // GitHub needs no discovery: the redirect works, the token exchange is refused.
+    let b = browser();
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=github"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = url::Url::parse(&location(&r)).unwrap();
+    let state = pairs(to.query())["state"].clone();
+    let r = b
+        .get(app.url(&format!("/auth/v1/callback?code=abc&state={}", enc(&state))))
+        .send()
+        .await
+        .unwrap();
+    let q = pairs(url::Url::parse(&location(&r)).unwrap().query());
+    assert_eq!(q["error_description"], "Unable to exchange external code");
+}
+
+#[tokio::test]
+async fn settings_list_enabled_providers() {
+    let (app, _fake) = setup(|c| c.auth.external.discord.enabled = false).await;
+    let s: Value = app
+        .get("/auth/v1/settings")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let e = &s["external"];
+    for p in [
+        "github", "google", "gitlab", "keycloak", "oidc", "custom", "email",
+    ] {
+        assert_eq!(e[p], true, "{p}: {s}");
+    }
+    assert_eq!(e["discord"], false);
+    assert_eq!(e["phone"], false);
+}

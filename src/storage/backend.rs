@@ -25,6 +25,10 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 /// (12,800 thread hand-offs for 100 MiB); this is the most one download buffers.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Largest body a local download reads into memory in one blocking task (open + read +
+/// close) and answers as one sized body: above it downloads stream in `READ_CHUNK`s.
+pub const SMALL_BODY: u64 = 256 * 1024;
+
 /// The bytes of an opened object as a stream: a local file in `READ_CHUNK` reads (one
 /// blocking task each, the whole body in one for small objects), S3 as it comes.
 pub fn body_stream(got: GetResult) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
@@ -34,14 +38,18 @@ pub fn body_stream(got: GetResult) -> BoxStream<'static, Result<Bytes, object_st
     }
 }
 
+fn local_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    }
+}
+
 fn file_stream(
     file: std::fs::File,
     range: Range<u64>,
 ) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
-    let io_err = |e: std::io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(e),
-    };
+    let io_err = local_error;
     futures_util::stream::try_unfold(
         (Some(file), range.start, range.end),
         move |(file, pos, end)| async move {
@@ -80,6 +88,96 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// Bytes hashed on the uploading task before the MD5 moves to a blocking thread of its own:
+/// small uploads skip the hand-off, big ones hash in parallel with reading and writing.
+const HASH_INLINE_BYTES: u64 = 1024 * 1024;
+
+/// Bytes handed to the hashing thread at a time (fewer wake-ups than one chunk each).
+const HASH_BATCH_BYTES: usize = 512 * 1024;
+
+/// Batches queued for the hashing thread: with `HASH_BATCH_BYTES`, at most ~4 MiB waiting.
+const HASH_QUEUE: usize = 8;
+
+/// The MD5 of an upload: computed on the uploading task for the first `HASH_INLINE_BYTES`,
+/// then on a blocking-pool thread fed through a bounded channel (`Bytes` are shared, not
+/// copied), so hashing overlaps with reading the body and writing the parts. Dropping it
+/// (an upload that failed) ends the thread after what was queued.
+enum Hasher {
+    Inline(Md5, u64),
+    Thread {
+        batch: Vec<Bytes>,
+        batch_len: usize,
+        tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+        done: tokio::task::JoinHandle<Md5>,
+    },
+}
+
+impl Hasher {
+    fn new() -> Hasher {
+        Hasher::Inline(Md5::new(), 0)
+    }
+
+    async fn update(&mut self, chunk: &Bytes) {
+        match self {
+            Hasher::Inline(md5, n) => {
+                md5.update(chunk);
+                *n += chunk.len() as u64;
+                if *n >= HASH_INLINE_BYTES {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
+                    let mut md5 = std::mem::take(md5);
+                    let done = tokio::task::spawn_blocking(move || {
+                        while let Some(batch) = rx.blocking_recv() {
+                            for b in batch {
+                                md5.update(&b);
+                            }
+                        }
+                        md5
+                    });
+                    *self = Hasher::Thread {
+                        batch: Vec::new(),
+                        batch_len: 0,
+                        tx,
+                        done,
+                    };
+                }
+            }
+            Hasher::Thread {
+                batch,
+                batch_len,
+                tx,
+                ..
+            } => {
+                *batch_len += chunk.len();
+                batch.push(chunk.clone());
+                if *batch_len >= HASH_BATCH_BYTES {
+                    *batch_len = 0;
+                    // The thread only stops when the sender is dropped, so this cannot fail.
+                    let _ = tx.send(std::mem::take(batch)).await;
+                }
+            }
+        }
+    }
+
+    async fn finish(self) -> Result<String, object_store::Error> {
+        let md5 = match self {
+            Hasher::Inline(md5, _) => md5,
+            Hasher::Thread {
+                batch, tx, done, ..
+            } => {
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
+                }
+                drop(tx);
+                done.await.map_err(|e| object_store::Error::Generic {
+                    store: "md5",
+                    source: Box::new(e),
+                })?
+            }
+        };
+        Ok(hex::encode(md5.finalize()))
+    }
+}
+
 /// Why a streamed upload stopped.
 #[derive(Debug)]
 pub enum UploadError {
@@ -114,9 +212,10 @@ impl PendingUpload {
         }
     }
 
-    fn write(&mut self, chunk: &[u8]) {
+    /// Hands the chunk to the part being filled without copying it.
+    fn put(&mut self, chunk: Bytes) {
         if let Some(w) = &mut self.0 {
-            w.write(chunk);
+            w.put(chunk);
         }
     }
 
@@ -238,7 +337,7 @@ impl Backend {
         let mut w = PendingUpload(Some(WriteMultipart::new_with_chunk_size(
             upload, PART_BYTES,
         )));
-        let mut md5 = Md5::new();
+        let mut md5 = Hasher::new();
         let mut size: u64 = 0;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
@@ -249,26 +348,34 @@ impl Backend {
                     return Err(UploadError::Client(e.to_string()));
                 }
             };
+            if chunk.is_empty() {
+                continue;
+            }
             size += chunk.len() as u64;
             if size > limit {
                 w.abort().await;
                 return Err(UploadError::TooLarge);
             }
-            md5.update(&chunk);
+            md5.update(&chunk).await;
             if let Err(e) = w.wait_for_capacity().await {
                 w.abort().await;
                 return Err(UploadError::Store(e));
             }
-            w.write(&chunk);
+            let n = chunk.len() as u64;
+            w.put(chunk);
             if let Some(c) = counted {
-                c.inc_by(chunk.len() as u64);
+                c.inc_by(n);
             }
         }
+        let md5 = match md5.finish().await {
+            Ok(m) => m,
+            Err(e) => {
+                w.abort().await;
+                return Err(UploadError::Store(e));
+            }
+        };
         w.finish().await.map_err(UploadError::Store)?;
-        Ok(Written {
-            size,
-            md5: hex::encode(md5.finalize()),
-        })
+        Ok(Written { size, md5 })
     }
 
     /// Moves a committed upload into place. Idempotent: an upload already moved (by the
@@ -310,6 +417,51 @@ impl Backend {
             }
             r => r,
         }
+    }
+
+    /// Reads `range` of `version` into memory in one blocking task (open, read, close), with
+    /// `open`'s fallback to the upload key. Only for the local backend and ranges up to
+    /// `SMALL_BODY` bytes; `None` otherwise (S3, or a version that is not a plain store key
+    /// name), and the caller streams through `open`.
+    pub async fn read_small(
+        &self,
+        version: &str,
+        range: Range<u64>,
+    ) -> Option<Result<Bytes, object_store::Error>> {
+        let root = self.local_root.as_ref()?;
+        let plain = !version.is_empty()
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain || range.end < range.start || range.end - range.start > SMALL_BODY {
+            return None;
+        }
+        let data = root.join("objects").join(version);
+        let upload = root.join("uploads").join(version);
+        let version = version.to_string();
+        let read = move || -> Result<Bytes, object_store::Error> {
+            use std::os::unix::fs::FileExt;
+            let file = match std::fs::File::open(&data) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(&upload),
+                r => r,
+            };
+            let file = file.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+                    path: format!("objects/{version}"),
+                    source: Box::new(e),
+                },
+                _ => local_error(e),
+            })?;
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(local_error)?;
+            Ok(Bytes::from(buf))
+        };
+        Some(
+            tokio::task::spawn_blocking(read)
+                .await
+                .unwrap_or_else(|e| Err(local_error(std::io::Error::other(e)))),
+        )
     }
 
     /// Copies the bytes of one version to the upload key of a new one (published like an

@@ -460,8 +460,9 @@ fn download_name(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Answers a download: 304 on a matching `If-None-Match`, 206/416 for `Range`, the bytes
-/// streamed from the store (never buffered), no body for HEAD.
+/// Answers a download: 304 on a matching `If-None-Match`, 206/416 for `Range`, no body for
+/// HEAD. The bytes are streamed from the store, except that up to `SMALL_BODY` bytes from
+/// the local backend are read in one go and sent as one sized body.
 /// Download bodies are counted in `fluxbase_storage_bytes_total{direction="out"}` chunk by
 /// chunk as they are handed to the connection, so a range counts what it sent and a
 /// client that goes away stops the count.
@@ -522,16 +523,58 @@ async fn serve(state: &AppState, req: &HttpRequest, name: &str, obj: Found) -> R
         let empty = futures_util::stream::empty::<Result<Bytes, actix_web::Error>>();
         return Ok(b.body(SizedStream::new(len, empty)));
     }
+    let bytes_out = state.metrics.storage_bytes("out");
+    // Small local objects: open + read + close in one blocking task, one sized body.
+    if len <= backend::SMALL_BODY {
+        let start = range.as_ref().map(|r| r.start).unwrap_or(0);
+        if let Some(read) = be.read_small(&version, start..start + len).await {
+            return match read {
+                Ok(bytes) => Ok(b.body(CountedBytes {
+                    bytes: Some(bytes),
+                    len,
+                    counted: bytes_out,
+                })),
+                Err(object_store::Error::NotFound { .. }) => Err(no_such_key()),
+                Err(e) => Err(store_error(e)),
+            };
+        }
+    }
     let got = match be.open(&version, range).await {
         Ok(g) => g,
         Err(object_store::Error::NotFound { .. }) => return Err(no_such_key()),
         Err(e) => return Err(store_error(e)),
     };
-    let bytes_out = state.metrics.storage_bytes("out");
     let stream = super::backend::body_stream(got)
         .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64))
         .map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()));
     Ok(b.body(SizedStream::new(len, stream)))
+}
+
+/// A download body read whole, counted in `fluxbase_storage_bytes_total{direction="out"}`
+/// when it is handed to the connection (as streamed bodies are, chunk by chunk).
+struct CountedBytes {
+    bytes: Option<Bytes>,
+    len: u64,
+    counted: prometheus::IntCounter,
+}
+
+impl actix_web::body::MessageBody for CountedBytes {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.len)
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        std::task::Poll::Ready(this.bytes.take().filter(|b| !b.is_empty()).map(|b| {
+            this.counted.inc_by(b.len() as u64);
+            Ok(b)
+        }))
+    }
 }
 
 /// `GET|HEAD /object[/authenticated]/{bucket}/{name}`: under RLS (SELECT).

@@ -51,6 +51,7 @@ on_both_backends!(
     streams_many_parts_both_ways,
     list_v2_folders_cursor_and_sort,
     storage_bytes_metrics_count_streamed_bodies,
+    small_bodies_read_whole_big_ones_streamed,
     supabase_js_storage_against_fluxbase,
 );
 
@@ -1630,4 +1631,121 @@ async fn foldername_filename_extension_match_supabase() {
 async fn supabase_js_storage_against_fluxbase(be: Be) {
     let st = spawn(be).await;
     crate::clients::run_node_suite(&st.app, "storage.test.mjs").await;
+}
+
+/// Downloads of up to 256 KiB are read whole (local backend), bigger ones streamed: at the
+/// threshold and on either side of it, whole objects, ranges (a small range of a big
+/// object too), HEAD, the public route and `?download` answer the same bytes and headers,
+/// and count what they send; an object whose bytes are gone is a 404 either way.
+async fn small_bodies_read_whole_big_ones_streamed(be: Be) {
+    use md5::Digest;
+    const SMALL: u64 = 256 * 1024;
+    let st = spawn(be).await;
+    st.bucket(json!({"name": "p", "public": true})).await;
+    let svc = st.svc();
+    let mut sent = 0;
+    for len in [0, 1, 4096, SMALL, SMALL + 1, 3 * SMALL] {
+        let path = format!("p/o{len}.bin");
+        let r = st
+            .req(Method::POST, &format!("/object/{path}"), Some(&svc))
+            .header("content-type", "application/x-test")
+            .header("cache-control", "max-age=5")
+            .body(gen_body(len, 100_000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let want: Vec<u8> = (0..len).map(gen_byte).collect();
+        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&want)));
+        for route in ["/object/", "/object/public/"] {
+            let r = st
+                .req(Method::GET, &format!("{route}{path}"), Some(&svc))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{route}{path}");
+            let h = r.headers().clone();
+            assert_eq!(h["content-length"], len.to_string().as_str());
+            assert_eq!(h["content-type"], "application/x-test");
+            assert_eq!(h["cache-control"], "max-age=5");
+            assert_eq!(h["etag"], etag.as_str());
+            assert_eq!(h["accept-ranges"], "bytes");
+            assert!(h.contains_key("last-modified"));
+            assert!(r.bytes().await.unwrap()[..] == want[..], "{route}{path}");
+            sent += len;
+        }
+        let r = st
+            .req(Method::HEAD, &format!("/object/public/{path}"), None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+        let r = st
+            .req(Method::GET, &format!("/object/public/{path}"), None)
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304);
+        if len == 0 {
+            continue;
+        }
+        let (s, e) = (len / 2, (len / 2 + 99).min(len - 1));
+        let r = st
+            .req(
+                Method::GET,
+                &format!("/object/public/{path}?download"),
+                None,
+            )
+            .header("range", format!("bytes={s}-{e}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {s}-{e}/{len}").as_str()
+        );
+        assert!(r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("attachment; filename=\"o{len}.bin\"")));
+        assert_eq!(r.bytes().await.unwrap()[..], want[s as usize..=e as usize]);
+        sent += e + 1 - s;
+        let r = st
+            .req(Method::GET, &format!("/object/public/{path}"), None)
+            .header("range", format!("bytes={len}-"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 416);
+    }
+    assert_eq!(st.storage_bytes("out").await, sent);
+
+    // The bytes gone from under a row (small and big): a 404, nothing sent.
+    let c = st.app.db.client().await;
+    for len in [4096, 3 * SMALL] {
+        let name = format!("o{len}.bin");
+        let v: String = c
+            .query_one(
+                "SELECT version FROM storage.objects WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        st.store
+            .delete(&object_store::path::Path::from(format!("objects/{v}")))
+            .await
+            .unwrap();
+        let (s, b) = err(st
+            .req(Method::GET, &format!("/object/public/p/{name}"), None)
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!((s, b["statusCode"].as_str()), (400, Some("404")), "{b}");
+    }
+    assert_eq!(st.storage_bytes("out").await, sent);
 }

@@ -38,7 +38,7 @@ use crate::error::{ApiError, ErrorCode};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::WriteMultipart;
 use serde_json::{json, Value};
@@ -328,9 +328,16 @@ impl Drop for Staging {
     }
 }
 
-/// Streams `body` into a new staged object at `key`, at most `limit` bytes. Nothing is
-/// created for an empty body; on failure the partial object is aborted.
-async fn stage<S, E>(be: &Backend, key: &str, body: S, limit: u64) -> Result<u64, UploadError>
+/// Streams `body` into a new staged object at `key`, at most `limit` bytes, adding what it
+/// hands to the store to `counted`. Nothing is created for an empty body; on failure the
+/// partial object is aborted.
+async fn stage<S, E>(
+    be: &Backend,
+    key: &str,
+    body: S,
+    limit: u64,
+    counted: &prometheus::IntCounter,
+) -> Result<u64, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
@@ -368,7 +375,9 @@ where
                 w.abort().await;
                 return Err(UploadError::Store(e));
             }
-            writer.write(&chunk);
+            let n = chunk.len() as u64;
+            writer.put(chunk);
+            counted.inc_by(n);
         }
     }
     if let Some(writer) = w.0.take() {
@@ -609,15 +618,21 @@ where
     if declared.is_some_and(|n| n > remaining) {
         return Err(too_large());
     }
+    // The request's own body counts in `fluxbase_storage_bytes_total{direction="in"}` as it
+    // goes to the store (staged, or straight into the object); staged parts read back to
+    // assemble the object were counted when they arrived.
+    let bytes_in = state.metrics.storage_bytes("in");
     if declared == Some(remaining) {
         let failed = Arc::new(AtomicBool::new(false));
-        let all = staged_stream(be, up.parts.clone(), failed.clone())
-            .chain(body.map(|r| r.map_err(|e| e.to_string())));
+        let body = body
+            .inspect_ok(move |c| bytes_in.inc_by(c.len() as u64))
+            .map_err(|e| e.to_string());
+        let all = staged_stream(be, up.parts.clone(), failed.clone()).chain(body);
         finish(state, be, req, ctx, up, all, &failed).await?;
         return Ok(up.length);
     }
     let key = part_key(up.id, up.offset);
-    let n = match stage(be, &key, body, remaining).await {
+    let n = match stage(be, &key, body, remaining, &bytes_in).await {
         Ok(n) => n,
         Err(e) => {
             delete_key(be, &key).await;

@@ -47,6 +47,7 @@ on_both_backends!(
     janitor_removes_expired_uploads_and_orphaned_parts,
     concurrent_writers_one_wins,
     a_broken_off_patch_counts_for_nothing,
+    bodies_count_once_in_storage_bytes,
 );
 
 /// One deployment: a database and a byte store that any number of instances share.
@@ -901,4 +902,113 @@ async fn a_broken_off_patch_counts_for_nothing(be: Be) {
         .await
         .unwrap();
     assert!(r.bytes().await.unwrap().as_ref() == data.as_slice());
+}
+
+/// `fluxbase_storage_bytes_total{direction}` as `/metrics` shows it (0 before any byte).
+async fn storage_bytes(app: &TestApp, direction: &str) -> u64 {
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("fluxbase_storage_bytes_total{{direction=\"{direction}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// TUS bodies count in `fluxbase_storage_bytes_total{direction="in"}` once, as they reach
+/// the store: a staged PATCH as it arrives, the last PATCH as it streams into the object
+/// (the staged parts read back to assemble it are not counted again), a PATCH without a
+/// Content-Length that happens to complete the upload, and a creation-with-upload body.
+/// A PATCH refused before its body (wrong offset) counts nothing.
+async fn bodies_count_once_in_storage_bytes(be: Be) {
+    let st = spawn(be).await;
+    let app = &st.app;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    assert_eq!(storage_bytes(app, "in").await, 0);
+    let (first, rest) = (3 * 1024 * 1024, 2 * 1024 * 1024 + 100);
+    let len = (first + rest) as u64;
+    let url = created(
+        app,
+        &svc,
+        len,
+        &meta(&[("bucketName", "b"), ("objectName", "big.bin")]),
+    )
+    .await;
+    let data = bytes(first + rest, 7);
+    let r = patch(app, &svc, &url, 0, data[..first].to_vec()).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(storage_bytes(app, "in").await, first as u64);
+    let r = patch(app, &svc, &url, 0, data[..first].to_vec()).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(storage_bytes(app, "in").await, first as u64);
+    let r = patch(app, &svc, &url, first as u64, data[first..].to_vec()).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(hdr(r.headers(), "tus-complete"), "1");
+    assert_eq!(storage_bytes(app, "in").await, len);
+    let r = st
+        .req(Method::GET, &format!("{S}/object/b/big.bin"), &svc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hdr(r.headers(), "etag"),
+        format!("\"{}\"", hex::encode(md5_of(&data)))
+    );
+    assert!(r.bytes().await.unwrap().as_ref() == data.as_slice());
+    assert_eq!(storage_bytes(app, "out").await, len);
+
+    // No Content-Length: the body is staged, then the object is assembled from the part.
+    let url = created(
+        app,
+        &svc,
+        10,
+        &meta(&[("bucketName", "b"), ("objectName", "chunked.bin")]),
+    )
+    .await;
+    let chunks = vec![
+        Ok::<_, std::io::Error>(b"01234".to_vec()),
+        Ok(b"56789".to_vec()),
+    ];
+    let r = req(app, Method::PATCH, &url, &svc)
+        .header("content-type", OFFSET_CT)
+        .header("upload-offset", "0")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(hdr(r.headers(), "tus-complete"), "1");
+    assert_eq!(storage_bytes(app, "in").await, len + 10);
+
+    // creation-with-upload.
+    let r = req(app, Method::POST, &format!("{S}/upload/resumable"), &svc)
+        .header("upload-length", "4")
+        .header(
+            "upload-metadata",
+            meta(&[("bucketName", "b"), ("objectName", "one.bin")]),
+        )
+        .header("content-type", OFFSET_CT)
+        .body(b"abcd".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(storage_bytes(app, "in").await, len + 14);
+    let r = st
+        .req(Method::GET, &format!("{S}/object/b/chunked.bin"), &svc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "0123456789");
+    assert_eq!(st.count("SELECT count(*) FROM storage.objects").await, 3);
 }

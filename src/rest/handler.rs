@@ -180,26 +180,48 @@ async fn serve(
                 WriteKind::Insert
             };
             (
-                sql::write(kind, w, body_json(&api), shape(&api, true)),
+                sql::write(
+                    kind,
+                    w,
+                    body_json(&api),
+                    shape(&api, true),
+                    location_pk(&api, w),
+                ),
                 true,
                 false,
             )
         }
         Plan::Upsert(w) => (
-            sql::write(WriteKind::Upsert, w, body_json(&api), shape(&api, true)),
+            sql::write(
+                WriteKind::Upsert,
+                w,
+                body_json(&api),
+                shape(&api, true),
+                None,
+            ),
             true,
             false,
         ),
         Plan::Update(w) => (
-            sql::write(WriteKind::Update, w, body_json(&api), shape(&api, true)),
+            sql::write(
+                WriteKind::Update,
+                w,
+                body_json(&api),
+                shape(&api, true),
+                None,
+            ),
             true,
             false,
         ),
         Plan::Delete(w) => (
-            sql::write(WriteKind::Delete, w, None, shape(&api, true)),
+            sql::write(WriteKind::Delete, w, None, shape(&api, true), None),
             true,
             false,
         ),
+    };
+    let location = match &plan {
+        Plan::Insert(w) => location_pk(&api, w).map(|pk| (w.table.name.clone(), pk.to_vec())),
+        _ => None,
     };
     let info = RequestInfo::from_request(req);
     let outcome = execute::run(
@@ -215,11 +237,34 @@ async fn serve(
         },
     )
     .await?;
+    let mut outcome = outcome;
+    // `return=headers-only` on an insert: `Location: /table?pk=eq.value` of the first row,
+    // as PostgREST answers; the statement put the key values in the body.
+    let location = location.and_then(|(table, pk)| {
+        let vals: Vec<Option<String>> =
+            serde_json::from_str(&std::mem::take(&mut outcome.body)).ok()?;
+        let mut q = String::new();
+        for (c, v) in pk.iter().zip(vals) {
+            q.push(if q.is_empty() { '?' } else { '&' });
+            q.push_str(&location_escape(c));
+            q.push_str("=eq.");
+            q.push_str(&location_escape(v.as_deref()?));
+        }
+        Some(format!("/{}{q}", location_escape(&table)))
+    });
     let Rendered {
         status,
-        headers,
+        mut headers,
         body,
     } = render::render(&api, outcome, scalar_void)?;
+    if let Some(l) = location {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("location"))
+        {
+            headers.push(("Location".into(), l));
+        }
+    }
     let mut resp = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK),
     );
@@ -227,6 +272,27 @@ async fn serve(
         resp.insert_header((k, v));
     }
     Ok(resp.body(body))
+}
+
+/// The primary key to put in `Location`: inserts with `return=headers-only` into a table
+/// that has one.
+fn location_pk<'a>(api: &ApiRequest, w: &'a plan::WritePlan) -> Option<&'a [String]> {
+    (api.preferences.return_ == Some(ReturnPref::HeadersOnly) && !w.table.primary_key.is_empty())
+        .then_some(w.table.primary_key.as_slice())
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a name or value in
+/// `Location`'s query string).
+fn location_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The write payload as JSON text (CSV rows and form fields become objects of strings).
@@ -295,4 +361,16 @@ fn options(api: &ApiRequest, cache: &crate::schema::SchemaCache) -> HttpResponse
         Target::Root => "OPTIONS,GET,HEAD".into(),
     };
     HttpResponse::Ok().insert_header(("Allow", allow)).finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn location_values_are_percent_encoded() {
+        assert_eq!(
+            super::location_escape("a b&c=d/é~_-."),
+            "a%20b%26c%3Dd%2F%C3%A9~_-."
+        );
+        assert_eq!(super::location_escape("42"), "42");
+    }
 }

@@ -602,6 +602,7 @@ pub fn write(
     w: &WritePlan,
     body_json: Option<String>,
     shape: BodyShape,
+    location: Option<&[String]>,
 ) -> Statement {
     let mut b = Builder { params: Vec::new() };
     let target = format!(
@@ -740,10 +741,24 @@ pub fn write(
     ret.order.clear();
     ret.range = Default::default();
     let list = select_list(&mut b, &ret);
+    let body = match location {
+        // `return=headers-only` on an insert: the body carries the primary key of the first
+        // row (a JSON array of text) for the `Location` header.
+        Some(pk) if !pk.is_empty() => {
+            let vals: Vec<String> = pk
+                .iter()
+                .map(|c| format!("{alias}.{}::text", qi(c)))
+                .collect();
+            format!(
+                "coalesce((SELECT json_build_array({})::text FROM _fx_rows AS {alias} LIMIT 1), '')",
+                vals.join(", ")
+            )
+        }
+        _ => body_sql(shape).to_string(),
+    };
     let text = format!(
-        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {} AS body{RESPONSE_GUCS} \
-         FROM (SELECT {list} FROM _fx_rows AS {alias}) _fx_t",
-        body_sql(shape)
+        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
+         FROM (SELECT {list} FROM _fx_rows AS {alias}) _fx_t"
     );
     Statement {
         text,
@@ -884,9 +899,21 @@ mod golden {
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
         match plan(&mut req, &cache(), None).unwrap() {
             Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None),
-            Plan::Insert(w) => write(WriteKind::Insert, &w, Some(body.into()), BodyShape::None),
-            Plan::Update(w) => write(WriteKind::Update, &w, Some(body.into()), BodyShape::None),
-            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None),
+            Plan::Insert(w) => write(
+                WriteKind::Insert,
+                &w,
+                Some(body.into()),
+                BodyShape::None,
+                None,
+            ),
+            Plan::Update(w) => write(
+                WriteKind::Update,
+                &w,
+                Some(body.into()),
+                BodyShape::None,
+                None,
+            ),
+            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None, None),
             other => panic!("unexpected plan {other:?}"),
         }
     }

@@ -929,3 +929,73 @@ async fn planned_and_estimated_counts_come_from_the_planner() {
         1
     );
 }
+
+#[tokio::test]
+async fn headers_only_inserts_answer_with_location() {
+    let app = app().await;
+    let key = app.service_key();
+    let post = |path: &str, prefer: &str, body: Value| {
+        app.http
+            .post(app.url(path))
+            .header("apikey", key.clone())
+            .header("Prefer", prefer.to_string())
+            .json(&body)
+    };
+    let r = post(
+        "/rest/v1/authors",
+        "return=headers-only",
+        json!({"name": "Le Guin"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let id: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT id FROM authors WHERE name = 'Le Guin'", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0)
+        .into();
+    assert_eq!(
+        r.headers()["location"],
+        format!("/authors?id=eq.{id}").as_str()
+    );
+    assert_eq!(r.text().await.unwrap(), "");
+    // A composite key lists every column.
+    let r = post(
+        "/rest/v1/book_tags",
+        "return=headers-only",
+        json!({"book_id": 2, "tag_id": 2}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()["location"],
+        "/book_tags?book_id=eq.2&tag_id=eq.2"
+    );
+    let r = post(
+        "/rest/v1/tags",
+        "return=headers-only",
+        json!({"id": 9, "label": "a b"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.headers()["location"], "/tags?id=eq.9");
+    // Other return preferences carry no Location.
+    let r = post(
+        "/rest/v1/tags",
+        "return=minimal",
+        json!({"id": 10, "label": "x"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("location").is_none());
+}

@@ -18,10 +18,12 @@ test:
 # tests/python/venv.sh installs the pinned Python tools (moto's S3 server) into .venv-tests,
 # skipping the install when tests/python/requirements.txt is unchanged.
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; the build without default features
+## (no OTLP export) must compile too
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) check --no-default-features --locked
 
 ## fmt: format the code
 fmt:

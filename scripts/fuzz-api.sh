@@ -39,7 +39,7 @@ BIN="$ROOT/target/release/fluxbase"
 if [ ! -x "$VENV/bin/schemathesis" ]; then
   echo "installing schemathesis into $VENV ..." >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check schemathesis
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
 "$VENV/bin/schemathesis" --version
 
@@ -112,7 +112,10 @@ SERVICE_KEY=$(cd "$WORK" && "$BIN" keys show --data-dir "$DATA" | awk '/^service
 args=(run "http://127.0.0.1:$PORT/openapi.json"
   -H "apikey: $SERVICE_KEY" -H "Authorization: Bearer $SERVICE_KEY"
   --checks "$CHECKS" --max-time "$MAX_TIME" --workers "$WORKERS" --request-timeout 10
-  --continue-on-failure --report ndjson --report-dir "$OUT")
+  --continue-on-failure --report ndjson --report-dir "$OUT"
+  # TUS bodies are application/offset+octet-stream, which schemathesis cannot generate: the
+  # resumable-upload operations are covered by tests/it/storage_tus.rs and tus-js-client.
+  --exclude-path-regex '/upload/resumable')
 [ -z "${FUZZ_SEED:-}" ] || args+=(--seed "$FUZZ_SEED")
 status=0
 # From $OUT: schemathesis keeps a `.schemathesis/` cache in its working directory.

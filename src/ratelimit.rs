@@ -270,7 +270,10 @@ mod tests {
         let rl = RateLimiters::new(&cfg());
         // 2 per hour: a burst of two, then the next one in half an hour.
         assert!(rl.check_per("auth.email_sent", 2, 3600, "all").is_ok());
-        let info = rl.check_per("auth.email_sent", 2, 3600, "all").unwrap().unwrap();
+        let info = rl
+            .check_per("auth.email_sent", 2, 3600, "all")
+            .unwrap()
+            .unwrap();
         assert_eq!((info.limit, info.remaining), (2, 0));
         let refused = rl.check_per("auth.email_sent", 2, 3600, "all").unwrap_err();
         assert!(
@@ -279,7 +282,11 @@ mod tests {
         );
         // The same name with another quota starts afresh.
         assert!(rl.check_per("auth.email_sent", 3, 3600, "all").is_ok());
-        assert_eq!(rl.check_per("x", 5, 0, "k"), Ok(None), "no period = unlimited");
+        assert_eq!(
+            rl.check_per("x", 5, 0, "k"),
+            Ok(None),
+            "no period = unlimited"
+        );
     }
 
     #[test]

@@ -131,13 +131,7 @@ pub fn configure(reg: &mut Registry) {
         Key,
         reauthenticate
     );
-    both!(
-        Method::POST,
-        "/invite",
-        "Invite a user by email",
-        S,
-        invite
-    );
+    both!(Method::POST, "/invite", "Invite a user by email", S, invite);
     both!(
         Method::POST,
         "/admin/generate_link",
@@ -367,7 +361,12 @@ async fn signup(
     body: web::Json<SignupBody>,
 ) -> Result<HttpResponse, ApiError> {
     let cfg = &state.config;
-    limit_ip(&state, &req, "auth.signup", cfg.auth.rate_limit.signup_per_5min)?;
+    limit_ip(
+        &state,
+        &req,
+        "auth.signup",
+        cfg.auth.rate_limit.signup_per_5min,
+    )?;
     let b = body.into_inner();
     let pkce = mail::Pkce::from_body(
         b.code_challenge.as_deref(),
@@ -623,7 +622,12 @@ async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let rl = &state.config.auth.rate_limit;
     if q.grant_type.as_deref() == Some("refresh_token") {
-        limit_ip(&state, &req, "auth.token_refresh", rl.token_refresh_per_5min)?;
+        limit_ip(
+            &state,
+            &req,
+            "auth.token_refresh",
+            rl.token_refresh_per_5min,
+        )?;
     } else {
         limit_ip(&state, &req, "auth.token", rl.token_per_5min)?;
     }
@@ -1155,7 +1159,12 @@ async fn generate_link(
     let mut kind = b.kind.clone().unwrap_or_default();
     if !matches!(
         kind.as_str(),
-        "signup" | "invite" | "magiclink" | "recovery" | "email_change_current" | "email_change_new"
+        "signup"
+            | "invite"
+            | "magiclink"
+            | "recovery"
+            | "email_change_current"
+            | "email_change_new"
     ) {
         return Err(gotrue(
             400,
@@ -1250,14 +1259,29 @@ async fn generate_link(
             )
             .await
             .map_err(db)?;
-            let to = if kind == "email_change_new" { new_email } else { email.clone() };
+            let to = if kind == "email_change_new" {
+                new_email
+            } else {
+                email.clone()
+            };
             (u.id, to)
         }
         (_, Some(u)) => (u.id, email.clone()),
-        (_, None) => return Err(gotrue(404, "user_not_found", "User with this email not found")),
+        (_, None) => {
+            return Err(gotrue(
+                404,
+                "user_not_found",
+                "User with this email not found",
+            ))
+        }
     };
     let issued = mail::issue(&*tx, uid, &to, &kind).await?;
-    let link = mail::verify_link(&state, &issued.secret, mail::link_type(&kind), Some(&redirect));
+    let link = mail::verify_link(
+        &state,
+        &issued.secret,
+        mail::link_type(&kind),
+        Some(&redirect),
+    );
     audit_admin(&*tx, &req, &admin, "auth.admin.generate_link", uid).await?;
     let user = service::user_by_id(&*tx, uid)
         .await?

@@ -151,14 +151,17 @@ fn check_mail_limits(state: &AppState, kind: &str, to: &str) -> Result<(), ApiEr
             .check_per("auth.email", 1, every, &format!("{kind}:{to}"))
         {
             return Err(over_email_limit(
-                format!("For security purposes, you can only request this once every {every} seconds"),
+                format!(
+                    "For security purposes, you can only request this once every {every} seconds"
+                ),
                 l.retry_after_secs,
             ));
         }
     }
-    if let Err(l) = state
-        .rate_limits
-        .check_per("auth.email_sent", rl.email_sent_per_hour, 3600, "all")
+    if let Err(l) =
+        state
+            .rate_limits
+            .check_per("auth.email_sent", rl.email_sent_per_hour, 3600, "all")
     {
         state.metrics.observe_rate_limited("auth.email_sent");
         return Err(over_email_limit(
@@ -243,7 +246,11 @@ pub async fn consume_nonce<C: GenericClient>(
             "DELETE FROM auth.one_time_tokens
               WHERE user_id = $1 AND token_type = 'reauthentication' AND token_hash = $2
                 AND created_at > now() - make_interval(secs => $3)",
-            &[&user, &code_hash(email, nonce.trim()), &(expiry_secs as f64)],
+            &[
+                &user,
+                &code_hash(email, nonce.trim()),
+                &(expiry_secs as f64),
+            ],
         )
         .await
         .map_err(db)?;
@@ -340,11 +347,7 @@ pub fn register(reg: &mut crate::jobs::Registry, auth: &crate::config::AuthConfi
     });
 }
 
-async fn deliver(
-    smtp: &SmtpConfig,
-    to: &str,
-    mail: templates::Rendered,
-) -> Result<(), JobError> {
+async fn deliver(smtp: &SmtpConfig, to: &str, mail: templates::Rendered) -> Result<(), JobError> {
     use lettre::message::MultiPart;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let from = smtp

@@ -159,7 +159,9 @@ async fn invites_arrive_in_the_configured_template_and_the_link_confirms() {
     );
     // The configured HTML, values escaped; the link's `&` as `&amp;` inside the href.
     assert!(
-        text.contains("<p>Hi Ada &lt;Byron&gt; (ada@example.test), join http://app.test: <a href=\"http://"),
+        text.contains(
+            "<p>Hi Ada &lt;Byron&gt; (ada@example.test), join http://app.test: <a href=\"http://"
+        ),
         "{text}"
     );
     assert!(text.contains("&amp;type=invite&amp;redirect_to="), "{text}");
@@ -172,7 +174,11 @@ async fn invites_arrive_in_the_configured_template_and_the_link_confirms() {
     // The link confirms the address and signs in, back to redirect_to with type=invite.
     let (base, frag) = follow(&app, &link).await;
     assert_eq!(base, "http://app.test/welcome");
-    assert_eq!(frag.get("type").map(String::as_str), Some("invite"), "{frag:?}");
+    assert_eq!(
+        frag.get("type").map(String::as_str),
+        Some("invite"),
+        "{frag:?}"
+    );
     let access = frag["access_token"].clone();
     let (s, _, me) = call(&app, reqwest::Method::GET, "/auth/v1/user", &access, None).await;
     assert_eq!(s, 200);
@@ -237,8 +243,10 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     assert_eq!(s, 403, "service_role only");
 
     // signup: creates the user; the hashed token verifies through POST /verify.
-    let (s, g) = gen(json!({"type": "signup", "email": "sig@example.test", "password": "secret123",
-                             "data": {"src": "link"}, "redirect_to": "http://app.test/done"}))
+    let (s, g) = gen(
+        json!({"type": "signup", "email": "sig@example.test", "password": "secret123",
+                             "data": {"src": "link"}, "redirect_to": "http://app.test/done"}),
+    )
     .await;
     assert_eq!(s, 200, "{g}");
     assert_eq!(g["email"], "sig@example.test");
@@ -249,7 +257,9 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     let hashed = g["hashed_token"].as_str().unwrap().to_string();
     let action = g["action_link"].as_str().unwrap();
     assert!(
-        action.contains(&format!("/auth/v1/verify?token={hashed}&type=signup&redirect_to=http%3A%2F%2Fapp.test%2Fdone")),
+        action.contains(&format!(
+            "/auth/v1/verify?token={hashed}&type=signup&redirect_to=http%3A%2F%2Fapp.test%2Fdone"
+        )),
         "{action}"
     );
     let (s, session) = post(
@@ -271,13 +281,21 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     .await;
     assert_eq!((s, e["code"].as_str()), (403, Some("otp_expired")));
     // A confirmed address: no signup link.
-    let (s, e) = gen(json!({"type": "signup", "email": "sig@example.test", "password": "secret123"})).await;
+    let (s, e) =
+        gen(json!({"type": "signup", "email": "sig@example.test", "password": "secret123"})).await;
     assert_eq!((s, e["code"].as_str()), (422, Some("email_exists")));
 
     // magiclink: the code verifies with the address; an unknown address becomes a signup.
     let (s, g) = gen(json!({"type": "magiclink", "email": "sig@example.test"})).await;
-    assert_eq!((s, g["verification_type"].as_str()), (200, Some("magiclink")), "{g}");
-    assert_eq!(g["redirect_to"], "http://app.test", "the site URL by default");
+    assert_eq!(
+        (s, g["verification_type"].as_str()),
+        (200, Some("magiclink")),
+        "{g}"
+    );
+    assert_eq!(
+        g["redirect_to"], "http://app.test",
+        "the site URL by default"
+    );
     let (s, session) = post(
         &app,
         "/auth/v1/verify",
@@ -288,7 +306,11 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     assert_eq!(s, 200, "{session}");
     assert_eq!(session["user"]["email"], "sig@example.test");
     let (s, g) = gen(json!({"type": "magiclink", "email": "fresh@example.test"})).await;
-    assert_eq!((s, g["verification_type"].as_str()), (200, Some("signup")), "{g}");
+    assert_eq!(
+        (s, g["verification_type"].as_str()),
+        (200, Some("signup")),
+        "{g}"
+    );
     assert_eq!(g["email_confirmed_at"], Value::Null);
 
     // recovery and email change need an existing user.
@@ -297,23 +319,37 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     let (s, g) = gen(json!({"type": "recovery", "email": "sig@example.test"})).await;
     assert_eq!(s, 200);
     let (_, frag) = follow(&app, g["action_link"].as_str().unwrap()).await;
-    assert_eq!(frag.get("type").map(String::as_str), Some("recovery"), "{frag:?}");
+    assert_eq!(
+        frag.get("type").map(String::as_str),
+        Some("recovery"),
+        "{frag:?}"
+    );
     assert!(frag.contains_key("access_token"), "{frag:?}");
 
     // invite: the link confirms and signs in.
-    let (s, g) = gen(json!({"type": "invite", "email": "inv@example.test", "data": {"team": "red"}})).await;
+    let (s, g) =
+        gen(json!({"type": "invite", "email": "inv@example.test", "data": {"team": "red"}})).await;
     assert_eq!(s, 200, "{g}");
     assert!(g["invited_at"].is_string());
     let (_, frag) = follow(&app, g["action_link"].as_str().unwrap()).await;
-    assert_eq!(frag.get("type").map(String::as_str), Some("invite"), "{frag:?}");
+    assert_eq!(
+        frag.get("type").map(String::as_str),
+        Some("invite"),
+        "{frag:?}"
+    );
 
     // email_change_new: the new address's code completes the change.
-    let (s, g) = gen(json!({"type": "email_change_new", "email": "sig@example.test",
-                             "new_email": "sig2@example.test"}))
+    let (s, g) = gen(
+        json!({"type": "email_change_new", "email": "sig@example.test",
+                             "new_email": "sig2@example.test"}),
+    )
     .await;
     assert_eq!(s, 200, "{g}");
     assert_eq!(g["new_email"], "sig2@example.test");
-    assert!(g["action_link"].as_str().unwrap().contains("type=email_change"));
+    assert!(g["action_link"]
+        .as_str()
+        .unwrap()
+        .contains("type=email_change"));
     let (s, session) = post(
         &app,
         "/auth/v1/verify",
@@ -324,8 +360,10 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     assert_eq!(s, 200, "{session}");
     assert_eq!(session["user"]["email"], "sig2@example.test");
     assert!(session["user"].get("new_email").is_none(), "{session}");
-    let (s, e) = gen(json!({"type": "email_change_new", "email": "sig2@example.test",
-                             "new_email": "inv@example.test"}))
+    let (s, e) = gen(
+        json!({"type": "email_change_new", "email": "sig2@example.test",
+                             "new_email": "inv@example.test"}),
+    )
     .await;
     assert_eq!((s, e["code"].as_str()), (422, Some("email_exists")));
     let (s, e) = gen(json!({"type": "bogus", "email": "sig2@example.test"})).await;
@@ -358,7 +396,14 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
         let app = &app;
         let access = access.clone();
         async move {
-            let (s, _, b) = call(app, reqwest::Method::PUT, "/auth/v1/user", &access, Some(body)).await;
+            let (s, _, b) = call(
+                app,
+                reqwest::Method::PUT,
+                "/auth/v1/user",
+                &access,
+                Some(body),
+            )
+            .await;
             (s, b)
         }
     };
@@ -373,22 +418,51 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
     .await
     .unwrap();
     let (s, e) = put(json!({"password": "third pass"})).await;
-    assert_eq!((s, e["code"].as_str()), (400, Some("reauthentication_needed")), "{e}");
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("reauthentication_needed")),
+        "{e}"
+    );
     let (s, e) = put(json!({"password": "third pass", "nonce": "123456"})).await;
-    assert_eq!((s, e["code"].as_str()), (422, Some("reauthentication_not_valid")), "{e}");
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("reauthentication_not_valid")),
+        "{e}"
+    );
 
-    let (s, _, b) = call(&app, reqwest::Method::GET, "/auth/v1/reauthenticate", &access, None).await;
+    let (s, _, b) = call(
+        &app,
+        reqwest::Method::GET,
+        "/auth/v1/reauthenticate",
+        &access,
+        None,
+    )
+    .await;
     assert_eq!((s, b), (200, json!({})));
     let mail = sink.wait_for("re@example.test", 1).await;
     assert_eq!(subject(&mail), "Confirm reauthentication");
     let nonce = code_in(&mail.text());
     // One nonce mail a minute.
-    let (s, h, e) = call(&app, reqwest::Method::GET, "/auth/v1/reauthenticate", &access, None).await;
-    assert_eq!((s, e["code"].as_str()), (429, Some("over_email_send_rate_limit")), "{e}");
+    let (s, h, e) = call(
+        &app,
+        reqwest::Method::GET,
+        "/auth/v1/reauthenticate",
+        &access,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (429, Some("over_email_send_rate_limit")),
+        "{e}"
+    );
     assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
     // Stored hashed only.
     let stored: Vec<String> = c
-        .query("SELECT token_hash FROM auth.one_time_tokens WHERE token_type = 'reauthentication'", &[])
+        .query(
+            "SELECT token_hash FROM auth.one_time_tokens WHERE token_type = 'reauthentication'",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -409,9 +483,19 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
     assert_eq!(s, 200);
     // A nonce is good once.
     let (s, e) = put(json!({"password": "fourth pass", "nonce": nonce})).await;
-    assert_eq!((s, e["code"].as_str()), (422, Some("reauthentication_not_valid")));
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("reauthentication_not_valid"))
+    );
     // Without a session: 401.
-    let (s, _, _) = call(&app, reqwest::Method::GET, "/auth/v1/reauthenticate", &app.anon_key(), None).await;
+    let (s, _, _) = call(
+        &app,
+        reqwest::Method::GET,
+        "/auth/v1/reauthenticate",
+        &app.anon_key(),
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
     runner.shutdown(Duration::from_secs(1)).await;
 }
@@ -441,7 +525,10 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     )
     .await;
     assert_eq!(s, 200, "{user}");
-    assert_eq!(user["email"], "old@example.test", "unchanged until confirmed");
+    assert_eq!(
+        user["email"], "old@example.test",
+        "unchanged until confirmed"
+    );
     assert_eq!(user["new_email"], "new@example.test");
     assert!(user["email_change_sent_at"].is_string(), "{user}");
 
@@ -450,7 +537,8 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     for m in [&to_new, &to_old] {
         assert_eq!(subject(m), "Confirm email change");
         assert!(
-            m.text().contains("from old@example.test to new@example.test"),
+            m.text()
+                .contains("from old@example.test to new@example.test"),
             "{}",
             m.text()
         );
@@ -476,7 +564,10 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     assert_eq!(s, 200, "{done}");
     assert_eq!(done["user"]["email"], "new@example.test");
     assert!(done["user"].get("new_email").is_none(), "{done}");
-    assert_eq!(done["user"]["identities"][0]["identity_data"]["email"], "new@example.test");
+    assert_eq!(
+        done["user"]["identities"][0]["identity_data"]["email"],
+        "new@example.test"
+    );
     let (s, _) = post(
         &app,
         "/auth/v1/token?grant_type=password",
@@ -516,7 +607,9 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     assert_eq!(done["user"]["email"], "two@example.test");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        sink.mails().iter().all(|m| !m.to.iter().any(|t| t.contains("one@"))),
+        sink.mails()
+            .iter()
+            .all(|m| !m.to.iter().any(|t| t.contains("one@"))),
         "no mail to the old address"
     );
     runner.shutdown(Duration::from_secs(1)).await;
@@ -544,21 +637,55 @@ async fn per_endpoint_limits_answer_429_with_gotrue_codes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=150).contains(&retry), "{retry}");
     assert_eq!(r.headers()["x-sb-error-code"], "over_request_rate_limit");
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "over_request_rate_limit");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "over_request_rate_limit"
+    );
     // The alias shares the bucket; the service_role is never limited.
-    let (s, _) = post(&app, "/api/v1/auth/signup", &app.anon_key(), json!({"email": "c@example.test", "password": "secret123"})).await;
+    let (s, _) = post(
+        &app,
+        "/api/v1/auth/signup",
+        &app.anon_key(),
+        json!({"email": "c@example.test", "password": "secret123"}),
+    )
+    .await;
     assert_eq!(s, 429);
-    let (s, _) = post(&app, "/auth/v1/signup", &app.service_key(), json!({"email": "c@example.test", "password": "secret123"})).await;
+    let (s, _) = post(
+        &app,
+        "/auth/v1/signup",
+        &app.service_key(),
+        json!({"email": "c@example.test", "password": "secret123"}),
+    )
+    .await;
     assert_eq!(s, 200);
 
     // verify: one per 5 minutes here.
-    let (s, _) = post(&app, "/auth/v1/verify", &app.anon_key(), json!({"type": "signup", "token_hash": "nope"})).await;
+    let (s, _) = post(
+        &app,
+        "/auth/v1/verify",
+        &app.anon_key(),
+        json!({"type": "signup", "token_hash": "nope"}),
+    )
+    .await;
     assert_eq!(s, 403);
-    let (s, e) = post(&app, "/auth/v1/verify", &app.anon_key(), json!({"type": "signup", "token_hash": "nope"})).await;
-    assert_eq!((s, e["code"].as_str()), (429, Some("over_request_rate_limit")));
+    let (s, e) = post(
+        &app,
+        "/auth/v1/verify",
+        &app.anon_key(),
+        json!({"type": "signup", "token_hash": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (429, Some("over_request_rate_limit"))
+    );
     let r = no_redirect()
         .get(app.url("/auth/v1/verify?token=nope&type=signup"))
         .send()
@@ -568,22 +695,56 @@ async fn per_endpoint_limits_answer_429_with_gotrue_codes() {
 
     // Password sign-ins: three, then 429 (refreshes have their own bucket).
     for _ in 0..3 {
-        let (s, _) = post(&app, "/auth/v1/token?grant_type=password", &app.anon_key(),
-                          json!({"email": "a@example.test", "password": "wrong"})).await;
+        let (s, _) = post(
+            &app,
+            "/auth/v1/token?grant_type=password",
+            &app.anon_key(),
+            json!({"email": "a@example.test", "password": "wrong"}),
+        )
+        .await;
         assert_eq!(s, 400);
     }
-    let (s, e) = post(&app, "/auth/v1/token?grant_type=password", &app.anon_key(),
-                      json!({"email": "a@example.test", "password": "secret123"})).await;
-    assert_eq!((s, e["code"].as_str()), (429, Some("over_request_rate_limit")));
-    let (s, _) = post(&app, "/auth/v1/token?grant_type=refresh_token", &app.anon_key(),
-                      json!({"refresh_token": "nope"})).await;
+    let (s, e) = post(
+        &app,
+        "/auth/v1/token?grant_type=password",
+        &app.anon_key(),
+        json!({"email": "a@example.test", "password": "secret123"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (429, Some("over_request_rate_limit"))
+    );
+    let (s, _) = post(
+        &app,
+        "/auth/v1/token?grant_type=refresh_token",
+        &app.anon_key(),
+        json!({"refresh_token": "nope"}),
+    )
+    .await;
     assert_eq!(s, 400, "refresh is not a sign-in");
 
     // Mail: one per hour for the whole instance, whatever the address.
-    let (s, _) = post(&app, "/auth/v1/recover", &app.anon_key(), json!({"email": "a@example.test"})).await;
+    let (s, _) = post(
+        &app,
+        "/auth/v1/recover",
+        &app.anon_key(),
+        json!({"email": "a@example.test"}),
+    )
+    .await;
     assert_eq!(s, 200);
-    let (s, e) = post(&app, "/auth/v1/recover", &app.anon_key(), json!({"email": "b@example.test"})).await;
-    assert_eq!((s, e["code"].as_str()), (429, Some("over_email_send_rate_limit")), "{e}");
+    let (s, e) = post(
+        &app,
+        "/auth/v1/recover",
+        &app.anon_key(),
+        json!({"email": "b@example.test"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (429, Some("over_email_send_rate_limit")),
+        "{e}"
+    );
     assert_eq!(e["message"], "Email rate limit exceeded");
     sink.wait_for("a@example.test", 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -270,8 +270,15 @@ mod tests {
         let t = Templates::builtin();
         let r = t.render("email_change_new", &payload());
         assert_eq!(r.subject, "Confirm email change");
-        assert!(r.html.contains("from old@x.test to new@x.test"), "{}", r.html);
-        assert_eq!(t.render("signup", &payload()).subject, "Confirm your signup");
+        assert!(
+            r.html.contains("from old@x.test to new@x.test"),
+            "{}",
+            r.html
+        );
+        assert_eq!(
+            t.render("signup", &payload()).subject,
+            "Confirm your signup"
+        );
         assert_eq!(
             t.render("magiclink", &payload()).subject,
             "Your sign-in link"
@@ -282,7 +289,9 @@ mod tests {
         let mut cfg = MailTemplatesConfig::default();
         cfg.recovery.content = "ignored: the file wins".into();
         cfg.recovery.content_path = f.to_string_lossy().into_owned();
-        let r = Templates::load(&cfg).unwrap().render("recovery", &payload());
+        let r = Templates::load(&cfg)
+            .unwrap()
+            .render("recovery", &payload());
         assert!(r.html.starts_with("<p>Reset: http://h/"), "{}", r.html);
         cfg.recovery.content_path = dir.path().join("absent.html").to_string_lossy().into();
         assert!(Templates::load(&cfg).is_err());

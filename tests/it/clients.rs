@@ -97,6 +97,30 @@ async fn supabase_js_auth_against_fluxbase() {
 }
 
 #[tokio::test]
+async fn supabase_js_oauth_against_fluxbase() {
+    use crate::support::oauth_provider::{FakeProvider, FakeUser, CLIENT_ID, CLIENT_SECRET};
+    let fake = FakeProvider::start();
+    fake.set_user(FakeUser::new("7007", "nodey", "nodey@example.test"));
+    let base = fake.base.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.auth.site_url = "http://app.test".into();
+        c.outbound.allow_private_networks = vec!["127.0.0.3/32".into()];
+        let p = |url: String| fluxbase::config::OAuthProviderConfig {
+            enabled: true,
+            client_id: CLIENT_ID.into(),
+            secret: Some(fluxbase::config::Secret::new(CLIENT_SECRET)),
+            url,
+            ..Default::default()
+        };
+        c.auth.external.github = p(format!("{base}/github"));
+        c.auth.external.oidc = p(format!("{base}/oidc"));
+    })
+    .await;
+    run_node_suite(&app, "auth_oauth.test.mjs").await;
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+}
+
+#[tokio::test]
 async fn supabase_js_realtime_against_fluxbase() {
     let app = TestApp::spawn_with(|c| {
         c.auth.mailer_autoconfirm = true;

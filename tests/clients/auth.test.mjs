@@ -189,3 +189,115 @@ test('MFA: enroll TOTP, challenge, verify to aal2, refresh keeps aal2, unenroll'
   assert.equal(gone.error, null);
   assert.equal(gone.data.id, factorId);
 });
+
+// The last mail of a kind to an address, from the mail queue (a service_role-only fixture
+// function: this app has no SMTP server).
+async function lastMail(addr, kind) {
+  const { data, error } = await admin.rpc('test_last_auth_mail', { addr, mail_kind: kind });
+  assert.equal(error, null);
+  assert.ok(data, `no ${kind} mail to ${addr}`);
+  return data;
+}
+
+test('admin: inviteUserByEmail, then the invite code verifies', async () => {
+  const email = `invitee+${Date.now()}@example.test`;
+  let r = await admin.auth.admin.inviteUserByEmail(email, { data: { team: 'blue' }, redirectTo: 'http://localhost:3000/welcome' });
+  assert.equal(r.error, null);
+  assert.equal(r.data.user.email, email);
+  assert.ok(r.data.user.invited_at);
+  assert.equal(r.data.user.email_confirmed_at ?? null, null);
+  assert.equal(r.data.user.user_metadata.team, 'blue');
+  const denied = await client().auth.admin.inviteUserByEmail(`x${Date.now()}@example.test`);
+  assert.ok(denied.error, 'anon cannot invite');
+
+  const mail = await lastMail(email, 'invite');
+  assert.match(mail.link, /\/auth\/v1\/verify\?token=[^&]+&type=invite&redirect_to=http%3A%2F%2Flocalhost%3A3000%2Fwelcome/);
+  const invited = client();
+  const v = await invited.auth.verifyOtp({ email, token: mail.token, type: 'invite' });
+  assert.equal(v.error, null);
+  assert.ok(v.data.session.access_token);
+  assert.ok(v.data.user.email_confirmed_at);
+  const set = await invited.auth.updateUser({ password: 'invited pass' });
+  assert.equal(set.error, null);
+
+  r = await admin.auth.admin.inviteUserByEmail(email);
+  assert.equal(r.error.code, 'email_exists');
+  assert.equal(r.error.status, 422);
+});
+
+test('admin: generateLink, then verifyOtp with the token_hash or the code', async () => {
+  const email = `linked+${Date.now()}@example.test`;
+  let g = await admin.auth.admin.generateLink({ type: 'signup', email, password: 'long enough', options: { data: { src: 'link' } } });
+  assert.equal(g.error, null);
+  assert.equal(g.data.user.email, email);
+  assert.equal(g.data.user.user_metadata.src, 'link');
+  let p = g.data.properties;
+  assert.equal(p.verification_type, 'signup');
+  assert.match(p.email_otp, /^\d{6}$/);
+  assert.ok(p.action_link.includes(`/auth/v1/verify?token=${p.hashed_token}&type=signup`), p.action_link);
+  assert.equal(p.redirect_to, 'http://localhost:3000');
+  const s1 = client();
+  let v = await s1.auth.verifyOtp({ token_hash: p.hashed_token, type: 'signup' });
+  assert.equal(v.error, null);
+  assert.equal(v.data.user.email, email);
+  assert.ok(v.data.session.access_token);
+  v = await client().auth.verifyOtp({ token_hash: p.hashed_token, type: 'signup' });
+  assert.equal(v.error.code, 'otp_expired', 'a token is good once');
+
+  g = await admin.auth.admin.generateLink({ type: 'magiclink', email });
+  assert.equal(g.error, null);
+  p = g.data.properties;
+  assert.equal(p.verification_type, 'magiclink');
+  v = await client().auth.verifyOtp({ email, token: p.email_otp, type: 'magiclink' });
+  assert.equal(v.error, null);
+  assert.equal(v.data.session.user.email, email);
+
+  g = await admin.auth.admin.generateLink({ type: 'recovery', email: `nobody${Date.now()}@example.test` });
+  assert.equal(g.error.code, 'user_not_found');
+  assert.equal(g.data.properties, null);
+});
+
+test('reauthenticate mails a nonce that updateUser takes with the new password', async () => {
+  const supabase = client();
+  const email = `reauth+${Date.now()}@example.test`;
+  let r = await supabase.auth.signUp({ email, password: 'first horse' });
+  assert.equal(r.error, null);
+  r = await supabase.auth.reauthenticate();
+  assert.equal(r.error, null);
+  const mail = await lastMail(email, 'reauthentication');
+  assert.match(mail.token, /^\d{6}$/);
+  r = await supabase.auth.reauthenticate();
+  assert.equal(r.error.code, 'over_email_send_rate_limit', 'one nonce mail a minute');
+  assert.equal(r.error.status, 429);
+  const upd = await supabase.auth.updateUser({ password: 'second horse', nonce: mail.token });
+  assert.equal(upd.error, null);
+  const again = await client().auth.signInWithPassword({ email, password: 'second horse' });
+  assert.equal(again.error, null);
+});
+
+test('updateUser({email}) mails both addresses; the change completes when both confirm', async () => {
+  const supabase = client();
+  const stamp = Date.now();
+  const before = `before+${stamp}@example.test`;
+  const after = `after+${stamp}@example.test`;
+  let r = await supabase.auth.signUp({ email: before, password: 'long enough' });
+  assert.equal(r.error, null);
+  const upd = await supabase.auth.updateUser({ email: after });
+  assert.equal(upd.error, null);
+  assert.equal(upd.data.user.email, before, 'unchanged until confirmed');
+  assert.equal(upd.data.user.new_email, after);
+  assert.ok(upd.data.user.email_change_sent_at);
+
+  const toNew = await lastMail(after, 'email_change_new');
+  const toOld = await lastMail(before, 'email_change_current');
+  let v = await client().auth.verifyOtp({ email: after, token: toNew.token, type: 'email_change' });
+  assert.equal(v.error, null);
+  assert.equal(v.data.session, null, 'first half: no session yet');
+  v = await client().auth.verifyOtp({ email: before, token: toOld.token, type: 'email_change' });
+  assert.equal(v.error, null);
+  assert.equal(v.data.user.email, after);
+  assert.ok(v.data.session.access_token);
+  const me = await supabase.auth.getUser();
+  assert.equal(me.data.user.email, after);
+  assert.equal(me.data.user.new_email, undefined);
+});

@@ -72,27 +72,34 @@ async fn postgrest_js_against_fluxbase() {
 async fn supabase_js_auth_against_fluxbase() {
     let app = TestApp::spawn_with(|c| {
         c.auth.mailer_autoconfirm = true;
+        c.auth.secure_password_change = true;
         c.auth.bcrypt_cost = 4;
     })
     .await;
+    // The suite reads the mails it causes (invite, reauthentication, email change) from
+    // the mail queue through a service_role-only function: no SMTP in this app.
     app.db
         .client()
         .await
         .batch_execute(
             "CREATE FUNCTION whoami() RETURNS uuid LANGUAGE sql STABLE AS 'SELECT auth.uid()';
+             CREATE FUNCTION test_last_auth_mail(addr text, mail_kind text) RETURNS jsonb
+               LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+               AS 'SELECT payload FROM jobs.jobs WHERE queue = ''auth.mail''
+                     AND payload->>''to'' = addr AND payload->>''kind'' = mail_kind ORDER BY id DESC LIMIT 1';
+             REVOKE ALL ON FUNCTION test_last_auth_mail(text, text) FROM PUBLIC, anon, authenticated;
+             GRANT EXECUTE ON FUNCTION test_last_auth_mail(text, text) TO service_role;
              NOTIFY pgrst, 'reload schema';",
         )
         .await
         .unwrap();
     let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
-        !app.state
-            .schema
-            .get()
-            .functions("public", "whoami")
-            .is_empty()
+        let s = app.state.schema.get();
+        !s.functions("public", "whoami").is_empty()
+            && !s.functions("public", "test_last_auth_mail").is_empty()
     })
     .await;
-    assert!(ok, "schema cache never saw whoami()");
+    assert!(ok, "schema cache never saw the fixture functions");
     run_node_suite(&app, "auth.test.mjs").await;
 }
 

@@ -1504,7 +1504,7 @@ async fn verify_post(
     match confirmed {
         Confirmed::Session(session) => Ok(HttpResponse::Ok().json(session)),
         Confirmed::Pending => {
-            Ok(HttpResponse::Ok().json(json!({"msg": SINGLE_CONFIRMATION, "code": 200})))
+            Ok(HttpResponse::Ok().json(json!({"msg": SINGLE_CONFIRMATION, "code": "200"})))
         }
         Confirmed::Code(_) => Err(ApiError::internal("verify without PKCE produced a code")),
     }

@@ -576,6 +576,32 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     )
     .await;
     assert_eq!(s, 200);
+    // Another change: the first half through POST /verify answers GoTrue's message.
+    let access = done["access_token"].as_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/auth/v1/user",
+        &access,
+        Some(json!({"email": "third@example.test"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let to_third = sink.wait_for("third@example.test", 1).await;
+    let (s, half) = post(
+        &app,
+        "/auth/v1/verify",
+        &app.anon_key(),
+        json!({"type": "email_change", "email": "third@example.test", "token": code_in(&to_third.text())}),
+    )
+    .await;
+    assert_eq!(
+        (s, half),
+        (
+            200,
+            json!({"msg": "Confirmation link accepted. Please proceed to confirm link sent to the other email", "code": "200"})
+        )
+    );
     runner.shutdown(Duration::from_secs(1)).await;
 
     // Without secure email change, the new address alone confirms (one mail).

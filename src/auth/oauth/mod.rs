@@ -194,7 +194,7 @@ pub async fn authorize(
         let mut scopes: Vec<&str> = preset.scopes.split_whitespace().collect();
         for s in get("scopes")
             .unwrap_or_default()
-            .split(|c: char| c == ' ' || c == ',')
+            .split([' ', ','])
         {
             if !s.is_empty() && !scopes.contains(&s) {
                 scopes.push(s);

@@ -32,9 +32,12 @@ const UPSERT_SQL: &str = "INSERT INTO storage.objects \
      owner_id = excluded.owner_id, version = excluded.version, metadata = excluded.metadata, \
      user_metadata = excluded.user_metadata, updated_at = now(), last_accessed_at = now() \
      RETURNING id";
-const OBJECT_SQL: &str = "SELECT id, version, metadata, updated_at FROM storage.objects \
+/// What a download needs of an object row: the metadata fields as text (no JSON to parse).
+const OBJECT_SQL: &str = "SELECT id, version, metadata->>'size', metadata->>'eTag', \
+     metadata->>'mimetype', metadata->>'cacheControl', updated_at FROM storage.objects \
      WHERE bucket_id = $1 AND name = $2";
-const PUBLIC_OBJECT_SQL: &str = "SELECT b.public, o.id, o.version, o.metadata, o.updated_at \
+const PUBLIC_OBJECT_SQL: &str = "SELECT b.public, o.id, o.version, o.metadata->>'size', \
+     o.metadata->>'eTag', o.metadata->>'mimetype', o.metadata->>'cacheControl', o.updated_at \
      FROM storage.buckets b LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 \
      WHERE b.id = $1";
 const BUCKET_LIMITS_SQL: &str =
@@ -97,8 +100,12 @@ struct Limits {
 
 async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
     let c = state.pool.get().await?;
+    let stmt = c
+        .prepare_cached(BUCKET_LIMITS_SQL)
+        .await
+        .map_err(|e| ApiError::from_db(&e, true))?;
     let row = c
-        .query_opt(BUCKET_LIMITS_SQL, &[&bucket])
+        .query_opt(&stmt, &[&bucket])
         .await
         .map_err(|e| ApiError::from_db(&e, true))?
         .ok_or_else(no_such_bucket)?;
@@ -439,17 +446,23 @@ pub async fn update(
 
 struct Found {
     version: Option<String>,
-    metadata: Value,
+    size: u64,
+    etag: String,
+    mime: String,
+    cache: String,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// An `OBJECT_SQL` row (`PUBLIC_OBJECT_SQL`'s from `offset` 1).
 fn found(row: &tokio_postgres::Row, offset: usize) -> Found {
+    let text = |i: usize| row.get::<_, Option<String>>(offset + i);
     Found {
         version: row.get(offset + 1),
-        metadata: row
-            .get::<_, Option<Value>>(offset + 2)
-            .unwrap_or(Value::Null),
-        updated_at: row.get(offset + 3),
+        size: text(2).and_then(|s| s.parse().ok()).unwrap_or(0),
+        etag: text(3).unwrap_or_default(),
+        mime: text(4).unwrap_or_else(|| "application/octet-stream".into()),
+        cache: text(5).unwrap_or_else(|| "no-cache".into()),
+        updated_at: row.get(offset + 6),
     }
 }
 
@@ -468,16 +481,16 @@ fn download_name(req: &HttpRequest) -> Option<String> {
 /// client that goes away stops the count.
 async fn serve(state: &AppState, req: &HttpRequest, name: &str, obj: Found) -> Res {
     let be = backend(state)?;
-    let version = obj.version.ok_or_else(no_such_key)?;
-    let m = &obj.metadata;
-    let size = m["size"].as_u64().unwrap_or(0);
-    let etag = m["eTag"].as_str().unwrap_or_default().to_string();
-    let mime = m["mimetype"]
-        .as_str()
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    let cache = m["cacheControl"].as_str().unwrap_or("no-cache").to_string();
-    let last_modified = ranges::http_date(obj.updated_at);
+    let Found {
+        version,
+        size,
+        etag,
+        mime,
+        cache,
+        updated_at,
+    } = obj;
+    let version = version.ok_or_else(no_such_key)?;
+    let last_modified = ranges::http_date(updated_at);
     let common = |b: &mut actix_web::HttpResponseBuilder| {
         b.insert_header((header::ETAG, etag.clone()))
             .insert_header((header::CACHE_CONTROL, cache.clone()))
@@ -647,8 +660,12 @@ pub async fn info_public(state: web::Data<AppState>, path: ObjPath) -> Res {
     checked(&bucket, &name)?;
     public_object(&state, &bucket, &name).await?;
     let c = state.pool.get().await?;
+    let stmt = c
+        .prepare_cached(INFO_SQL)
+        .await
+        .map_err(|e| ApiError::from_db(&e, true))?;
     let row = c
-        .query_opt(INFO_SQL, &[&bucket, &name])
+        .query_opt(&stmt, &[&bucket, &name])
         .await
         .map_err(|e| ApiError::from_db(&e, true))?
         .ok_or_else(no_such_key)?;
@@ -1318,8 +1335,12 @@ pub async fn get_signed(state: web::Data<AppState>, req: HttpRequest, path: ObjP
     verify_token(&state, token_param(&req), &bucket, &name, None)?;
     backend(&state)?;
     let c = state.pool.get().await?;
+    let stmt = c
+        .prepare_cached(OBJECT_SQL)
+        .await
+        .map_err(|e| ApiError::from_db(&e, true))?;
     let row = c
-        .query_opt(OBJECT_SQL, &[&bucket, &name])
+        .query_opt(&stmt, &[&bucket, &name])
         .await
         .map_err(|e| ApiError::from_db(&e, true))?
         .ok_or_else(no_such_key)?;

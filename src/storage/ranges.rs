@@ -65,9 +65,12 @@ pub fn none_match(header: Option<&str>, etag: &str) -> bool {
     h.split(',').any(|t| t.trim() == "*" || bare(t) == mine)
 }
 
-/// An HTTP date (`Last-Modified`).
+/// An HTTP date (`Last-Modified`). The format is parsed once, not on every download.
 pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    use chrono::format::{Item, StrftimeItems};
+    static FORMAT: std::sync::LazyLock<Vec<Item<'static>>> =
+        std::sync::LazyLock::new(|| StrftimeItems::new("%a, %d %b %Y %H:%M:%S GMT").collect());
+    t.format_with_items(FORMAT.iter()).to_string()
 }
 
 /// `Content-Disposition` for `?download[=name]`: ASCII fallback plus the RFC 5987 form.
@@ -120,6 +123,14 @@ mod tests {
         assert!(none_match(Some("*"), "\"abc\""));
         assert!(!none_match(Some("\"abd\""), "\"abc\""));
         assert!(!none_match(None, "\"abc\""));
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-02T09:05:03.75Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(http_date(t), "Mon, 02 Nov 2026 09:05:03 GMT");
     }
 
     #[test]

@@ -317,6 +317,9 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 ("refresh_token", s()),
                 ("user", r("User")),
             ]);
+            // OAuth sessions (PKCE code exchange) also carry the provider's tokens.
+            s["properties"]["provider_token"] = json!({"type": "string"});
+            s["properties"]["provider_refresh_token"] = json!({"type": "string"});
             s["description"] = json!("A GoTrue session (AccessTokenResponse).");
             s
         }),
@@ -337,6 +340,13 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                             ("email", boolean()),
                             ("phone", boolean()),
                             ("anonymous_users", boolean()),
+                            ("github", boolean()),
+                            ("google", boolean()),
+                            ("gitlab", boolean()),
+                            ("discord", boolean()),
+                            ("keycloak", boolean()),
+                            ("oidc", boolean()),
+                            ("custom", boolean()),
                         ],
                         &["email", "phone", "anonymous_users"],
                     ),
@@ -1535,6 +1545,49 @@ pub fn entries() -> Vec<Entry> {
                 redirect("To redirect_to (or the site URL): `#access_token=…` (implicit), `?code=…` (PKCE), or `#error=…&error_code=…&error_description=…`"),
             ),
     ));
+    v.push(e(
+        "GET",
+        "/auth/v1/authorize",
+        Spec::new()
+            .param(query_required(
+                "provider",
+                json!({"type": "string", "enum": crate::auth::oauth::provider::NAMES}),
+                "The OAuth provider (an enabled `auth.external` preset)",
+            ))
+            .param(query(
+                "redirect_to",
+                s(),
+                "Where the callback sends the browser (the site URL, under it, or on `auth.redirect_allow_list`; otherwise the site URL)",
+            ))
+            .param(query("scopes", s(), "Scopes besides the preset's, space-separated"))
+            .param(query("code_challenge", s(), "PKCE challenge (43-128 characters): the callback then ends in `?code=`"))
+            .param(query(
+                "code_challenge_method",
+                json!({"type": "string", "enum": ["s256", "plain"]}),
+                "PKCE method",
+            ))
+            .param(query("skip_http_redirect", boolean(), "Answer `{url}` instead of redirecting"))
+            .resp("302", redirect("To the provider's authorization endpoint"))
+            .ok(
+                "With skip_http_redirect=true: the provider URL",
+                record(&[("url", s())]),
+            ),
+    ));
+    for method in ["GET", "POST"] {
+        v.push(e(
+            method,
+            "/auth/v1/callback",
+            Spec::new()
+                .param(query("state", s(), "The state /authorize sent to the provider"))
+                .param(query("code", s(), "The provider's authorization code"))
+                .param(query("error", s(), "The provider's error (consent denied …)"))
+                .param(query("error_description", s(), "The provider's error text"))
+                .resp(
+                    "302",
+                    redirect("To redirect_to (or the site URL): `#access_token=…&provider_token=…` (implicit), `?code=…` (PKCE), or `?error=…&error_code=…&error_description=…` (also in the fragment)"),
+                ),
+        ));
+    }
     v.push(e(
         "GET",
         "/auth/v1/admin/users",

@@ -116,57 +116,134 @@ END
 $$;
 
 -- The batched RLS check of postgres_changes: which of the rows (their primary keys,
--- `row_keys`) may each (role, claims) pair SELECT? Returns a jsonb array with, per pair, the
--- 1-based indexes of its visible rows. `check_sql` is built by the server (quoted
--- identifiers; `$1` = the keys). SECURITY INVOKER, so SET ROLE works and each role's
--- policies apply. All pairs run in one block first; if any check fails, they run again one
--- block each, so an error (a claim that breaks a cast in a policy…) hides the rows from that
--- pair only.
+-- `row_keys`) may each (role, claims) pair SELECT? Returns a jsonb array with, per pair (in
+-- the order given), the 1-based indexes of its visible rows. SECURITY INVOKER, so SET ROLE
+-- works and each role's policies apply.
+--
+-- Pairs are grouped by role. Per role, ONE statement (`batch_sql`, built by the server:
+-- `$1` = the keys, `$2` = the group's claims) evaluates every claims set: an OFFSET 0
+-- subquery walks the claims and calls set_config('request.jwt.claims', …, true) for each,
+-- and a LATERAL subquery that depends on that call's result then looks the rows up, so the
+-- policies run for that claims set before the next one is set (measured: 1.4 µs instead of
+-- 117 µs per pair for 14 rows and 1,000 claims sets).
+--
+-- That is only sound when nothing in the lookup is computed once and reused for the next
+-- claims set. Policy expressions with a subquery are the case where it would be: Postgres
+-- makes `(SELECT auth.uid())` (the form Supabase recommends) an InitPlan, evaluated once per
+-- statement, so every claims set would see the first one's rows. Tables with such a policy
+-- (or with policies this function cannot read) are checked one statement per pair
+-- (`check_sql`, `$1` = the keys) with the role set per group, as before. Functions called by
+-- a policy are fine: each call runs its own queries.
+--
+-- Errors: a statement that fails for a group is retried on each half of the group, down to
+-- single pairs, so an error (a claim that breaks a cast in a policy…) hides the rows from
+-- that pair only.
 DROP FUNCTION IF EXISTS realtime.fluxbase_visible(text, jsonb, text[], text[]);
-CREATE OR REPLACE FUNCTION realtime.fluxbase_visible_rows(check_sql text, row_keys jsonb[], roles text[], claims text[])
-RETURNS jsonb
+DROP FUNCTION IF EXISTS realtime.fluxbase_visible_rows(text, jsonb[], text[], text[]);
+
+-- One role's claims sets in one statement; halves on error. The caller has set the role.
+CREATE OR REPLACE FUNCTION realtime.fluxbase_visible_group(batch_sql text, row_keys jsonb[], claims text[])
+RETURNS jsonb[]
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
-  -- Pairs are walked with one unnest (subscripting a large array parameter copies it on
-  -- every access) and verdicts collected with array_append on a local array (appending to
-  -- a jsonb copies it every time): measured 0.8 -> 0.45 ms per pair.
+  verdicts jsonb[];
+  n int := cardinality(claims);
+  half int;
+BEGIN
+  IF n = 0 THEN
+    RETURN '{}';
+  END IF;
+  BEGIN
+    EXECUTE batch_sql INTO verdicts USING row_keys, claims;
+    IF cardinality(verdicts) = n THEN
+      RETURN verdicts;
+    END IF;
+  EXCEPTION WHEN OTHERS THEN
+    NULL;
+  END;
+  IF n = 1 THEN
+    RETURN ARRAY['[]'::jsonb];
+  END IF;
+  half := n / 2;
+  RETURN realtime.fluxbase_visible_group(batch_sql, row_keys, claims[1:half])
+      || realtime.fluxbase_visible_group(batch_sql, row_keys, claims[half + 1:n]);
+END
+$$;
+
+-- One role's claims sets one statement each (tables whose policies have subqueries).
+CREATE OR REPLACE FUNCTION realtime.fluxbase_visible_each(check_sql text, row_keys jsonb[], claims text[])
+RETURNS jsonb[]
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+DECLARE
+  -- Claims are walked with one unnest (subscripting a large array parameter copies it on
+  -- every access) and verdicts collected with array_append on a local array.
   verdicts jsonb[] := '{}';
-  active_role text := NULL;
   seen int[];
-  r text;
   c text;
 BEGIN
   BEGIN
-    FOR r, c IN SELECT * FROM unnest(roles, claims) LOOP
-      IF active_role IS DISTINCT FROM r THEN
-        EXECUTE format('SET LOCAL ROLE %I', r);
-        active_role := r;
-      END IF;
+    FOR c IN SELECT * FROM unnest(claims) LOOP
       PERFORM set_config('request.jwt.claims', c, true);
       EXECUTE check_sql INTO seen USING row_keys;
       verdicts := array_append(verdicts, to_jsonb(coalesce(seen, '{}'::int[])));
     END LOOP;
-    RETURN to_jsonb(verdicts);
+    RETURN verdicts;
   EXCEPTION WHEN OTHERS THEN
     NULL;
   END;
   verdicts := '{}';
-  active_role := NULL;
-  FOR r, c IN SELECT * FROM unnest(roles, claims) LOOP
+  FOR c IN SELECT * FROM unnest(claims) LOOP
     BEGIN
-      IF active_role IS DISTINCT FROM r THEN
-        EXECUTE format('SET LOCAL ROLE %I', r);
-        active_role := r;
-      END IF;
       PERFORM set_config('request.jwt.claims', c, true);
       EXECUTE check_sql INTO seen USING row_keys;
       verdicts := array_append(verdicts, to_jsonb(coalesce(seen, '{}'::int[])));
     EXCEPTION WHEN OTHERS THEN
       verdicts := array_append(verdicts, '[]'::jsonb);
-      active_role := NULL;
     END;
   END LOOP;
-  RETURN to_jsonb(verdicts);
+  RETURN verdicts;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.fluxbase_visible_rows(
+  rel oid, check_sql text, batch_sql text, row_keys jsonb[], roles text[], claims text[])
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+DECLARE
+  out jsonb[] := array_fill(NULL::jsonb, ARRAY[cardinality(roles)]);
+  one_statement boolean;
+  g record;
+  verdicts jsonb[];
+  i int;
+BEGIN
+  -- A policy's expression tree holds a SubLink node when it has a subquery.
+  SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                      WHERE p.polrelid = rel
+                        AND p.polqual::text LIKE '%{SUBLINK %')
+    INTO one_statement;
+  -- The claims-dependent lookups must never be served from a cache keyed on other values.
+  PERFORM set_config('enable_memoize', 'off', true);
+  FOR g IN
+    SELECT r, array_agg(n ORDER BY n) AS ns, array_agg(c ORDER BY n) AS cs
+      FROM unnest(roles, claims) WITH ORDINALITY AS u(r, c, n)
+     GROUP BY r
+  LOOP
+    BEGIN
+      EXECUTE format('SET LOCAL ROLE %I', g.r);
+    EXCEPTION WHEN OTHERS THEN
+      CONTINUE;  -- an unknown role sees nothing (its slots stay empty)
+    END;
+    IF one_statement THEN
+      verdicts := realtime.fluxbase_visible_group(batch_sql, row_keys, g.cs);
+    ELSE
+      verdicts := realtime.fluxbase_visible_each(check_sql, row_keys, g.cs);
+    END IF;
+    FOR i IN 1 .. cardinality(g.ns) LOOP
+      out[g.ns[i]] := verdicts[i];
+    END LOOP;
+  END LOOP;
+  RETURN coalesce((SELECT jsonb_agg(coalesce(v, '[]'::jsonb) ORDER BY n)
+                     FROM unnest(out) WITH ORDINALITY AS o(v, n)), '[]'::jsonb);
 END
 $$;
 

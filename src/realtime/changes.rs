@@ -1,8 +1,9 @@
 //! postgres_changes: the change trigger (`realtime.fluxbase_change`, attached to every table
 //! in the `supabase_realtime` publication) NOTIFYs each row change on `fluxbase_realtime`;
 //! one LISTEN connection per process receives them, matches them against the members'
-//! bindings and filters, checks RLS for all interested identities in ONE function call per
-//! change (`realtime.fluxbase_visible`), and queues one frame per member.
+//! bindings and filters, checks RLS for all interested identities of a run of changes in ONE
+//! function call per table (`realtime.fluxbase_visible_rows`: one statement per role for
+//! all claims sets where the policies allow it), and queues one frame per member.
 //!
 //! The same connection carries cluster broadcasts (`realtime.send()` and broadcasts made on
 //! other instances) and schema-reload notices (which empty the table-metadata cache).
@@ -219,16 +220,21 @@ pub struct TableMeta {
     pub pk: Vec<(String, String)>,
     /// Row-level security is on (and applies to the subscribers' roles).
     pub rls: bool,
+    /// The table's oid (the RLS check reads its policies).
+    pub oid: u32,
     /// The RLS check: which of the keys `$1` (jsonb[]) name rows the session may SELECT
     /// (1-based indexes).
     pub visible_sql: Option<String>,
+    /// The same check for many claims sets in one statement (`$2` = the claims, text[]):
+    /// one jsonb array of indexes per claims set, in order.
+    pub batch_sql: Option<String>,
     /// `SELECT to_json(t) ...` of the row by primary key `$1` (jsonb), for large rows.
     pub reread_sql: Option<String>,
 }
 
 const META_SQL: &str =
     "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
-       c.relrowsecurity, coalesce(a.attnum = ANY(i.indkey), false) \
+       c.relrowsecurity, coalesce(a.attnum = ANY(i.indkey), false), c.oid \
   FROM pg_catalog.pg_class c \
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -291,6 +297,43 @@ fn visible_sql(from: &str, pk: &[(String, String)]) -> String {
     )
 }
 
+/// The RLS check of a run's rows for many claims sets in ONE statement (`$1` = the keys,
+/// `$2` = the claims sets, text[]; the caller has set the role). The claims are walked in an
+/// OFFSET 0 subquery whose output column is `set_config('request.jwt.claims', …, true)`, and
+/// the row lookups are a LATERAL subquery that references that column (also inside the
+/// table's subquery), so they are re-run after each claims set is in place and the policies
+/// see it. Returns one jsonb array of visible indexes per claims set, in order. Only sound
+/// when the policies have no subqueries (an InitPlan such as `(SELECT auth.uid())` would be
+/// evaluated once for all claims sets): `realtime.fluxbase_visible_rows` decides.
+fn batch_visible_sql(from: &str, pk: &[(String, String)]) -> String {
+    let cols: Vec<String> = pk
+        .iter()
+        .enumerate()
+        .map(|(n, (name, ty))| {
+            format!(
+                "(u.key ->> {})::{ty} AS c{n}",
+                crate::db::quote_literal(name)
+            )
+        })
+        .collect();
+    let pred: Vec<String> = pk
+        .iter()
+        .enumerate()
+        .map(|(n, (name, _))| format!("t.{} = k.c{n}", crate::db::quote_ident(name)))
+        .collect();
+    format!(
+        "SELECT array_agg(coalesce(to_jsonb(v.seen), '[]'::jsonb) ORDER BY id.n) FROM \
+           (SELECT c.n, set_config('request.jwt.claims', c.c, true) AS s \
+              FROM unnest($2::text[]) WITH ORDINALITY AS c(c, n) OFFSET 0) id \
+         CROSS JOIN LATERAL (SELECT array_agg(k.i::int) AS seen FROM \
+           (SELECT u.i, {} FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(key, i) \
+             WHERE id.s IS NOT NULL OFFSET 0) k \
+         CROSS JOIN LATERAL (SELECT 1 FROM {from} WHERE {} AND id.s IS NOT NULL LIMIT 1) x) v",
+        cols.join(", "),
+        pred.join(" AND ")
+    )
+}
+
 /// `t.pk1 = (<key> ->> 'pk1')::type AND …` for a jsonb expression holding the key.
 fn pk_predicate_on(pk: &[(String, String)], key: &str) -> String {
     pk.iter()
@@ -328,7 +371,9 @@ pub async fn table_meta(
     let mut cols = Vec::new();
     let mut pk = Vec::new();
     let mut rls = false;
+    let mut oid = 0u32;
     for r in &rows {
+        oid = r.get(5);
         let name: String = r.get(0);
         let typname: String = r.get(1);
         let sqltype: String = r.get(2);
@@ -343,12 +388,13 @@ pub async fn table_meta(
         crate::db::quote_ident(schema),
         crate::db::quote_ident(table)
     );
-    let (visible_sql, reread_sql) = if pk.is_empty() {
-        (None, None)
+    let (visible_sql, batch_sql, reread_sql) = if pk.is_empty() {
+        (None, None, None)
     } else {
         let pred = pk_predicate(&pk);
         (
             Some(visible_sql(&from, &pk)),
+            Some(batch_visible_sql(&from, &pk)),
             Some(format!("SELECT to_json(t)::text FROM {from} WHERE {pred}")),
         )
     };
@@ -356,7 +402,9 @@ pub async fn table_meta(
         columns_json: Value::Array(cols).to_string(),
         pk,
         rls,
+        oid,
         visible_sql,
+        batch_sql,
         reread_sql,
     });
     if let Ok(mut c) = cache.write() {
@@ -516,7 +564,8 @@ impl Changes {
                 .filter(|(_, p)| p.needs_rls() && p.change.s == schema && p.change.t == table)
                 .map(|(i, _)| i)
                 .collect();
-            let Some(sql) = batch[idx[0]].meta.visible_sql.clone() else {
+            let meta = batch[idx[0]].meta.clone();
+            let (Some(sql), Some(batch_sql)) = (&meta.visible_sql, &meta.batch_sql) else {
                 // No primary key to check against: only the service role sees these rows.
                 for &i in &idx {
                     batch[i]
@@ -554,7 +603,10 @@ impl Changes {
             let verdicts: Vec<Vec<usize>> = if roles.is_empty() || keys.is_empty() {
                 vec![Vec::new(); roles.len()]
             } else {
-                match self.check(&sql, &keys, &roles, &claims).await {
+                match self
+                    .check(meta.oid, sql, batch_sql, &keys, &roles, &claims)
+                    .await
+                {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(error = %e, %schema, %table, "realtime: RLS check failed; changes withheld");
@@ -659,18 +711,20 @@ impl Changes {
 
     async fn check(
         &self,
+        oid: u32,
         sql: &str,
+        batch_sql: &str,
         keys: &[Value],
         roles: &[String],
         claims: &[String],
     ) -> Result<Vec<Vec<usize>>, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         let stmt = client
-            .prepare_cached("SELECT realtime.fluxbase_visible_rows($1, $2, $3, $4)")
+            .prepare_cached("SELECT realtime.fluxbase_visible_rows($1, $2, $3, $4, $5, $6)")
             .await
             .map_err(|e| e.to_string())?;
         let row = client
-            .query_one(&stmt, &[&sql, &keys, &roles, &claims])
+            .query_one(&stmt, &[&oid, &sql, &batch_sql, &keys, &roles, &claims])
             .await
             .map_err(|e| e.to_string())?;
         serde_json::from_value::<Vec<Option<Vec<usize>>>>(row.get(0))

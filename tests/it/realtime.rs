@@ -547,15 +547,47 @@ async fn postgres_changes_large_rows_are_delivered() {
 #[tokio::test]
 async fn postgres_changes_respect_rls_per_subscriber() {
     let app = pg_app().await;
+    rls_per_subscriber(&app, "notes").await;
+}
+
+/// The same check under a policy written as Supabase recommends, `(SELECT auth.uid())`:
+/// Postgres evaluates that subquery once per statement (an InitPlan), so the check must not
+/// evaluate several subscribers' claims in one statement there — each user still sees only
+/// their own rows.
+#[tokio::test]
+async fn postgres_changes_respect_rls_with_subquery_policies() {
+    let app = pg_app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE notes_sq (id int PRIMARY KEY, owner uuid NOT NULL, body text);
+             ALTER TABLE notes_sq ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON notes_sq FOR SELECT USING ((SELECT auth.uid()) = owner);
+             GRANT ALL ON notes_sq TO anon, authenticated, service_role;
+             ALTER PUBLICATION supabase_realtime ADD TABLE notes_sq;",
+        )
+        .await
+        .unwrap();
+    rls_per_subscriber(&app, "notes_sq").await;
+}
+
+/// Three users each see exactly their rows of `table` (policy: owner is the caller), a
+/// subscriber with claims that break the policy and an anonymous one (another role, checked
+/// in the same call) see nothing and stop no one, and the service role sees every row in
+/// commit order.
+async fn rls_per_subscriber(app: &TestApp, table: &str) {
+    let topic = format!("realtime:{table}");
+    let binding = json!([{"event": "INSERT", "schema": "public", "table": table}]);
     let users: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let mut clients = Vec::new();
     for u in &users {
         let token = app.token(json!({"sub": u, "role": "authenticated"}));
-        let mut c = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+        let mut c = Client::connect(app, &app.anon_key(), "2.0.0").await;
         let reply = c
             .join_with(
-                "realtime:notes",
-                json!({"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "notes"}]}, "access_token": token}),
+                &topic,
+                json!({"config": {"postgres_changes": binding}, "access_token": token}),
             )
             .await;
         assert_eq!(reply["status"], "ok", "{reply}");
@@ -563,17 +595,27 @@ async fn postgres_changes_respect_rls_per_subscriber() {
     }
     // A subscriber whose claims break the policy (sub is not a uuid): sees nothing, stops no one.
     let bad = app.token(json!({"sub": "not-a-uuid", "role": "authenticated"}));
-    let mut broken = Client::connect(&app, &bad, "2.0.0").await;
-    broken.join("realtime:notes", json!({"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "notes"}]})).await;
-    let mut admin = Client::connect(&app, &app.service_key(), "2.0.0").await;
-    admin.join("realtime:notes", json!({"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "notes"}]})).await;
-    for c in clients.iter_mut().chain([&mut broken, &mut admin]) {
+    let mut broken = Client::connect(app, &bad, "2.0.0").await;
+    broken
+        .join(&topic, json!({"postgres_changes": binding}))
+        .await;
+    let mut anon = Client::connect(app, &app.anon_key(), "2.0.0").await;
+    anon.join(&topic, json!({"postgres_changes": binding}))
+        .await;
+    let mut admin = Client::connect(app, &app.service_key(), "2.0.0").await;
+    admin
+        .join(&topic, json!({"postgres_changes": binding}))
+        .await;
+    for c in clients
+        .iter_mut()
+        .chain([&mut broken, &mut anon, &mut admin])
+    {
         c.until("system").await;
     }
     let db = app.db.client().await;
     for (i, owner) in [0usize, 1, 0, 2, 1, 0].iter().enumerate() {
         db.execute(
-            "INSERT INTO notes VALUES ($1, $2::text::uuid, 'n')",
+            &format!("INSERT INTO {table} VALUES ($1, $2::text::uuid, 'n')"),
             &[&(i as i32), &users[*owner]],
         )
         .await
@@ -609,6 +651,7 @@ async fn postgres_changes_respect_rls_per_subscriber() {
         "service_role sees every row, in commit order"
     );
     broken.quiet(Duration::from_millis(300)).await;
+    anon.quiet(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

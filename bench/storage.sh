@@ -25,7 +25,7 @@
 #   CARGO_LOCK=         a lock file to hold (flock) while building, on machines shared by builds
 #   WAIT_OTHERS=0       after the build, wait up to this many seconds (polling every 30 s) for
 #                       other benchmarks (bench/{realtime,webhooks,observability,rest,auth}.sh,
-#                       scripts/fuzz-api.sh) to finish before measuring
+#                       scripts/fuzz-api.sh, anything under valgrind) to finish before measuring
 #
 # nginx (apt) runs in the foreground with its own config in the temp dir: worker_processes 2,
 # sendfile on, access_log off, root = copies of the two objects on the same filesystem as the
@@ -61,7 +61,7 @@ DIRTY=$(git status --porcelain -- src migrations Cargo.toml Cargo.lock 2>/dev/nu
   awk '{ printf "%s%s", sep, $2; sep = " " }')
 [ -z "$DIRTY" ] || BUILT_FROM+=" + uncommitted changes in: $DIRTY"
 
-OTHERS() { pgrep -f 'bench/(realtime|webhooks|observability|rest|auth).sh|fuzz-api' | tr '\n' ' ' || :; }
+OTHERS() { pgrep -f 'bench/(realtime|webhooks|observability|rest|auth).sh|fuzz-api|valgrind' | tr '\n' ' ' || :; }
 WAITED=0
 while [ -n "$(OTHERS)" ] && [ "$WAITED" -lt "${WAIT_OTHERS:-0}" ]; do
   echo "other benchmarks running ($(OTHERS)); waiting ($WAITED s so far) ..." >&2
@@ -389,6 +389,7 @@ say "F1: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, warm-up ${WARMUP}s; rest 
 say "F2: wrk -t1 -c1 -d${BIG_DURATION}s --timeout 60s, warm-up ${WARMUP}s; MB/s = wrk Transfer/sec in 10^6 B/s"
 say "F3: dd if=/dev/zero of=<work dir> bs=1M count=$BIG_MIB conv=fdatasync vs curl -X POST -T <$BIG_MIB MiB file> (service_role, raw body); syncfs between steps, untimed"
 say "other benchmarks running at start: [$(OTHERS)] (waited $WAITED s for others to finish)"
+say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; each wrk file records its own as loadavg_before)"
 say ""
 
 # --- F1, F2 -----------------------------------------------------------------------------------
@@ -425,15 +426,17 @@ cat "$WORK/body.bin" >/dev/null # the body is read from the page cache, as dd re
 BODY_BYTES=$(stat -c %s "$WORK/body.bin")
 for ((r = 1; r <= ROUNDS; r++)); do
   sync -f "$WORK"
+  load=$(cut -d' ' -f1 /proc/loadavg)
   f="$RAW_DIR/f3-dd-r$r.txt"
   dd if=/dev/zero of="$WORK/dd.bin" bs=1M count="$BIG_MIB" conv=fdatasync 2>"$f"
   rm -f "$WORK/dd.bin"
   # "104857600 bytes (105 MB, 100 MiB) copied, 0.5 s, 210 MB/s": rate from bytes and seconds.
   dd_mbs=$(awk '/ copied, / { for (i = 1; i <= NF; i++) if ($i == "copied,") s = $(i + 1); printf "%.1f", $1 / s / 1e6 }' "$f")
   echo "# others=[$(OTHERS)]" >>"$f"
-  say "$(printf 'RESULT fig=F3 round=%d target=dd      mbps=%s' "$r" "$dd_mbs")"
+  say "$(printf 'RESULT fig=F3 round=%d target=dd      mbps=%s loadavg_before=%s' "$r" "$dd_mbs" "$load")"
 
   sync -f "$WORK"
+  load=$(cut -d' ' -f1 /proc/loadavg)
   f="$RAW_DIR/f3-upload-r$r.txt"
   rss0=$(rss_kb "$FX_PID")
   start_sampler "$RAW_DIR/f3-rss-r$r.txt"
@@ -451,8 +454,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   [ "$st" = 200 ] && [ "$up" = "$BODY_BYTES" ] || { echo "error: upload round $r: HTTP $st, $up bytes; see $f" >&2; exit 1; }
   up_mbs=$(awk -v b="$up" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')
   durable_mbs=$(awk -v b="$up" -v s="$secs" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / (s + z - a) / 1e6 }')
-  say "$(printf 'RESULT fig=F3 round=%d target=upload  mbps=%s with_syncfs_mbps=%s rss_before_kb=%s rss_peak_kb=%s samples=%s' \
-    "$r" "$up_mbs" "$durable_mbs" "$rss0" "$(peak "$RAW_DIR/f3-rss-r$r.txt")" "$(wc -l <"$RAW_DIR/f3-rss-r$r.txt")")"
+  say "$(printf 'RESULT fig=F3 round=%d target=upload  mbps=%s with_syncfs_mbps=%s rss_before_kb=%s rss_peak_kb=%s samples=%s loadavg_before=%s' \
+    "$r" "$up_mbs" "$durable_mbs" "$rss0" "$(peak "$RAW_DIR/f3-rss-r$r.txt")" "$(wc -l <"$RAW_DIR/f3-rss-r$r.txt")" "$load")"
 done
 # The uploaded objects are checked once: the last one must be the body's bytes.
 got=$(curl -sf "$FX/storage/v1/object/public/bench/upload/r$ROUNDS.bin" | md5sum | cut -d' ' -f1)
@@ -463,6 +466,7 @@ rm -f "$WORK/body.bin"
 RSS_END=$(rss_kb "$FX_PID")
 say "fluxbase VmRSS at the end: $RSS_END kB"
 say "other benchmarks running at the end: [$(OTHERS)]"
+say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 errs=$(grep -ciE 'error|panic' "$LOG_DIR/fluxbase.log" || :)
 say "fluxbase log: $errs lines with error/panic ($LOG_DIR/fluxbase.log)"
 say ""

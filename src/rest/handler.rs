@@ -238,6 +238,15 @@ async fn serve(
     )
     .await?;
     let mut outcome = outcome;
+    // PUT: the statement wrote nothing when the payload's key differs from the URL's.
+    if matches!(&plan, Plan::Upsert(w) if w.must_match_filters) && outcome.n == 0 {
+        return Err(RestError::new(
+            400,
+            "PGRST115",
+            "Payload values do not match URL in primary key column(s)",
+        )
+        .into());
+    }
     // `return=headers-only` on an insert: `Location: /table?pk=eq.value` of the first row,
     // as PostgREST answers; the statement put the key values in the body.
     let location = location.and_then(|(table, pk)| {

@@ -153,6 +153,9 @@ pub struct WritePlan {
     /// `Prefer: missing=default` on an insert: a column absent from a row of the payload
     /// gets its default instead of NULL.
     pub missing_default: bool,
+    /// PUT: the payload's rows must match the URL's `eq` filters on the primary key (a
+    /// row that does not is not written, and the handler answers `PGRST115`).
+    pub must_match_filters: bool,
 }
 
 /// The plan of a request.
@@ -223,6 +226,9 @@ pub fn plan(
                             format!("{} does not accept inserts", table.name),
                         ));
                     }
+                    if action == Action::SingleUpsert {
+                        check_put(req, &table)?;
+                    }
                     let columns = payload_columns(req, &table)?;
                     // POST upserts only with `Prefer: resolution=…`; PUT always does.
                     let upsert =
@@ -262,6 +268,7 @@ pub fn plan(
                         merge,
                         returning: read,
                         missing_default: req.preferences.missing == Some(Missing::Default),
+                        must_match_filters: action == Action::SingleUpsert,
                     };
                     Ok(if action == Action::SingleUpsert {
                         Plan::Upsert(w)
@@ -278,6 +285,8 @@ pub fn plan(
                         ));
                     }
                     let columns = payload_columns(req, &table)?;
+                    // `limit`/`offset` restrict the rows changed (never `rest.max_rows`).
+                    read.range = req.range;
                     Ok(Plan::Update(WritePlan {
                         filters: read.filters.clone(),
                         table,
@@ -286,6 +295,7 @@ pub fn plan(
                         merge: None,
                         returning: read,
                         missing_default: false,
+                        must_match_filters: false,
                     }))
                 }
                 Action::Delete => {
@@ -296,6 +306,7 @@ pub fn plan(
                             format!("{} does not accept deletes", table.name),
                         ));
                     }
+                    read.range = req.range;
                     Ok(Plan::Delete(WritePlan {
                         filters: read.filters.clone(),
                         table,
@@ -304,6 +315,7 @@ pub fn plan(
                         merge: None,
                         returning: read,
                         missing_default: false,
+                        must_match_filters: false,
                     }))
                 }
                 _ => Err(RestError::new(405, "PGRST117", "Unsupported HTTP method")),
@@ -387,6 +399,47 @@ pub fn plan(
             "Unsupported HTTP method for this path",
         )),
     }
+}
+
+/// PostgREST's PUT rules: the top-level filters are exactly one `eq` per primary key column
+/// (no other filter, no logic tree), else 405 `PGRST105`. (`limit`/`offset` are refused by
+/// the parser, `PGRST114`.)
+fn check_put(req: &ApiRequest, table: &Table) -> Result<(), RestError> {
+    use super::parse::{Operation, SimpleOp};
+    let invalid = || {
+        RestError::new(
+            405,
+            "PGRST105",
+            "Filters must include all and only primary key columns with 'eq' operators",
+        )
+    };
+    if table.primary_key.is_empty() || req.query.logic.iter().any(|l| l.path.is_empty()) {
+        return Err(invalid());
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for pf in req.query.filters.iter().filter(|f| f.path.is_empty()) {
+        let f = &pf.filter;
+        let is_eq = matches!(
+            f.operation,
+            Operation::Simple {
+                op: SimpleOp::Eq,
+                ..
+            }
+        );
+        if f.negated
+            || !is_eq
+            || !f.field.json_path.is_empty()
+            || !table.primary_key.contains(&f.field.name)
+            || seen.contains(&f.field.name.as_str())
+        {
+            return Err(invalid());
+        }
+        seen.push(&f.field.name);
+    }
+    if seen.len() != table.primary_key.len() {
+        return Err(invalid());
+    }
+    Ok(())
 }
 
 fn cap(range: Range, max_rows: Option<u64>) -> Range {

@@ -110,7 +110,17 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
             (status, if headers_only { String::new() } else { o.body })
         }
         Action::Call { .. } => (204, String::new()),
-        Action::Insert | Action::SingleUpsert => {
+        // PUT answers like an update: 200 with the row, else 204 (PostgREST).
+        Action::SingleUpsert => {
+            headers.push(("Content-Range".into(), content_range(0, o.n, None)));
+            if representation {
+                headers.push(("Content-Type".into(), ctype.into()));
+                (200, o.body)
+            } else {
+                (204, String::new())
+            }
+        }
+        Action::Insert => {
             headers.push(("Content-Range".into(), content_range(0, o.n, None)));
             if representation {
                 headers.push(("Content-Type".into(), ctype.into()));

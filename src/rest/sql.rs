@@ -658,6 +658,14 @@ pub fn write(
                     "(SELECT CASE WHEN json_typeof(_fx_b) = 'array' THEN _fx_b ELSE json_build_array(_fx_b) END \
                       FROM CAST({p} AS json) AS _fx_b)"
                 );
+                // PUT: only a row matching the URL's key filters is written.
+                let matching = if w.must_match_filters {
+                    let mut r = w.returning.clone();
+                    r.alias = "_fx_p".into();
+                    where_sql(&mut b, &r, Vec::new())
+                } else {
+                    String::new()
+                };
                 let defaults: Vec<Option<&str>> = w
                     .columns
                     .iter()
@@ -696,14 +704,14 @@ pub fn write(
                         .collect();
                     format!(
                         "INSERT INTO {target} ({c}) SELECT {e} FROM json_array_elements({rows}) AS _fx_e(j), \
-                         LATERAL json_populate_record(NULL::{rowtype}, _fx_e.j) _fx_p{conflict} RETURNING {alias}.*",
+                         LATERAL json_populate_record(NULL::{rowtype}, _fx_e.j) _fx_p{matching}{conflict} RETURNING {alias}.*",
                         c = cols.join(", "),
                         e = exprs.join(", ")
                     )
                 } else {
                     format!(
                         "INSERT INTO {target} ({c}) SELECT {c} FROM json_populate_recordset(NULL::{rowtype}, \
-                         {rows}) _fx_p{conflict} RETURNING {alias}.*",
+                         {rows}) _fx_p{matching}{conflict} RETURNING {alias}.*",
                         c = cols.join(", ")
                     )
                 }
@@ -721,7 +729,7 @@ pub fn write(
                 format!("SELECT {alias}.* FROM {target} WHERE false")
             } else {
                 let p = b.bind(body_json.unwrap_or_else(|| "{}".into()));
-                let wh = where_sql(&mut b, &w.returning, Vec::new());
+                let wh = write_where(&mut b, w, &target);
                 format!(
                     "UPDATE {target} SET {} FROM (SELECT * FROM json_populate_record(NULL::{rowtype}, CAST({p} AS json))) _fx_p{wh} RETURNING {alias}.*",
                     sets.join(", ")
@@ -729,7 +737,7 @@ pub fn write(
             }
         }
         WriteKind::Delete => {
-            let wh = where_sql(&mut b, &w.returning, Vec::new());
+            let wh = write_where(&mut b, w, &target);
             format!("DELETE FROM {target}{wh} RETURNING {alias}.*")
         }
     };
@@ -764,6 +772,24 @@ pub fn write(
         text,
         params: b.params,
     }
+}
+
+/// The WHERE of an update or delete. With `limit`/`offset` (PostgREST's limited
+/// update/delete), the rows are the first ones of the filtered set in the requested `order`,
+/// picked by `ctid` in a subquery (Postgres has no `UPDATE … LIMIT`); the subquery reuses
+/// the target's alias, which shadows the outer one inside it.
+fn write_where(b: &mut Builder, w: &WritePlan, target: &str) -> String {
+    let r = &w.returning;
+    if r.range.limit.is_none() && r.range.offset == 0 {
+        return where_sql(b, r, Vec::new());
+    }
+    let alias = qi(&r.alias);
+    let inner = where_sql(b, r, Vec::new());
+    format!(
+        " WHERE {alias}.ctid = ANY(ARRAY(SELECT {alias}.ctid FROM {target}{inner}{}{}))",
+        order_sql(r),
+        range_sql(r)
+    )
 }
 
 /// Kinds of write.

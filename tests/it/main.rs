@@ -19,6 +19,7 @@ mod otlp;
 mod outbound;
 mod realtime;
 mod rest;
+mod rest_golden;
 mod storage;
 mod storage_tus;
 mod webhooks;

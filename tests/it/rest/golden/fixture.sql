@@ -1,0 +1,168 @@
+-- The fixture schema of the golden corpus (tests/it/rest_golden.rs). Modelled on the
+-- examples of PostgREST's documentation (people, tsearch, countries, films/directors/
+-- actors/roles, clients/projects/tasks, orders/addresses, employees, add_them …), written
+-- for these tests. Every file of the corpus runs on a fresh copy of it.
+
+-- Tables and Views: filters, select, JSON paths, ordering, pagination.
+CREATE TABLE people (
+  id int PRIMARY KEY,
+  first_name text,
+  last_name text,
+  full_name text GENERATED ALWAYS AS (first_name || ' ' || last_name) STORED,
+  age int,
+  height int,
+  grade int,
+  student boolean,
+  salary numeric(10, 2),
+  birth_date date,
+  category text,
+  json_data jsonb
+);
+INSERT INTO people (id, first_name, last_name, age, height, grade, student, salary, birth_date, json_data) VALUES
+  (1, 'John', 'Doe', 30, 180, 85, false, 90000, '1988-04-25',
+   '{"blood_type": "A-", "age": 30, "phones": [{"country_code": "61", "number": "917-929-5745"}]}'),
+  (2, 'Jane', 'Doe', 20, 165, 92, true, 120000, '1998-01-12',
+   '{"blood_type": "O+", "age": 20, "phones": [{"country_code": "43", "number": "512-446-4988"}, {"country_code": "43", "number": "213-891-5979"}]}'),
+  (3, 'Olga', 'Olsen', 14, 150, 95, true, NULL, '2010-06-01', '{"blood_type": "A-", "age": 14}'),
+  (4, 'Pete', 'Peterson', 12, 140, 70, true, NULL, '2012-02-02', '{"blood_type": "B+", "age": 12}'),
+  (5, 'Anna', 'Owen', 17, NULL, 91, true, NULL, '2007-09-09', NULL),
+  (6, 'Bob', 'Smith', NULL, 175, NULL, NULL, 50000, NULL, NULL);
+
+CREATE TABLE tsearch (id int PRIMARY KEY, my_tsv tsvector);
+INSERT INTO tsearch VALUES
+  (1, to_tsvector('english', 'It''s kind of fun to do the impossible')),
+  (2, to_tsvector('english', 'But also fun to do what is possible')),
+  (3, to_tsvector('english', 'Fat cats ate rats')),
+  (4, to_tsvector('french', 'C''est un peu amusant de faire l''impossible'));
+
+CREATE TYPE coordinates AS (lat numeric(8, 6), long numeric(9, 6));
+CREATE TABLE countries (id int PRIMARY KEY, name text, location coordinates, languages text[]);
+INSERT INTO countries VALUES
+  (1, 'France', '(46.227638,2.213749)', '{fr}'),
+  (5, 'Hawaii', '(19.741755,-155.844437)', '{en,haw}'),
+  (7, 'Canada', '(56.130366,-106.346771)', '{en,fr}');
+
+CREATE TABLE reservations (id int PRIMARY KEY, room text, slots int4range, during daterange);
+INSERT INTO reservations VALUES
+  (1, 'a', '[1,5)', '[2017-01-01,2017-01-10)'),
+  (2, 'b', '[5,10)', '[2017-03-01,2017-03-05)'),
+  (3, 'c', '[20,30)', '[2017-08-01,2017-08-31)');
+
+-- Resource Embedding.
+CREATE TABLE directors (id int PRIMARY KEY, first_name text, last_name text);
+CREATE TABLE films (
+  id int PRIMARY KEY, director_id int REFERENCES directors (id), title text, year int,
+  rating numeric(3, 1), language text);
+CREATE TABLE technical_specs (film_id int PRIMARY KEY REFERENCES films (id), camera text);
+CREATE TABLE actors (id int PRIMARY KEY, first_name text, last_name text);
+CREATE TABLE roles (
+  film_id int REFERENCES films (id), actor_id int REFERENCES actors (id), character text,
+  PRIMARY KEY (film_id, actor_id));
+INSERT INTO directors VALUES (1, 'Christopher', 'Nolan'), (2, 'Agnès', 'Varda'), (3, 'Leo', 'McCarey');
+INSERT INTO films VALUES
+  (1, 1, 'Memento', 2000, 8.4, 'en'), (2, 1, 'Inception', 2010, 8.8, 'en'),
+  (3, 2, 'Cléo from 5 to 7', 1962, 7.8, 'fr'), (4, 3, 'Duck Soup', 1933, 7.8, 'en');
+INSERT INTO technical_specs VALUES (1, 'Panavision'), (2, 'Arri');
+INSERT INTO actors VALUES
+  (1, 'Guy', 'Pearce'), (2, 'Leonardo', 'DiCaprio'), (3, 'Corinne', 'Marchand'),
+  (4, 'Groucho', 'Marx'), (5, 'Harpo', 'Marx'), (6, 'Chico', 'Marx'), (7, 'Zeppo', 'Marx');
+INSERT INTO roles VALUES
+  (1, 1, 'Leonard'), (2, 2, 'Cobb'), (3, 3, 'Cléo'),
+  (4, 4, 'Rufus T. Firefly'), (4, 5, 'Pinky'), (4, 6, 'Chicolini'), (4, 7, 'Bob Roland');
+CREATE VIEW nominations_view AS SELECT f.id, f.title, f.director_id FROM films f WHERE f.rating > 8;
+
+CREATE TABLE clients (id int PRIMARY KEY, name text);
+CREATE TABLE projects (id int PRIMARY KEY, name text, client_id int REFERENCES clients (id));
+CREATE TABLE tasks (id int PRIMARY KEY, name text, project_id int REFERENCES projects (id), done boolean);
+INSERT INTO clients VALUES (1, 'Microsoft'), (2, 'Apple');
+INSERT INTO projects VALUES (1, 'Windows 7', 1), (2, 'Windows 10', 1), (3, 'IOS', 2), (4, 'OSX', 2), (5, 'Orphan', NULL);
+INSERT INTO tasks VALUES
+  (1, 'Design w7', 1, true), (2, 'Code w7', 1, false), (3, 'Design w10', 2, false),
+  (4, 'Code w10', 2, false), (5, 'Design IOS', 3, true), (6, 'Code IOS', 3, true), (7, 'Design OSX', 4, false);
+
+CREATE TABLE addresses (id int PRIMARY KEY, name text);
+CREATE TABLE orders (
+  id int PRIMARY KEY, name text,
+  billing_address_id int CONSTRAINT billing REFERENCES addresses (id),
+  shipping_address_id int CONSTRAINT shipping REFERENCES addresses (id));
+INSERT INTO addresses VALUES (1, 'home'), (2, 'work');
+INSERT INTO orders VALUES (1, 'order 1', 1, 2), (2, 'order 2', 2, 2);
+
+CREATE TABLE staff (id int PRIMARY KEY, last_name text, supervisor_id int REFERENCES staff (id));
+INSERT INTO staff VALUES (1, 'Boss', NULL), (2, 'Middle', 1), (3, 'Junior', 2);
+
+-- Writes.
+CREATE TABLE employees (id serial PRIMARY KEY, name text UNIQUE, salary int);
+INSERT INTO employees VALUES (1, 'Old employee 1', 10000), (2, 'Old employee 2', 20000);
+SELECT setval('employees_id_seq', 100);
+CREATE VIEW rich_employees AS SELECT id, name, salary FROM employees WHERE salary > 25000;
+CREATE TABLE users (id int PRIMARY KEY, last_login date, status text);
+INSERT INTO users SELECT g, date '2016-12-01' + g, 'active' FROM generate_series(1, 6) g;
+CREATE TABLE visitors (id serial PRIMARY KEY, name text, age int, weight int);
+CREATE TABLE datasets (id serial PRIMARY KEY, source text, publication_date date, figure int, location text);
+CREATE TABLE foo (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, bar text, baz int DEFAULT 100);
+CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price int);
+
+CREATE TABLE events (id int PRIMARY KEY, at timestamptz);
+INSERT INTO events VALUES (1, '2023-01-01 12:00:00+00');
+CREATE TABLE secrets (id int PRIMARY KEY, secret text);
+REVOKE ALL ON secrets FROM anon, authenticated;
+
+-- Functions as RPC.
+CREATE FUNCTION add_them(a integer, b integer) RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT a + b $$;
+CREATE FUNCTION mult_them(param json) RETURNS int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT (param->>'x')::int * (param->>'y')::int $$;
+CREATE FUNCTION mult_them_jsonb(jsonb) RETURNS int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ($1->>'x')::int * ($1->>'y')::int $$;
+CREATE FUNCTION best_films() RETURNS SETOF films LANGUAGE sql STABLE
+  AS $$ SELECT * FROM films WHERE rating >= 7.8 $$;
+CREATE FUNCTION film_stats() RETURNS TABLE (title text, year int) LANGUAGE sql STABLE
+  AS $$ SELECT title, year FROM films $$;
+CREATE FUNCTION languages() RETURNS SETOF text LANGUAGE sql STABLE
+  AS $$ SELECT DISTINCT language FROM films ORDER BY 1 $$;
+CREATE FUNCTION first_film() RETURNS films LANGUAGE sql STABLE AS $$ SELECT * FROM films WHERE id = 1 $$;
+CREATE FUNCTION rental_duration(customer_id integer) RETURNS integer LANGUAGE sql STABLE
+  AS $$ SELECT customer_id * 10 $$;
+CREATE FUNCTION rental_duration(customer_id integer, from_date date) RETURNS integer LANGUAGE sql STABLE
+  AS $$ SELECT customer_id * 100 + extract(day FROM from_date)::int $$;
+CREATE FUNCTION plus_one(VARIADIC v int[]) RETURNS int[] LANGUAGE sql IMMUTABLE
+  AS $$ SELECT array_agg(x + 1) FROM unnest(v) x $$;
+CREATE FUNCTION just_fail() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'I refuse!' USING DETAIL = 'Pretty simple', HINT = 'There is nothing you can do.';
+END $$;
+CREATE FUNCTION payment_required() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE sqlstate 'PT402' USING message = 'Payment Required', detail = 'Quota exceeded', hint = 'Upgrade your plan';
+END $$;
+CREATE FUNCTION request_info() RETURNS json LANGUAGE sql STABLE AS $$
+  SELECT json_build_object(
+    'method', current_setting('request.method', true),
+    'header', current_setting('request.headers', true)::json ->> 'x-golden',
+    'role', current_setting('role', true),
+    'sub', current_setting('request.jwt.claims', true)::json ->> 'role')
+$$;
+CREATE FUNCTION bad_status() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.status', 'abc', true);
+  RETURN 1;
+END $$;
+CREATE FUNCTION created() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.status', '201', true);
+  PERFORM set_config('response.headers', '[{"X-Made": "yes"}]', true);
+  RETURN 1;
+END $$;
+CREATE FUNCTION make_item(name text) RETURNS int LANGUAGE sql VOLATILE
+  AS $$ INSERT INTO items (name) VALUES (name) RETURNING id $$;
+
+-- Multiple schemas (Accept-Profile / Content-Profile), exposed only where a file asks.
+CREATE SCHEMA v2;
+GRANT USAGE ON SCHEMA v2 TO anon, authenticated, service_role;
+CREATE TABLE v2.projects (id int PRIMARY KEY, name text);
+INSERT INTO v2.projects VALUES (1, 'v2 project');
+GRANT ALL ON v2.projects TO anon, authenticated, service_role;
+
+-- Readiness marker: the last table created.
+CREATE TABLE golden_ready (id int);
+NOTIFY pgrst, 'reload schema';

@@ -120,7 +120,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/resend",
-        "Send the signup confirmation again",
+        "Send the signup or email change confirmation again",
         Key,
         resend
     );
@@ -568,6 +568,7 @@ async fn resend(
 ) -> Result<HttpResponse, ApiError> {
     match body.kind.as_deref() {
         Some("signup") => {}
+        Some("email_change") => return resend_email_change(&state, &req, &body).await,
         Some(other) => {
             return Err(gotrue(
                 400,
@@ -916,35 +917,65 @@ async fn put_user(
             return Err(email_exists());
         }
     }
+    let (stale, aal1_with_mfa): (bool, bool) = c
+        .query_opt(
+            "SELECT s.created_at < now() - interval '24 hours',
+                    s.aal <> 'aal2' AND EXISTS (SELECT 1 FROM auth.mfa_factors f
+                                                 WHERE f.user_id = s.user_id AND f.status = 'verified')
+               FROM auth.sessions s WHERE s.id = $1",
+            &[&session],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or((true, false));
+    let new_password = b.password.as_deref().is_some_and(|p| !p.is_empty());
+    if aal1_with_mfa && (new_password || new_email.is_some()) {
+        return Err(gotrue(
+            401,
+            "insufficient_aal",
+            "AAL2 session is required to update email or password when MFA is enabled.",
+        ));
+    }
+    if user.is_anonymous && new_password && new_email.is_none() && current_email.is_empty() {
+        return Err(gotrue(
+            422,
+            "validation_failed",
+            "Updating password of an anonymous user without an email or phone is not allowed",
+        ));
+    }
     // GoTrue asks for a nonce only when the session is older than a day: a fresh sign-in
     // has just proved the password.
     let mut nonce = None;
-    if b.password.is_some() && cfg.secure_password_change {
-        let stale: bool = c
-            .query_opt(
-                "SELECT created_at < now() - interval '24 hours' FROM auth.sessions WHERE id = $1",
-                &[&session],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0))
-            .unwrap_or(true);
-        if stale {
-            nonce = Some(
-                b.nonce
-                    .clone()
-                    .filter(|n| !n.trim().is_empty())
-                    .ok_or_else(|| {
-                        gotrue(
-                            400,
-                            "reauthentication_needed",
-                            "Password update requires reauthentication",
-                        )
-                    })?,
-            );
-        }
+    if b.password.is_some() && cfg.secure_password_change && stale {
+        nonce = Some(
+            b.nonce
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| {
+                    gotrue(
+                        400,
+                        "reauthentication_needed",
+                        "Password update requires reauthentication",
+                    )
+                })?,
+        );
     }
     let password_changed = b.password.is_some();
+    if new_password
+        && user.password_hash.is_some()
+        && service::verify_password(
+            b.password.clone().unwrap_or_default(),
+            user.password_hash.clone(),
+        )
+        .await?
+    {
+        return Err(gotrue(
+            422,
+            "same_password",
+            "New password should be different from the old password.",
+        ));
+    }
     let hash = password_hash(&state, b.password).await?;
     let tx = c.transaction().await.map_err(db)?;
     if let Some(n) = &nonce {
@@ -992,41 +1023,17 @@ async fn put_user(
         } else {
             // Permanent users confirm a new address by mail: the new one always, the
             // current one too with secure email change (GoTrue's behaviour).
-            tx.execute(
-                "UPDATE auth.users SET email_change = $2 WHERE id = $1",
-                &[&uid, e],
-            )
-            .await
-            .map_err(db)?;
-            tx.execute(
-                "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type IN ('email_change_current', 'email_change_new')",
-                &[&uid],
-            )
-            .await
-            .map_err(db)?;
             let redirect = redirect_to(&req);
-            mail::send(
+            send_email_change(
                 &*tx,
                 &state,
                 uid,
+                &current_email,
                 e,
-                "email_change_new",
                 redirect.as_deref(),
                 pkce.as_ref(),
             )
             .await?;
-            if cfg.secure_email_change && !current_email.is_empty() {
-                mail::send(
-                    &*tx,
-                    &state,
-                    uid,
-                    &current_email,
-                    "email_change_current",
-                    redirect.as_deref(),
-                    None,
-                )
-                .await?;
-            }
         }
     }
     if password_changed {
@@ -1040,6 +1047,73 @@ async fn put_user(
         .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(user.json))
+}
+
+/// Records a pending email change and mails its confirmations: to the new address, and with
+/// secure email change to the current one too (each half with its own link and code).
+async fn send_email_change<C: tokio_postgres::GenericClient>(
+    c: &C,
+    state: &AppState,
+    uid: Uuid,
+    current_email: &str,
+    new_email: &str,
+    redirect: Option<&str>,
+    pkce: Option<&mail::Pkce>,
+) -> Result<(), ApiError> {
+    c.execute(
+        "UPDATE auth.users SET email_change = $2 WHERE id = $1",
+        &[&uid, &new_email],
+    )
+    .await
+    .map_err(db)?;
+    c.execute(
+        "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type IN ('email_change_current', 'email_change_new')",
+        &[&uid],
+    )
+    .await
+    .map_err(db)?;
+    mail::send(c, state, uid, new_email, "email_change_new", redirect, pkce).await?;
+    if state.config.auth.secure_email_change && !current_email.is_empty() {
+        mail::send(
+            c,
+            state,
+            uid,
+            current_email,
+            "email_change_current",
+            redirect,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `POST /resend` type `email_change`: the pending change of the user with that (current)
+/// address is mailed again; the same empty answer whether or not there is one.
+async fn resend_email_change(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &EmailBody,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalise_email(body.email.as_deref().unwrap_or_default())?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await.map_err(db)?;
+    if let Some(user) = service::user_by_email(&*tx, &email).await? {
+        if let Some(new_email) = user.json["new_email"].as_str().map(str::to_string) {
+            send_email_change(
+                &*tx,
+                state,
+                user.id,
+                &email,
+                &new_email,
+                redirect_to(req).as_deref(),
+                None,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 async fn reauthenticate(
@@ -1148,14 +1222,13 @@ async fn generate_link(
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
-    let site = state.config.auth.site_url.clone();
     // GoTrue: the body's redirect_to, else the query's, when allowed; else the site URL.
     let redirect = b
         .redirect_to
         .clone()
-        .filter(|r| under_site(r, &site))
-        .or_else(|| redirect_to(&req).filter(|r| under_site(r, &site)))
-        .unwrap_or(site);
+        .filter(|r| redirect_ok(&state, r))
+        .or_else(|| redirect_to(&req).filter(|r| redirect_ok(&state, r)))
+        .unwrap_or_else(|| state.config.auth.site_url.clone());
     let mut kind = b.kind.clone().unwrap_or_default();
     if !matches!(
         kind.as_str(),
@@ -1533,8 +1606,8 @@ async fn verify_get(
         .redirect_to
         .clone()
         .unwrap_or_else(|| state.config.auth.site_url.clone());
-    // Only the site URL (and paths under it) is a safe place to send tokens.
-    let redirect = if under_site(&redirect, &state.config.auth.site_url) {
+    // Only the site URL (and paths under it) or an allow-listed URL may receive tokens.
+    let redirect = if redirect_ok(&state, &redirect) {
         redirect
     } else {
         state.config.auth.site_url.clone()
@@ -1561,6 +1634,13 @@ async fn verify_get(
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", format!("{redirect}#{fragment}")))
         .finish())
+}
+
+/// Whether a link may send tokens to `url`: the site URL, under it, or in
+/// `auth.redirect_allow_list` (GoTrue's rule for every redirect it makes).
+fn redirect_ok(state: &AppState, url: &str) -> bool {
+    under_site(url, &state.config.auth.site_url)
+        || super::oauth::redirect::allowed(&state.config.auth, url)
 }
 
 /// `url` is the site URL or lies under it: the next character after the prefix must end the

@@ -226,7 +226,10 @@ async fn invites_arrive_in_the_configured_template_and_the_link_confirms() {
 
 #[tokio::test]
 async fn generated_links_verify_without_any_mail_being_sent() {
-    let (sink, app, runner) = mail_app(|_| {}).await;
+    let (sink, app, runner) = mail_app(|c| {
+        c.auth.redirect_allow_list = vec!["https://mobile.example/callback".into()];
+    })
+    .await;
     let svc = app.service_key();
     let gen = |body: Value| {
         let app = &app;
@@ -366,6 +369,17 @@ async fn generated_links_verify_without_any_mail_being_sent() {
     )
     .await;
     assert_eq!((s, e["code"].as_str()), (422, Some("email_exists")));
+    // redirect_to: the site, under it, or the allow-list; anything else falls back.
+    let (_, g) = gen(json!({"type": "recovery", "email": "sig2@example.test",
+                             "redirect_to": "https://mobile.example/callback"}))
+    .await;
+    assert_eq!(g["redirect_to"], "https://mobile.example/callback");
+    let (base, _) = follow(&app, g["action_link"].as_str().unwrap()).await;
+    assert_eq!(base, "https://mobile.example/callback");
+    let (_, g) = gen(json!({"type": "recovery", "email": "sig2@example.test",
+                             "redirect_to": "https://evil.example/"}))
+    .await;
+    assert_eq!(g["redirect_to"], "http://app.test");
     let (s, e) = gen(json!({"type": "bogus", "email": "sig2@example.test"})).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("validation_failed")));
 
@@ -407,6 +421,8 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
             (s, b)
         }
     };
+    let (s, e) = put(json!({"password": "first pass"})).await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("same_password")), "{e}");
     // A session from the last 24 hours changes the password without a nonce (GoTrue).
     let (s, b) = put(json!({"password": "second pass"})).await;
     assert_eq!(s, 200, "{b}");
@@ -502,7 +518,11 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
 
 #[tokio::test]
 async fn secure_email_change_completes_after_both_addresses_confirm() {
-    let (sink, app, runner) = mail_app(|c| c.auth.mailer_autoconfirm = true).await;
+    let (sink, app, runner) = mail_app(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.rate_limit.email_min_interval_secs = 0;
+    })
+    .await;
     let session = signed_up(&app, "old@example.test", "secret123").await;
     signed_up(&app, "taken@example.test", "secret123").await;
     let access = session["access_token"].as_str().unwrap().to_string();
@@ -532,8 +552,28 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     assert_eq!(user["new_email"], "new@example.test");
     assert!(user["email_change_sent_at"].is_string(), "{user}");
 
-    let to_new = sink.wait_for("new@example.test", 1).await;
-    let to_old = sink.wait_for("old@example.test", 1).await;
+    let first_to_new = sink.wait_for("new@example.test", 1).await;
+    sink.wait_for("old@example.test", 1).await;
+    // Resent (POST /resend type email_change, by the current address): fresh links and
+    // codes for both halves; the first ones are dead.
+    let (s, b) = post(
+        &app,
+        "/auth/v1/resend?redirect_to=http%3A%2F%2Fapp.test%2Fsettings",
+        &app.anon_key(),
+        json!({"type": "email_change", "email": "old@example.test"}),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({})));
+    let to_new = sink.wait_for("new@example.test", 2).await;
+    let to_old = sink.wait_for("old@example.test", 2).await;
+    let (s, e) = post(
+        &app,
+        "/auth/v1/verify",
+        &app.anon_key(),
+        json!({"type": "email_change", "email": "new@example.test", "token": code_in(&first_to_new.text())}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("otp_expired")), "{e}");
     for m in [&to_new, &to_old] {
         assert_eq!(subject(m), "Confirm email change");
         assert!(
@@ -588,6 +628,14 @@ async fn secure_email_change_completes_after_both_addresses_confirm() {
     .await;
     assert_eq!(s, 200);
     let to_third = sink.wait_for("third@example.test", 1).await;
+    let (s, e) = post(
+        &app,
+        "/auth/v1/resend",
+        &app.anon_key(),
+        json!({"type": "email_change", "email": "nobody@example.test"}),
+    )
+    .await;
+    assert_eq!((s, e), (200, json!({})), "no enumeration");
     let (s, half) = post(
         &app,
         "/auth/v1/verify",

@@ -503,6 +503,32 @@ async fn password_change_on_an_old_session_needs_the_mailed_nonce() {
         (s, e["code"].as_str()),
         (422, Some("reauthentication_not_valid"))
     );
+    // With a verified MFA factor, an aal1 session changes neither password nor email.
+    c.execute(
+        "INSERT INTO auth.mfa_factors (user_id, friendly_name, factor_type, status, secret)
+         SELECT id, 'phone', 'totp', 'verified', 'JBSWY3DPEHPK3PXP' FROM auth.users WHERE email = 're@example.test'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (s, e) = put(json!({"password": "fifth pass", "nonce": "000000"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("insufficient_aal")),
+        "{e}"
+    );
+    let (s, e) = put(json!({"email": "re2@example.test"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("insufficient_aal")),
+        "{e}"
+    );
+    let (s, b) = put(json!({"data": {"still": "fine"}})).await;
+    assert_eq!(
+        (s, &b["user_metadata"]["still"]),
+        (200, &json!("fine")),
+        "{b}"
+    );
     // Without a session: 401.
     let (s, _, _) = call(
         &app,

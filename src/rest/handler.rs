@@ -140,12 +140,16 @@ async fn serve(
     let shape = |api: &ApiRequest, write: bool| {
         if write && api.preferences.return_ != Some(ReturnPref::Representation) {
             BodyShape::None
-        } else if matches!(api.accept, MediaType::Object { .. }) {
-            BodyShape::Object
-        } else if matches!(api.accept, MediaType::Csv) {
-            BodyShape::Csv
         } else {
-            BodyShape::Array
+            match api.accept {
+                MediaType::Object {
+                    nulls_stripped: true,
+                } => BodyShape::ObjectStripped,
+                MediaType::Object { .. } => BodyShape::Object,
+                MediaType::ArrayStripped => BodyShape::ArrayStripped,
+                MediaType::Csv => BodyShape::Csv,
+                _ => BodyShape::Array,
+            }
         }
     };
     // count=planned: the planner's estimate (an EXPLAIN in the same transaction);
@@ -261,11 +265,29 @@ async fn serve(
         }
         Some(format!("/{}{q}", location_escape(&table)))
     });
+    // A page shortened by `rest.max_rows` is partial like a requested range (206 when the
+    // total is known), as PostgREST restricts its top-level range.
+    if max_rows.is_some_and(|m| api.range.limit.is_none_or(|l| l >= m)) {
+        api.range_requested = true;
+    }
+    let total = outcome.total;
     let Rendered {
         status,
         mut headers,
         body,
-    } = render::render(&api, outcome, scalar_void)?;
+    } = render::render(&api, outcome, scalar_void).map_err(|e| {
+        // An unsatisfiable range still tells the total: `Content-Range: */total`.
+        let mut a = ApiError::from(e);
+        if let (416, Some(t)) = (a.status.as_u16(), total) {
+            a.headers.push(("Content-Range", format!("*/{t}")));
+        }
+        a
+    })?;
+    // With several schemas (or one chosen by a profile header or the path), the answer
+    // names its schema, as PostgREST does.
+    if api.schema_explicit || state.config.rest.schemas.len() > 1 {
+        headers.push(("Content-Profile".into(), api.schema.clone()));
+    }
     if let Some(l) = location {
         if !headers
             .iter()

@@ -4,8 +4,9 @@
 //! silently ignored.
 
 use super::parse::{
-    Action, AggregateFn, ApiRequest, Embed, Field, Filter, JoinType, JsonKind, LogicTree, Missing,
-    OrderTarget, OrderTerm, PathRange, Payload, Range, Resolution, SelectItem, Target,
+    Action, AggregateFn, ApiRequest, Embed, Field, Filter, IsValue, JoinType, JsonKind, LogicTree,
+    Missing, Operation, OrderTarget, OrderTerm, ParamsPref, PathRange, Payload, Range, Resolution,
+    SelectItem, Target,
 };
 use super::RestError;
 use crate::schema::{ForeignKey, Function, SchemaCache, Table};
@@ -122,8 +123,10 @@ pub enum Condition {
     Filter(Filter, String),
     /// A logic tree (types resolved per leaf).
     Tree(LogicTree, Vec<(String, String)>),
-    /// `!inner` embed: a child row must exist.
+    /// `!inner` embed (or `rel=not.is.null`): a child row must exist.
     Exists(Box<EmbedPlan>),
+    /// `rel=is.null`: no child row may exist.
+    Absent(Box<EmbedPlan>),
 }
 
 /// A resolved order term.
@@ -334,6 +337,19 @@ pub fn plan(
                         "json" | "jsonb" | "text" | "bytea" | "xml"
                     )
             });
+            // `Prefer: params=single-object`: the whole JSON body is the one `json`/`jsonb`
+            // argument, whatever its name.
+            let single = if req.preferences.params == Some(ParamsPref::SingleObject) {
+                overloads
+                    .iter()
+                    .find(|f| {
+                        f.args.len() == 1
+                            && matches!(f.args[0].type_name.as_str(), "json" | "jsonb")
+                    })
+                    .or(single)
+            } else {
+                single
+            };
             if let (Some(f), Some(raw)) = (single, raw_body(req)) {
                 if !read_only || f.volatility != 'v' {
                     return Ok(Plan::CallScalar(CallPlan {
@@ -344,7 +360,37 @@ pub fn plan(
                     }));
                 }
             }
-            let f = pick_function(overloads, &given).ok_or_else(|| {
+            // GET/HEAD: a parameter that is no argument of an overload is a filter on its
+            // result, when it reads as one.
+            let f = pick_function(overloads, &given).or_else(|| {
+                if req.payload.is_some() {
+                    return None;
+                }
+                overloads
+                    .iter()
+                    .filter(|f| {
+                        let args: Vec<String> = given
+                            .iter()
+                            .filter(|g| f.args.iter().any(|a| &a.name == *g))
+                            .cloned()
+                            .collect();
+                        req.query
+                            .rpc_params
+                            .iter()
+                            .filter(|p| !args.contains(&p.name))
+                            .all(|p| p.filter.is_ok())
+                            && pick_function(std::slice::from_ref(*f), &args).is_some()
+                    })
+                    .min_by_key(|f| f.args.len())
+            });
+            let given: Vec<String> = match f {
+                Some(f) => given
+                    .into_iter()
+                    .filter(|g| f.args.iter().any(|a| &a.name == g))
+                    .collect(),
+                None => given,
+            };
+            let f = f.ok_or_else(|| {
                 RestError::new(
                     404,
                     "PGRST202",
@@ -367,7 +413,7 @@ pub fn plan(
             let call = CallPlan {
                 function: f.clone(),
                 arg_names: given,
-                args_json: args_json(req)?,
+                args_json: args_json(req, f)?,
                 whole_body: None,
             };
             match (&f.return_relation, f.returns_set) {
@@ -405,7 +451,7 @@ pub fn plan(
 /// (no other filter, no logic tree), else 405 `PGRST105`. (`limit`/`offset` are refused by
 /// the parser, `PGRST114`.)
 fn check_put(req: &ApiRequest, table: &Table) -> Result<(), RestError> {
-    use super::parse::{Operation, SimpleOp};
+    use super::parse::SimpleOp;
     let invalid = || {
         RestError::new(
             405,
@@ -498,7 +544,7 @@ fn raw_body(req: &ApiRequest) -> Option<String> {
     }
 }
 
-fn args_json(req: &ApiRequest) -> Result<String, RestError> {
+fn args_json(req: &ApiRequest, f: &Function) -> Result<String, RestError> {
     Ok(match &req.payload {
         Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.raw.clone(),
         Some(Payload::Form(pairs)) => {
@@ -510,12 +556,23 @@ fn args_json(req: &ApiRequest) -> Result<String, RestError> {
         }
         Some(_) => "{}".into(),
         None => {
-            let m: serde_json::Map<String, serde_json::Value> = req
-                .query
-                .rpc_args
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
-                .collect();
+            // GET: a variadic argument collects every value given for it (`?v=1&v=2`).
+            let mut m = serde_json::Map::new();
+            for (k, v) in &req.query.rpc_args {
+                let variadic = f.args.iter().any(|a| a.variadic && &a.name == k);
+                let v = serde_json::Value::from(v.clone());
+                if variadic {
+                    match m
+                        .entry(k.clone())
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+                    {
+                        serde_json::Value::Array(a) => a.push(v),
+                        other => *other = v,
+                    }
+                } else {
+                    m.insert(k.clone(), v);
+                }
+            }
             serde_json::Value::Object(m).to_string()
         }
     })
@@ -622,10 +679,42 @@ fn read_plan(
     }
     let mut filters = Vec::new();
     for pf in req.query.filters.iter().filter(|f| f.path == path) {
+        let f = &pf.filter;
+        // `rel=is.null` / `rel=not.is.null` on an embedded resource: rows without / with a
+        // related row (that passes the embed's own filters), as PostgREST filters them.
+        let embed = table
+            .column(&f.field.name)
+            .is_none()
+            .then(|| embeds.iter().find(|(l, _)| *l == f.field.name))
+            .flatten();
+        if let Some((_, e)) = embed {
+            let present = match (&f.operation, f.negated) {
+                (Operation::Is(IsValue::Null), negated) if f.field.json_path.is_empty() => negated,
+                (Operation::Is(IsValue::NotNull), negated) if f.field.json_path.is_empty() => {
+                    !negated
+                }
+                _ => {
+                    return Err(RestError::new(
+                        400,
+                        "PGRST120",
+                        "Bad operator on the embedded resource",
+                    )
+                    .with_details(
+                        "Only is null or not is null filters are allowed on embedded resources",
+                    ))
+                }
+            };
+            filters.push(if present {
+                Condition::Exists(Box::new(e.clone()))
+            } else {
+                Condition::Absent(Box::new(e.clone()))
+            });
+            continue;
+        }
         let col = table
-            .column(&pf.filter.field.name)
-            .ok_or_else(|| no_column(&table, &pf.filter.field.name))?;
-        filters.push(Condition::Filter(pf.filter.clone(), col.type_name.clone()));
+            .column(&f.field.name)
+            .ok_or_else(|| no_column(&table, &f.field.name))?;
+        filters.push(Condition::Filter(f.clone(), col.type_name.clone()));
     }
     for pl in req.query.logic.iter().filter(|l| l.path == path) {
         let mut types = Vec::new();
@@ -874,7 +963,17 @@ fn embed_plan(
             .with_hint(format!("Try changing '{}' to one of: {}", e.name, names.iter().map(|n| format!("'{}!{n}'", e.name)).collect::<Vec<_>>().join(", "))));
         }
     };
-    let join: Vec<(String, String)> = if to_one {
+    // One-to-one: the embedded side holds the key and its key columns are its whole
+    // primary key, so at most one row matches (an object, as PostgREST answers).
+    let parent_holds_key = to_one;
+    let to_one = to_one || {
+        let mut from = fk.from_columns.clone();
+        let mut pk = target.primary_key.clone();
+        from.sort();
+        pk.sort();
+        !pk.is_empty() && from == pk
+    };
+    let join: Vec<(String, String)> = if parent_holds_key {
         fk.from_columns
             .iter()
             .cloned()

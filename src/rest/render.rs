@@ -61,7 +61,13 @@ fn content_range(offset: u64, n: i64, total: Option<i64>) -> String {
 pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendered, RestError> {
     let mut headers: Vec<(String, String)> = Vec::new();
     let ctype = match req.accept {
+        MediaType::Object {
+            nulls_stripped: true,
+        } => "application/vnd.pgrst.object+json; nulls=stripped; charset=utf-8",
         MediaType::Object { .. } => "application/vnd.pgrst.object+json; charset=utf-8",
+        MediaType::ArrayStripped => {
+            "application/vnd.pgrst.array+json; nulls=stripped; charset=utf-8"
+        }
         MediaType::Csv => "text/csv; charset=utf-8",
         _ => "application/json; charset=utf-8",
     };

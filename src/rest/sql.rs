@@ -39,6 +39,10 @@ pub enum BodyShape {
     None,
     /// `text/csv`.
     Csv,
+    /// A JSON array of rows without their null-valued keys (`nulls=stripped`).
+    ArrayStripped,
+    /// The single row without its null-valued keys (`object+json;nulls=stripped`).
+    ObjectStripped,
 }
 
 struct Builder {
@@ -58,6 +62,11 @@ fn literal(s: &str) -> String {
 
 fn field_expr(alias: &str, f: &Field) -> String {
     let mut e = format!("{}.{}", qi(alias), qi(&f.name));
+    // JSON arrows apply to `to_jsonb(col)`, as PostgREST does: on json and jsonb columns
+    // alike, and on composite and array columns (`location->>lat`, `languages->0`).
+    if !f.json_path.is_empty() {
+        e = format!("to_jsonb({e})");
+    }
     for op in &f.json_path {
         let (arrow, key) = match op {
             JsonOp::Arrow(k) => ("->", k),
@@ -328,12 +337,9 @@ fn call_expr(call: &CallPlan) -> String {
         .filter(|a| call.arg_names.contains(&a.name))
         .map(|a| {
             let v = format!("_fx_args.{}", qi(&a.name));
-            let v = if a.variadic {
-                format!("VARIADIC {v}")
-            } else {
-                v
-            };
-            format!("{} := {v}", qi(&a.name))
+            // `VARIADIC name := array` (the keyword precedes the named argument).
+            let variadic = if a.variadic { "VARIADIC " } else { "" };
+            format!("{variadic}{} := {v}", qi(&a.name))
         })
         .collect();
     format!(
@@ -350,10 +356,15 @@ fn where_sql(b: &mut Builder, r: &ReadPlan, extra: Vec<String>) -> String {
         conds.push(match c {
             Condition::Filter(f, ty) => filter_sql(b, &r.alias, f, ty),
             Condition::Tree(t, types) => tree_sql(b, &r.alias, t, types),
-            Condition::Exists(e) => {
+            Condition::Exists(e) | Condition::Absent(e) => {
                 let mut inner = join_sql(&r.alias, e);
                 let w = where_sql(b, &e.child, std::mem::take(&mut inner));
-                format!("EXISTS (SELECT 1 FROM {}{w})", source_sql(b, &e.child))
+                let not = if matches!(c, Condition::Absent(_)) {
+                    "NOT "
+                } else {
+                    ""
+                };
+                format!("{not}EXISTS (SELECT 1 FROM {}{w})", source_sql(b, &e.child))
             }
         });
     }
@@ -539,6 +550,12 @@ fn body_sql(shape: BodyShape) -> &'static str {
         BodyShape::Object => "coalesce((json_agg(_fx_t) -> 0)::text, '')",
         BodyShape::None => "''::text",
         BodyShape::Csv => CSV_BODY,
+        BodyShape::ArrayStripped => {
+            "coalesce(json_agg(json_strip_nulls(row_to_json(_fx_t))), '[]')::text"
+        }
+        BodyShape::ObjectStripped => {
+            "coalesce((json_agg(json_strip_nulls(row_to_json(_fx_t))) -> 0)::text, '')"
+        }
     }
 }
 
@@ -666,15 +683,23 @@ pub fn write(
                 } else {
                     String::new()
                 };
-                let defaults: Vec<Option<&str>> = w
+                // A column without a default expression may still be an identity column: its
+                // sequence (`pg_get_serial_sequence`) gives the next value; for any other
+                // column that is NULL, and `nextval(NULL)` is NULL.
+                let table_lit = literal(&rowtype);
+                let defaults: Vec<Option<String>> = w
                     .columns
                     .iter()
                     .map(|c| {
-                        w.table
-                            .column(c)
-                            .and_then(|col| col.default.as_deref().map(|d| (d, col)))
-                            .filter(|_| w.missing_default)
-                            .map(|(d, _)| d)
+                        let col = w.table.column(c).filter(|_| w.missing_default)?;
+                        match &col.default {
+                            Some(d) => Some(d.clone()),
+                            None if !col.generated => Some(format!(
+                                "nextval(pg_get_serial_sequence({table_lit}, {})::regclass)",
+                                literal(c)
+                            )),
+                            None => None,
+                        }
                     })
                     .collect();
                 if defaults.iter().any(Option::is_some) {
@@ -983,10 +1008,10 @@ mod golden {
             s.text,
             format!(
                 "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
-                 SELECT \"books\".\"title\" AS \"title\", \"books\".\"meta\"->>'lang' AS \"lang\", \
+                 SELECT \"books\".\"title\" AS \"title\", to_jsonb(\"books\".\"meta\")->>'lang' AS \"lang\", \
                  (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" FROM \"public\".\"authors\" AS \"authors_2\" \
                  WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") _fx_e) AS \"authors\" \
-                 FROM \"public\".\"books\" AS \"books\" WHERE \"books\".\"meta\"->>'lang' = $1::text) _fx_t"
+                 FROM \"public\".\"books\" AS \"books\" WHERE to_jsonb(\"books\".\"meta\")->>'lang' = $1::text) _fx_t"
             )
         );
         let s = stmt(

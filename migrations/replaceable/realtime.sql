@@ -278,14 +278,33 @@ BEGIN
 END
 $$;
 
+-- A cluster message on `fluxbase_realtime`: as such when it fits NOTIFY's limit, else stored
+-- in realtime.fluxbase_cluster_messages and its id NOTIFYed ({"k":"x","id":…}); listeners
+-- read the row. In the caller's transaction: nothing is sent or kept on rollback.
+CREATE OR REPLACE FUNCTION realtime.fluxbase_notify(msg text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  mid bigint;
+BEGIN
+  IF octet_length(msg) <= 7900 THEN
+    PERFORM pg_notify('fluxbase_realtime', msg);
+    RETURN;
+  END IF;
+  INSERT INTO realtime.fluxbase_cluster_messages (payload) VALUES (msg) RETURNING id INTO mid;
+  PERFORM pg_notify('fluxbase_realtime', '{"k":"x","id":' || mid || '}');
+END
+$$;
+REVOKE ALL ON FUNCTION realtime.fluxbase_notify(text) FROM PUBLIC;
+
 -- Database-originated broadcast, as Supabase's realtime.send(): delivered to the topic's
--- subscribers on every instance at commit. Payloads past NOTIFY's limit raise an error
--- rather than being dropped.
+-- subscribers on every instance at commit (payloads of any size: large ones are stored).
+-- SECURITY DEFINER only to reach realtime.fluxbase_notify; it sends nothing but the
+-- broadcast its arguments describe.
 CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-  PERFORM pg_notify('fluxbase_realtime',
+  PERFORM realtime.fluxbase_notify(
     json_build_object('k', 'b', 'topic', topic, 'event', event, 'payload', payload, 'private', private)::text);
 END
 $$;

@@ -5,8 +5,10 @@
 //! function call per table (`realtime.fluxbase_visible_rows`: one statement per role for
 //! all claims sets where the policies allow it), and queues one frame per member.
 //!
-//! The same connection carries cluster broadcasts (`realtime.send()` and broadcasts made on
-//! other instances) and schema-reload notices (which empty the table-metadata cache).
+//! The same connection carries cluster messages — broadcasts (`realtime.send()` and
+//! broadcasts made on other instances) and presence news from other instances; messages too
+//! large for NOTIFY arrive as the id of a row of `realtime.fluxbase_cluster_messages` — and
+//! schema-reload notices (which empty the table-metadata cache).
 
 use super::hub::{Broadcast, Hub, Member};
 use super::protocol::{self, BroadcastBody, Frame};
@@ -188,11 +190,43 @@ pub struct ClusterBroadcast {
     pub private: bool,
 }
 
+/// Presence news from another instance.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterPresence {
+    /// Origin instance.
+    pub i: uuid::Uuid,
+    /// Hub key (`p`).
+    #[serde(default)]
+    pub key: String,
+    /// Client topic (`p`).
+    #[serde(default)]
+    pub topic: String,
+    /// Presences tracked (`p`).
+    #[serde(default)]
+    pub joins: Vec<super::hub::WirePresence>,
+    /// Presences gone (`p`).
+    #[serde(default)]
+    pub leaves: Vec<super::hub::WirePresence>,
+    /// The instance's whole state (`pf`).
+    #[serde(default)]
+    pub topics: Vec<super::hub::WireTopic>,
+}
+
 /// A notification on [`CHANNEL`]: `k` says which kind. (Not a serde-tagged enum: tagged
 /// enums buffer their content, which `RawValue` rows cannot pass through.)
 enum Notice {
     Change(Change),
     Broadcast(ClusterBroadcast),
+    /// `p`: a presence diff; `pf`: an instance's full presence state; `pr`: a request for
+    /// everyone's full state; `h`: a heartbeat of an instance with presences.
+    Presence(String, ClusterPresence),
+    /// `x`: a message too large for NOTIFY, stored in `realtime.fluxbase_cluster_messages`.
+    Stored(i64),
+}
+
+#[derive(Deserialize)]
+struct StoredId {
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +240,11 @@ impl Notice {
         let kind: Kind<'_> = serde_json::from_str(payload)?;
         match kind.k.as_ref() {
             "b" => serde_json::from_str(payload).map(Notice::Broadcast),
+            k @ ("p" | "pf" | "pr" | "h") => {
+                let k = k.to_string();
+                serde_json::from_str(payload).map(|p| Notice::Presence(k, p))
+            }
+            "x" => serde_json::from_str::<StoredId>(payload).map(|s| Notice::Stored(s.id)),
             _ => serde_json::from_str(payload).map(Notice::Change),
         }
     }
@@ -732,6 +771,54 @@ impl Changes {
             .map_err(|e| e.to_string())
     }
 
+    /// Reads stored cluster messages by id.
+    async fn read_stored(&self, ids: &[i64]) -> HashMap<i64, String> {
+        let r = async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, payload FROM realtime.fluxbase_cluster_messages WHERE id = ANY($1)",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows = client
+                .query(&stmt, &[&ids])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                rows.into_iter()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                    .collect(),
+            )
+        }
+        .await;
+        r.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "realtime: cannot read stored cluster messages");
+            HashMap::new()
+        })
+    }
+
+    /// Applies presence news from another instance (this instance's own are skipped).
+    pub fn cluster_presence(&self, kind: &str, p: ClusterPresence) {
+        let hub = &self.hub;
+        if p.i == hub.instance {
+            return;
+        }
+        let now = std::time::Instant::now();
+        match kind {
+            "p" => hub.remote_diff(p.i, &p.key, &p.topic, p.joins, p.leaves, now),
+            "pf" => hub.remote_full(p.i, p.topics, now),
+            "pr" => {
+                // Someone (re)started listening: tell it everything tracked here.
+                let msg = serde_json::json!({
+                    "k": "pf", "i": hub.instance, "topics": hub.local_presence(),
+                });
+                hub.to_cluster(msg.to_string());
+            }
+            _ => hub.peer_seen(p.i, now),
+        }
+    }
+
     /// Delivers a cluster broadcast locally (unless this instance sent it).
     pub fn cluster_broadcast(&self, b: ClusterBroadcast) {
         if b.i == Some(self.hub.instance) {
@@ -791,6 +878,10 @@ pub async fn run(changes: Arc<Changes>, pg: tokio_postgres::Config) {
                     changes
                         .listening
                         .store(true, std::sync::atomic::Ordering::Release);
+                    // Presence diffs may have been missed: ask every instance for its state.
+                    changes.hub.to_cluster(
+                        serde_json::json!({"k": "pr", "i": changes.hub.instance}).to_string(),
+                    );
                     tracing::debug!("realtime: listening");
                     let mut rx = rx;
                     let mut batch: Vec<(String, String)> = Vec::new();
@@ -838,6 +929,7 @@ pub enum Outgoing {
 enum Item {
     Change(Box<Change>),
     Broadcast(ClusterBroadcast),
+    Presence(String, ClusterPresence),
 }
 
 impl Changes {
@@ -846,6 +938,8 @@ impl Changes {
     /// (= commit) order.
     async fn process(self: &Arc<Self>, run: Vec<(String, String)>) {
         let mut items = Vec::with_capacity(run.len());
+        let mut notices = Vec::with_capacity(run.len());
+        let mut stored_ids = Vec::new();
         for (channel, payload) in run {
             if channel != CHANNEL {
                 // A schema reload: column lists, keys and RLS flags may have changed.
@@ -855,9 +949,40 @@ impl Changes {
                 continue;
             }
             match Notice::parse(&payload) {
-                Ok(Notice::Change(c)) => items.push(Item::Change(Box::new(c))),
-                Ok(Notice::Broadcast(b)) => items.push(Item::Broadcast(b)),
+                Ok(Notice::Stored(id)) => {
+                    stored_ids.push(id);
+                    notices.push(Notice::Stored(id));
+                }
+                Ok(n) => notices.push(n),
                 Err(e) => tracing::warn!(error = %e, "realtime: unreadable notification"),
+            }
+        }
+        // Messages too large for NOTIFY: read them (one query for the run), in place.
+        let mut stored = if stored_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.read_stored(&stored_ids).await
+        };
+        for n in notices {
+            let n = match n {
+                Notice::Stored(id) => match stored.remove(&id).map(|p| Notice::parse(&p)) {
+                    Some(Ok(Notice::Stored(_))) | None => {
+                        tracing::warn!(id, "realtime: stored cluster message is gone");
+                        continue;
+                    }
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "realtime: unreadable stored message");
+                        continue;
+                    }
+                },
+                n => n,
+            };
+            match n {
+                Notice::Change(c) => items.push(Item::Change(Box::new(c))),
+                Notice::Broadcast(b) => items.push(Item::Broadcast(b)),
+                Notice::Presence(k, p) => items.push(Item::Presence(k, p)),
+                Notice::Stored(_) => {}
             }
         }
         // Prepare every change (ordered, up to 8 at once), keeping broadcasts in place.
@@ -867,7 +992,7 @@ impl Changes {
                 let me = self.clone();
                 let change = match i {
                     Item::Change(c) => Some((**c).clone()),
-                    Item::Broadcast(_) => None,
+                    Item::Broadcast(_) | Item::Presence(..) => None,
                 };
                 async move {
                     match change {
@@ -893,6 +1018,7 @@ impl Changes {
         for (i, item) in items.into_iter().enumerate() {
             match item {
                 Item::Broadcast(b) => self.send(Outgoing::Broadcast(b)),
+                Item::Presence(k, p) => self.cluster_presence(&k, p),
                 Item::Change(_) => {
                     if next_slot.peek() == Some(&i) {
                         next_slot.next();

@@ -1,5 +1,6 @@
 //! The hub of one process: which channel members listen on which topic, presence state per
-//! topic, and fan-out. Messages are serialised once per protocol version and handed to each
+//! topic (this instance's members, plus a replica of the other instances' presences kept
+//! from their cluster messages), and fan-out. Messages are serialised once per protocol version and handed to each
 //! socket's bounded outbox; a socket whose outbox is full is disconnected (a slow consumer
 //! must not grow the server's memory).
 
@@ -118,6 +119,65 @@ struct Topic {
     presence: Vec<PresenceEntry>,
 }
 
+/// A presence as it travels between instances (`{"key", "ref", "meta"}`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WirePresence {
+    /// Presence key.
+    pub key: String,
+    /// `phx_ref` (unique per track).
+    #[serde(rename = "ref")]
+    pub phx_ref: String,
+    /// The tracked meta.
+    #[serde(default)]
+    pub meta: Value,
+}
+
+impl From<&PresenceEntry> for WirePresence {
+    fn from(p: &PresenceEntry) -> Self {
+        WirePresence {
+            key: p.key.clone(),
+            phx_ref: p.phx_ref.clone(),
+            meta: p.meta.clone(),
+        }
+    }
+}
+
+impl From<WirePresence> for PresenceEntry {
+    fn from(w: WirePresence) -> Self {
+        PresenceEntry {
+            member: 0,
+            key: w.key,
+            phx_ref: w.phx_ref,
+            meta: w.meta,
+        }
+    }
+}
+
+/// One topic's presences in a cluster message.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WireTopic {
+    /// Hub key.
+    pub key: String,
+    /// Client topic (`realtime:room`).
+    pub topic: String,
+    /// Presences.
+    pub entries: Vec<WirePresence>,
+}
+
+/// The other instances' presences of one topic.
+#[derive(Default)]
+struct RemoteTopic {
+    topic: String,
+    /// (origin instance, presence).
+    entries: Vec<(uuid::Uuid, PresenceEntry)>,
+}
+
+/// Another instance's presences are dropped when it has not been heard from for this long
+/// (instances with presences send a heartbeat every [`PRESENCE_HEARTBEAT`]).
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often an instance with presences says it is alive.
+pub const PRESENCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Counters of the hub (exported at `/metrics` and `/api/v1/realtime/stats`).
 #[derive(Debug)]
 pub struct HubMetrics {
@@ -165,6 +225,13 @@ impl HubMetrics {
 /// Topics, members and presence of this process.
 pub struct Hub {
     topics: RwLock<HashMap<String, Mutex<Topic>>>,
+    /// Other instances' presences by hub key (kept even where no local member listens, so
+    /// a later joiner gets the whole state).
+    remote: Mutex<HashMap<String, RemoteTopic>>,
+    /// When each other instance with presences was last heard from.
+    peers: Mutex<HashMap<uuid::Uuid, std::time::Instant>>,
+    /// Where presence changes go for the other instances (set by the service).
+    cluster: std::sync::OnceLock<mpsc::UnboundedSender<String>>,
     /// Members with postgres_changes bindings (the change listener scans these).
     pg_members: RwLock<HashMap<u64, Arc<Member>>>,
     next_id: AtomicU64,
@@ -206,6 +273,9 @@ impl Hub {
     pub fn new(metrics: HubMetrics) -> Self {
         Hub {
             topics: RwLock::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
             pg_members: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             instance: uuid::Uuid::new_v4(),
@@ -233,9 +303,18 @@ impl Hub {
         }
         self.metrics.channels.inc();
         let key = member.key.clone();
+        let remote_key = key.clone();
         let add = |t: &mut Topic| {
             t.members.push(member.clone());
-            presence_state(&t.presence)
+            let remote = lock(&self.remote);
+            match remote.get(&remote_key) {
+                Some(r) if !r.entries.is_empty() => {
+                    let mut all = t.presence.clone();
+                    all.extend(r.entries.iter().map(|(_, p)| p.clone()));
+                    presence_state(&all)
+                }
+                _ => presence_state(&t.presence),
+            }
         };
         if let Some(state) = self.with_topic(&key, add) {
             return state;
@@ -265,6 +344,7 @@ impl Hub {
                 if !gone.is_empty() {
                     let diff = diff_payload(&[], &gone);
                     self.send_presence(t, &member.topic, &diff);
+                    self.publish_presence(&member.key, &member.topic, &[], &gone);
                 }
                 t.members.is_empty()
             })
@@ -294,8 +374,10 @@ impl Hub {
                 meta,
             };
             t.presence.push(entry.clone());
-            let diff = diff_payload(&[entry], &old);
+            let joins = [entry];
+            let diff = diff_payload(&joins, &old);
             self.send_presence(t, &member.topic, &diff);
+            self.publish_presence(&member.key, &member.topic, &joins, &old);
         });
     }
 
@@ -308,8 +390,243 @@ impl Hub {
             if !gone.is_empty() {
                 let diff = diff_payload(&[], &gone);
                 self.send_presence(t, &member.topic, &diff);
+                self.publish_presence(&member.key, &member.topic, &[], &gone);
             }
         });
+    }
+
+    /// Connects the hub to the cluster: presence changes are queued on `tx` as NOTIFY
+    /// payloads for the other instances.
+    pub fn set_cluster(&self, tx: mpsc::UnboundedSender<String>) {
+        let _ = self.cluster.set(tx);
+    }
+
+    /// Queues a cluster message (nothing when the hub is not connected to a cluster).
+    pub fn to_cluster(&self, msg: String) {
+        if let Some(tx) = self.cluster.get() {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn publish_presence(
+        &self,
+        key: &str,
+        topic: &str,
+        joins: &[PresenceEntry],
+        leaves: &[PresenceEntry],
+    ) {
+        if self.cluster.get().is_none() {
+            return;
+        }
+        let wire = |v: &[PresenceEntry]| v.iter().map(WirePresence::from).collect::<Vec<_>>();
+        let msg = json!({
+            "k": "p", "i": self.instance, "key": key, "topic": topic,
+            "joins": wire(joins), "leaves": wire(leaves),
+        });
+        self.to_cluster(msg.to_string());
+    }
+
+    /// Whether this instance tracks any presence (it then sends heartbeats).
+    pub fn has_local_presence(&self) -> bool {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.values().any(|t| !lock(t).presence.is_empty())
+    }
+
+    /// Every local presence, per topic (the answer to another instance's sync request).
+    pub fn local_presence(&self) -> Vec<WireTopic> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (key, t) in topics.iter() {
+            let t = lock(t);
+            if let Some(first) = t.members.first() {
+                if !t.presence.is_empty() {
+                    out.push(WireTopic {
+                        key: key.clone(),
+                        topic: first.topic.clone(),
+                        entries: t.presence.iter().map(WirePresence::from).collect(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Notes that `instance` is alive.
+    pub fn peer_seen(&self, instance: uuid::Uuid, now: std::time::Instant) {
+        lock(&self.peers).insert(instance, now);
+    }
+
+    /// Applies another instance's presence diff: joins it did not know yet and leaves of
+    /// presences it had are forwarded to local members as a `presence_diff`.
+    pub fn remote_diff(
+        &self,
+        instance: uuid::Uuid,
+        key: &str,
+        topic: &str,
+        joins: Vec<WirePresence>,
+        leaves: Vec<WirePresence>,
+        now: std::time::Instant,
+    ) {
+        self.peer_seen(instance, now);
+        let (added, removed) = {
+            let mut remote = lock(&self.remote);
+            let r = remote.entry(key.to_string()).or_default();
+            r.topic = topic.to_string();
+            let mut removed = Vec::new();
+            for l in leaves {
+                if let Some(pos) = r
+                    .entries
+                    .iter()
+                    .position(|(i, p)| *i == instance && p.phx_ref == l.phx_ref)
+                {
+                    removed.push(r.entries.remove(pos).1);
+                }
+            }
+            let mut added = Vec::new();
+            for j in joins {
+                if !r
+                    .entries
+                    .iter()
+                    .any(|(i, p)| *i == instance && p.phx_ref == j.phx_ref)
+                {
+                    let p = PresenceEntry::from(j);
+                    r.entries.push((instance, p.clone()));
+                    added.push(p);
+                }
+            }
+            if r.entries.is_empty() {
+                remote.remove(key);
+            }
+            (added, removed)
+        };
+        self.forward_remote(key, topic, &added, &removed);
+    }
+
+    /// Replaces everything known of `instance`'s presences with `topics` (its answer to a
+    /// sync request), forwarding the differences.
+    pub fn remote_full(
+        &self,
+        instance: uuid::Uuid,
+        topics: Vec<WireTopic>,
+        now: std::time::Instant,
+    ) {
+        self.peer_seen(instance, now);
+        let mut diffs: Vec<(String, String, Vec<PresenceEntry>, Vec<PresenceEntry>)> = Vec::new();
+        {
+            let mut remote = lock(&self.remote);
+            let mut incoming: HashMap<String, WireTopic> =
+                topics.into_iter().map(|t| (t.key.clone(), t)).collect();
+            let keys: Vec<String> = remote.keys().cloned().collect();
+            for key in keys {
+                let Some(r) = remote.get_mut(&key) else {
+                    continue;
+                };
+                let new = incoming.remove(&key);
+                let new_refs: Vec<&str> = new
+                    .as_ref()
+                    .map(|t| t.entries.iter().map(|e| e.phx_ref.as_str()).collect())
+                    .unwrap_or_default();
+                let (gone, kept): (Vec<_>, Vec<_>) = r
+                    .entries
+                    .drain(..)
+                    .partition(|(i, p)| *i == instance && !new_refs.contains(&p.phx_ref.as_str()));
+                r.entries = kept;
+                let mut added = Vec::new();
+                if let Some(t) = new {
+                    r.topic = t.topic;
+                    for e in t.entries {
+                        if !r
+                            .entries
+                            .iter()
+                            .any(|(i, p)| *i == instance && p.phx_ref == e.phx_ref)
+                        {
+                            let p = PresenceEntry::from(e);
+                            r.entries.push((instance, p.clone()));
+                            added.push(p);
+                        }
+                    }
+                }
+                let gone: Vec<PresenceEntry> = gone.into_iter().map(|(_, p)| p).collect();
+                if !added.is_empty() || !gone.is_empty() {
+                    diffs.push((key.clone(), r.topic.clone(), added, gone));
+                }
+                if r.entries.is_empty() {
+                    remote.remove(&key);
+                }
+            }
+            for (key, t) in incoming {
+                if t.entries.is_empty() {
+                    continue;
+                }
+                let entries: Vec<PresenceEntry> =
+                    t.entries.into_iter().map(PresenceEntry::from).collect();
+                remote.insert(
+                    key.clone(),
+                    RemoteTopic {
+                        topic: t.topic.clone(),
+                        entries: entries.iter().map(|p| (instance, p.clone())).collect(),
+                    },
+                );
+                diffs.push((key, t.topic, entries, Vec::new()));
+            }
+        }
+        for (key, topic, added, gone) in diffs {
+            self.forward_remote(&key, &topic, &added, &gone);
+        }
+    }
+
+    /// Drops the presences of instances not heard from within [`PRESENCE_TTL`] (crashed or
+    /// cut off), forwarding their leaves.
+    pub fn expire_peers(&self, now: std::time::Instant) {
+        let dead: Vec<uuid::Uuid> = {
+            let mut peers = lock(&self.peers);
+            let dead: Vec<uuid::Uuid> = peers
+                .iter()
+                .filter(|(_, seen)| now.saturating_duration_since(**seen) > PRESENCE_TTL)
+                .map(|(i, _)| *i)
+                .collect();
+            for d in &dead {
+                peers.remove(d);
+            }
+            dead
+        };
+        if dead.is_empty() {
+            return;
+        }
+        let mut diffs = Vec::new();
+        {
+            let mut remote = lock(&self.remote);
+            remote.retain(|key, r| {
+                let (gone, kept): (Vec<_>, Vec<_>) =
+                    r.entries.drain(..).partition(|(i, _)| dead.contains(i));
+                r.entries = kept;
+                if !gone.is_empty() {
+                    diffs.push((
+                        key.clone(),
+                        r.topic.clone(),
+                        gone.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+                    ));
+                }
+                !r.entries.is_empty()
+            });
+        }
+        for (key, topic, gone) in diffs {
+            self.forward_remote(&key, &topic, &[], &gone);
+        }
+    }
+
+    fn forward_remote(
+        &self,
+        key: &str,
+        topic: &str,
+        joins: &[PresenceEntry],
+        leaves: &[PresenceEntry],
+    ) {
+        if joins.is_empty() && leaves.is_empty() {
+            return;
+        }
+        let diff = diff_payload(joins, leaves);
+        self.with_topic(key, |t| self.send_presence(t, topic, &diff));
     }
 
     fn send_presence(&self, t: &Topic, topic: &str, diff: &str) {
@@ -560,6 +877,76 @@ mod tests {
         assert!(!a.socket.overflowed.load(Ordering::Relaxed));
         assert_eq!(h.broadcast(&msg), 0);
         assert!(a.socket.overflowed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn remote_presences_diff_sync_and_expire() {
+        let h = hub();
+        let (a, mut ra) = member(&h, "realtime:p", Vsn::V2, false);
+        h.join(a.clone());
+        let peer = uuid::Uuid::new_v4();
+        let t0 = std::time::Instant::now();
+        let w = |k: &str, r: &str| WirePresence {
+            key: k.into(),
+            phx_ref: r.into(),
+            meta: json!({"n": r}),
+        };
+        // A remote join reaches local members and later joiners' state; a repeat is silent.
+        h.remote_diff(
+            peer,
+            "realtime:p",
+            "realtime:p",
+            vec![w("bob", "r1")],
+            vec![],
+            t0,
+        );
+        let d = text(ra.try_recv().unwrap());
+        assert_eq!(d[4]["joins"]["bob"]["metas"][0]["phx_ref"], "r1");
+        h.remote_diff(
+            peer,
+            "realtime:p",
+            "realtime:p",
+            vec![w("bob", "r1")],
+            vec![],
+            t0,
+        );
+        assert!(ra.try_recv().is_err());
+        let (b, _rb) = member(&h, "realtime:p", Vsn::V2, false);
+        let state: Value = serde_json::from_str(&h.join(b)).unwrap();
+        assert_eq!(state["bob"]["metas"][0]["n"], "r1");
+        // Remote presences of a topic nobody here has joined are kept for later joiners.
+        h.remote_diff(
+            peer,
+            "realtime:q",
+            "realtime:q",
+            vec![w("cy", "r2")],
+            vec![],
+            t0,
+        );
+        let (c, _rc) = member(&h, "realtime:q", Vsn::V2, false);
+        let state: Value = serde_json::from_str(&h.join(c)).unwrap();
+        assert_eq!(state["cy"]["metas"][0]["n"], "r2");
+        // A full state replaces: r1 left, r3 joined.
+        h.remote_full(
+            peer,
+            vec![WireTopic {
+                key: "realtime:p".into(),
+                topic: "realtime:p".into(),
+                entries: vec![w("bob", "r3")],
+            }],
+            t0,
+        );
+        let d = text(ra.try_recv().unwrap());
+        assert_eq!(d[4]["leaves"]["bob"]["metas"][0]["phx_ref"], "r1");
+        assert_eq!(d[4]["joins"]["bob"]["metas"][0]["phx_ref"], "r3");
+        // Silence past the TTL: the peer's presences leave.
+        h.expire_peers(t0 + PRESENCE_TTL / 2);
+        assert!(ra.try_recv().is_err());
+        h.expire_peers(t0 + PRESENCE_TTL * 2);
+        let d = text(ra.try_recv().unwrap());
+        assert_eq!(d[4]["leaves"]["bob"]["metas"][0]["phx_ref"], "r3");
+        let (e, _re) = member(&h, "realtime:q", Vsn::V2, false);
+        assert_eq!(h.join(e), "{}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! Owns: the socket protocol (`protocol`), per-socket sessions (`socket`), the process's hub
 //! of topics and presence (`hub`), the change listener with batched RLS checks (`changes`),
 //! the REST broadcast and admin routes (`api`), and the `realtime` schema's functions.
-//! Must not: read other modules' tables, or keep state another instance needs (cluster
-//! broadcasts travel through Postgres NOTIFY; presence is per instance).
+//! Must not: read other modules' tables, or keep state another instance needs (broadcasts
+//! and presence changes travel between instances through Postgres NOTIFY; messages too large
+//! for NOTIFY through `realtime.fluxbase_cluster_messages`).
 
 pub mod api;
 pub mod changes;
@@ -101,6 +102,7 @@ impl Realtime {
             listening: Default::default(),
         });
         let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
+        hub.set_cluster(cluster_tx.clone());
         Ok(Realtime {
             hub,
             changes,
@@ -119,14 +121,15 @@ impl Realtime {
             .take();
         if let Some(rx) = rx {
             tokio::spawn(cluster_sender(self.changes.pool.clone(), rx));
+            tokio::spawn(cluster_upkeep(self.changes.pool.clone(), self.hub.clone()));
         }
         tokio::spawn(changes::run(self.changes.clone(), pg))
     }
 
     /// Sends a broadcast to this instance's members at once and queues it for the other
-    /// instances (NOTIFY, sent by a background task so no socket waits on the database).
-    /// Payloads too large for NOTIFY reach this instance only (logged). Returns how many
-    /// local members got it.
+    /// instances (NOTIFY, sent by a background task so no socket waits on the database;
+    /// payloads too large for NOTIFY travel through `realtime.fluxbase_cluster_messages`).
+    /// Returns how many local members got it.
     pub fn publish(&self, b: hub::Broadcast) -> usize {
         let n = self.hub.broadcast(&b);
         let sub = b.topic.strip_prefix("realtime:").unwrap_or(&b.topic);
@@ -145,22 +148,19 @@ impl Realtime {
             }
         }
         let text = msg.to_string();
-        if text.len() > 7900 {
-            tracing::warn!(
-                topic = %b.topic,
-                bytes = text.len(),
-                "realtime: broadcast too large for NOTIFY; delivered on this instance only"
-            );
-            return n;
-        }
         let _ = self.cluster_tx.send(text);
         n
     }
 }
 
-/// Sends queued cluster broadcasts: everything queued at a time goes out pipelined on one
+/// The largest NOTIFY payload sent as such (Postgres refuses 8000 bytes and more); larger
+/// cluster messages are stored and their id is sent.
+pub const NOTIFY_MAX: usize = 7900;
+
+/// Sends queued cluster messages: everything queued at a time goes out pipelined on one
 /// connection (one round trip), so a burst of broadcasts costs a few round trips, not one
-/// each, and never holds up the sockets that made them.
+/// each, and never holds up the sockets that made them. Messages over [`NOTIFY_MAX`] go
+/// through `realtime.fluxbase_notify`, which stores them and NOTIFYs their id.
 async fn cluster_sender(
     pool: deadpool_postgres::Pool,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -180,13 +180,24 @@ async fn cluster_sender(
                 .prepare_cached("SELECT pg_notify($1, $2)")
                 .await
                 .map_err(|e| e.to_string())?;
-            let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 2]> = batch
+            let stored = c
+                .prepare_cached("SELECT realtime.fluxbase_notify($1)")
+                .await
+                .map_err(|e| e.to_string())?;
+            type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+            let params: Vec<(bool, Vec<Param<'_>>)> = batch
                 .iter()
-                .map(|m| -> [&(dyn tokio_postgres::types::ToSql + Sync); 2] {
-                    [&changes::CHANNEL, m]
+                .map(|m| -> (bool, Vec<Param<'_>>) {
+                    if m.len() > NOTIFY_MAX {
+                        (true, vec![m])
+                    } else {
+                        (false, vec![&changes::CHANNEL, m])
+                    }
                 })
                 .collect();
-            let sends = params.iter().map(|p| c.execute(&stmt, p));
+            let sends = params
+                .iter()
+                .map(|(big, p)| c.execute(if *big { &stored } else { &stmt }, p.as_slice()));
             futures_util::future::try_join_all(sends)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -197,6 +208,40 @@ async fn cluster_sender(
             tracing::warn!(error = %e, lost = batch.len(), "realtime: cluster broadcast failed");
         }
         batch.clear();
+    }
+}
+
+/// Presence heartbeats and expiry, and the cleanup of stored cluster messages: every
+/// [`hub::PRESENCE_HEARTBEAT`], an instance with presences says it is alive and presences
+/// of instances silent for [`hub::PRESENCE_TTL`] are dropped; every minute, stored messages
+/// older than 10 minutes (read by every listener long before) are deleted.
+async fn cluster_upkeep(pool: deadpool_postgres::Pool, hub: Arc<hub::Hub>) {
+    let mut tick = tokio::time::interval(hub::PRESENCE_HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if hub.has_local_presence() {
+            hub.to_cluster(serde_json::json!({"k": "h", "i": hub.instance}).to_string());
+        }
+        hub.expire_peers(std::time::Instant::now());
+        n += 1;
+        if n % 12 == 0 {
+            let r = async {
+                let c = pool.get().await.map_err(|e| e.to_string())?;
+                c.execute(
+                    "DELETE FROM realtime.fluxbase_cluster_messages \
+                      WHERE created_at < now() - interval '10 minutes'",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "realtime: cleanup of stored cluster messages failed");
+            }
+        }
     }
 }
 

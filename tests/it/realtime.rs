@@ -1015,3 +1015,176 @@ async fn stats_and_require_apikey_on_websockets() {
         .unwrap();
     assert!(metrics.contains("fluxbase_realtime_connections 1"));
 }
+
+/// Reads frames until a `presence_diff` satisfying `ok` (others are skipped).
+async fn diff_where(c: &mut Client, ok: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let d = c.until("presence_diff").await;
+        if ok(d.payload()) {
+            return d.payload().clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_spans_instances() {
+    let app = TestApp::spawn().await;
+    let other = TestApp::spawn_on(app.db.clone(), |_| {}).await;
+    listening(&app).await;
+    listening(&other).await;
+    let cfg = |k: &str| json!({"presence": {"key": k, "enabled": true}});
+    // bob watches the room on the other instance; alice joins and tracks on the first.
+    let mut bob = Client::connect(&other, &other.anon_key(), "2.0.0").await;
+    bob.join("realtime:hall", cfg("bob")).await;
+    bob.until("presence_state").await;
+    let mut alice = Client::connect(&app, &app.anon_key(), "1.0.0").await;
+    alice.join("realtime:hall", cfg("alice")).await;
+    alice.until("presence_state").await;
+    let r = alice
+        .push(
+            "realtime:hall",
+            "presence",
+            json!({"type":"presence","event":"track","payload":{"status":"online"}}),
+        )
+        .await;
+    assert_eq!(alice.reply(&r).await["status"], "ok");
+    let d = diff_where(&mut bob, |p| p["joins"]["alice"].is_object()).await;
+    assert_eq!(d["joins"]["alice"]["metas"][0]["status"], "online");
+    let alice_ref = d["joins"]["alice"]["metas"][0]["phx_ref"].clone();
+    assert!(alice_ref.is_string());
+    // A socket joining on the other instance gets the whole state, alice included.
+    let mut carol = Client::connect(&other, &other.anon_key(), "2.0.0").await;
+    carol.join("realtime:hall", cfg("carol")).await;
+    let s = carol.until("presence_state").await;
+    assert_eq!(s.payload()["alice"]["metas"][0]["status"], "online");
+    assert_eq!(s.payload()["alice"]["metas"][0]["phx_ref"], alice_ref);
+    // bob tracks there: alice sees him here.
+    let r = bob
+        .push(
+            "realtime:hall",
+            "presence",
+            json!({"type":"presence","event":"track","payload":{"status":"away"}}),
+        )
+        .await;
+    assert_eq!(bob.reply(&r).await["status"], "ok");
+    let d = diff_where(&mut alice, |p| p["joins"]["bob"].is_object()).await;
+    assert_eq!(d["joins"]["bob"]["metas"][0]["status"], "away");
+    // Other topics are untouched: a socket in another room on the first instance sees nobody.
+    let mut dave = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    dave.join("realtime:elsewhere", cfg("dave")).await;
+    assert_eq!(dave.until("presence_state").await.payload(), &json!({}));
+    // An instance started now learns the presences tracked before it listened (it asks the
+    // others for their state when its listener comes up).
+    let third = TestApp::spawn_on(app.db.clone(), |_| {}).await;
+    listening(&third).await;
+    let mut eve = Client::connect(&third, &third.anon_key(), "2.0.0").await;
+    eve.join("realtime:hall", cfg("eve")).await;
+    let mut state = eve.until("presence_state").await.payload().clone();
+    // Until the answers arrive, they come as diffs on the joined socket.
+    while !(state["alice"].is_object() && state["bob"].is_object()) {
+        let d = eve.until("presence_diff").await;
+        for (k, v) in d.payload()["joins"].as_object().unwrap() {
+            state[k] = v.clone();
+        }
+    }
+    assert_eq!(state["alice"]["metas"][0]["status"], "online");
+    assert_eq!(state["bob"]["metas"][0]["status"], "away");
+    // alice disconnects: bob and carol (other instance) and eve (third) see her leave.
+    drop(alice);
+    for c in [&mut bob, &mut carol, &mut eve] {
+        let d = diff_where(c, |p| p["leaves"]["alice"].is_object()).await;
+        assert_eq!(d["leaves"]["alice"]["metas"][0]["phx_ref"], alice_ref);
+    }
+    // bob untracks: carol (his instance) and fred (the first instance, joined before) see it;
+    // then a joiner on the first instance sees no one left.
+    let mut fred = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    fred.join("realtime:hall", cfg("fred")).await;
+    let s = fred.until("presence_state").await;
+    assert!(s.payload()["bob"].is_object(), "{:?}", s.payload());
+    assert!(s.payload().get("alice").is_none(), "{:?}", s.payload());
+    let r = bob
+        .push(
+            "realtime:hall",
+            "presence",
+            json!({"type":"presence","event":"untrack"}),
+        )
+        .await;
+    assert_eq!(bob.reply(&r).await["status"], "ok");
+    diff_where(&mut carol, |p| p["leaves"]["bob"].is_object()).await;
+    diff_where(&mut fred, |p| p["leaves"]["bob"].is_object()).await;
+    let mut gina = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    gina.join("realtime:hall", cfg("gina")).await;
+    assert_eq!(gina.until("presence_state").await.payload(), &json!({}));
+}
+
+#[tokio::test]
+async fn large_broadcasts_cross_instances() {
+    let app = TestApp::spawn().await;
+    let other = TestApp::spawn_on(app.db.clone(), |_| {}).await;
+    listening(&app).await;
+    listening(&other).await;
+    let mut here = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    let mut there = Client::connect(&other, &other.anon_key(), "1.0.0").await;
+    here.join("realtime:big", json!({})).await;
+    there.join("realtime:big", json!({})).await;
+    // 20 KB, well past NOTIFY's 8000 bytes, from a websocket on the first instance.
+    let text: String = (0..20_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    here.push(
+        "realtime:big",
+        "broadcast",
+        json!({"type":"broadcast","event":"ws","payload":{"text": text}}),
+    )
+    .await;
+    let f = there.until("broadcast").await;
+    assert_eq!(f.payload()["event"], "ws");
+    assert_eq!(f.payload()["payload"]["text"], text);
+    // From REST on the other instance, and from SQL (realtime.send), both reach the first.
+    let body = json!({"messages": [{"topic": "big", "event": "rest", "payload": {"text": text}}]});
+    let res = other
+        .http
+        .post(other.url("/realtime/v1/api/broadcast"))
+        .bearer_auth(other.anon_key())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    for c in [&mut here, &mut there] {
+        let f = c.until("broadcast").await;
+        assert_eq!(f.payload()["event"], "rest");
+        assert_eq!(f.payload()["payload"]["text"], text);
+    }
+    let db = app.db.client().await;
+    db.execute(
+        "SELECT realtime.send(jsonb_build_object('text', $1::text), 'sql', 'big', false)",
+        &[&text],
+    )
+    .await
+    .unwrap();
+    for c in [&mut here, &mut there] {
+        let f = c.until("broadcast").await;
+        assert_eq!(f.payload()["event"], "sql");
+        assert_eq!(f.payload()["payload"]["text"], text);
+    }
+    // Stored messages are kept for the listeners, not for clients: nobody but the owner
+    // may read them.
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM realtime.fluxbase_cluster_messages",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored >= 3, "{stored}");
+    let denied = db
+        .batch_execute(
+            "BEGIN; SET LOCAL ROLE authenticated; \
+             SELECT count(*) FROM realtime.fluxbase_cluster_messages; COMMIT",
+        )
+        .await;
+    assert!(denied.is_err());
+    let _ = db.batch_execute("ROLLBACK").await;
+}

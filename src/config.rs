@@ -300,6 +300,10 @@ pub struct ExternalConfig {
     pub gitlab: OAuthProviderConfig,
     /// Discord (OAuth2 with PKCE; users/@me API).
     pub discord: OAuthProviderConfig,
+    /// Facebook (OAuth2; Graph API `/me`).
+    pub facebook: OAuthProviderConfig,
+    /// Microsoft Entra ID / Azure AD (OpenID Connect; `url` is the tenant's v2.0 authority).
+    pub azure: OAuthProviderConfig,
     /// Keycloak (OpenID Connect; `url` is the realm URL).
     pub keycloak: OAuthProviderConfig,
     /// Any OpenID Connect provider (`url` is the issuer; discovery and JWKS).
@@ -1118,12 +1122,14 @@ fn show(v: &Value) -> String {
 
 impl ExternalConfig {
     /// The provider sections with their names, in a fixed order.
-    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 7] {
+    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 9] {
         [
             ("github", &self.github),
             ("google", &self.google),
             ("gitlab", &self.gitlab),
             ("discord", &self.discord),
+            ("facebook", &self.facebook),
+            ("azure", &self.azure),
             ("keycloak", &self.keycloak),
             ("oidc", &self.oidc),
             ("custom", &self.custom),

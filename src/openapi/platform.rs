@@ -344,6 +344,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                             ("google", boolean()),
                             ("gitlab", boolean()),
                             ("discord", boolean()),
+                            ("facebook", boolean()),
+                            ("azure", boolean()),
                             ("keycloak", boolean()),
                             ("oidc", boolean()),
                             ("custom", boolean()),

@@ -3,7 +3,9 @@
 //! redirect_to, implicit and PKCE flows, identity linking, and the failure paths (denied
 //! consent, bad or replayed state, token endpoint errors, bad id_tokens, unverified email).
 
-use crate::support::oauth_provider::{FakeProvider, FakeUser, Mode, CLIENT_ID, CLIENT_SECRET};
+use crate::support::oauth_provider::{
+    FakeProvider, FakeUser, Mode, AZURE_TENANT, CLIENT_ID, CLIENT_SECRET,
+};
 use crate::support::TestApp;
 use fluxbase::config::{Config, OAuthProviderConfig, Secret};
 use serde_json::{json, Value};
@@ -35,6 +37,8 @@ fn configure(c: &mut Config, fake: &FakeProvider) {
     e.github = provider(format!("{b}/github"));
     e.gitlab = provider(format!("{b}/gitlab"));
     e.discord = provider(format!("{b}/discord"));
+    e.facebook = provider(format!("{b}/facebook"));
+    e.azure = provider(format!("{b}/azure/common/v2.0"));
     e.google = provider(format!("{b}/google"));
     e.keycloak = provider(format!("{b}/realms/test"));
     e.oidc = provider(format!("{b}/oidc"));
@@ -241,7 +245,10 @@ async fn github_signs_in_with_the_primary_verified_email() {
     // Signing in again: same user, same identity, one more audit entry.
     let hops = sign_in(&app, "provider=github").await;
     let f = hops.fragment();
-    assert_eq!(hops.back.as_str().split('#').next().unwrap(), "http://app.test/");
+    assert_eq!(
+        hops.back.as_str().split('#').next().unwrap(),
+        "http://app.test/"
+    );
     let again = get_user(&app, &f["access_token"]).await;
     assert_eq!(again["id"], user["id"]);
     assert_eq!(again["identities"].as_array().unwrap().len(), 1);
@@ -326,6 +333,43 @@ async fn discord_signs_in() {
         user["identities"][0]["identity_data"]["avatar_url"],
         "https://cdn.discordapp.com/avatars/80351110224678912/8342729096ea3675442027381ff50dfe.png"
     );
+}
+
+#[tokio::test]
+async fn facebook_signs_in_with_appsecret_proof() {
+    let (_app, fake, user) = implicit_flow_creates_the_user(
+        "facebook",
+        FakeUser::new("10158", "fay", "fay@example.test"),
+    )
+    .await;
+    assert_eq!(fake.authorize_requests()[0]["scope"], "email");
+    assert_eq!(
+        user["identities"][0]["identity_data"]["avatar_url"],
+        "https://platform-lookaside.example/10158.jpg"
+    );
+}
+
+#[tokio::test]
+async fn azure_checks_the_tenant_issuer_and_xms_edov() {
+    let (app, fake, user) = implicit_flow_creates_the_user(
+        "azure",
+        FakeUser::new(
+            "00000000-0000-0000-66f3-3332eca7ea81",
+            "ada",
+            "ada@contoso.example",
+        ),
+    )
+    .await;
+    assert_eq!(
+        user["identities"][0]["identity_data"]["iss"],
+        format!("{}/azure/{AZURE_TENANT}/v2.0", fake.base)
+    );
+    // Without xms_edov the address is not vouched for: no linking, a confirmation mail.
+    let mut u = FakeUser::new("azure-2", "bob", "bob@contoso.example");
+    u.email_verified = false;
+    fake.set_user(u);
+    let q = sign_in(&app, "provider=azure").await.query();
+    assert_eq!(q["error_code"], "provider_email_needs_verification");
 }
 
 #[tokio::test]
@@ -580,11 +624,18 @@ async fn token_endpoint_errors_redirect_with_server_error() {
 
 #[tokio::test]
 async fn bad_id_tokens_are_refused() {
-    for mode in [Mode::BadSignature, Mode::WrongNonce, Mode::WrongAudience] {
+    for (provider, mode) in [
+        ("google", Mode::BadSignature),
+        ("google", Mode::WrongNonce),
+        ("google", Mode::WrongAudience),
+        ("google", Mode::WrongIssuer),
+        ("azure", Mode::WrongIssuer),
+        ("keycloak", Mode::BadSignature),
+    ] {
         let (app, fake) = setup(|_| {}).await;
         fake.set_user(FakeUser::new("1", "b", "b@example.test"));
         fake.set_mode(mode);
-        let q = sign_in(&app, "provider=google").await.query();
+        let q = sign_in(&app, &format!("provider={provider}")).await.query();
         assert_eq!(q["error"], "server_error", "{mode:?}");
         assert_eq!(
             q["error_description"],
@@ -598,7 +649,7 @@ async fn bad_id_tokens_are_refused() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(n, 0, "{mode:?}");
+        assert_eq!(n, 0, "{provider} {mode:?}");
     }
 }
 
@@ -770,6 +821,25 @@ async fn authorize_refuses_bad_requests_and_guards_redirect_to() {
         assert_eq!(landed.as_str(), lands, "{asked}");
         assert!(hops.fragment().contains_key("access_token"));
     }
+
+    // The callback URL given to the provider comes from the request's own Host, never from
+    // forwarding headers a client can forge; the alias mount keeps its prefix.
+    for (path, callback) in [
+        ("/auth/v1/authorize", "/auth/v1/callback"),
+        ("/api/v1/auth/authorize", "/api/v1/auth/callback"),
+    ] {
+        let r = b
+            .get(app.url(&format!("{path}?provider=github")))
+            .header("X-Forwarded-Host", "evil.example")
+            .header("X-Forwarded-Proto", "https")
+            .header("Forwarded", "host=evil.example;proto=https")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let to = url::Url::parse(&location(&r)).unwrap();
+        assert_eq!(pairs(to.query())["redirect_uri"], app.url(callback));
+    }
 }
 
 #[tokio::test]
@@ -842,7 +912,7 @@ async fn settings_list_enabled_providers() {
         .unwrap();
     let e = &s["external"];
     for p in [
-        "github", "google", "gitlab", "keycloak", "oidc", "custom", "email",
+        "github", "google", "gitlab", "facebook", "azure", "keycloak", "oidc", "custom", "email",
     ] {
         assert_eq!(e[p], true, "{p}: {s}");
     }

@@ -112,8 +112,20 @@ fn callback_url(state: &AppState, req: &HttpRequest, c: &OAuthProviderConfig) ->
     if !public.is_empty() {
         return format!("{public}{prefix}/callback");
     }
-    let info = req.connection_info();
-    format!("{}://{}{prefix}/callback", info.scheme(), info.host())
+    // The request's own Host header, never X-Forwarded-Host: a forged header must not choose
+    // where the provider sends the code. Behind a proxy, set server.public_url.
+    let scheme = if state.config.server.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}:{}", state.config.server.host, state.config.server.port));
+    format!("{scheme}://{host}{prefix}/callback")
 }
 
 fn provider_unavailable(name: &str, cause: &str) -> ApiError {
@@ -192,10 +204,7 @@ pub async fn authorize(
         .map_err(|e| provider_unavailable(&name, &format!("authorization endpoint: {e}")))?;
     {
         let mut scopes: Vec<&str> = preset.scopes.split_whitespace().collect();
-        for s in get("scopes")
-            .unwrap_or_default()
-            .split([' ', ','])
-        {
+        for s in get("scopes").unwrap_or_default().split([' ', ',']) {
             if !s.is_empty() && !scopes.contains(&s) {
                 scopes.push(s);
             }

@@ -18,6 +18,8 @@ pub enum Kind {
     Gitlab,
     /// Discord's REST API: `/api/users/@me`.
     Discord,
+    /// Facebook's Graph API: `/me`.
+    Facebook,
     /// OpenID Connect: discovery, an `id_token` checked against the provider's JWKS.
     Oidc,
     /// Plain OAuth2 with a userinfo endpoint that answers with OIDC claim names.
@@ -35,11 +37,14 @@ pub struct Preset {
     pub scopes: &'static str,
     /// Base URL or issuer when `url` is not configured.
     pub url: &'static str,
+    /// The issuer names a tenant (`{tenantid}`, Microsoft's multi-tenant authorities): each
+    /// id_token's `iss` must be that issuer with its own `tid` filled in.
+    pub tenant_issuer: bool,
 }
 
 /// Every preset name, in the order `/settings` lists them.
-pub const NAMES: [&str; 7] = [
-    "github", "google", "gitlab", "discord", "keycloak", "oidc", "custom",
+pub const NAMES: [&str; 9] = [
+    "github", "google", "gitlab", "discord", "facebook", "azure", "keycloak", "oidc", "custom",
 ];
 
 /// The preset of a provider name.
@@ -49,6 +54,7 @@ pub fn preset(name: &str) -> Option<Preset> {
         pkce,
         scopes,
         url,
+        tenant_issuer: false,
     };
     Some(match name {
         // GitHub's OAuth apps do not take PKCE everywhere; the client secret protects the code.
@@ -61,6 +67,16 @@ pub fn preset(name: &str) -> Option<Preset> {
         ),
         "gitlab" => p(Kind::Gitlab, true, "read_user", "https://gitlab.com"),
         "discord" => p(Kind::Discord, true, "identify email", "https://discord.com"),
+        "facebook" => p(Kind::Facebook, false, "email", "https://www.facebook.com"),
+        "azure" => Preset {
+            tenant_issuer: true,
+            ..p(
+                Kind::Oidc,
+                true,
+                "openid email profile",
+                "https://login.microsoftonline.com/common/v2.0",
+            )
+        },
         "keycloak" | "oidc" => p(Kind::Oidc, true, "openid email profile", ""),
         "custom" => p(Kind::Custom, true, "", ""),
         _ => return None,
@@ -128,7 +144,22 @@ pub async fn endpoints(
             api: format!("{base}/api"),
             ..Endpoints::default()
         },
-        Kind::Oidc => discover(out, &base).await?,
+        Kind::Facebook => {
+            // The dialog lives on www.facebook.com, the rest on the Graph API host.
+            let graph = if cfg.url.is_empty() {
+                "https://graph.facebook.com".to_string()
+            } else {
+                base.clone()
+            };
+            Endpoints {
+                authorize: format!("{base}/dialog/oauth"),
+                token: format!("{graph}/oauth/access_token"),
+                userinfo: format!("{graph}/me?fields=email,first_name,last_name,name,picture"),
+                api: graph,
+                ..Endpoints::default()
+            }
+        }
+        Kind::Oidc => discover(out, &base, preset.tenant_issuer).await?,
         Kind::Custom => Endpoints::default(),
     };
     for (over, field) in [
@@ -148,7 +179,7 @@ pub async fn endpoints(
 
 /// Reads `<issuer>/.well-known/openid-configuration`; its `issuer` must be the configured
 /// one (OpenID Connect Discovery §4.3), so a document cannot speak for another issuer.
-async fn discover(out: &Outbound, issuer: &str) -> Result<Endpoints, String> {
+async fn discover(out: &Outbound, issuer: &str, tenant: bool) -> Result<Endpoints, String> {
     if issuer.is_empty() {
         return Err("no issuer configured".into());
     }
@@ -166,7 +197,10 @@ async fn discover(out: &Outbound, issuer: &str) -> Result<Endpoints, String> {
             .to_string()
     };
     let named = s("issuer");
-    if named.trim_end_matches('/') != issuer {
+    // A multi-tenant authority (Microsoft's `common`) names `{tenantid}` in its issuer; it
+    // must still be on the configured host.
+    let templated = tenant && named.contains("{tenantid}") && same_origin(&named, issuer);
+    if named.trim_end_matches('/') != issuer && !templated {
         return Err(format!(
             "discovery names issuer {named:?}, configured {issuer:?}"
         ));
@@ -183,6 +217,13 @@ async fn discover(out: &Outbound, issuer: &str) -> Result<Endpoints, String> {
         return Err("discovery has no jwks_uri".into());
     }
     Ok(ep)
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 async fn get_json(
@@ -312,7 +353,7 @@ fn text(v: &Value, k: &str) -> Option<String> {
 fn truthy(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true") || s == "1",
         _ => false,
     }
 }
@@ -454,6 +495,34 @@ pub async fn fetch_user(
             }
             .into_user(Map::new())
         }
+        Kind::Facebook => {
+            let mut url = url::Url::parse(&ep.userinfo).map_err(|e| e.to_string())?;
+            // appsecret_proof: apps that require it refuse calls without it.
+            if let Some(secret) = &cfg.secret {
+                use hmac::Mac;
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+                        .map_err(|e| e.to_string())?;
+                mac.update(tok.as_bytes());
+                url.query_pairs_mut()
+                    .append_pair("appsecret_proof", &hex::encode(mac.finalize().into_bytes()));
+            }
+            let u = get_json(out, url.as_str(), Some(tok), "application/json").await?;
+            Profile {
+                iss: ep.api.clone(),
+                sub: text(&u, "id"),
+                name: text(&u, "name"),
+                user_name: None,
+                avatar: u
+                    .pointer("/picture/data/url")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                // The Graph API only reports addresses their owner confirmed (GoTrue treats
+                // them as verified too).
+                emails: email_of(text(&u, "email"), true, true),
+            }
+            .into_user(Map::new())
+        }
         Kind::Custom => {
             let u = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
             oidc_profile(ep.userinfo.clone(), &u)
@@ -465,6 +534,12 @@ pub async fn fetch_user(
                 .ok_or("the token response has no id_token")?;
             let claims = verify_id_token(out, ep, &cfg.client_id, id_token, nonce).await?;
             let mut claims = Value::Object(claims);
+            if preset.tenant_issuer {
+                // Microsoft vouches for an address only with `xms_edov` (the domain owner
+                // verified it); `email` alone may be any string a tenant admin typed.
+                let edov = truthy(claims.get("xms_edov"));
+                claims["email_verified"] = Value::Bool(edov);
+            }
             // Some providers leave the address out of the id_token; userinfo has it.
             if text(&claims, "email").is_none() && !ep.userinfo.is_empty() {
                 let info = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
@@ -477,7 +552,8 @@ pub async fn fetch_user(
                     }
                 }
             }
-            oidc_profile(ep.issuer.clone(), &claims)
+            let iss = text(&claims, "iss").unwrap_or_else(|| ep.issuer.clone());
+            oidc_profile(iss, &claims)
         }
     }
 }
@@ -547,12 +623,27 @@ pub async fn verify_id_token(
     .ok_or("no key of the provider's JWKS matches the id_token")?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
     let mut v = Validation::new(header.alg);
-    v.set_issuer(&[&ep.issuer]);
+    let templated = ep.issuer.contains("{tenantid}");
+    if !templated {
+        v.set_issuer(&[&ep.issuer]);
+    }
     v.set_audience(&[client_id]);
     v.leeway = 60;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
         .map_err(|e| format!("id_token rejected: {e}"))?;
+    if templated {
+        let tid = data
+            .claims
+            .get("tid")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+            .ok_or("id_token has no valid tid")?;
+        let expected = ep.issuer.replace("{tenantid}", tid);
+        if data.claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
+            return Err("id_token issuer does not match its tenant".into());
+        }
+    }
     if let Some(n) = nonce {
         if data.claims.get("nonce").and_then(Value::as_str) != Some(n) {
             return Err("id_token nonce does not match".into());

@@ -7,6 +7,8 @@
 //! | github   | `<base>/github`             | `/login/oauth/authorize`, `/login/oauth/access_token`, `/api/v3/user`, `/api/v3/user/emails` |
 //! | gitlab   | `<base>/gitlab`             | `/oauth/authorize`, `/oauth/token`, `/api/v4/user`         |
 //! | discord  | `<base>/discord`            | `/api/oauth2/authorize`, `/api/oauth2/token`, `/api/users/@me` |
+//! | facebook | `<base>/facebook`           | `/dialog/oauth`, `/oauth/access_token`, `/me` (checks `appsecret_proof`) |
+//! | azure    | `<base>/azure/common/v2.0`  | discovery (issuer with `{tenantid}`), `/common/oauth2/v2.0/{authorize,token}`, `/common/discovery/v2.0/keys` |
 //! | google   | `<base>/google`             | discovery, `/o/oauth2/v2/auth`, `/token`, `/v1/userinfo`, `/oauth2/v3/certs` |
 //! | keycloak | `<base>/realms/test`        | discovery, `/protocol/openid-connect/{auth,token,userinfo,certs}` |
 //! | oidc     | `<base>/oidc`               | discovery, `/authorize`, `/token`, `/userinfo`, `/jwks`    |
@@ -105,7 +107,12 @@ pub enum Mode {
     WrongNonce,
     /// id_tokens are for another client.
     WrongAudience,
+    /// id_tokens name another issuer (Azure: another tenant than their `tid`).
+    WrongIssuer,
 }
+
+/// The tenant of the fake Azure directory.
+pub const AZURE_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
 #[derive(Debug, Clone)]
 struct Grant {
@@ -214,6 +221,8 @@ fn split(path: &str) -> (&'static str, String) {
         ("/github/", "github"),
         ("/gitlab/", "gitlab"),
         ("/discord/", "discord"),
+        ("/facebook/", "facebook"),
+        ("/azure/", "azure"),
         ("/google/", "google"),
         ("/realms/test/", "keycloak"),
         ("/oidc/", "oidc"),
@@ -230,6 +239,7 @@ fn issuer_path(flavor: &str) -> &'static str {
     match flavor {
         "google" => "/google",
         "keycloak" => "/realms/test",
+        "azure" => "/azure/common/v2.0",
         _ => "/oidc",
     }
 }
@@ -255,18 +265,22 @@ async fn handle(
         | (_, "api/oauth2/authorize")
         | (_, "o/oauth2/v2/auth")
         | (_, "protocol/openid-connect/auth")
+        | (_, "dialog/oauth")
+        | (_, "common/oauth2/v2.0/authorize")
         | (_, "authorize") => authorize(&inner, flavor, q),
         (_, "login/oauth/access_token")
         | (_, "oauth/token")
         | (_, "api/oauth2/token")
         | (_, "token")
+        | (_, "oauth/access_token")
+        | (_, "common/oauth2/v2.0/token")
         | (_, "protocol/openid-connect/token") => {
             token(&inner, flavor, &base, &String::from_utf8_lossy(&body))
         }
-        ("google" | "keycloak" | "oidc", ".well-known/openid-configuration") => {
-            discovery(flavor, &base)
-        }
+        ("google" | "keycloak" | "oidc", ".well-known/openid-configuration")
+        | ("azure", "common/v2.0/.well-known/openid-configuration") => discovery(flavor, &base),
         ("google", "oauth2/v3/certs")
+        | ("azure", "common/discovery/v2.0/keys")
         | ("keycloak", "protocol/openid-connect/certs")
         | ("oidc", "jwks") => jwks(flavor),
         _ => user_endpoint(&inner, flavor, &rest, &req),
@@ -376,7 +390,7 @@ fn token(inner: &Arc<Mutex<Inner>>, flavor: &str, base: &str, body: &str) -> Htt
     } else {
         out["refresh_token"] = json!(format!("refresh-{}", random()));
     }
-    if matches!(flavor, "google" | "keycloak" | "oidc") {
+    if matches!(flavor, "google" | "keycloak" | "oidc" | "azure") {
         out["id_token"] = json!(id_token(flavor, base, &grant, mode));
     }
     HttpResponse::Ok().json(out)
@@ -397,9 +411,28 @@ fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode) -> String {
         "picture": format!("https://img.example/{}.png", u.login),
         "given_name": u.login,
     });
+    if flavor == "azure" {
+        // Microsoft's v2.0 tokens: the tenant's issuer, `tid`, and `xms_edov` for an address
+        // the domain owner verified (`email` alone proves nothing).
+        claims["iss"] = json!(format!("{base}/azure/{AZURE_TENANT}/v2.0"));
+        claims["tid"] = json!(AZURE_TENANT);
+        claims["xms_edov"] = json!(u.email_verified);
+        claims["oid"] = json!(u.id);
+    }
+    if mode == Mode::WrongIssuer {
+        claims["iss"] = if flavor == "azure" {
+            json!(format!(
+                "{base}/azure/00000000-0000-0000-0000-000000000000/v2.0"
+            ))
+        } else {
+            json!("https://issuer.evil.example")
+        };
+    }
     // Keycloak's default id_token for these scopes leaves the address to userinfo here,
     // so the userinfo path is exercised too.
-    if flavor != "keycloak" {
+    if flavor == "azure" {
+        claims["email"] = json!(u.email);
+    } else if flavor != "keycloak" {
         claims["email"] = json!(u.email);
         // Google has sent email_verified as a string in older tokens.
         claims["email_verified"] = if flavor == "google" {
@@ -430,7 +463,24 @@ fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode) -> String {
 }
 
 fn discovery(flavor: &str, base: &str) -> HttpResponse {
-    let iss = format!("{base}{}", issuer_path(flavor));
+    let iss = if flavor == "azure" {
+        format!("{base}/azure/{{tenantid}}/v2.0")
+    } else {
+        format!("{base}{}", issuer_path(flavor))
+    };
+    if flavor == "azure" {
+        let common = format!("{base}/azure/common");
+        return HttpResponse::Ok().json(json!({
+            "issuer": iss,
+            "authorization_endpoint": format!("{common}/oauth2/v2.0/authorize"),
+            "token_endpoint": format!("{common}/oauth2/v2.0/token"),
+            "userinfo_endpoint": format!("{base}/azure/oidc/userinfo"),
+            "jwks_uri": format!("{common}/discovery/v2.0/keys"),
+            "response_types_supported": ["code", "id_token", "code id_token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }));
+    }
     let (auth, token, userinfo, jwks) = match flavor {
         "google" => (
             "o/oauth2/v2/auth",
@@ -494,6 +544,8 @@ fn user_endpoint(
             | ("github", "api/v3/user/emails")
             | ("gitlab", "api/v4/user")
             | ("discord", "api/users/@me")
+            | ("facebook", "me")
+            | ("azure", "oidc/userinfo")
             | ("google", "v1/userinfo")
             | ("keycloak", "protocol/openid-connect/userinfo")
             | ("oidc", "userinfo")
@@ -505,6 +557,16 @@ fn user_endpoint(
     let Some(u) = user else {
         return refuse(inner, 401, "missing or unknown bearer token");
     };
+    if flavor == "facebook" {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(CLIENT_SECRET.as_bytes()).unwrap();
+        mac.update(bearer.as_bytes());
+        let proof = hex::encode(mac.finalize().into_bytes());
+        let q = form(req.query_string());
+        if q.get("appsecret_proof") != Some(&proof) {
+            return refuse(inner, 400, "appsecret_proof missing or wrong");
+        }
+    }
     let body = match (flavor, rest) {
         ("github", "api/v3/user") => json!({
             "login": u.login, "id": u.id.parse::<i64>().unwrap_or(1), "node_id": "MDQ6VXNlcjE=",
@@ -525,6 +587,11 @@ fn user_endpoint(
             "id": u.id, "username": u.login, "discriminator": "0", "global_name": u.name,
             "avatar": "8342729096ea3675442027381ff50dfe", "email": u.email, "verified": u.email_verified,
             "mfa_enabled": false, "locale": "en-US",
+        }),
+        ("facebook", _) => json!({
+            "id": u.id, "name": u.name, "email": u.email, "first_name": u.login, "last_name": "Example",
+            "picture": {"data": {"height": 50, "is_silhouette": false, "width": 50,
+                                 "url": format!("https://platform-lookaside.example/{}.jpg", u.id)}},
         }),
         _ => json!({
             "sub": if flavor == "custom" { json!(u.id.parse::<i64>().unwrap_or(1)) } else { json!(u.id) },

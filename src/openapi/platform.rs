@@ -466,7 +466,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                     ("create_user", boolean()),
                     (
                         "type",
-                        json!({"type": "string", "description": "/resend: `signup`"}),
+                        json!({"type": "string", "description": "/resend: `signup` or `email_change`"}),
                     ),
                     ("code_challenge", s()),
                     (
@@ -483,7 +483,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 &[
                     (
                         "type",
-                        json!({"type": "string", "enum": ["signup", "magiclink", "email", "recovery"]}),
+                        json!({"type": "string", "enum": ["signup", "invite", "magiclink", "email", "recovery", "email_change"]}),
                     ),
                     ("token_hash", s()),
                     (
@@ -499,15 +499,94 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "UserUpdateInput",
             object(
                 &[
-                    ("email", json!({"type": "string", "format": "email"})),
+                    (
+                        "email",
+                        json!({"type": "string", "format": "email", "description": "A new address: confirmed by mail before it takes effect"}),
+                    ),
                     ("password", s()),
+                    (
+                        "nonce",
+                        json!({"type": "string", "description": "The code mailed by GET /reauthenticate (needed with auth.secure_password_change on sessions older than 24 hours)"}),
+                    ),
                     (
                         "data",
                         json!({"type": "object", "description": "Merged into user_metadata"}),
                     ),
+                    ("code_challenge", s()),
+                    (
+                        "code_challenge_method",
+                        json!({"type": "string", "enum": ["s256", "S256", "plain"]}),
+                    ),
                 ],
                 &[],
             ),
+        ),
+        (
+            "InviteInput",
+            object(
+                &[
+                    ("email", json!({"type": "string", "format": "email"})),
+                    (
+                        "data",
+                        json!({"type": "object", "description": "user_metadata of the invited user"}),
+                    ),
+                ],
+                &["email"],
+            ),
+        ),
+        (
+            "GenerateLinkInput",
+            object(
+                &[
+                    (
+                        "type",
+                        json!({"type": "string", "enum": ["signup", "invite", "magiclink", "recovery", "email_change_current", "email_change_new"]}),
+                    ),
+                    ("email", json!({"type": "string", "format": "email"})),
+                    (
+                        "password",
+                        json!({"type": "string", "description": "type=signup"}),
+                    ),
+                    (
+                        "new_email",
+                        json!({"type": "string", "format": "email", "description": "type=email_change_*"}),
+                    ),
+                    (
+                        "data",
+                        json!({"type": "object", "description": "user_metadata (signup, invite)"}),
+                    ),
+                    ("redirect_to", s()),
+                ],
+                &["type", "email"],
+            ),
+        ),
+        (
+            "GenerateLinkResponse",
+            json!({
+                "description": "GoTrue's GenerateLinkResponse: the User's fields and the link's",
+                "allOf": [
+                    r("User"),
+                    record(&[
+                        ("action_link", s()),
+                        ("email_otp", json!({"type": "string", "description": "The 6-digit code"})),
+                        ("hashed_token", json!({"type": "string", "description": "Verifies as token_hash; the link's token"})),
+                        (
+                            "verification_type",
+                            json!({"type": "string", "enum": ["signup", "invite", "magiclink", "recovery", "email_change_current", "email_change_new"]}),
+                        ),
+                        ("redirect_to", s()),
+                    ]),
+                ]
+            }),
+        ),
+        (
+            "EmailChangeAccepted",
+            json!({
+                "description": "The first half of a secure email change was confirmed; the other address must confirm too",
+                "type": "object",
+                "properties": {"msg": s(), "code": json!({"type": "string", "enum": ["200"]})},
+                "required": ["msg", "code"]
+            }),
         ),
         (
             "AdminUserInput",
@@ -1527,9 +1606,10 @@ pub fn entries() -> Vec<Entry> {
     v.push(e(
         "POST",
         "/auth/v1/verify",
-        Spec::new()
-            .body(json_in("VerifyInput"))
-            .ok("A session", r("Session")),
+        Spec::new().body(json_in("VerifyInput")).ok(
+            "A session (or, for the first half of a secure email change, its acceptance)",
+            json!({"anyOf": [r("Session"), r("EmailChangeAccepted")]}),
+        ),
     ));
     v.push(e(
         "GET",
@@ -1538,13 +1618,37 @@ pub fn entries() -> Vec<Entry> {
             .param(query_required("token", s(), "The mailed token hash"))
             .param(query_required(
                 "type",
-                json!({"type": "string", "enum": ["signup", "magiclink", "email", "recovery"]}),
+                json!({"type": "string", "enum": ["signup", "invite", "magiclink", "email", "recovery", "email_change"]}),
                 "What the token is for",
             ))
             .param(redirect_to())
             .resp(
                 "303",
-                redirect("To redirect_to (or the site URL): `#access_token=…` (implicit), `?code=…` (PKCE), or `#error=…&error_code=…&error_description=…`"),
+                redirect("To redirect_to (or the site URL): `#access_token=…` (implicit), `?code=…` (PKCE), `#message=…` (first half of a secure email change), or `#error=…&error_code=…&error_description=…`"),
+            ),
+    ));
+    v.push(e(
+        "GET",
+        "/auth/v1/reauthenticate",
+        Spec::new().ok("The nonce was mailed", r("EmptyObject")),
+    ));
+    v.push(e(
+        "POST",
+        "/auth/v1/invite",
+        Spec::new()
+            .param(redirect_to())
+            .body(json_in("InviteInput"))
+            .ok("The invited user", r("User")),
+    ));
+    v.push(e(
+        "POST",
+        "/auth/v1/admin/generate_link",
+        Spec::new()
+            .param(redirect_to())
+            .body(json_in("GenerateLinkInput"))
+            .ok(
+                "The user and the link (no mail is sent)",
+                r("GenerateLinkResponse"),
             ),
     ));
     v.push(e(

@@ -174,7 +174,15 @@ async fn serve(
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
             let c = count_sql(r, &mut count);
-            (sql::read(r, shape(&api, false), c), false, false)
+            // A function returning one row (not a set) answers that row as an object.
+            let one_row =
+                matches!(&r.source, plan::Source::Call(call) if !call.function.returns_set);
+            let shape = match shape(&api, false) {
+                BodyShape::Array if one_row => BodyShape::Object,
+                BodyShape::ArrayStripped if one_row => BodyShape::ObjectStripped,
+                s => s,
+            };
+            (sql::read(r, shape, c), false, false)
         }
         Plan::CallScalar(c) => (sql::call_scalar(c), false, c.function.return_type == "void"),
         Plan::Insert(w) => {

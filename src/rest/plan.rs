@@ -416,8 +416,10 @@ pub fn plan(
                 args_json: args_json(req, f)?,
                 whole_body: None,
             };
+            // Rows of a table or view type (a set, or one row) go through the read planner:
+            // `select`, filters, order and embedding apply; one row is answered as an object.
             match (&f.return_relation, f.returns_set) {
-                (Some((rs, rn)), true) => {
+                (Some((rs, rn)), _) => {
                     let table = cache
                         .table(rs, rn)
                         .ok_or_else(|| not_found(rs, rn))?

@@ -965,6 +965,13 @@ mod golden {
                 None,
             ),
             Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None, None),
+            Plan::Upsert(w) => write(
+                WriteKind::Upsert,
+                &w,
+                Some(body.into()),
+                BodyShape::None,
+                None,
+            ),
             other => panic!("unexpected plan {other:?}"),
         }
     }
@@ -1080,5 +1087,57 @@ mod golden {
         );
         let s = stmt("DELETE", &["authors"], "id=eq.3", &[], "");
         assert!(s.text.contains("DELETE FROM \"public\".\"authors\" AS \"authors\" WHERE \"authors\".\"id\" = CAST($1::text AS integer) RETURNING"), "{}", s.text);
+    }
+
+    #[test]
+    fn limited_writes_pick_rows_by_ctid_in_order() {
+        let s = stmt(
+            "DELETE",
+            &["authors"],
+            "id=gt.3&order=id.desc&limit=2&offset=1",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "DELETE FROM \"public\".\"authors\" AS \"authors\" WHERE \"authors\".ctid = ANY(ARRAY(\
+                 SELECT \"authors\".ctid FROM \"public\".\"authors\" AS \"authors\" \
+                 WHERE \"authors\".\"id\" > CAST($1::text AS integer) ORDER BY \"authors\".\"id\" DESC LIMIT 2 OFFSET 1)) RETURNING"
+            ),
+            "{}",
+            s.text
+        );
+        let s = stmt(
+            "PATCH",
+            &["authors"],
+            "order=id&limit=1",
+            &[("content-type", "application/json")],
+            r#"{"name":"y"}"#,
+        );
+        assert!(
+            s.text.contains(
+                "_fx_p WHERE \"authors\".ctid = ANY(ARRAY(SELECT \"authors\".ctid FROM \"public\".\"authors\" AS \"authors\" ORDER BY \"authors\".\"id\" LIMIT 1)) RETURNING"
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn put_writes_only_rows_matching_the_url() {
+        let s = stmt(
+            "PUT",
+            &["authors"],
+            "id=eq.3",
+            &[("content-type", "application/json")],
+            r#"{"id":3,"name":"y"}"#,
+        );
+        assert!(
+            s.text.contains(
+                "_fx_p WHERE \"_fx_p\".\"id\" = CAST($2::text AS integer) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+            ),
+            "{}",
+            s.text
+        );
     }
 }

@@ -448,7 +448,12 @@ impl ApiError {
         err.code = code.to_string();
         err.details = db.detail().map(str::to_string);
         err.hint = db.hint().map(str::to_string);
-        err.gotrue_code = "unexpected_failure";
+        // A data exception (class 22: a value out of range, a bad format) is the caller's.
+        err.gotrue_code = if code.starts_with("22") {
+            "validation_failed"
+        } else {
+            "unexpected_failure"
+        };
         err.storage_error = "DatabaseError";
         err
     }

@@ -145,6 +145,16 @@ fn ts(r: &Row, i: usize) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A metadata column; a value our JSON reader cannot take (stored before the
+/// `auth.fluxbase_check_metadata` trigger refused such numbers) reads as `{}` with a warning
+/// instead of failing every read of the user.
+fn metadata(r: &tokio_postgres::Row, i: usize) -> Value {
+    r.try_get::<_, Value>(i).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, column = i, "unreadable user metadata; answered as {{}}");
+        json!({})
+    })
+}
+
 /// The User JSON as GoTrue emits it.
 pub fn user_from_row(r: &Row) -> User {
     let id: Uuid = r.get(0);
@@ -166,8 +176,8 @@ pub fn user_from_row(r: &Row) -> User {
         "new_email": r.get::<_, Option<String>>(10).filter(|s| !s.is_empty()),
         "email_change_sent_at": ts(r, 11),
         "last_sign_in_at": ts(r, 12),
-        "app_metadata": r.get::<_, Value>(13),
-        "user_metadata": r.get::<_, Value>(14),
+        "app_metadata": metadata(r, 13),
+        "user_metadata": metadata(r, 14),
         "identities": r.get::<_, Value>(22),
         "created_at": ts(r, 15),
         "updated_at": ts(r, 16),

@@ -826,3 +826,68 @@ async fn impersonation_gives_a_marked_session_and_is_audited() {
         .unwrap();
     assert_eq!(audit[0]["target"], format!("user:{id}"));
 }
+
+#[tokio::test]
+async fn metadata_numbers_no_reader_can_take_are_refused() {
+    // Found by `make fuzz-api`: jsonb prints -1.7976931348623157e308 as 309 digits, which
+    // no f64 reader takes back; one such value broke every read of the user.
+    let app = app(true).await;
+    let huge = serde_json::Number::from_f64(-1.797_693_134_862_315_7e308).unwrap();
+    let (s, body) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "n@x.test", "password": "secret-pass-1", "data": {"n": huge.clone()}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    let (s, session) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "n@x.test", "password": "secret-pass-1", "data": {"ok": 1e300}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let put = |data: Value| {
+        app.http
+            .put(app.url("/auth/v1/user"))
+            .header("apikey", app.anon_key())
+            .header("X-Supabase-Api-Version", "2024-01-01")
+            .bearer_auth(&token)
+            .json(&json!({ "data": data }))
+    };
+    let r = put(json!({"deep": [1, {"n": huge}]})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing was stored: the user and the admin list still read.
+    let r = app
+        .get("/auth/v1/user")
+        .header("apikey", app.anon_key())
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(user["user_metadata"]["ok"], 1e300);
+    assert!(user["user_metadata"].get("deep").is_none());
+    let r = app
+        .get("/auth/v1/admin/users")
+        .header("apikey", app.service_key())
+        .bearer_auth(app.service_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The database refuses it whatever path writes it.
+    let err = app
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE auth.users SET raw_app_meta_data = '{\"x\": 1e400}' WHERE email = 'n@x.test'",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22003");
+}

@@ -210,6 +210,9 @@ pub struct ClusterPresence {
     /// The instance's whole state (`pf`).
     #[serde(default)]
     pub topics: Vec<super::hub::WireTopic>,
+    /// The one instance asked (`pr`; absent: all).
+    #[serde(default)]
+    pub to: Option<uuid::Uuid>,
 }
 
 /// A notification on [`CHANNEL`]: `k` says which kind. (Not a serde-tagged enum: tagged
@@ -805,17 +808,23 @@ impl Changes {
             return;
         }
         let now = std::time::Instant::now();
+        // News from an instance not known here (this one just started, or expired it after
+        // a silence): its diffs alone would leave gaps, so ask it for its whole state.
+        if matches!(kind, "p" | "h") && !hub.peer_seen(p.i, now) {
+            let msg = serde_json::json!({"k": "pr", "i": hub.instance, "to": p.i});
+            hub.to_cluster(msg.to_string());
+        }
         match kind {
             "p" => hub.remote_diff(p.i, &p.key, &p.topic, p.joins, p.leaves, now),
             "pf" => hub.remote_full(p.i, p.topics, now),
-            "pr" => {
-                // Someone (re)started listening: tell it everything tracked here.
+            "pr" if p.to.is_none_or(|to| to == hub.instance) => {
+                // Someone (re)started listening or lost track: tell it everything here.
                 let msg = serde_json::json!({
                     "k": "pf", "i": hub.instance, "topics": hub.local_presence(),
                 });
                 hub.to_cluster(msg.to_string());
             }
-            _ => hub.peer_seen(p.i, now),
+            _ => {}
         }
     }
 

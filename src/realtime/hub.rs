@@ -451,9 +451,9 @@ impl Hub {
         out
     }
 
-    /// Notes that `instance` is alive.
-    pub fn peer_seen(&self, instance: uuid::Uuid, now: std::time::Instant) {
-        lock(&self.peers).insert(instance, now);
+    /// Notes that `instance` is alive; false when it was not known (new, or expired).
+    pub fn peer_seen(&self, instance: uuid::Uuid, now: std::time::Instant) -> bool {
+        lock(&self.peers).insert(instance, now).is_some()
     }
 
     /// Applies another instance's presence diff: joins it did not know yet and leaves of
@@ -467,7 +467,7 @@ impl Hub {
         leaves: Vec<WirePresence>,
         now: std::time::Instant,
     ) {
-        self.peer_seen(instance, now);
+        let _ = self.peer_seen(instance, now);
         let (added, removed) = {
             let mut remote = lock(&self.remote);
             let r = remote.entry(key.to_string()).or_default();
@@ -510,7 +510,7 @@ impl Hub {
         topics: Vec<WireTopic>,
         now: std::time::Instant,
     ) {
-        self.peer_seen(instance, now);
+        let _ = self.peer_seen(instance, now);
         let mut diffs: Vec<(String, String, Vec<PresenceEntry>, Vec<PresenceEntry>)> = Vec::new();
         {
             let mut remote = lock(&self.remote);
@@ -947,6 +947,9 @@ mod tests {
         assert_eq!(d[4]["leaves"]["bob"]["metas"][0]["phx_ref"], "r3");
         let (e, _re) = member(&h, "realtime:q", Vsn::V2, false);
         assert_eq!(h.join(e), "{}");
+        // The expired peer counts as unknown again (its next message triggers a resync).
+        assert!(!h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
+        assert!(h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
     }
 
     #[test]

@@ -304,6 +304,8 @@ pub struct ExternalConfig {
     pub facebook: OAuthProviderConfig,
     /// Microsoft Entra ID / Azure AD (OpenID Connect; `url` is the tenant's v2.0 authority).
     pub azure: OAuthProviderConfig,
+    /// X, formerly Twitter (OAuth 2.0 with PKCE; API v2 `users/me`).
+    pub x: OAuthProviderConfig,
     /// Keycloak (OpenID Connect; `url` is the realm URL).
     pub keycloak: OAuthProviderConfig,
     /// Any OpenID Connect provider (`url` is the issuer; discovery and JWKS).
@@ -1122,7 +1124,7 @@ fn show(v: &Value) -> String {
 
 impl ExternalConfig {
     /// The provider sections with their names, in a fixed order.
-    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 9] {
+    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 10] {
         [
             ("github", &self.github),
             ("google", &self.google),
@@ -1130,6 +1132,7 @@ impl ExternalConfig {
             ("discord", &self.discord),
             ("facebook", &self.facebook),
             ("azure", &self.azure),
+            ("x", &self.x),
             ("keycloak", &self.keycloak),
             ("oidc", &self.oidc),
             ("custom", &self.custom),

@@ -346,6 +346,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                             ("discord", boolean()),
                             ("facebook", boolean()),
                             ("azure", boolean()),
+                            ("x", boolean()),
                             ("keycloak", boolean()),
                             ("oidc", boolean()),
                             ("custom", boolean()),

@@ -39,6 +39,7 @@ fn configure(c: &mut Config, fake: &FakeProvider) {
     e.discord = provider(format!("{b}/discord"));
     e.facebook = provider(format!("{b}/facebook"));
     e.azure = provider(format!("{b}/azure/common/v2.0"));
+    e.x = provider(format!("{b}/x"));
     e.google = provider(format!("{b}/google"));
     e.keycloak = provider(format!("{b}/realms/test"));
     e.oidc = provider(format!("{b}/oidc"));
@@ -370,6 +371,44 @@ async fn azure_checks_the_tenant_issuer_and_xms_edov() {
     fake.set_user(u);
     let q = sign_in(&app, "provider=azure").await.query();
     assert_eq!(q["error_code"], "provider_email_needs_verification");
+}
+
+#[tokio::test]
+async fn x_signs_in_with_pkce_and_basic_client_auth() {
+    let (app, fake, user) = implicit_flow_creates_the_user(
+        "x",
+        FakeUser::new("2244994945", "xena", "xena@example.test"),
+    )
+    .await;
+    let a = &fake.authorize_requests()[0];
+    assert_eq!(
+        a["scope"],
+        "users.email tweet.read users.read offline.access"
+    );
+    assert_eq!(a["code_challenge_method"], "S256");
+    assert!(
+        !fake.token_requests()[0].contains_key("client_secret"),
+        "Basic only"
+    );
+    assert_eq!(user["identities"][0]["identity_data"]["user_name"], "xena");
+    // An account without a confirmed address cannot sign up (X sent none).
+    let mut u = FakeUser::new("2244994946", "nomail", "nomail@example.test");
+    u.email_verified = false;
+    fake.set_user(u);
+    let q = sign_in(&app, "provider=x").await.query();
+    assert_eq!(
+        q["error_description"],
+        "Error getting user email from external provider"
+    );
+    let n: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM auth.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "nothing half-created");
 }
 
 #[tokio::test]
@@ -912,7 +951,8 @@ async fn settings_list_enabled_providers() {
         .unwrap();
     let e = &s["external"];
     for p in [
-        "github", "google", "gitlab", "facebook", "azure", "keycloak", "oidc", "custom", "email",
+        "github", "google", "gitlab", "facebook", "azure", "x", "keycloak", "oidc", "custom",
+        "email",
     ] {
         assert_eq!(e[p], true, "{p}: {s}");
     }

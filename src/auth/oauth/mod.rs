@@ -443,6 +443,7 @@ async fn finish(
         .map_err(unavailable)?;
     let tokens = provider::exchange(
         &state.outbound,
+        &preset,
         &ep,
         pcfg,
         code,

@@ -20,6 +20,8 @@ pub enum Kind {
     Discord,
     /// Facebook's Graph API: `/me`.
     Facebook,
+    /// X API v2: `/2/users/me`.
+    X,
     /// OpenID Connect: discovery, an `id_token` checked against the provider's JWKS.
     Oidc,
     /// Plain OAuth2 with a userinfo endpoint that answers with OIDC claim names.
@@ -40,11 +42,14 @@ pub struct Preset {
     /// The issuer names a tenant (`{tenantid}`, Microsoft's multi-tenant authorities): each
     /// id_token's `iss` must be that issuer with its own `tid` filled in.
     pub tenant_issuer: bool,
+    /// The token endpoint takes the client's credentials as HTTP Basic (RFC 6749 §2.3.1)
+    /// rather than in the form.
+    pub basic_auth: bool,
 }
 
 /// Every preset name, in the order `/settings` lists them.
-pub const NAMES: [&str; 9] = [
-    "github", "google", "gitlab", "discord", "facebook", "azure", "keycloak", "oidc", "custom",
+pub const NAMES: [&str; 10] = [
+    "github", "google", "gitlab", "discord", "facebook", "azure", "x", "keycloak", "oidc", "custom",
 ];
 
 /// The preset of a provider name.
@@ -55,6 +60,7 @@ pub fn preset(name: &str) -> Option<Preset> {
         scopes,
         url,
         tenant_issuer: false,
+        basic_auth: false,
     };
     Some(match name {
         // GitHub's OAuth apps do not take PKCE everywhere; the client secret protects the code.
@@ -75,6 +81,17 @@ pub fn preset(name: &str) -> Option<Preset> {
                 true,
                 "openid email profile",
                 "https://login.microsoftonline.com/common/v2.0",
+            )
+        },
+        // X demands PKCE and Basic client authentication; `tweet.read` is required for any
+        // user-context token, `users.email` for the confirmed address.
+        "x" => Preset {
+            basic_auth: true,
+            ..p(
+                Kind::X,
+                true,
+                "users.email tweet.read users.read offline.access",
+                "https://x.com",
             )
         },
         "keycloak" | "oidc" => p(Kind::Oidc, true, "openid email profile", ""),
@@ -156,6 +173,22 @@ pub async fn endpoints(
                 token: format!("{graph}/oauth/access_token"),
                 userinfo: format!("{graph}/me?fields=email,first_name,last_name,name,picture"),
                 api: graph,
+                ..Endpoints::default()
+            }
+        }
+        Kind::X => {
+            let api = if cfg.url.is_empty() {
+                "https://api.x.com".to_string()
+            } else {
+                base.clone()
+            };
+            Endpoints {
+                authorize: format!("{base}/i/oauth2/authorize"),
+                token: format!("{api}/2/oauth2/token"),
+                userinfo: format!(
+                    "{api}/2/users/me?user.fields=id,name,username,confirmed_email,profile_image_url"
+                ),
+                api,
                 ..Endpoints::default()
             }
         }
@@ -257,6 +290,7 @@ pub struct Tokens {
 /// Exchanges the authorization code (RFC 6749 §4.1.3; client credentials in the body).
 pub async fn exchange(
     out: &Outbound,
+    preset: &Preset,
     ep: &Endpoints,
     cfg: &OAuthProviderConfig,
     code: &str,
@@ -268,17 +302,20 @@ pub async fn exchange(
         .append_pair("code", code)
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("client_id", &cfg.client_id);
-    if let Some(s) = &cfg.secret {
+    if let (Some(s), false) = (&cfg.secret, preset.basic_auth) {
         form.append_pair("client_secret", s.expose());
     }
     if let Some(v) = verifier {
         form.append_pair("code_verifier", v);
     }
-    let rb = out
+    let mut rb = out
         .request(Method::POST, &ep.token)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .header("Accept", "application/json")
         .body(form.finish());
+    if preset.basic_auth {
+        rb = rb.basic_auth(&cfg.client_id, cfg.secret.as_ref().map(|s| s.expose()));
+    }
     let r = out
         .send(rb)
         .await
@@ -520,6 +557,20 @@ pub async fn fetch_user(
                 // The Graph API only reports addresses their owner confirmed (GoTrue treats
                 // them as verified too).
                 emails: email_of(text(&u, "email"), true, true),
+            }
+            .into_user(Map::new())
+        }
+        Kind::X => {
+            let r = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+            let u = r.get("data").cloned().unwrap_or(Value::Null);
+            Profile {
+                iss: ep.api.clone(),
+                sub: text(&u, "id"),
+                name: text(&u, "name"),
+                user_name: text(&u, "username"),
+                avatar: text(&u, "profile_image_url"),
+                // X returns only a confirmed address, and only with `users.email`.
+                emails: email_of(text(&u, "confirmed_email"), true, true),
             }
             .into_user(Map::new())
         }

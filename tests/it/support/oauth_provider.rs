@@ -8,6 +8,7 @@
 //! | gitlab   | `<base>/gitlab`             | `/oauth/authorize`, `/oauth/token`, `/api/v4/user`         |
 //! | discord  | `<base>/discord`            | `/api/oauth2/authorize`, `/api/oauth2/token`, `/api/users/@me` |
 //! | facebook | `<base>/facebook`           | `/dialog/oauth`, `/oauth/access_token`, `/me` (checks `appsecret_proof`) |
+//! | x        | `<base>/x`                  | `/i/oauth2/authorize`, `/2/oauth2/token` (HTTP Basic client auth, PKCE required), `/2/users/me` |
 //! | azure    | `<base>/azure/common/v2.0`  | discovery (issuer with `{tenantid}`), `/common/oauth2/v2.0/{authorize,token}`, `/common/discovery/v2.0/keys` |
 //! | google   | `<base>/google`             | discovery, `/o/oauth2/v2/auth`, `/token`, `/v1/userinfo`, `/oauth2/v3/certs` |
 //! | keycloak | `<base>/realms/test`        | discovery, `/protocol/openid-connect/{auth,token,userinfo,certs}` |
@@ -223,6 +224,7 @@ fn split(path: &str) -> (&'static str, String) {
         ("/discord/", "discord"),
         ("/facebook/", "facebook"),
         ("/azure/", "azure"),
+        ("/x/", "x"),
         ("/google/", "google"),
         ("/realms/test/", "keycloak"),
         ("/oidc/", "oidc"),
@@ -267,6 +269,7 @@ async fn handle(
         | (_, "protocol/openid-connect/auth")
         | (_, "dialog/oauth")
         | (_, "common/oauth2/v2.0/authorize")
+        | (_, "i/oauth2/authorize")
         | (_, "authorize") => authorize(&inner, flavor, q),
         (_, "login/oauth/access_token")
         | (_, "oauth/token")
@@ -274,8 +277,22 @@ async fn handle(
         | (_, "token")
         | (_, "oauth/access_token")
         | (_, "common/oauth2/v2.0/token")
+        | (_, "2/oauth2/token")
         | (_, "protocol/openid-connect/token") => {
-            token(&inner, flavor, &base, &String::from_utf8_lossy(&body))
+            let basic = req
+                .headers()
+                .get("Authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            token(
+                &inner,
+                flavor,
+                &base,
+                &String::from_utf8_lossy(&body),
+                basic,
+            )
         }
         ("google" | "keycloak" | "oidc", ".well-known/openid-configuration")
         | ("azure", "common/v2.0/.well-known/openid-configuration") => discovery(flavor, &base),
@@ -300,6 +317,9 @@ fn authorize(inner: &Arc<Mutex<Inner>>, flavor: &str, q: HashMap<String, String>
         );
     }
     let challenge = q.get("code_challenge").cloned();
+    if flavor == "x" && challenge.is_none() {
+        return refuse(inner, 400, "X requires PKCE");
+    }
     if challenge.is_some() && get("code_challenge_method") != "S256" {
         return refuse(inner, 400, "only S256 challenges");
     }
@@ -337,7 +357,13 @@ fn authorize(inner: &Arc<Mutex<Inner>>, flavor: &str, q: HashMap<String, String>
         .finish()
 }
 
-fn token(inner: &Arc<Mutex<Inner>>, flavor: &str, base: &str, body: &str) -> HttpResponse {
+fn token(
+    inner: &Arc<Mutex<Inner>>,
+    flavor: &str,
+    base: &str,
+    body: &str,
+    basic: Option<String>,
+) -> HttpResponse {
     let f = form(body);
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let mut g = inner.lock().unwrap();
@@ -356,9 +382,14 @@ fn token(inner: &Arc<Mutex<Inner>>, flavor: &str, base: &str, body: &str) -> Htt
     if mode == Mode::TokenError {
         return invalid_grant("The code passed is incorrect or expired.");
     }
-    if get("grant_type") != "authorization_code"
-        || get("client_id") != CLIENT_ID
-        || get("client_secret") != CLIENT_SECRET
+    // X authenticates confidential clients with HTTP Basic only; the others in the form.
+    let credentials_ok = if flavor == "x" {
+        basic.as_deref() == Some(&format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+            && !f.contains_key("client_secret")
+    } else {
+        get("client_secret") == CLIENT_SECRET
+    };
+    if get("grant_type") != "authorization_code" || get("client_id") != CLIENT_ID || !credentials_ok
     {
         g.refusals
             .push("bad client credentials or grant_type".into());
@@ -545,6 +576,7 @@ fn user_endpoint(
             | ("gitlab", "api/v4/user")
             | ("discord", "api/users/@me")
             | ("facebook", "me")
+            | ("x", "2/users/me")
             | ("azure", "oidc/userinfo")
             | ("google", "v1/userinfo")
             | ("keycloak", "protocol/openid-connect/userinfo")
@@ -588,6 +620,15 @@ fn user_endpoint(
             "avatar": "8342729096ea3675442027381ff50dfe", "email": u.email, "verified": u.email_verified,
             "mfa_enabled": false, "locale": "en-US",
         }),
+        ("x", _) => {
+            let mut d = json!({"id": u.id, "name": u.name, "username": u.login,
+                "profile_image_url": format!("https://pbs.twimg.example/{}_normal.jpg", u.login)});
+            // X sends only a confirmed address, and only with the users.email scope.
+            if u.email_verified {
+                d["confirmed_email"] = json!(u.email);
+            }
+            json!({"data": d})
+        }
         ("facebook", _) => json!({
             "id": u.id, "name": u.name, "email": u.email, "first_name": u.login, "last_name": "Example",
             "picture": {"data": {"height": 50, "is_silhouette": false, "width": 50,

@@ -493,7 +493,7 @@ async fn deliveries(
     let row = c
         .query_one(
             &format!(
-                "SELECT coalesce(jsonb_agg(x ORDER BY (x->>'id')::bigint DESC), '[]') FROM (
+                "SELECT coalesce(jsonb_agg(x ORDER BY (x->>'id')::bigint DESC), '[]')::text FROM (
                    SELECT {DELIVERY} AS x FROM webhooks.deliveries
                     WHERE webhook_id = $1 AND ($2::text IS NULL OR status = $2)
                     ORDER BY id DESC LIMIT $3) s"
@@ -502,7 +502,11 @@ async fn deliveries(
         )
         .await
         .map_err(db)?;
-    Ok(HttpResponse::Ok().json(row.get::<_, Value>(0)))
+    // Passed through as text: a payload may hold numbers (e.g. ±1.8e308 from a table's
+    // numeric column) that jsonb prints in full and an f64 JSON reader would refuse.
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(row.get::<_, String>(0)))
 }
 
 async fn redeliver(

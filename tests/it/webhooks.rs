@@ -787,3 +787,46 @@ async fn a_change_committed_while_the_server_is_down_is_delivered_after_start() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.got.lock().unwrap().len(), 2, "each change once");
 }
+
+#[tokio::test]
+async fn payloads_with_huge_numbers_are_delivered_and_listed() {
+    let app = app().await;
+    let db = app.db.client().await;
+    db.batch_execute(
+        "CREATE TABLE measures (id int PRIMARY KEY, v numeric);
+         GRANT ALL ON measures TO anon, authenticated, service_role;",
+    )
+    .await
+    .unwrap();
+    let rx = receiver(0);
+    let hook = create_hook(
+        &app,
+        json!({"url": rx.url, "events": ["public.measures:INSERT"]}),
+    )
+    .await;
+    let _runner = start_runner(&app, handlers(&app), false);
+    // numeric prints this in full (309 digits): no f64 reader takes it back.
+    db.batch_execute("INSERT INTO measures VALUES (1, -1.7976931348623157e308)")
+        .await
+        .unwrap();
+    // Sent (the test receiver's own f64 reader cannot parse the body, the server's pass-through did).
+    wait_for(&rx.got, 1).await;
+    let id = hook["id"].as_str().unwrap();
+    let list = || async {
+        let r = app
+            .get(&format!("/api/v1/webhooks/{id}/deliveries"))
+            .bearer_auth(app.service_key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let ok = eventually(Duration::from_secs(10), || async {
+        list().await.contains("\"status\": \"succeeded\"")
+    })
+    .await;
+    let text = list().await;
+    assert!(ok, "{text}");
+    assert!(text.contains("-17976931348623157"), "{text}");
+}

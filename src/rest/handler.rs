@@ -248,7 +248,13 @@ async fn serve(
             is_write,
         },
     )
-    .await?;
+    .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        // `RAISE sqlstate 'PGRST'`: the SQL chose the error body, status and headers.
+        Err(e) if e.code == "PGRST" => return raised_response(&e),
+        Err(e) => return Err(e),
+    };
     let mut outcome = outcome;
     // PUT: the statement wrote nothing when the payload's key differs from the URL's.
     if matches!(&plan, Plan::Upsert(w) if w.must_match_filters) && outcome.n == 0 {
@@ -311,6 +317,61 @@ async fn serve(
         resp.insert_header((k, v));
     }
     Ok(resp.body(body))
+}
+
+/// The answer to `RAISE sqlstate 'PGRST' USING message = '{"code", "message", "details",
+/// "hint"}', detail = '{"status", "headers": {…}}'`, as PostgREST gives it: that body, that
+/// status (default 400) and those headers. A message or detail that is not such JSON is 400
+/// `PGRST121`.
+fn raised_response(e: &ApiError) -> Result<HttpResponse, ApiError> {
+    use serde_json::{Map, Value};
+    let bad = || -> ApiError {
+        RestError::new(
+            400,
+            "PGRST121",
+            "Could not parse JSON in the RAISE SQLSTATE 'PGRST' error",
+        )
+        .with_details(format!(
+            "Invalid JSON value for MESSAGE: '{}'; for DETAIL: '{}'",
+            e.message,
+            e.details.as_deref().unwrap_or("")
+        ))
+        .into()
+    };
+    let body: Map<String, Value> = serde_json::from_str(&e.message).map_err(|_| bad())?;
+    let meta: Map<String, Value> = match e.details.as_deref() {
+        None | Some("") => Map::new(),
+        Some(d) => serde_json::from_str(d).map_err(|_| bad())?,
+    };
+    let status = match meta.get("status") {
+        None => 400,
+        Some(s) => s
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| (100..600).contains(n))
+            .ok_or_else(bad)?,
+    };
+    let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
+    let out = serde_json::json!({
+        "code": field("code"),
+        "message": field("message"),
+        "details": field("details"),
+        "hint": field("hint"),
+    });
+    let mut resp =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).map_err(|_| bad())?);
+    resp.content_type("application/json; charset=utf-8");
+    if let Some(h) = meta.get("headers") {
+        let h = h.as_object().ok_or_else(bad)?;
+        for (k, v) in h {
+            let v = v.as_str().ok_or_else(bad)?;
+            let name =
+                actix_web::http::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?;
+            let value = actix_web::http::header::HeaderValue::from_str(v).map_err(|_| bad())?;
+            resp.insert_header((name, value));
+        }
+    }
+    Ok(resp.body(out.to_string()))
 }
 
 /// The primary key to put in `Location`: inserts with `return=headers-only` into a table

@@ -153,6 +153,18 @@ BEGIN
   PERFORM set_config('response.headers', '[{"X-Made": "yes"}]', true);
   RETURN 1;
 END $$;
+CREATE FUNCTION full_name2(people) RETURNS text LANGUAGE sql STABLE
+  AS $$ SELECT $1.first_name || ' ' || $1.last_name $$;
+CREATE FUNCTION raise_pgrst() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE sqlstate 'PGRST' USING
+    message = '{"code":"123","message":"Payment Required","details":"Quota exceeded","hint":"Upgrade your plan"}',
+    detail = '{"status":402,"headers":{"X-Powered-By":"Nerd Rage"}}';
+END $$;
+CREATE FUNCTION raise_bad_pgrst() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE sqlstate 'PGRST' USING message = 'not json';
+END $$;
 CREATE FUNCTION make_item(name text) RETURNS int LANGUAGE sql VOLATILE
   AS $$ INSERT INTO items (name) VALUES (name) RETURNING id $$;
 

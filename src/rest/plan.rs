@@ -28,6 +28,9 @@ pub struct ReadPlan {
     pub order: Vec<ResolvedOrder>,
     /// Offset/limit.
     pub range: Range,
+    /// `Prefer: timezone=…` (a valid zone), applied before the rows are rendered. Only on
+    /// the top-level read.
+    pub timezone: Option<String>,
 }
 
 /// Where rows come from.
@@ -51,6 +54,8 @@ pub struct CallPlan {
     /// The function takes one unnamed argument and gets the whole body (`json`, `jsonb`,
     /// `text`, `bytea`, `xml`), as PostgREST does.
     pub whole_body: Option<String>,
+    /// `Prefer: timezone=…` (a valid zone), applied before the result is rendered.
+    pub timezone: Option<String>,
 }
 
 /// One output item.
@@ -219,6 +224,7 @@ pub fn plan(
             )?;
             let mut read = read;
             read.range = cap(req.range, max_rows);
+            read.timezone = timezone(req);
             match action {
                 Action::Read { .. } => Ok(Plan::Read(read)),
                 Action::Insert | Action::SingleUpsert => {
@@ -357,6 +363,7 @@ pub fn plan(
                         arg_names: Vec::new(),
                         args_json: String::new(),
                         whole_body: Some(raw),
+                        timezone: timezone(req),
                     }));
                 }
             }
@@ -415,6 +422,7 @@ pub fn plan(
                 arg_names: given,
                 args_json: args_json(req, f)?,
                 whole_body: None,
+                timezone: timezone(req),
             };
             // Rows of a table or view type (a set, or one row) go through the read planner:
             // `select`, filters, order and embedding apply; one row is answered as an object.
@@ -436,6 +444,7 @@ pub fn plan(
                         &mut counter,
                     )?;
                     read.range = cap(req.range, max_rows);
+                    read.timezone = timezone(req);
                     Ok(Plan::Read(read))
                 }
                 _ => Ok(Plan::CallScalar(call)),
@@ -778,7 +787,18 @@ fn read_plan(
         } else {
             range_for(req, path)
         },
+        timezone: None,
     })
+}
+
+/// `Prefer: timezone=…` when it names a zone of the IANA database (PostgREST checks
+/// `pg_timezone_names`); anything else is ignored, as PostgREST does.
+pub fn timezone(req: &ApiRequest) -> Option<String> {
+    req.preferences
+        .timezone
+        .as_deref()
+        .filter(|t| t.parse::<chrono_tz::Tz>().is_ok())
+        .map(str::to_string)
 }
 
 fn collect_types(

@@ -83,6 +83,7 @@ pub fn render(req: &ApiRequest, o: Outcome, scalar_void: bool) -> Result<Rendere
                 || p.starts_with("missing=")
                 || p.starts_with("handling=")
                 || p.starts_with("max-affected=")
+                || (p.starts_with("timezone=") && super::plan::timezone(req).is_some())
         })
         .cloned()
         .collect();

@@ -571,10 +571,23 @@ pub enum CountSql {
     UpTo(u64),
 }
 
+/// `Prefer: timezone`: a condition whose uncorrelated subquery (an InitPlan, run once
+/// before any row of its level is projected) sets `timezone` for the rest of the
+/// transaction, so every `timestamptz` in the body is rendered in that zone.
+fn timezone_guard(b: &mut Builder, tz: Option<&str>) -> Option<String> {
+    tz.map(|tz| {
+        format!(
+            "(SELECT set_config('timezone', {}, true)) IS NOT NULL",
+            b.bind(tz)
+        )
+    })
+}
+
 /// A read: rows, their count, and (when asked) the total without the range.
 pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
     let mut b = Builder { params: Vec::new() };
-    let inner = subquery(&mut b, r, Vec::new());
+    let guard = timezone_guard(&mut b, r.timezone.as_deref());
+    let inner = subquery(&mut b, r, guard.into_iter().collect());
     let total = match count {
         CountSql::None => "NULL::int8".into(),
         CountSql::Exact => {
@@ -789,9 +802,12 @@ pub fn write(
         }
         _ => body_sql(shape).to_string(),
     };
+    let guard = timezone_guard(&mut b, w.returning.timezone.as_deref())
+        .map(|g| format!(" WHERE {g}"))
+        .unwrap_or_default();
     let text = format!(
         "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
-         FROM (SELECT {list} FROM _fx_rows AS {alias}) _fx_t"
+         FROM (SELECT {list} FROM _fx_rows AS {alias}{guard}) _fx_t"
     );
     Statement {
         text,
@@ -866,6 +882,10 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
         format!("SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{RESPONSE_GUCS}{src}")
     } else {
         format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{RESPONSE_GUCS}{from}")
+    };
+    let text = match timezone_guard(&mut b, call.timezone.as_deref()) {
+        Some(g) => format!("{text} WHERE {g}"),
+        None => text,
     };
     Statement {
         text,

@@ -306,6 +306,8 @@ pub struct ExternalConfig {
     pub azure: OAuthProviderConfig,
     /// X, formerly Twitter (OAuth 2.0 with PKCE; API v2 `users/me`).
     pub x: OAuthProviderConfig,
+    /// Sign in with Apple (OpenID Connect, `form_post`; `secret` is the client secret JWT).
+    pub apple: OAuthProviderConfig,
     /// Keycloak (OpenID Connect; `url` is the realm URL).
     pub keycloak: OAuthProviderConfig,
     /// Any OpenID Connect provider (`url` is the issuer; discovery and JWKS).
@@ -1124,7 +1126,7 @@ fn show(v: &Value) -> String {
 
 impl ExternalConfig {
     /// The provider sections with their names, in a fixed order.
-    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 10] {
+    pub fn providers(&self) -> [(&'static str, &OAuthProviderConfig); 11] {
         [
             ("github", &self.github),
             ("google", &self.google),
@@ -1133,6 +1135,7 @@ impl ExternalConfig {
             ("facebook", &self.facebook),
             ("azure", &self.azure),
             ("x", &self.x),
+            ("apple", &self.apple),
             ("keycloak", &self.keycloak),
             ("oidc", &self.oidc),
             ("custom", &self.custom),

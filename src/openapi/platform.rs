@@ -347,6 +347,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                             ("facebook", boolean()),
                             ("azure", boolean()),
                             ("x", boolean()),
+                            ("apple", boolean()),
                             ("keycloak", boolean()),
                             ("oidc", boolean()),
                             ("custom", boolean()),

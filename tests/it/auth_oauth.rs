@@ -40,6 +40,7 @@ fn configure(c: &mut Config, fake: &FakeProvider) {
     e.facebook = provider(format!("{b}/facebook"));
     e.azure = provider(format!("{b}/azure/common/v2.0"));
     e.x = provider(format!("{b}/x"));
+    e.apple = provider(format!("{b}/apple"));
     e.google = provider(format!("{b}/google"));
     e.keycloak = provider(format!("{b}/realms/test"));
     e.oidc = provider(format!("{b}/oidc"));
@@ -409,6 +410,77 @@ async fn x_signs_in_with_pkce_and_basic_client_auth() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "nothing half-created");
+}
+
+/// The hidden inputs and the action of the fake's form_post page.
+fn posted_form(html: &str) -> (String, Vec<(String, String)>) {
+    let unescape = |v: &str| {
+        v.replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    let attr = |tag: &str, name: &str| {
+        let start = tag.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        let end = start + tag[start..].find('"').unwrap();
+        unescape(&tag[start..end])
+    };
+    let form = &html[html.find("<form").unwrap()..];
+    let action = attr(&form[..form.find('>').unwrap()], "action");
+    let inputs = form
+        .split("<input")
+        .skip(1)
+        .map(|t| (attr(t, "name"), attr(t, "value")))
+        .collect();
+    (action, inputs)
+}
+
+#[tokio::test]
+async fn apple_answers_with_form_post_and_names_the_user_once() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new(
+        "001234.abcdef.0042",
+        "apl",
+        "apl@privaterelay.example",
+    ));
+    let b = browser();
+    let r = b
+        .get(app.url("/auth/v1/authorize?provider=apple&redirect_to=http%3A%2F%2Fapp.test%2Fa"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = url::Url::parse(&location(&r)).unwrap();
+    let q = pairs(to.query());
+    assert_eq!(q["response_mode"], "form_post");
+    assert_eq!(q["scope"], "name email");
+    assert!(!q["nonce"].is_empty());
+    let page = b.get(to.as_str()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let (action, inputs) = posted_form(&page.text().await.unwrap());
+    assert_eq!(action, app.url("/auth/v1/callback"));
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&inputs)
+        .finish();
+    let r = b
+        .post(&action)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let back = url::Url::parse(&location(&r)).unwrap();
+    assert_eq!(back.path(), "/a");
+    let f = pairs(back.fragment());
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+    let user = get_user(&app, &f["access_token"]).await;
+    let id = &user["identities"][0];
+    assert_eq!(id["provider"], "apple");
+    assert_eq!(id["identity_data"]["full_name"], "apl Example");
+    assert_eq!(id["identity_data"]["email_verified"], true);
+    assert_eq!(user["email"], "apl@privaterelay.example");
+    assert!(user["email_confirmed_at"].is_string());
 }
 
 #[tokio::test]
@@ -951,8 +1023,8 @@ async fn settings_list_enabled_providers() {
         .unwrap();
     let e = &s["external"];
     for p in [
-        "github", "google", "gitlab", "facebook", "azure", "x", "keycloak", "oidc", "custom",
-        "email",
+        "github", "google", "gitlab", "facebook", "azure", "x", "apple", "keycloak", "oidc",
+        "custom", "email",
     ] {
         assert_eq!(e[p], true, "{p}: {s}");
     }

@@ -224,8 +224,13 @@ pub async fn authorize(
         if let Some(n) = &nonce {
             qp.append_pair("nonce", n);
         }
+        if preset.form_post {
+            qp.append_pair("response_mode", "form_post");
+        }
         for (k, v) in &q {
-            if !OWN_PARAMS.contains(&k.as_str()) && !RESERVED_PARAMS.contains(&k.as_str()) {
+            let ours = preset.form_post && k == "response_mode";
+            if !ours && !OWN_PARAMS.contains(&k.as_str()) && !RESERVED_PARAMS.contains(&k.as_str())
+            {
                 qp.append_pair(k, v);
             }
         }
@@ -452,7 +457,7 @@ async fn finish(
     )
     .await
     .map_err(unavailable)?;
-    let user = provider::fetch_user(
+    let mut user = provider::fetch_user(
         &state.outbound,
         &preset,
         &ep,
@@ -473,6 +478,9 @@ async fn finish(
             "Error getting user profile from external provider",
         )
     })?;
+    if preset.form_post {
+        add_posted_name(&mut user, params.get("user").map(String::as_str));
+    }
 
     let mut c = state.pool.get().await.map_err(ApiError::from)?;
     let tx = c.transaction().await.map_err(db)?;
@@ -544,6 +552,31 @@ async fn finish(
     };
     tx.commit().await.map_err(db)?;
     Ok(location)
+}
+
+/// Apple sends the user's name only in the first callback, as a posted `user` JSON
+/// (`{"name": {"firstName", "lastName"}}`), never in the id_token: it becomes the
+/// identity's `name`/`full_name` when the token has none. Unreadable input is ignored.
+fn add_posted_name(user: &mut ProviderUser, posted: Option<&str>) {
+    let Some(v) = posted.and_then(|p| serde_json::from_str::<Value>(p).ok()) else {
+        return;
+    };
+    let part = |k: &str| {
+        v.pointer(&format!("/name/{k}"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let full = format!("{} {}", part("firstName"), part("lastName"))
+        .trim()
+        .chars()
+        .take(200)
+        .collect::<String>();
+    if !full.is_empty() && !user.data.contains_key("name") {
+        user.data.insert("name".into(), Value::from(full.clone()));
+        user.data.insert("full_name".into(), Value::from(full));
+    }
 }
 
 /// `url` with one more query pair (and no fragment).

@@ -45,11 +45,14 @@ pub struct Preset {
     /// The token endpoint takes the client's credentials as HTTP Basic (RFC 6749 §2.3.1)
     /// rather than in the form.
     pub basic_auth: bool,
+    /// The provider answers with a form POST to the callback (`response_mode=form_post`).
+    pub form_post: bool,
 }
 
 /// Every preset name, in the order `/settings` lists them.
-pub const NAMES: [&str; 10] = [
-    "github", "google", "gitlab", "discord", "facebook", "azure", "x", "keycloak", "oidc", "custom",
+pub const NAMES: [&str; 11] = [
+    "github", "google", "gitlab", "discord", "facebook", "azure", "x", "apple", "keycloak", "oidc",
+    "custom",
 ];
 
 /// The preset of a provider name.
@@ -61,6 +64,7 @@ pub fn preset(name: &str) -> Option<Preset> {
         url,
         tenant_issuer: false,
         basic_auth: false,
+        form_post: false,
     };
     Some(match name {
         // GitHub's OAuth apps do not take PKCE everywhere; the client secret protects the code.
@@ -93,6 +97,12 @@ pub fn preset(name: &str) -> Option<Preset> {
                 "users.email tweet.read users.read offline.access",
                 "https://x.com",
             )
+        },
+        // Apple posts the answer (with the user's name, the first time only) to the callback;
+        // the client secret is the ES256 JWT its developer console has the app generate.
+        "apple" => Preset {
+            form_post: true,
+            ..p(Kind::Oidc, false, "name email", "https://appleid.apple.com")
         },
         "keycloak" | "oidc" => p(Kind::Oidc, true, "openid email profile", ""),
         "custom" => p(Kind::Custom, true, "", ""),

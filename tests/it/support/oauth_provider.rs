@@ -9,6 +9,7 @@
 //! | discord  | `<base>/discord`            | `/api/oauth2/authorize`, `/api/oauth2/token`, `/api/users/@me` |
 //! | facebook | `<base>/facebook`           | `/dialog/oauth`, `/oauth/access_token`, `/me` (checks `appsecret_proof`) |
 //! | x        | `<base>/x`                  | `/i/oauth2/authorize`, `/2/oauth2/token` (HTTP Basic client auth, PKCE required), `/2/users/me` |
+//! | apple    | `<base>/apple`              | discovery, `/auth/authorize` (answers `form_post`: an HTML form with code, state and `user`), `/auth/token`, `/auth/keys` |
 //! | azure    | `<base>/azure/common/v2.0`  | discovery (issuer with `{tenantid}`), `/common/oauth2/v2.0/{authorize,token}`, `/common/discovery/v2.0/keys` |
 //! | google   | `<base>/google`             | discovery, `/o/oauth2/v2/auth`, `/token`, `/v1/userinfo`, `/oauth2/v3/certs` |
 //! | keycloak | `<base>/realms/test`        | discovery, `/protocol/openid-connect/{auth,token,userinfo,certs}` |
@@ -225,6 +226,7 @@ fn split(path: &str) -> (&'static str, String) {
         ("/facebook/", "facebook"),
         ("/azure/", "azure"),
         ("/x/", "x"),
+        ("/apple/", "apple"),
         ("/google/", "google"),
         ("/realms/test/", "keycloak"),
         ("/oidc/", "oidc"),
@@ -242,6 +244,7 @@ fn issuer_path(flavor: &str) -> &'static str {
         "google" => "/google",
         "keycloak" => "/realms/test",
         "azure" => "/azure/common/v2.0",
+        "apple" => "/apple",
         _ => "/oidc",
     }
 }
@@ -270,6 +273,7 @@ async fn handle(
         | (_, "dialog/oauth")
         | (_, "common/oauth2/v2.0/authorize")
         | (_, "i/oauth2/authorize")
+        | ("apple", "auth/authorize")
         | (_, "authorize") => authorize(&inner, flavor, q),
         (_, "login/oauth/access_token")
         | (_, "oauth/token")
@@ -278,6 +282,7 @@ async fn handle(
         | (_, "oauth/access_token")
         | (_, "common/oauth2/v2.0/token")
         | (_, "2/oauth2/token")
+        | ("apple", "auth/token")
         | (_, "protocol/openid-connect/token") => {
             let basic = req
                 .headers()
@@ -294,10 +299,11 @@ async fn handle(
                 basic,
             )
         }
-        ("google" | "keycloak" | "oidc", ".well-known/openid-configuration")
+        ("google" | "keycloak" | "oidc" | "apple", ".well-known/openid-configuration")
         | ("azure", "common/v2.0/.well-known/openid-configuration") => discovery(flavor, &base),
         ("google", "oauth2/v3/certs")
         | ("azure", "common/discovery/v2.0/keys")
+        | ("apple", "auth/keys")
         | ("keycloak", "protocol/openid-connect/certs")
         | ("oidc", "jwks") => jwks(flavor),
         _ => user_endpoint(&inner, flavor, &rest, &req),
@@ -348,6 +354,33 @@ fn authorize(inner: &Arc<Mutex<Inner>>, flavor: &str, q: HashMap<String, String>
                 user,
             },
         );
+        if get("response_mode") == "form_post" {
+            // Apple's answer: a page whose form posts code, state and (first time) the name.
+            let user = json!({"name": {"firstName": g.codes[&code].user.login, "lastName": "Example"},
+                              "email": g.codes[&code].user.email});
+            let esc = |v: &str| {
+                v.replace('&', "&amp;")
+                    .replace('"', "&quot;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            };
+            let mut html = format!(
+                "<html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">",
+                esc(&get("redirect_uri"))
+            );
+            for (k, v) in [
+                ("code", code.clone()),
+                ("state", get("state")),
+                ("user", user.to_string()),
+            ] {
+                html.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                    esc(&v)
+                ));
+            }
+            html.push_str("</form></body></html>");
+            return HttpResponse::Ok().content_type("text/html").body(html);
+        }
         back.query_pairs_mut()
             .append_pair("code", &code)
             .append_pair("state", &get("state"));
@@ -421,7 +454,7 @@ fn token(
     } else {
         out["refresh_token"] = json!(format!("refresh-{}", random()));
     }
-    if matches!(flavor, "google" | "keycloak" | "oidc" | "azure") {
+    if matches!(flavor, "google" | "keycloak" | "oidc" | "azure" | "apple") {
         out["id_token"] = json!(id_token(flavor, base, &grant, mode));
     }
     HttpResponse::Ok().json(out)
@@ -465,8 +498,8 @@ fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode) -> String {
         claims["email"] = json!(u.email);
     } else if flavor != "keycloak" {
         claims["email"] = json!(u.email);
-        // Google has sent email_verified as a string in older tokens.
-        claims["email_verified"] = if flavor == "google" {
+        // Google has sent email_verified as a string in older tokens; Apple always does.
+        claims["email_verified"] = if matches!(flavor, "google" | "apple") {
             json!(u.email_verified.to_string())
         } else {
             json!(u.email_verified)
@@ -525,9 +558,10 @@ fn discovery(flavor: &str, base: &str) -> HttpResponse {
             "protocol/openid-connect/userinfo",
             "protocol/openid-connect/certs",
         ),
+        "apple" => ("auth/authorize", "auth/token", "", "auth/keys"),
         _ => ("authorize", "token", "userinfo", "jwks"),
     };
-    HttpResponse::Ok().json(json!({
+    let mut doc = json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/{auth}"),
         "token_endpoint": format!("{iss}/{token}"),
@@ -537,7 +571,13 @@ fn discovery(flavor: &str, base: &str) -> HttpResponse {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    if userinfo.is_empty() {
+        // Apple has no userinfo endpoint.
+        doc.as_object_mut().unwrap().remove("userinfo_endpoint");
+        doc["response_modes_supported"] = json!(["query", "fragment", "form_post"]);
+    }
+    HttpResponse::Ok().json(doc)
 }
 
 fn jwks(flavor: &str) -> HttpResponse {

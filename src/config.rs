@@ -488,6 +488,9 @@ pub struct RestConfig {
     pub max_rows: u64,
     /// Allow aggregate functions in `select`.
     pub aggregates: bool,
+    /// Role of REST requests that carry no token at all (PostgREST's `db-anon-role`); empty =
+    /// such requests are refused with 401 `PGRST302`.
+    pub anon_role: String,
 }
 
 impl Default for RestConfig {
@@ -496,6 +499,7 @@ impl Default for RestConfig {
             schemas: vec!["public".into()],
             max_rows: 0,
             aggregates: true,
+            anon_role: "anon".into(),
         }
     }
 }
@@ -1292,6 +1296,14 @@ impl Config {
         }
         if self.rest.schemas.is_empty() {
             p.push("`rest.schemas` must name at least one schema".into());
+        }
+        if !self.rest.anon_role.is_empty() && !self.allowed_roles().contains(&self.rest.anon_role)
+        {
+            p.push(format!(
+                "`rest.anon_role` must be empty or one of {} (`auth.extra_roles` adds roles), got {:?}",
+                self.allowed_roles().join(", "),
+                self.rest.anon_role
+            ));
         }
         if !LOG_LEVELS.contains(&self.log.level.to_ascii_lowercase().as_str()) {
             p.push(format!(

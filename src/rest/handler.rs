@@ -98,6 +98,19 @@ async fn serve(
     segs: &[&str],
     path_schema: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
+    // No token at all: `rest.anon_role` decides (PostgREST's db-anon-role).
+    let anon_ctx;
+    let ctx = match state.config.rest.anon_role.as_str() {
+        _ if ctx.has_token => ctx,
+        "" => {
+            return Err(RestError::new(401, "PGRST302", "Anonymous access is disabled").into());
+        }
+        role if role == ctx.role => ctx,
+        role => {
+            anon_ctx = anonymous_as(role);
+            &anon_ctx
+        }
+    };
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -372,6 +385,19 @@ fn raised_response(e: &ApiError) -> Result<HttpResponse, ApiError> {
         }
     }
     Ok(resp.body(out.to_string()))
+}
+
+/// The identity of a request without a token under `rest.anon_role`.
+fn anonymous_as(role: &str) -> AuthContext {
+    let mut claims = crate::auth::jwt::Claims::new();
+    claims.insert("role".into(), serde_json::Value::from(role));
+    let json = serde_json::Value::Object(claims.clone()).to_string();
+    AuthContext {
+        role: role.to_string(),
+        claims,
+        has_token: false,
+        claims_json: std::sync::Arc::from(json.as_str()),
+    }
 }
 
 /// The primary key to put in `Location`: inserts with `return=headers-only` into a table

@@ -999,3 +999,45 @@ async fn headers_only_inserts_answer_with_location() {
     assert_eq!(r.status(), 201);
     assert!(r.headers().get("location").is_none());
 }
+
+#[tokio::test]
+async fn rest_anon_role_decides_requests_without_any_token() {
+    let db = crate::support::fresh_db().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION whoami() RETURNS text LANGUAGE sql STABLE AS 'SELECT current_user::text';
+             GRANT EXECUTE ON FUNCTION whoami() TO anon, authenticated;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let call = |app: &TestApp, key: Option<String>| {
+        let mut r = app.http.get(app.url("/rest/v1/rpc/whoami"));
+        if let Some(k) = key {
+            r = r.header("apikey", k);
+        }
+        r.send()
+    };
+    // Default: `anon`.
+    let app = TestApp::spawn_on(db.clone(), |_| {}).await;
+    let r = call(&app, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), "anon");
+    // Another allowed role.
+    let app = TestApp::spawn_on(db.clone(), |c| c.rest.anon_role = "authenticated".into()).await;
+    let r = call(&app, None).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), "authenticated");
+    // Empty: refused, as PostgREST without db-anon-role; a token still decides.
+    let app = TestApp::spawn_on(db.clone(), |c| c.rest.anon_role = String::new()).await;
+    let r = call(&app, None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "PGRST302");
+    let r = call(&app, Some(app.anon_key())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), "anon");
+    // A role no token could name is a configuration error.
+    let mut cfg = fluxbase::config::Config::default();
+    cfg.rest.anon_role = "postgres".into();
+    assert!(cfg.validate().join("\n").contains("`rest.anon_role`"));
+}

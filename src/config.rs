@@ -1297,8 +1297,7 @@ impl Config {
         if self.rest.schemas.is_empty() {
             p.push("`rest.schemas` must name at least one schema".into());
         }
-        if !self.rest.anon_role.is_empty() && !self.allowed_roles().contains(&self.rest.anon_role)
-        {
+        if !self.rest.anon_role.is_empty() && !self.allowed_roles().contains(&self.rest.anon_role) {
             p.push(format!(
                 "`rest.anon_role` must be empty or one of {} (`auth.extra_roles` adds roles), got {:?}",
                 self.allowed_roles().join(", "),

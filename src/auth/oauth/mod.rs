@@ -178,6 +178,14 @@ pub async fn authorize(
     )
     .await
     .map_err(db)?;
+    // Their PKCE flows too (a code, once issued, has its own five minutes).
+    tx.execute(
+        "DELETE FROM auth.flow_state WHERE authentication_method = 'oauth' AND auth_code_hash IS NULL
+            AND created_at < now() - interval '1 hour'",
+        &[],
+    )
+    .await
+    .map_err(db)?;
     let flow_id: Option<Uuid> = match &pkce {
         Some(p) => Some(
             tx.query_one(
@@ -411,12 +419,17 @@ async fn finish(
     let name = stored.provider.as_str();
     if let Some(err) = params.get("error").filter(|e| !e.is_empty()) {
         // The user said no, or the provider refused: its words go back to the app.
+        let error = clean_error(err);
         return Err(Fail {
-            error: clean_error(err),
+            error: if error.is_empty() {
+                "server_error".into()
+            } else {
+                error
+            },
             code: None,
             description: params
                 .get("error_description")
-                .cloned()
+                .map(|d| d.chars().take(500).collect())
                 .unwrap_or_else(|| "The provider refused the sign-in".into()),
         });
     }

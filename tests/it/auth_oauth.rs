@@ -303,6 +303,26 @@ async fn keycloak_reads_the_address_from_userinfo() {
 }
 
 #[tokio::test]
+async fn discovery_and_keys_are_cached_and_refetched_on_rotation() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("rot-1", "rot", "rot@example.test"));
+    for _ in 0..3 {
+        let f = sign_in(&app, "provider=oidc").await.fragment();
+        assert!(f.contains_key("access_token"), "{f:?}");
+    }
+    assert_eq!(
+        fake.discovery_and_jwks_hits(),
+        (1, 1),
+        "one fetch each for three sign-ins"
+    );
+    // The provider rotates its key: the cached set lacks the new kid, so it is fetched again.
+    fake.rotate_key("test-key-2");
+    let f = sign_in(&app, "provider=oidc").await.fragment();
+    assert!(f.contains_key("access_token"), "{f:?}");
+    assert_eq!(fake.discovery_and_jwks_hits(), (1, 2));
+}
+
+#[tokio::test]
 async fn generic_oidc_signs_in() {
     let (_app, _fake, user) = implicit_flow_creates_the_user(
         "oidc",

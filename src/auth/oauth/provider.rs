@@ -226,13 +226,7 @@ async fn discover(out: &Outbound, issuer: &str, tenant: bool) -> Result<Endpoint
     if issuer.is_empty() {
         return Err("no issuer configured".into());
     }
-    let d = get_json(
-        out,
-        &format!("{issuer}/.well-known/openid-configuration"),
-        None,
-        "application/json",
-    )
-    .await?;
+    let d = get_cached(out, &format!("{issuer}/.well-known/openid-configuration")).await?;
     let s = |k: &str| {
         d.get(k)
             .and_then(Value::as_str)
@@ -266,6 +260,45 @@ fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
         _ => false,
+    }
+}
+
+/// How long a discovery document or key set is reused.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Documents kept at most (the cache empties when full; there are a handful of providers).
+const CACHE_MAX: usize = 256;
+
+type Cache = std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Value)>>;
+
+/// Discovery documents and key sets change rarely; each sign-in would otherwise cost two
+/// more provider calls. Per process, like GoTrue's OIDC cache; a key set without the key an
+/// id_token names is fetched again at once (key rotation).
+fn cache() -> &'static Cache {
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+async fn get_cached(out: &Outbound, url: &str) -> Result<Value, String> {
+    if let Ok(c) = cache().lock() {
+        if let Some((at, v)) = c.get(url) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(v.clone());
+            }
+        }
+    }
+    let v = get_json(out, url, None, "application/json").await?;
+    if let Ok(mut c) = cache().lock() {
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(url.to_string(), (std::time::Instant::now(), v.clone()));
+    }
+    Ok(v)
+}
+
+fn forget(url: &str) {
+    if let Ok(mut c) = cache().lock() {
+        c.remove(url);
     }
 }
 
@@ -663,26 +696,35 @@ pub async fn verify_id_token(
     if !ID_TOKEN_ALGS.contains(&header.alg) {
         return Err(format!("id_token algorithm {:?} refused", header.alg));
     }
-    let set = get_json(out, &ep.jwks, None, "application/json").await?;
     // Keys this library cannot read (other key types, encryption keys) are skipped.
-    let keys: Vec<Jwk> = set
-        .get("keys")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| serde_json::from_value(k.clone()).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let jwk = match &header.kid {
-        Some(kid) => keys
-            .iter()
-            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str())),
-        None if keys.len() == 1 => keys.first(),
-        None => None,
-    }
-    .ok_or("no key of the provider's JWKS matches the id_token")?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key: {e}"))?;
+    let pick = |set: &Value| -> Option<Jwk> {
+        let keys: Vec<Jwk> = set
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| serde_json::from_value(k.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match &header.kid {
+            Some(kid) => keys
+                .into_iter()
+                .find(|k| k.common.key_id.as_deref() == Some(kid.as_str())),
+            None if keys.len() == 1 => keys.into_iter().next(),
+            None => None,
+        }
+    };
+    let jwk = match pick(&get_cached(out, &ep.jwks).await?) {
+        Some(k) => k,
+        None => {
+            // A key the cached set does not have: the provider may have rotated its keys.
+            forget(&ep.jwks);
+            pick(&get_cached(out, &ep.jwks).await?)
+                .ok_or("no key of the provider's JWKS matches the id_token")?
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("JWKS key: {e}"))?;
     let mut v = Validation::new(header.alg);
     let templated = ep.issuer.contains("{tenantid}");
     if !templated {

@@ -134,6 +134,9 @@ struct Inner {
     authorize_requests: Vec<HashMap<String, String>>,
     token_requests: Vec<HashMap<String, String>>,
     refusals: Vec<String>,
+    kid: Option<String>,
+    discovery_hits: usize,
+    jwks_hits: usize,
 }
 
 /// The running fake provider.
@@ -193,6 +196,18 @@ impl FakeProvider {
     /// The form of every token request so far.
     pub fn token_requests(&self) -> Vec<HashMap<String, String>> {
         self.inner.lock().unwrap().token_requests.clone()
+    }
+
+    /// Publishes the signing key under a new key id (a key rotation): id_tokens name it and
+    /// the key sets list only it.
+    pub fn rotate_key(&self, kid: &str) {
+        self.inner.lock().unwrap().kid = Some(kid.to_string());
+    }
+
+    /// How often discovery documents and key sets were fetched.
+    pub fn discovery_and_jwks_hits(&self) -> (usize, usize) {
+        let g = self.inner.lock().unwrap();
+        (g.discovery_hits, g.jwks_hits)
     }
 
     /// Why the provider refused requests (empty when all were well-formed).
@@ -300,12 +315,22 @@ async fn handle(
             )
         }
         ("google" | "keycloak" | "oidc" | "apple", ".well-known/openid-configuration")
-        | ("azure", "common/v2.0/.well-known/openid-configuration") => discovery(flavor, &base),
+        | ("azure", "common/v2.0/.well-known/openid-configuration") => {
+            inner.lock().unwrap().discovery_hits += 1;
+            discovery(flavor, &base)
+        }
         ("google", "oauth2/v3/certs")
         | ("azure", "common/discovery/v2.0/keys")
         | ("apple", "auth/keys")
         | ("keycloak", "protocol/openid-connect/certs")
-        | ("oidc", "jwks") => jwks(flavor),
+        | ("oidc", "jwks") => {
+            let kid = {
+                let mut g = inner.lock().unwrap();
+                g.jwks_hits += 1;
+                g.kid.clone().unwrap_or_else(|| "test-key".into())
+            };
+            jwks(flavor, &kid)
+        }
         _ => user_endpoint(&inner, flavor, &rest, &req),
     }
 }
@@ -455,12 +480,18 @@ fn token(
         out["refresh_token"] = json!(format!("refresh-{}", random()));
     }
     if matches!(flavor, "google" | "keycloak" | "oidc" | "azure" | "apple") {
-        out["id_token"] = json!(id_token(flavor, base, &grant, mode));
+        let kid = inner
+            .lock()
+            .unwrap()
+            .kid
+            .clone()
+            .unwrap_or_else(|| "test-key".into());
+        out["id_token"] = json!(id_token(flavor, base, &grant, mode, &kid));
     }
     HttpResponse::Ok().json(out)
 }
 
-fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode) -> String {
+fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode, kid: &str) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let now = chrono::Utc::now().timestamp();
     let u = &grant.user;
@@ -516,7 +547,7 @@ fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode) -> String {
         .decode(TEST_KEY_DER_B64)
         .unwrap();
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("test-key".into());
+    header.kid = Some(kid.into());
     let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&der)).unwrap();
     if mode == Mode::BadSignature {
         // The same token with another signature: the key set cannot vouch for it.
@@ -580,9 +611,9 @@ fn discovery(flavor: &str, base: &str) -> HttpResponse {
     HttpResponse::Ok().json(doc)
 }
 
-fn jwks(flavor: &str) -> HttpResponse {
+fn jwks(flavor: &str, kid: &str) -> HttpResponse {
     let mut keys = vec![
-        json!({"kty": "RSA", "kid": "test-key", "use": "sig", "alg": "RS256",
+        json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
                                "n": TEST_KEY_N, "e": TEST_KEY_E}),
     ];
     if flavor == "keycloak" {

@@ -426,7 +426,40 @@ pub fn plan(
             };
             // Rows of a table or view type (a set, or one row) go through the read planner:
             // `select`, filters, order and embedding apply; one row is answered as an object.
-            match (&f.return_relation, f.returns_set) {
+            // Rows of `RETURNS TABLE (…)`, OUT arguments or a composite type: the same,
+            // over a relation made of those columns (no keys, so no embedding from them).
+            let row_type = match &f.return_relation {
+                Some(_) => None,
+                None if f.returns_composite && !f.return_columns.is_empty() => Some(Table {
+                    schema: f.schema.clone(),
+                    name: f.name.clone(),
+                    kind: 'c',
+                    insertable: false,
+                    updatable: false,
+                    deletable: false,
+                    columns: f.return_columns.clone(),
+                    primary_key: Vec::new(),
+                    description: None,
+                }),
+                None => None,
+            };
+            match (&f.return_relation, row_type) {
+                (None, Some(table)) => {
+                    let mut counter = 0usize;
+                    let select = req.query.select.clone();
+                    let mut read = read_plan(
+                        cache,
+                        Source::Call(call),
+                        table,
+                        &select,
+                        req,
+                        &[],
+                        &mut counter,
+                    )?;
+                    read.range = cap(req.range, max_rows);
+                    read.timezone = timezone(req);
+                    Ok(Plan::Read(read))
+                }
                 (Some((rs, rn)), _) => {
                     let table = cache
                         .table(rs, rn)

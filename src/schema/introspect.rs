@@ -44,12 +44,17 @@ SELECT n.nspname::text, p.proname::text,
        coalesce(p.proargmodes::text[], '{}'),
        p.pronargs::int4, p.pronargdefaults::int4, p.provolatile::text, p.proretset,
        format_type(p.prorettype, NULL), rt.typtype::text = 'c' OR rt.oid = 'record'::regtype,
-       rn.nspname::text, rc.relname::text
+       rn.nspname::text, rc.relname::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = ct.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+              WHERE a.attrelid = ct.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_type rt ON rt.oid = p.prorettype
   LEFT JOIN pg_class rc ON rc.oid = rt.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')
   LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+  LEFT JOIN pg_class ct ON ct.oid = rt.typrelid AND ct.relkind = 'c'
  WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
 
 /// Introspects the exposed schemas.
@@ -142,6 +147,42 @@ pub async fn load(
         let vol: String = r.get(7);
         let rschema: Option<String> = r.get(11);
         let rname: Option<String> = r.get(12);
+        // The columns of the rows it returns when they are not a table's: OUT, INOUT and
+        // TABLE arguments, or else the attributes of a standalone composite type.
+        let column = |name: &str, ty: &str| Column {
+            name: name.to_string(),
+            type_name: ty.to_string(),
+            nullable: true,
+            default: None,
+            generated: false,
+        };
+        let mut return_columns: Vec<Column> = types
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                matches!(
+                    modes.get(*i).map(String::as_str).unwrap_or("i"),
+                    "o" | "b" | "t"
+                )
+            })
+            .map(|(i, ty)| column(names.get(i).map(String::as_str).unwrap_or(""), ty))
+            .collect();
+        if return_columns.is_empty() {
+            let anames: Vec<String> = r.get(13);
+            let atypes: Vec<String> = r.get(14);
+            return_columns = anames
+                .iter()
+                .zip(&atypes)
+                .map(|(n, t)| column(n, t))
+                .collect();
+        }
+        // A single OUT argument makes a scalar function, not a row.
+        if return_columns.len() == 1 && !r.get::<_, bool>(10) {
+            return_columns.clear();
+        }
+        if return_columns.iter().any(|c| c.name.is_empty()) {
+            return_columns.clear();
+        }
         let f = Function {
             schema: r.get(0),
             name: r.get(1),
@@ -150,6 +191,7 @@ pub async fn load(
             return_type: r.get(9),
             returns_composite: r.get(10),
             return_relation: rschema.zip(rname),
+            return_columns,
             volatility: vol.chars().next().unwrap_or('v'),
         };
         functions

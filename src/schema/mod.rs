@@ -104,6 +104,9 @@ pub struct Function {
     pub return_relation: Option<(String, String)>,
     /// Returns a composite type (row) rather than a scalar.
     pub returns_composite: bool,
+    /// The columns of its rows when they are not a relation's: `RETURNS TABLE (…)`, OUT
+    /// arguments, or a standalone composite type (empty otherwise, and for `SETOF record`).
+    pub return_columns: Vec<Column>,
     /// `i`mmutable, `s`table or `v`olatile.
     pub volatility: char,
 }

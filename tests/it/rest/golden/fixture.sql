@@ -118,6 +118,10 @@ CREATE FUNCTION best_films() RETURNS SETOF films LANGUAGE sql STABLE
   AS $$ SELECT * FROM films WHERE rating >= 7.8 $$;
 CREATE FUNCTION film_stats() RETURNS TABLE (title text, year int) LANGUAGE sql STABLE
   AS $$ SELECT title, year FROM films $$;
+CREATE FUNCTION film_years(OUT first_year int, OUT last_year int) LANGUAGE sql STABLE
+  AS $$ SELECT min(year), max(year) FROM films $$;
+CREATE FUNCTION film_place() RETURNS coordinates LANGUAGE sql STABLE
+  AS $$ SELECT ROW(48.5, 2.25)::coordinates $$;
 CREATE FUNCTION languages() RETURNS SETOF text LANGUAGE sql STABLE
   AS $$ SELECT DISTINCT language FROM films ORDER BY 1 $$;
 CREATE FUNCTION first_film() RETURNS films LANGUAGE sql STABLE AS $$ SELECT * FROM films WHERE id = 1 $$;

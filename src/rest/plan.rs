@@ -38,8 +38,9 @@ pub struct ReadPlan {
 pub enum Source {
     /// `schema.name`.
     Relation(String, String),
-    /// A set-returning function call; the arguments are bound as one JSON object.
-    Call(CallPlan),
+    /// A set-returning function call; the arguments are bound as one JSON object. (Boxed:
+    /// a plan carries the function's metadata, much larger than a relation's name.)
+    Call(Box<CallPlan>),
 }
 
 /// A function call.
@@ -449,7 +450,7 @@ pub fn plan(
                     let select = req.query.select.clone();
                     let mut read = read_plan(
                         cache,
-                        Source::Call(call),
+                        Source::Call(Box::new(call)),
                         table,
                         &select,
                         req,
@@ -469,7 +470,7 @@ pub fn plan(
                     let select = req.query.select.clone();
                     let mut read = read_plan(
                         cache,
-                        Source::Call(call),
+                        Source::Call(Box::new(call)),
                         table,
                         &select,
                         req,

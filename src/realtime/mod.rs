@@ -211,10 +211,15 @@ async fn cluster_sender(
     }
 }
 
+/// How long a stored cluster message is kept: every listener reads it within its run, well
+/// before (a listener that lags this far behind has bigger problems); short, so that a
+/// stream of large broadcasts does not pile up in the table.
+pub const STORED_MESSAGE_RETENTION_SECS: f64 = 120.0;
+
 /// Presence heartbeats and expiry, and the cleanup of stored cluster messages: every
 /// [`hub::PRESENCE_HEARTBEAT`], an instance with presences says it is alive and presences
 /// of instances silent for [`hub::PRESENCE_TTL`] are dropped; every minute, stored messages
-/// older than 10 minutes (read by every listener long before) are deleted.
+/// older than [`STORED_MESSAGE_RETENTION_SECS`] are deleted.
 async fn cluster_upkeep(pool: deadpool_postgres::Pool, hub: Arc<hub::Hub>) {
     let mut tick = tokio::time::interval(hub::PRESENCE_HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,14 +230,15 @@ async fn cluster_upkeep(pool: deadpool_postgres::Pool, hub: Arc<hub::Hub>) {
             hub.to_cluster(serde_json::json!({"k": "h", "i": hub.instance}).to_string());
         }
         hub.expire_peers(std::time::Instant::now());
+        // At start, then once a minute.
         n += 1;
-        if n % 12 == 0 {
+        if n % 12 == 1 {
             let r = async {
                 let c = pool.get().await.map_err(|e| e.to_string())?;
                 c.execute(
                     "DELETE FROM realtime.fluxbase_cluster_messages \
-                      WHERE created_at < now() - interval '10 minutes'",
-                    &[],
+                      WHERE created_at < now() - make_interval(secs => $1)",
+                    &[&STORED_MESSAGE_RETENTION_SECS],
                 )
                 .await
                 .map_err(|e| e.to_string())

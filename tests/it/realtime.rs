@@ -1120,6 +1120,20 @@ async fn presence_spans_instances() {
 #[tokio::test]
 async fn large_broadcasts_cross_instances() {
     let app = TestApp::spawn().await;
+    // A stored message long past its retention: an instance's upkeep deletes it (at start,
+    // then once a minute).
+    let stale: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO realtime.fluxbase_cluster_messages (payload, created_at) \
+             VALUES ('{}', now() - interval '1 hour') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let other = TestApp::spawn_on(app.db.clone(), |_| {}).await;
     listening(&app).await;
     listening(&other).await;
@@ -1179,6 +1193,23 @@ async fn large_broadcasts_cross_instances() {
         .unwrap()
         .get(0);
     assert!(stored >= 3, "{stored}");
+    let db2 = app.db.clone();
+    let cleaned = crate::support::eventually(Duration::from_secs(10), || {
+        let db = db2.clone();
+        async move {
+            db.client()
+                .await
+                .query_opt(
+                    "SELECT 1 FROM realtime.fluxbase_cluster_messages WHERE id = $1",
+                    &[&stale],
+                )
+                .await
+                .unwrap()
+                .is_none()
+        }
+    })
+    .await;
+    assert!(cleaned, "the stale stored message was not deleted");
     let denied = db
         .batch_execute(
             "BEGIN; SET LOCAL ROLE authenticated; \

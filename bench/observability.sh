@@ -23,6 +23,8 @@
 #                      Fluxbase process's instructions (all threads, incl. the log writer) per
 #                      completed request. Postgres is not counted (it is not Fluxbase's cost).
 #   IR_DURATION=20 IR_CONNECTIONS=4
+#   PROFILE=release    cargo profile to build and run (`profiling` keeps symbols, for
+#                      callgrind_annotate); KEEP_DUMPS=1 keeps the callgrind dumps (IR=1)
 #
 # Output: raw wrk output in bench/results/<date>/observability/, the summary in
 # bench/results/<date>/observability.txt, server logs in
@@ -45,8 +47,9 @@ IR_CONNECTIONS=${IR_CONNECTIONS:-4}
 [ "$ROUNDS" -ge 3 ] || { echo "error: ROUNDS must be at least 3" >&2; exit 1; }
 
 # --- build and tools ------------------------------------------------------------------------
-${CARGO_LOCK:+flock "$CARGO_LOCK"} nice -n 10 cargo build --release --locked --bin fluxbase
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/fluxbase"
+PROFILE=${PROFILE:-release}
+${CARGO_LOCK:+flock "$CARGO_LOCK"} nice -n 10 cargo build --profile "$PROFILE" --locked --bin fluxbase
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/fluxbase"
 BUILT_FROM="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=$(git status --porcelain -- src migrations Cargo.toml Cargo.lock 2>/dev/null |
   awk '{ printf "%s%s", sep, $2; sep = " " }')
@@ -227,7 +230,7 @@ run_ir() {
   reqs=$(awk '/requests in/ { print $1; exit }' "$f")
   echo "# mode=$mode round=$round requests=$reqs instructions=$ir dump=$(basename "$dump")" >>"$f"
   stop_fx
-  rm -f "$RAW_DIR"/callgrind-"$mode"-r"$round".out*
+  [ "${KEEP_DUMPS:-0}" = 1 ] || rm -f "$RAW_DIR"/callgrind-"$mode"-r"$round".out*
   say "mode=$mode round=$round requests=$reqs instructions=$ir ir_per_req=$(awk -v i="$ir" -v r="$reqs" 'BEGIN { printf "%.0f", i / r }')"
 }
 

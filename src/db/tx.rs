@@ -38,6 +38,31 @@ pub struct RequestInfo {
     pub trace: Option<crate::otlp::Parent>,
 }
 
+/// Appends `s` escaped as the inside of a JSON string (RFC 8259: `"`, `\\` and control
+/// characters); one pass, no allocation, for the hot path of every request.
+fn push_json_escaped(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
 impl RequestInfo {
     /// Facts from an actix request; header values that are not text are skipped.
     pub fn from_request(req: &actix_web::HttpRequest) -> Self {
@@ -52,8 +77,9 @@ impl RequestInfo {
                 }
                 headers.push('"');
                 headers.push_str(k.as_str());
-                headers.push_str("\":");
-                headers.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+                headers.push_str("\":\"");
+                push_json_escaped(&mut headers, v);
+                headers.push('"');
             }
         }
         headers.push('}');
@@ -318,6 +344,27 @@ impl Drop for RequestTx {
         if let Some(c) = self.client.take() {
             // Still inside a transaction: never hand it to the next request.
             drop(Object::take(c));
+        }
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    #[test]
+    fn header_values_escape_as_serde_json_does() {
+        for s in [
+            "",
+            "plain value",
+            "a\"b\\c",
+            "tab\tnew\nline\rret",
+            "ctl\u{1}\u{1f}end",
+            "unicode é ✓ \u{7f}",
+            "Bearer eyJ.abc-_=",
+        ] {
+            let mut out = String::from("\"");
+            super::push_json_escaped(&mut out, s);
+            out.push('"');
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
         }
     }
 }

@@ -787,6 +787,7 @@ pub fn complete(doc: &mut Value, cache: &SchemaCache, schemas: &[String]) {
     let mut tables: Vec<&Table> = cache
         .tables
         .values()
+        .map(|t| &**t)
         .filter(|t| schemas.contains(&t.schema))
         .collect();
     tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));

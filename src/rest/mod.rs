@@ -92,6 +92,7 @@ pub fn render_openapi(cache: &crate::schema::SchemaCache, schema: &str) -> Strin
     let mut tables: Vec<&crate::schema::Table> = cache
         .tables
         .values()
+        .map(|t| &**t)
         .filter(|t| t.schema == schema)
         .collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));

@@ -10,6 +10,7 @@ use super::parse::{
 };
 use super::RestError;
 use crate::schema::{ForeignKey, Function, SchemaCache, Table};
+use std::sync::Arc;
 
 /// A relation read (table, view, or the rows a function returns).
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct ReadPlan {
     /// SQL alias of the source in this (sub)query.
     pub alias: String,
     /// The relation whose columns the rows have.
-    pub table: Table,
+    pub table: Arc<Table>,
     /// Output columns and embeds.
     pub select: Vec<Selected>,
     /// Conditions on this level.
@@ -148,7 +149,7 @@ pub struct ResolvedOrder {
 #[derive(Debug, Clone)]
 pub struct WritePlan {
     /// The target relation.
-    pub table: Table,
+    pub table: Arc<Table>,
     /// Columns written (insert/update).
     pub columns: Vec<String>,
     /// Conflict target for upserts.
@@ -431,17 +432,19 @@ pub fn plan(
             // over a relation made of those columns (no keys, so no embedding from them).
             let row_type = match &f.return_relation {
                 Some(_) => None,
-                None if f.returns_composite && !f.return_columns.is_empty() => Some(Table {
-                    schema: f.schema.clone(),
-                    name: f.name.clone(),
-                    kind: 'c',
-                    insertable: false,
-                    updatable: false,
-                    deletable: false,
-                    columns: f.return_columns.clone(),
-                    primary_key: Vec::new(),
-                    description: None,
-                }),
+                None if f.returns_composite && !f.return_columns.is_empty() => {
+                    Some(Arc::new(Table {
+                        schema: f.schema.clone(),
+                        name: f.name.clone(),
+                        kind: 'c',
+                        insertable: false,
+                        updatable: false,
+                        deletable: false,
+                        columns: f.return_columns.clone(),
+                        primary_key: Vec::new(),
+                        description: None,
+                    }))
+                }
                 None => None,
             };
             match (&f.return_relation, row_type) {
@@ -654,7 +657,7 @@ fn range_for(req: &ApiRequest, path: &[String]) -> Range {
 fn read_plan(
     cache: &SchemaCache,
     source: Source,
-    table: Table,
+    table: Arc<Table>,
     select: &[SelectItem],
     req: &ApiRequest,
     path: &[String],

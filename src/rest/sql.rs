@@ -940,7 +940,8 @@ mod golden {
                 ],
             ),
         ] {
-            c.tables.insert((t.schema.clone(), t.name.clone()), t);
+            c.tables
+                .insert((t.schema.clone(), t.name.clone()), std::sync::Arc::new(t));
         }
         c.foreign_keys.push(ForeignKey {
             name: "books_author_id_fkey".into(),

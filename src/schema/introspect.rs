@@ -200,7 +200,10 @@ pub async fn load(
             .push(f);
     }
     Ok(SchemaCache {
-        tables,
+        tables: tables
+            .into_iter()
+            .map(|(k, t)| (k, std::sync::Arc::new(t)))
+            .collect(),
         foreign_keys,
         functions,
     })

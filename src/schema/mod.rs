@@ -115,7 +115,7 @@ pub struct Function {
 #[derive(Debug, Clone, Default)]
 pub struct SchemaCache {
     /// Tables by (schema, name).
-    pub tables: HashMap<(String, String), Table>,
+    pub tables: HashMap<(String, String), Arc<Table>>,
     /// Foreign keys between exposed tables.
     pub foreign_keys: Vec<ForeignKey>,
     /// Functions by (schema, name); overloads share a key.
@@ -124,7 +124,7 @@ pub struct SchemaCache {
 
 impl SchemaCache {
     /// A relation.
-    pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
         self.tables.get(&(schema.to_string(), name.to_string()))
     }
 

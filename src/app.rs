@@ -176,10 +176,13 @@ async fn observe(
             HeaderValue::from_static(ADMIN_CSP),
         );
     }
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| UNMATCHED.to_string());
+    let route = match res.request().app_data::<crate::routes::RouteTemplate>() {
+        Some(t) => t.0.to_string(),
+        None => res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| UNMATCHED.to_string()),
+    };
     let method = res.request().method().as_str().to_string();
     let status = res.status().as_u16();
     let secs = started.elapsed().as_secs_f64();

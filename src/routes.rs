@@ -94,7 +94,9 @@ impl Registry {
             }
         }
         for p in paths {
-            let mut res = web::resource(p).default_service(web::to(method_not_allowed.clone()));
+            let mut res = web::resource(p)
+                .app_data(RouteTemplate(p))
+                .default_service(web::to(method_not_allowed.clone()));
             for r in self.routes.iter().filter(|r| r.path == p) {
                 res = (r.mount)(res);
             }
@@ -102,6 +104,12 @@ impl Registry {
         }
     }
 }
+
+/// The template of the resource a request matched, kept as resource data so the
+/// middleware can label metrics and logs without `HttpRequest::match_pattern`, which walks
+/// the router's patterns (regexes) a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
 
 /// Whether `path` is `prefix` or lies under it (`/auth/v1` covers `/auth/v1/token`, not
 /// `/auth/v1x`). Every place that groups requests by path prefix uses this one test; it

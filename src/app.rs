@@ -260,20 +260,7 @@ fn rate_check(
                 .trim_start_matches("bearer ")
                 .to_string()
         });
-    let forwarded = state
-        .rate_limits
-        .trust_forwarded_for()
-        .then(|| {
-            req.headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-        })
-        .flatten()
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string());
-    let ip = forwarded
-        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
-        .unwrap_or_default();
+    let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
     let Some(key) = crate::ratelimit::caller_key(auth.as_ref(), token.as_deref(), &ip) else {
         return Ok(None);
     };

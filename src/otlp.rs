@@ -116,19 +116,15 @@ pub fn parse_traceparent(v: &str) -> Option<TraceParent> {
     })
 }
 
-fn random_span_id() -> [u8; 8] {
+/// A random id that is not all zeros (W3C: an all-zero trace or span id is invalid).
+fn random_id<const N: usize>() -> [u8; N]
+where
+    [u8; N]: Default,
+    rand::distr::StandardUniform: rand::distr::Distribution<[u8; N]>,
+{
     loop {
-        let id: [u8; 8] = rand::random();
-        if id != [0; 8] {
-            return id;
-        }
-    }
-}
-
-fn random_trace_id() -> [u8; 16] {
-    loop {
-        let id: [u8; 16] = rand::random();
-        if id != [0; 16] {
+        let id: [u8; N] = rand::random();
+        if id != <[u8; N]>::default() {
             return id;
         }
     }
@@ -174,7 +170,7 @@ impl Parent {
             .to_ascii_uppercase();
         self.tracer.record(SpanData {
             trace_id: self.trace_id,
-            span_id: random_span_id(),
+            span_id: random_id::<8>(),
             parent: Some(self.span_id),
             name: verb,
             kind: Kind::Client,
@@ -300,8 +296,8 @@ impl Tracer {
         Some(RequestSpan {
             parent: Parent {
                 tracer: self.clone(),
-                trace_id: remote.map_or_else(random_trace_id, |p| p.trace_id),
-                span_id: random_span_id(),
+                trace_id: remote.map_or_else(random_id::<16>, |p| p.trace_id),
+                span_id: random_id::<8>(),
             },
             remote_parent: remote.map(|p| p.parent_id),
             start_ns: now_ns(),

@@ -191,11 +191,6 @@ impl RateLimiters {
         (n > 0).then_some((name, n))
     }
 
-    /// Whether the client IP comes from `X-Forwarded-For`.
-    pub fn trust_forwarded_for(&self) -> bool {
-        self.cfg.trust_forwarded_for
-    }
-
     /// The client IP of a request: the first `X-Forwarded-For` entry when trusted, else the
     /// peer address.
     pub fn client_ip(

@@ -22,10 +22,12 @@ use uuid::Uuid;
 type Res = Result<HttpResponse, ApiError>;
 type ObjPath = web::Path<(String, String)>;
 
-const INSERT_SQL: &str = "INSERT INTO storage.objects \
+/// The object row of an upload (also the TUS finish), under the caller's role.
+pub(super) const INSERT_SQL: &str = "INSERT INTO storage.objects \
      (bucket_id, name, owner, owner_id, version, metadata, user_metadata) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
-const UPSERT_SQL: &str = "INSERT INTO storage.objects \
+/// `INSERT_SQL` replacing an existing row (`x-upsert`).
+pub(super) const UPSERT_SQL: &str = "INSERT INTO storage.objects \
      (bucket_id, name, owner, owner_id, version, metadata, user_metadata) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (bucket_id, name) DO UPDATE SET owner = excluded.owner, \
@@ -40,7 +42,8 @@ const PUBLIC_OBJECT_SQL: &str = "SELECT b.public, o.id, o.version, o.metadata->>
      o.metadata->>'eTag', o.metadata->>'mimetype', o.metadata->>'cacheControl', o.updated_at \
      FROM storage.buckets b LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 \
      WHERE b.id = $1";
-const BUCKET_LIMITS_SQL: &str =
+/// A bucket's size limit and allowed MIME types.
+pub(super) const BUCKET_LIMITS_SQL: &str =
     "SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1";
 const INFO_SQL: &str = "SELECT json_build_object('id', id, 'version', version, 'name', name, \
      'bucket_id', bucket_id, 'created_at', created_at, 'updated_at', updated_at, \

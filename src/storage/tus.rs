@@ -59,19 +59,8 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 pub const STAGING_PREFIX: &str = "tus";
 const OFFSET_CT: &str = "application/offset+octet-stream";
 
-// The object row statements of a plain upload (objects.rs), with the same parameters.
-const INSERT_SQL: &str = "INSERT INTO storage.objects \
-     (bucket_id, name, owner, owner_id, version, metadata, user_metadata) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
-const UPSERT_SQL: &str = "INSERT INTO storage.objects \
-     (bucket_id, name, owner, owner_id, version, metadata, user_metadata) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (bucket_id, name) DO UPDATE SET owner = excluded.owner, \
-     owner_id = excluded.owner_id, version = excluded.version, metadata = excluded.metadata, \
-     user_metadata = excluded.user_metadata, updated_at = now(), last_accessed_at = now() \
-     RETURNING id";
-const BUCKET_LIMITS_SQL: &str =
-    "SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1";
+// The object row statements and the bucket limits: the plain upload's (objects.rs).
+use super::objects::{BUCKET_LIMITS_SQL, INSERT_SQL, UPSERT_SQL};
 const SELECT_SQL: &str = "SELECT id, secret, bucket_id, name, role, owner_id, upsert, \
      upload_length, upload_offset, content_type, cache_control, user_metadata, parts, \
      expires_at, completed_at IS NOT NULL, expires_at <= now() \

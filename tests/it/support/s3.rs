@@ -48,34 +48,8 @@ pub fn server() -> &'static S3Server {
     })
 }
 
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs tests/python/venv.sh (a no-op when the venv is current) and returns moto_server.
-fn moto_server_bin() -> PathBuf {
-    let script = repo_root().join("tests/python/venv.sh");
-    let out = Command::new(&script)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (the S3 tests need python3 with venv and pip, and PyPI):\n{}{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let venv = std::env::var_os("FLUXBASE_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-tests"));
-    let bin = venv.join("bin/moto_server");
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
-}
-
 fn start() -> S3Server {
-    let bin = moto_server_bin();
+    let bin = super::venv::bin("moto_server");
     let dir = PathBuf::from(format!("/tmp/fbt-{}-moto", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -30,7 +30,7 @@ function receiver() {
     resolve({
       url: `http://127.0.0.1:${server.address().port}/hook`,
       got,
-      close: () => server.close(),
+      close: () => { server.close(); server.closeAllConnections(); },
       next: (n) => new Promise((res, rej) => {
         const t = setTimeout(() => rej(new Error(`only ${got.length} of ${n} deliveries`)), 15000);
         const check = () => { if (got.length >= n) { clearTimeout(t); res(got); } };

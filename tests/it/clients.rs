@@ -31,6 +31,10 @@ pub(crate) async fn run_node_suite(app: &TestApp, file: &str) {
         .kill_on_drop(true)
         .arg("--test")
         .arg("--test-timeout=30000")
+        // Exit once the tests are done even if a handle (an idle keep-alive socket of a
+        // receiver the suite started) would keep the event loop alive: seen once in CI as a
+        // file-level timeout after every test had passed.
+        .arg("--test-force-exit")
         .arg(file)
         .current_dir(&dir)
         .env("FLUXBASE_URL", &app.base)

@@ -216,6 +216,25 @@ impl RequestTx {
         params: &[&(dyn ToSql + Sync)],
         extra: Option<(&str, &[&(dyn ToSql + Sync)])>,
     ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
+        Self::pipelined(pool, ctx, info, true, sql, params, extra).await
+    }
+
+    /// A whole transaction in ONE round trip: `BEGIN` (`READ ONLY` when `read_only`), the
+    /// role/claims setup, the statement, the optional `extra` statement and `COMMIT`,
+    /// pipelined. For a write this is only right when nothing has to be decided after seeing
+    /// its result (no rollback on a row count, no `tx=rollback`): a statement that fails
+    /// aborts the transaction, and the pipelined `COMMIT` then rolls it back, so nothing is
+    /// half-written either way. A `COMMIT` that fails (a deferred constraint) is returned
+    /// as the error.
+    pub async fn pipelined(
+        pool: &Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        read_only: bool,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        extra: Option<(&str, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let client = pool.get().await?;
         if client.statement_cache.size() > STATEMENT_CACHE_MAX {
@@ -223,7 +242,11 @@ impl RequestTx {
         }
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
         let begin = client
-            .prepare_cached("BEGIN READ ONLY")
+            .prepare_cached(if read_only {
+                "BEGIN READ ONLY"
+            } else {
+                "BEGIN"
+            })
             .await
             .map_err(dberr)?;
         let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
@@ -261,9 +284,10 @@ impl RequestTx {
             client.execute(&commit, &[])
         );
         let took = started.elapsed();
-        crate::metrics::observe_query("read", sql, took, &info.request_id, info.slow_query_ms);
+        let kind = if read_only { "read" } else { "write" };
+        crate::metrics::observe_query(kind, sql, took, &info.request_id, info.slow_query_ms);
         if let Some(t) = &info.trace {
-            t.statement("read", sql, took);
+            t.statement(kind, sql, took);
         }
         // A failed statement turns the COMMIT into a rollback; the session is clean either way.
         let first_error = b.err().or(s.err());

@@ -3,7 +3,7 @@
 //! committing, and honours `tx=rollback`.
 
 use super::parse::ApiRequest;
-use super::render::{check_object, rolls_back, Outcome};
+use super::render::{check_object, rolls_back, wants_object, Outcome};
 use super::sql::Statement;
 use super::RestError;
 use crate::auth::AuthContext;
@@ -83,11 +83,16 @@ pub async fn run(
         .as_ref()
         .zip(explain_params.as_deref())
         .map(|(s, p)| (s.text.as_str(), p));
-    if read_only && !is_write {
-        // Reads: one round trip, committed in the pipeline (nothing to undo); a planned
-        // count's EXPLAIN rides in the same pipeline.
+    // Nothing to decide after seeing the result: reads (nothing to undo), and writes and
+    // calls that need no rollback on the row count (single object, strict max-affected)
+    // and no `tx=rollback`. Then the whole transaction is one round trip, committed in the
+    // pipeline; a planned count's EXPLAIN rides in the same pipeline.
+    let decides_after = wants_object(req)
+        || (is_write && req.preferences.max_affected.is_some() && req.preferences.strict())
+        || rolls_back(req);
+    if read_only || !decides_after {
         let (rows, plan) =
-            RequestTx::read_only_with(pool, ctx, info, &stmt.text, &params, explain).await?;
+            RequestTx::pipelined(pool, ctx, info, read_only, &stmt.text, &params, explain).await?;
         let mut o = outcome(&rows)?;
         if count.explain.is_some() {
             o.total = count.total(o.total, plan.as_deref());

@@ -62,8 +62,10 @@ async fn rest(
     state: web::Data<AppState>,
     ctx: AuthContext,
 ) -> Result<HttpResponse, ApiError> {
-    let tail = req.match_info().get("tail").unwrap_or("").to_string();
-    let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = crate::routes::tail(&req)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     serve(&req, &body, &state, &ctx, &segs, None).await
 }
 
@@ -111,18 +113,11 @@ async fn serve(
             &anon_ctx
         }
     };
-    let headers: Vec<(String, String)> = req
+    // Borrowed from the request: no copy of any name or value.
+    let hdrs: Vec<(&str, &str)> = req
         .headers()
         .iter()
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_string(), v.to_string()))
-        })
-        .collect();
-    let hdrs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
         .collect();
     let query = req.query_string();
     let input = RequestInput {

@@ -20,6 +20,7 @@ mod outbound;
 mod realtime;
 mod rest;
 mod rest_golden;
+mod rest_tx;
 mod storage;
 mod storage_tus;
 mod webhooks;

@@ -1,0 +1,165 @@
+//! The REST request transaction when a write commits in the same pipelined round trip as
+//! its statement: a failure anywhere (the statement, or the COMMIT itself through a deferred
+//! constraint) leaves nothing written, and the pooled connection comes back clean for the
+//! next caller (its role and claims are never inherited).
+
+use crate::support::TestApp;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const FIXTURE: &str = "
+CREATE TABLE dq (id int PRIMARY KEY, k int NOT NULL,
+  CONSTRAINT dq_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE mine (id serial PRIMARY KEY, owner uuid NOT NULL DEFAULT auth.uid(), body text);
+ALTER TABLE mine ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON mine USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+GRANT ALL ON dq, mine TO anon, authenticated;
+GRANT USAGE ON SEQUENCE mine_id_seq TO authenticated;
+CREATE FUNCTION whoami() RETURNS text LANGUAGE sql STABLE
+  AS $$ SELECT current_user || ':' || coalesce(auth.uid()::text, '-') $$;
+NOTIFY pgrst, 'reload schema';
+";
+
+async fn app() -> TestApp {
+    // One pooled connection, so every request below reuses the one the previous used.
+    let app = TestApp::spawn_with(|c| c.database.pool_size = 1).await;
+    app.db.client().await.batch_execute(FIXTURE).await.unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let s = app.state.schema.get();
+        s.table("public", "dq").is_some() && !s.functions("public", "whoami").is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw the fixture");
+    app
+}
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    let c = app.db.client().await;
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    prefer: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(app.url(path))
+        .header("apikey", key)
+        .bearer_auth(key)
+        .header("Prefer", prefer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn a_failing_commit_or_statement_writes_nothing_and_leaves_the_connection_clean() {
+    let app = app().await;
+    let service = app.service_key();
+    let anon = app.anon_key();
+
+    // The duplicate is only seen at COMMIT (deferred constraint): 409 with Postgres' code,
+    // nothing written, for both return preferences.
+    for prefer in ["return=minimal", "return=representation"] {
+        let (s, b) = post(
+            &app,
+            "/rest/v1/dq",
+            &service,
+            prefer,
+            json!([{"id": 1, "k": 7}, {"id": 2, "k": 7}]),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{prefer}: {b}");
+        assert_eq!(b["code"], "23505", "{b}");
+        assert_eq!(count(&app, "dq").await, 0, "{prefer}: nothing committed");
+    }
+
+    // A statement failing on its second row: 400, the first row not kept either.
+    let (s, b) = post(
+        &app,
+        "/rest/v1/dq",
+        &service,
+        "return=minimal",
+        json!([{"id": 1, "k": 1}, {"id": 2, "k": null}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["code"], "23502", "{b}");
+    assert_eq!(count(&app, "dq").await, 0);
+
+    // The same single connection then serves a good write and an anonymous read: the
+    // failed transactions left no role, claims or open transaction behind.
+    let (s, b) = post(
+        &app,
+        "/rest/v1/dq",
+        &service,
+        "return=minimal",
+        json!({"id": 3, "k": 3}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(count(&app, "dq").await, 1);
+    let r = app
+        .get("/rest/v1/rpc/whoami")
+        .header("apikey", &anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("anon:-"));
+
+    // RLS WITH CHECK on a pipelined write: another user's row is refused and not written;
+    // the caller's own row is written with the caller's identity.
+    let uid = "6f0c1f5e-3d52-4c1c-9a57-2f4f5a3b0c11";
+    let user = app.token(json!({"sub": uid, "role": "authenticated", "exp": 4_000_000_000u64}));
+    let (s, b) = post(
+        &app,
+        "/rest/v1/mine",
+        &user,
+        "return=minimal",
+        json!({"owner": "00000000-0000-0000-0000-000000000001", "body": "x"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["code"], "42501", "{b}");
+    assert_eq!(count(&app, "mine").await, 0);
+    let (s, b) = post(
+        &app,
+        "/rest/v1/mine",
+        &user,
+        "return=representation",
+        json!({"body": "y"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b[0]["owner"], uid, "{b}");
+    assert_eq!(count(&app, "mine").await, 1);
+
+    // A single-object write that matches two rows still decides after the result: 406 and
+    // rolled back.
+    let r = reqwest::Client::new()
+        .post(app.url("/rest/v1/dq"))
+        .header("apikey", &service)
+        .bearer_auth(&service)
+        .header("Prefer", "return=representation")
+        .header("Accept", "application/vnd.pgrst.object+json")
+        .json(&json!([{"id": 10, "k": 10}, {"id": 11, "k": 11}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(count(&app, "dq").await, 1, "the 406 write was rolled back");
+}

@@ -239,7 +239,7 @@ async fn jwks() -> HttpResponse {
 
 fn audit_ev(req: &HttpRequest, actor: &str, action: &str, target: Option<String>) -> AuditEvent {
     let mut ctx = AuthContext::anon();
-    ctx.claims.insert("sub".into(), Value::from(actor));
+    std::sync::Arc::make_mut(&mut ctx.claims).insert("sub".into(), Value::from(actor));
     let mut e = AuditEvent::from_request(req, &ctx, action, target, json!({}));
     e.actor = Some(actor.to_string());
     e.actor_role = None;

@@ -114,7 +114,7 @@ pub async fn resolve(
     let claims_json = Value::Object(claims.clone()).to_string();
     Ok(AuthContext {
         role,
-        claims,
+        claims: claims.into(),
         has_token: true,
         claims_json: claims_json.into(),
     })

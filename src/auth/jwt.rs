@@ -57,7 +57,7 @@ pub struct JwtKeys {
 /// results are kept (keyed by the whole token) until the token's `exp`.
 #[derive(Clone)]
 struct Verified {
-    claims: Claims,
+    claims: Arc<Claims>,
     role: String,
     claims_json: Arc<str>,
     exp: i64,
@@ -98,13 +98,14 @@ impl JwtKeys {
 
     /// Verifies a token and returns its claims and role.
     pub fn verify(&self, token: &str) -> Result<(Claims, String), JwtError> {
-        self.verify_cached(token).map(|(c, r, _)| (c, r))
+        self.verify_cached(token)
+            .map(|(c, r, _)| (Arc::unwrap_or_clone(c), r))
     }
 
     /// Like `verify`, plus the claims as JSON text (what the request transaction publishes),
     /// served from the cache of verified tokens when possible. `exp` and `nbf` are checked on
     /// every call, cached or not.
-    pub fn verify_cached(&self, token: &str) -> Result<(Claims, String, Arc<str>), JwtError> {
+    pub fn verify_cached(&self, token: &str) -> Result<(Arc<Claims>, String, Arc<str>), JwtError> {
         let now = chrono::Utc::now().timestamp();
         if let Ok(cache) = self.verified.lock() {
             if let Some(v) = cache.get(token) {
@@ -119,6 +120,7 @@ impl JwtKeys {
         }
         let (claims, role) = self.verify_uncached(token)?;
         let claims_json: Arc<str> = Value::Object(claims.clone()).to_string().into();
+        let claims = Arc::new(claims);
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         let nbf = claims.get("nbf").and_then(Value::as_i64);
         if let Ok(mut cache) = self.verified.lock() {

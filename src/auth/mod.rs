@@ -34,8 +34,9 @@ use serde_json::Value;
 pub struct AuthContext {
     /// Postgres role (`anon`, `authenticated`, `service_role`, or an allowed extra role).
     pub role: String,
-    /// JWT claims (`{"role":"anon"}` without a token).
-    pub claims: Claims,
+    /// JWT claims (`{"role":"anon"}` without a token); shared with the verified-token
+    /// cache, so a request does not copy the map.
+    pub claims: std::sync::Arc<Claims>,
     /// Whether a token was presented at all.
     pub has_token: bool,
     /// `claims` as JSON text, for `request.jwt.claims` (computed once per distinct token).
@@ -49,7 +50,7 @@ impl AuthContext {
         claims.insert("role".into(), Value::from(ANON_ROLE));
         AuthContext {
             role: ANON_ROLE.into(),
-            claims,
+            claims: claims.into(),
             has_token: false,
             claims_json: std::sync::Arc::from(r#"{"role":"anon"}"#),
         }

@@ -83,12 +83,18 @@ impl RequestInfo {
             }
         }
         headers.push('}');
-        let mut cookies = serde_json::Map::new();
-        if let Ok(jar) = req.cookies() {
-            for c in jar.iter() {
-                cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
+        // Most API calls send no cookie: then nothing is parsed or built (empty means `{}`).
+        let cookies_json = if req.headers().contains_key(actix_web::http::header::COOKIE) {
+            let mut cookies = serde_json::Map::new();
+            if let Ok(jar) = req.cookies() {
+                for c in jar.iter() {
+                    cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
+                }
             }
-        }
+            serde_json::Value::Object(cookies).to_string()
+        } else {
+            String::new()
+        };
         use actix_web::HttpMessage;
         let request_id = req
             .extensions()
@@ -106,7 +112,7 @@ impl RequestInfo {
             method: req.method().to_string(),
             path: req.path().to_string(),
             headers_json: headers,
-            cookies_json: serde_json::Value::Object(cookies).to_string(),
+            cookies_json,
         }
     }
 }

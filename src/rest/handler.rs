@@ -389,7 +389,7 @@ fn anonymous_as(role: &str) -> AuthContext {
     let json = serde_json::Value::Object(claims.clone()).to_string();
     AuthContext {
         role: role.to_string(),
-        claims,
+        claims: claims.into(),
         has_token: false,
         claims_json: std::sync::Arc::from(json.as_str()),
     }

@@ -89,7 +89,7 @@ fn signer_ctx(owner: Option<&str>) -> AuthContext {
     AuthContext {
         role: SERVICE_ROLE.into(),
         claims_json: Value::Object(claims.clone()).to_string().into(),
-        claims,
+        claims: claims.into(),
         has_token: true,
     }
 }

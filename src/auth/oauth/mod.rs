@@ -631,8 +631,7 @@ impl From<Fail> for SignInError {
 
 fn audit_event(req: &HttpRequest, user: Uuid, action: &str, provider: &str) -> AuditEvent {
     let mut ctx = AuthContext::anon();
-    ctx.claims
-        .insert("sub".into(), Value::from(user.to_string()));
+    std::sync::Arc::make_mut(&mut ctx.claims).insert("sub".into(), Value::from(user.to_string()));
     let mut e = AuditEvent::from_request(
         req,
         &ctx,

@@ -13,6 +13,8 @@
 #   WARMUP=2           seconds of unrecorded wrk per call and server before the rounds
 #   CONNECTIONS=50 THREADS=2   wrk settings
 #   BENCH_PORT=18080   Fluxbase's HTTP port; the reference uses BENCH_PORT+10
+#   FLUXBASE_BIN=      the fluxbase binary to measure (default target/release/fluxbase)
+#   CALLS="single list" only these calls (default: all six)
 #
 # Calls (Fluxbase URL -> reference URL; ids and categories vary per request, bench/wrk/*.lua):
 #   single  GET /rest/v1/items?id=eq.N                                  -> GET /items/N
@@ -37,13 +39,15 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 PORT=${BENCH_PORT:-18080}
 REF_PORT=$((PORT + 10))
-CALLS=(single list embed insert rpc health)
+read -r -a CALLS <<<"${CALLS:-single list embed insert rpc health}"
 
 [ "$ROUNDS" -ge 3 ] || { echo "error: ROUNDS must be at least 3" >&2; exit 1; }
 
 # --- build and tools ------------------------------------------------------------------------
 nice -n 10 cargo build --release --locked --bin fluxbase --example ref_server
-BIN="$ROOT/target/release/fluxbase"
+# FLUXBASE_BIN: measure another fluxbase binary (e.g. a copy built from another commit)
+# against the same reference.
+BIN="${FLUXBASE_BIN:-$ROOT/target/release/fluxbase}"
 REF="$ROOT/target/release/examples/ref_server"
 # What was built: the commit and any uncommitted change to what goes into the binaries.
 BUILT_FROM="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -304,21 +308,34 @@ done
 
 # --- measurement ------------------------------------------------------------------------------
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU ticks of every postgres process (the cluster serves only the server under load; its
+# pooled backends live through the run, so before/after differences count their work).
+pg_ticks() {
+  local t=0 p v
+  for p in $(pgrep -x postgres); do
+    v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || continue
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
 CLK_TCK=$(getconf CLK_TCK)
 
 # run CALL TARGET ROUND DURATION FILE : one wrk run; appends the server's CPU time to FILE.
 run() {
-  local call=$1 target=$2 round=$3 dur=$4 file=$5 url pid c0 c1 load
+  local call=$1 target=$2 round=$3 dur=$4 file=$5 url pid c0 c1 g0 g1 load
   if [ "$target" = fluxbase ]; then url=$FX pid=$FX_PID; else url=$RF pid=$REF_PID; fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   c0=$(cpu_ticks "$pid")
+  g0=$(pg_ticks)
   BENCH_TARGET=$target APIKEY=$ANON WRK_DIR="$ROOT/bench/wrk" \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${dur}s" --latency -s "$ROOT/bench/wrk/$call.lua" "$url" \
     >"$file" 2>&1 || { echo "error: wrk failed for $call $target; see $file" >&2; exit 1; }
   c1=$(cpu_ticks "$pid")
+  g1=$(pg_ticks)
   {
     echo "# call=$call target=$target round=$round duration_s=$dur loadavg_before=$load"
     echo "# server_cpu_s=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')"
+    echo "# postgres_cpu_s=$(awk -v a="$g0" -v b="$g1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')"
   } >>"$file"
 }
 
@@ -336,7 +353,8 @@ parse() {
     /Socket errors:/ { gsub(/,/, ""); sockerr = $4 + $6 + $8; timeouts = $10 }
     / requests in / { reqs = $1 }
     /^# server_cpu_s=/ { split($2, kv, "="); cpu = kv[2] }
-    END { printf "%s %.3f %d %d %d %d %s\n", rps, p99, non2xx, sockerr, timeouts, reqs, cpu }
+    /^# postgres_cpu_s=/ { split($2, kv, "="); pgcpu = kv[2] }
+    END { printf "%s %.3f %d %d %d %d %s %s\n", rps, p99, non2xx, sockerr, timeouts, reqs, cpu, pgcpu }
   ' "$1"
 }
 
@@ -361,9 +379,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for target in fluxbase ref; do
       f="$RAW_DIR/$call-$target-r$r.txt"
       run "$call" "$target" "$r" "$DURATION" "$f"
-      read -r rps p99 non2xx sockerr timeouts reqs cpu < <(parse "$f")
-      line=$(printf 'round=%d call=%-6s target=%-8s rps=%s p99_ms=%s requests=%s non2xx=%s socket_errors=%s timeouts=%s server_cpu_s=%s' \
-        "$r" "$call" "$target" "$rps" "$p99" "$reqs" "$non2xx" "$sockerr" "$timeouts" "$cpu")
+      read -r rps p99 non2xx sockerr timeouts reqs cpu pgcpu < <(parse "$f")
+      line=$(printf 'round=%d call=%-6s target=%-8s rps=%s p99_ms=%s requests=%s non2xx=%s socket_errors=%s timeouts=%s server_cpu_s=%s postgres_cpu_s=%s' \
+        "$r" "$call" "$target" "$rps" "$p99" "$reqs" "$non2xx" "$sockerr" "$timeouts" "$cpu" "$pgcpu")
       say "$line"
     done
   done

@@ -298,6 +298,7 @@ CREATE VIEW profiles AS SELECT author_id AS writer, bio FROM author_profiles;
 CREATE TABLE presidents (id int PRIMARY KEY, last_name text, predecessor_id int UNIQUE REFERENCES presidents (id));
 INSERT INTO presidents VALUES (1, 'Washington', NULL), (2, 'Adams', 1), (3, 'Jefferson', 2);
 CREATE VIEW book_codes AS SELECT title, author_id + 0 AS author FROM books;
+CREATE VIEW cte_books AS WITH b AS (SELECT id, author_id AS who FROM books) SELECT id, who AS writer FROM b;
 CREATE MATERIALIZED VIEW book_snapshot AS SELECT id, title, author_id FROM books;
 GRANT SELECT ON book_snapshot TO anon;
 NOTIFY pgrst, 'reload schema';
@@ -417,6 +418,10 @@ NOTIFY pgrst, 'reload schema';
         b,
         json!([{"title": "Small Gods", "authors": {"name": "Terry"}}])
     );
+    // Through a CTE.
+    let (s, _, b) = get(&app, "/rest/v1/cte_books?select=id,authors(name)&id=eq.3").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([{"id": 3, "authors": {"name": "Terry"}}]));
     // A key column behind an expression is no copy: no relationship.
     let (s, _, b) = get(&app, "/rest/v1/book_codes?select=title,authors(name)").await;
     assert_eq!(s, 400, "{b}");

@@ -878,8 +878,210 @@ pub fn check_cast(cast: Option<&str>) -> Result<(), RestError> {
     }
 }
 
-/// Finds the relationship between `parent` and the embedded name (a table related by a
-/// foreign key in either direction), honouring `!hint` (constraint or column name).
+/// The relationship behind an embedded resource, resolved.
+#[derive(Debug, Clone)]
+struct Relationship {
+    /// The embedded relation.
+    target: Arc<Table>,
+    /// An object (many-to-one, one-to-one) or an array.
+    to_one: bool,
+    /// (parent column, child column) pairs (empty for many-to-many).
+    join: Vec<(String, String)>,
+    /// Many-to-many: the junction.
+    junction: Option<Junction>,
+}
+
+fn no_relationship(parent: &Table, name: &str) -> RestError {
+    RestError::new(
+        400,
+        "PGRST200",
+        format!(
+            "Could not find a relationship between '{}' and '{name}' in the schema cache",
+            parent.name
+        ),
+    )
+}
+
+/// PostgREST's `findRel`: the relationship between `parent` and the embedded `name`, chosen
+/// by `hint`.
+///
+/// A foreign key gives two relationships, one per direction: from the referencing relation
+/// (many-to-one, or one-to-one when the key is unique) and from the referenced one
+/// (one-to-many, or one-to-one). The name is the other relation's name or, when that
+/// relation is a table, the constraint's name or the parent's (single) key column
+/// (`projects?select=client_id(*)`). A hint is the constraint's name or a key column
+/// (either side).
+///
+/// A self-referencing key (`employees.supervisor_id → employees.id`) relates a table to
+/// itself in both directions, so the name alone cannot choose: the table's name gives the
+/// one-to-many side (`employees?select=supervisees:employees(*)`, the rows whose key points
+/// at this row), the key column gives the many-to-one side
+/// (`employees?select=supervisor:supervisor_id(*)`), and a hint (the key column, or here
+/// also the constraint) chooses among several one-to-many sides
+/// (`organizations?select=auditees:organizations!auditor_id(*)`).
+///
+/// Without a direct relationship, a table with a foreign key to each side is a junction
+/// (many-to-many); a hint may name it or one of its keys.
+fn find_relationship(
+    cache: &SchemaCache,
+    parent: &Table,
+    name: &str,
+    hint: Option<&str>,
+) -> Result<Relationship, RestError> {
+    let pkey = (parent.schema.clone(), parent.name.clone());
+    let is_view = |key: &(String, String)| {
+        cache
+            .tables
+            .get(key)
+            .is_some_and(|t| matches!(t.kind, 'v' | 'm'))
+    };
+    let single = |cols: &[String], n: &str| cols.len() == 1 && cols[0] == n;
+    // (foreign key, parent holds the key)
+    let mut direct: Vec<(&ForeignKey, bool)> = Vec::new();
+    for fk in &cache.foreign_keys {
+        for forward in [true, false] {
+            let (origin, target, ocols, tcols) = if forward {
+                (&fk.from, &fk.to, &fk.from_columns, &fk.to_columns)
+            } else {
+                (&fk.to, &fk.from, &fk.to_columns, &fk.from_columns)
+            };
+            if *origin != pkey || target.0 != parent.schema {
+                continue;
+            }
+            let found = if fk.from == fk.to {
+                match hint {
+                    None => {
+                        (!forward && target.1 == name)
+                            || (forward && single(&fk.from_columns, name))
+                    }
+                    Some(h) => {
+                        !forward
+                            && target.1 == name
+                            && (single(&fk.from_columns, h) || fk.name == h)
+                    }
+                }
+            } else {
+                match hint {
+                    None => {
+                        target.1 == name
+                            || (!is_view(target) && (fk.name == name || single(ocols, name)))
+                    }
+                    Some(h) => {
+                        target.1 == name
+                            && (fk.name == h
+                                || ocols.iter().any(|c| c == h)
+                                || tcols.iter().any(|c| c == h))
+                    }
+                }
+            };
+            if found {
+                direct.push((fk, forward));
+            }
+        }
+    }
+    match direct.len() {
+        0 => {}
+        1 => {
+            let (fk, forward) = direct[0];
+            let tkey = if forward { &fk.to } else { &fk.from };
+            let target = cache
+                .table(&tkey.0, &tkey.1)
+                .ok_or_else(|| no_relationship(parent, name))?
+                .clone();
+            let join = if forward {
+                fk.from_columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.to_columns.iter().cloned())
+                    .collect()
+            } else {
+                fk.to_columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.from_columns.iter().cloned())
+                    .collect()
+            };
+            return Ok(Relationship {
+                target,
+                to_one: forward || fk.one_to_one,
+                join,
+                junction: None,
+            });
+        }
+        _ => {
+            let names: Vec<String> = direct.iter().map(|(f, _)| f.name.clone()).collect();
+            return Err(RestError::new(
+                300,
+                "PGRST201",
+                format!("Could not embed because more than one relationship was found for '{}' and '{name}'", parent.name),
+            )
+            .with_details(names.join(", "))
+            .with_hint(format!("Try changing '{name}' to one of: {}", names.iter().map(|n| format!("'{name}!{n}'")).collect::<Vec<_>>().join(", "))));
+        }
+    }
+    let target = cache.table(&parent.schema, name).ok_or_else(|| {
+        no_relationship(parent, name)
+        .with_hint(format!("Verify that '{}' and '{name}' exist in the schema '{}' and that there is a foreign key relationship between them.", parent.name, parent.schema))
+    })?;
+    let tkey = (target.schema.clone(), target.name.clone());
+    // Many-to-many: a junction table (not a view) with a foreign key to each side.
+    let mut via: Vec<Junction> = Vec::new();
+    for a in cache
+        .foreign_keys
+        .iter()
+        .filter(|f| f.to == pkey && !f.via_view)
+    {
+        for b in cache
+            .foreign_keys
+            .iter()
+            .filter(|f| f.to == tkey && f.from == a.from && f.name != a.name && !f.via_view)
+        {
+            let jname = &a.from.1;
+            if hint.is_some_and(|h| h != jname && h != a.name && h != b.name) {
+                continue;
+            }
+            via.push(Junction {
+                schema: a.from.0.clone(),
+                name: jname.clone(),
+                parent: a
+                    .from_columns
+                    .iter()
+                    .cloned()
+                    .zip(a.to_columns.iter().cloned())
+                    .collect(),
+                child: b
+                    .from_columns
+                    .iter()
+                    .cloned()
+                    .zip(b.to_columns.iter().cloned())
+                    .collect(),
+            });
+        }
+    }
+    if via.len() > 1 {
+        let names: Vec<String> = via.iter().map(|j| j.name.clone()).collect();
+        return Err(RestError::new(
+            300,
+            "PGRST201",
+            format!(
+                "Could not embed because more than one relationship was found for '{}' and '{name}'",
+                parent.name
+            ),
+        )
+        .with_details(names.join(", ")));
+    }
+    match via.pop() {
+        Some(j) => Ok(Relationship {
+            target: target.clone(),
+            to_one: false,
+            join: Vec::new(),
+            junction: Some(j),
+        }),
+        None => Err(no_relationship(parent, name)),
+    }
+}
+
+/// Plans an embedded resource: its relationship to `parent`, then its own read.
 fn embed_plan(
     cache: &SchemaCache,
     parent: &Table,
@@ -888,167 +1090,11 @@ fn embed_plan(
     path: &[String],
     counter: &mut usize,
 ) -> Result<EmbedPlan, RestError> {
-    let target = cache.table(&parent.schema, &e.name).ok_or_else(|| {
-        RestError::new(
-            400,
-            "PGRST200",
-            format!(
-                "Could not find a relationship between '{}' and '{}' in the schema cache",
-                parent.name, e.name
-            ),
-        )
-        .with_hint(format!("Verify that '{}' and '{}' exist in the schema '{}' and that there is a foreign key relationship between them.", parent.name, e.name, parent.schema))
-    })?;
-    let pkey = (parent.schema.clone(), parent.name.clone());
-    let tkey = (target.schema.clone(), target.name.clone());
-    let hint_ok = |fk: &ForeignKey| match &e.hint {
-        None => true,
-        Some(h) => {
-            &fk.name == h
-                || fk.from_columns.iter().any(|c| c == h)
-                || fk.to_columns.iter().any(|c| c == h)
-        }
-    };
-    // (fk, parent holds the key → to-one)
-    let mut candidates: Vec<(&ForeignKey, bool)> = Vec::new();
-    for fk in &cache.foreign_keys {
-        if fk.from == pkey && fk.to == tkey && hint_ok(fk) {
-            candidates.push((fk, true));
-        }
-        if fk.from == tkey
-            && fk.to == pkey
-            && hint_ok(fk)
-            && !(fk.from == fk.to && candidates.iter().any(|(c, _)| c.name == fk.name))
-        {
-            candidates.push((fk, false));
-        }
-    }
-    // A self-reference matches both ways; without a hint PostgREST treats the FK column as
-    // the to-one direction.
-    if pkey == tkey
-        && candidates.len() == 2
-        && candidates[0].0.name == candidates[1].0.name
-        && e.hint.is_none()
-    {
-        candidates.truncate(1);
-    }
-    if candidates.is_empty() {
-        // Many-to-many: a junction table with a foreign key to each side.
-        let mut via: Vec<Junction> = Vec::new();
-        for a in cache.foreign_keys.iter().filter(|f| f.to == pkey) {
-            for b in cache
-                .foreign_keys
-                .iter()
-                .filter(|f| f.to == tkey && f.from == a.from && f.name != a.name)
-            {
-                let jname = &a.from.1;
-                if e.hint
-                    .as_ref()
-                    .is_some_and(|h| h != jname && h != &a.name && h != &b.name)
-                {
-                    continue;
-                }
-                via.push(Junction {
-                    schema: a.from.0.clone(),
-                    name: jname.clone(),
-                    parent: a
-                        .from_columns
-                        .iter()
-                        .cloned()
-                        .zip(a.to_columns.iter().cloned())
-                        .collect(),
-                    child: b
-                        .from_columns
-                        .iter()
-                        .cloned()
-                        .zip(b.to_columns.iter().cloned())
-                        .collect(),
-                });
-            }
-        }
-        if via.len() > 1 {
-            let names: Vec<String> = via.iter().map(|j| j.name.clone()).collect();
-            return Err(RestError::new(
-                300,
-                "PGRST201",
-                format!(
-                    "Could not embed because more than one relationship was found for '{}' and '{}'",
-                    parent.name, e.name
-                ),
-            )
-            .with_details(names.join(", ")));
-        }
-        if let Some(j) = via.pop() {
-            let child = read_plan(
-                cache,
-                Source::Relation(target.schema.clone(), target.name.clone()),
-                target.clone(),
-                &e.select,
-                req,
-                path,
-                counter,
-            )?;
-            return Ok(EmbedPlan {
-                label: e.label().to_string(),
-                to_one: false,
-                inner: e.join == Some(JoinType::Inner),
-                spread: e.spread,
-                join: Vec::new(),
-                junction: Some(j),
-                child,
-            });
-        }
-    }
-    let (fk, to_one) = match candidates.len() {
-        0 => {
-            return Err(RestError::new(
-                400,
-                "PGRST200",
-                format!(
-                    "Could not find a relationship between '{}' and '{}' in the schema cache",
-                    parent.name, e.name
-                ),
-            ))
-        }
-        1 => candidates[0],
-        _ => {
-            let names: Vec<String> = candidates.iter().map(|(f, _)| f.name.clone()).collect();
-            return Err(RestError::new(
-                300,
-                "PGRST201",
-                format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
-            )
-            .with_details(names.join(", "))
-            .with_hint(format!("Try changing '{}' to one of: {}", e.name, names.iter().map(|n| format!("'{}!{n}'", e.name)).collect::<Vec<_>>().join(", "))));
-        }
-    };
-    // One-to-one: the embedded side holds the key and its key columns are its whole
-    // primary key, so at most one row matches (an object, as PostgREST answers).
-    let parent_holds_key = to_one;
-    let to_one = to_one || {
-        let mut from = fk.from_columns.clone();
-        let mut pk = target.primary_key.clone();
-        from.sort();
-        pk.sort();
-        !pk.is_empty() && from == pk
-    };
-    let join: Vec<(String, String)> = if parent_holds_key {
-        fk.from_columns
-            .iter()
-            .cloned()
-            .zip(fk.to_columns.iter().cloned())
-            .collect()
-    } else {
-        fk.to_columns
-            .iter()
-            .cloned()
-            .zip(fk.from_columns.iter().cloned())
-            .collect()
-    };
+    let rel = find_relationship(cache, parent, &e.name, e.hint.as_deref())?;
     let child = read_plan(
         cache,
-        Source::Relation(target.schema.clone(), target.name.clone()),
-        target.clone(),
+        Source::Relation(rel.target.schema.clone(), rel.target.name.clone()),
+        rel.target.clone(),
         &e.select,
         req,
         path,
@@ -1056,11 +1102,227 @@ fn embed_plan(
     )?;
     Ok(EmbedPlan {
         label: e.label().to_string(),
-        to_one,
+        to_one: rel.to_one,
         inner: e.join == Some(JoinType::Inner),
         spread: e.spread,
-        join,
-        junction: None,
+        join: rel.join,
+        junction: rel.junction,
         child,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Column;
+
+    fn table(name: &str, kind: char, cols: &[&str]) -> Table {
+        Table {
+            schema: "public".into(),
+            name: name.into(),
+            kind,
+            insertable: true,
+            updatable: true,
+            deletable: true,
+            columns: cols
+                .iter()
+                .map(|c| Column {
+                    name: (*c).into(),
+                    type_name: "integer".into(),
+                    nullable: true,
+                    default: None,
+                    generated: false,
+                })
+                .collect(),
+            primary_key: vec!["id".into()],
+            description: None,
+        }
+    }
+
+    fn fk(name: &str, from: (&str, &str), to: (&str, &str), one_to_one: bool) -> ForeignKey {
+        ForeignKey {
+            name: name.into(),
+            from: ("public".into(), from.0.into()),
+            from_columns: vec![from.1.into()],
+            to: ("public".into(), to.0.into()),
+            to_columns: vec![to.1.into()],
+            one_to_one,
+            via_view: false,
+        }
+    }
+
+    /// employees (self-referencing supervisor_id), organizations (two self-referencing
+    /// keys), films → directors, posters (UNIQUE film_id) → films, a view over films and a
+    /// view that copies the key of posters.
+    fn cache() -> SchemaCache {
+        let mut c = SchemaCache::default();
+        for t in [
+            table("employees", 'r', &["id", "supervisor_id"]),
+            table("organizations", 'r', &["id", "auditor", "referee"]),
+            table("directors", 'r', &["id"]),
+            table("films", 'r', &["id", "director_id"]),
+            table("posters", 'r', &["id", "film_id"]),
+            table("films_view", 'v', &["id", "dir"]),
+        ] {
+            c.tables
+                .insert((t.schema.clone(), t.name.clone()), Arc::new(t));
+        }
+        c.foreign_keys = vec![
+            fk(
+                "employees_supervisor_id_fkey",
+                ("employees", "supervisor_id"),
+                ("employees", "id"),
+                false,
+            ),
+            fk(
+                "org_auditor",
+                ("organizations", "auditor"),
+                ("organizations", "id"),
+                false,
+            ),
+            fk(
+                "org_referee",
+                ("organizations", "referee"),
+                ("organizations", "id"),
+                false,
+            ),
+            fk(
+                "films_director_id_fkey",
+                ("films", "director_id"),
+                ("directors", "id"),
+                false,
+            ),
+            fk(
+                "posters_film_id_fkey",
+                ("posters", "film_id"),
+                ("films", "id"),
+                true,
+            ),
+            ForeignKey {
+                via_view: true,
+                ..fk(
+                    "films_director_id_fkey",
+                    ("films_view", "dir"),
+                    ("directors", "id"),
+                    false,
+                )
+            },
+        ];
+        c
+    }
+
+    /// (target, to_one, join)
+    type Found = (String, bool, Vec<(String, String)>);
+
+    /// The relationship found, or the error's status and code.
+    fn rel(parent: &str, name: &str, hint: Option<&str>) -> Result<Found, String> {
+        let c = cache();
+        let p = c.table("public", parent).unwrap().clone();
+        find_relationship(&c, &p, name, hint)
+            .map(|r| (r.target.name.clone(), r.to_one, r.join))
+            .map_err(|e| format!("{} {}", e.status, e.code))
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    }
+
+    #[test]
+    fn self_reference_table_name_gives_the_children() {
+        assert_eq!(
+            rel("employees", "employees", None),
+            Ok(("employees".into(), false, pairs(&[("id", "supervisor_id")])))
+        );
+        assert_eq!(
+            rel("employees", "employees", Some("supervisor_id")),
+            Ok(("employees".into(), false, pairs(&[("id", "supervisor_id")])))
+        );
+        assert_eq!(
+            rel(
+                "employees",
+                "employees",
+                Some("employees_supervisor_id_fkey")
+            ),
+            Ok(("employees".into(), false, pairs(&[("id", "supervisor_id")])))
+        );
+    }
+
+    #[test]
+    fn self_reference_key_column_gives_the_parent() {
+        assert_eq!(
+            rel("employees", "supervisor_id", None),
+            Ok(("employees".into(), true, pairs(&[("supervisor_id", "id")])))
+        );
+        // A hint naming the referenced column is no self-reference hint.
+        assert_eq!(
+            rel("employees", "employees", Some("id")).unwrap_err(),
+            "400 PGRST200"
+        );
+    }
+
+    #[test]
+    fn several_self_references_need_a_hint() {
+        assert_eq!(
+            rel("organizations", "organizations", None).unwrap_err(),
+            "300 PGRST201"
+        );
+        assert_eq!(
+            rel("organizations", "organizations", Some("auditor")),
+            Ok(("organizations".into(), false, pairs(&[("id", "auditor")])))
+        );
+        assert_eq!(
+            rel("organizations", "referee", None),
+            Ok(("organizations".into(), true, pairs(&[("referee", "id")])))
+        );
+    }
+
+    #[test]
+    fn column_and_constraint_as_target_on_tables() {
+        assert_eq!(
+            rel("films", "director_id", None),
+            Ok(("directors".into(), true, pairs(&[("director_id", "id")])))
+        );
+        assert_eq!(
+            rel("films", "films_director_id_fkey", None),
+            Ok(("directors".into(), true, pairs(&[("director_id", "id")])))
+        );
+        // From directors the constraint name reaches films, but not the view (PostgREST
+        // only accepts a view by its name).
+        assert_eq!(
+            rel("directors", "films_director_id_fkey", None),
+            Ok(("films".into(), false, pairs(&[("id", "director_id")])))
+        );
+    }
+
+    #[test]
+    fn unique_keys_are_one_to_one_both_ways() {
+        assert_eq!(
+            rel("films", "posters", None),
+            Ok(("posters".into(), true, pairs(&[("id", "film_id")])))
+        );
+        assert_eq!(
+            rel("posters", "films", None),
+            Ok(("films".into(), true, pairs(&[("film_id", "id")])))
+        );
+        assert_eq!(
+            rel("directors", "films", None),
+            Ok(("films".into(), false, pairs(&[("id", "director_id")])))
+        );
+    }
+
+    #[test]
+    fn views_relate_through_inferred_keys() {
+        assert_eq!(
+            rel("films_view", "directors", None),
+            Ok(("directors".into(), true, pairs(&[("dir", "id")])))
+        );
+        assert_eq!(
+            rel("directors", "films_view", None),
+            Ok(("films_view".into(), false, pairs(&[("id", "dir")])))
+        );
+        assert_eq!(
+            rel("films_view", "posters", None).unwrap_err(),
+            "400 PGRST200"
+        );
+    }
 }

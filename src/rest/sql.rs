@@ -949,6 +949,8 @@ mod golden {
             from_columns: vec!["author_id".into()],
             to: ("public".into(), "authors".into()),
             to_columns: vec!["id".into()],
+            one_to_one: false,
+            via_view: false,
         });
         c
     }

@@ -1,6 +1,7 @@
-//! The introspection queries: four statements, each a single pass over the catalogs.
+//! The introspection queries: five statements, each a single pass over the catalogs.
 
-use super::{Arg, Column, ForeignKey, Function, SchemaCache, Table};
+use super::relationships::{self, RawForeignKey, RawView};
+use super::{Arg, Column, Function, SchemaCache, Table};
 use std::collections::HashMap;
 
 const RELATIONS: &str = "
@@ -25,17 +26,54 @@ SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid
  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1)
  ORDER BY c.oid, a.attnum";
 
+// Foreign keys between exposed tables, and those of tables a view depends on (a view in an
+// exposed schema may be over tables of another schema). `one_to_one`: the referencing columns
+// are exactly the primary key or a UNIQUE constraint of the referencing table (PostgREST's
+// rule: the same column set, not a superset of a unique one).
 const FOREIGN_KEYS: &str = "
 SELECT con.conname::text, sn.nspname::text, s.relname::text, tn.nspname::text, t.relname::text,
        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
                JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
-               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
+               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
+       con.conrelid, con.confrelid, con.conkey, con.confkey,
+       EXISTS (SELECT 1 FROM pg_constraint u
+                WHERE u.conrelid = con.conrelid AND u.contype IN ('p', 'u')
+                  AND u.conkey @> con.conkey AND u.conkey <@ con.conkey),
+       sn.nspname = ANY($1), tn.nspname = ANY($1)
   FROM pg_constraint con
   JOIN pg_class s ON s.oid = con.conrelid JOIN pg_namespace sn ON sn.oid = s.relnamespace
   JOIN pg_class t ON t.oid = con.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
- WHERE con.contype = 'f' AND sn.nspname = ANY($1) AND tn.nspname = ANY($1)
+ WHERE con.contype = 'f'
+   AND (sn.nspname = ANY($1) OR EXISTS (SELECT 1 FROM pg_depend d
+          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = con.conrelid AND d.classid = 'pg_rewrite'::regclass))
+   AND (tn.nspname = ANY($1) OR EXISTS (SELECT 1 FROM pg_depend d
+          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = con.confrelid AND d.classid = 'pg_rewrite'::regclass))
  ORDER BY con.conname";
+
+// The views (and materialized views) of the exposed schemas, and the views they are built on
+// (followed through pg_depend, whatever their schema), with their columns and stored query
+// tree: `relationships::view_column_origins` reads where each column comes from.
+const VIEWS: &str = "
+WITH RECURSIVE views(oid) AS (
+  SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('v', 'm') AND n.nspname = ANY($1)
+  UNION
+  SELECT d.refobjid FROM views v
+    JOIN pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> v.oid
+    JOIN pg_class c ON c.oid = d.refobjid AND c.relkind IN ('v', 'm')
+)
+SELECT v.oid, n.nspname::text, c.relname::text, n.nspname = ANY($1),
+       ARRAY(SELECT a.attnum FROM pg_attribute a
+              WHERE a.attrelid = v.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = v.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       r.ev_action::text
+  FROM views v
+  JOIN pg_class c ON c.oid = v.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_rewrite r ON r.ev_class = v.oid AND r.rulename = '_RETURN'";
 
 const FUNCTIONS: &str = "
 SELECT n.nspname::text, p.proname::text,
@@ -63,19 +101,20 @@ pub async fn load(
     schemas: &[String],
 ) -> Result<SchemaCache, tokio_postgres::Error> {
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
-    // Four statements in one round trip, in ONE snapshot: run as separate statements they
+    // Five statements in one round trip, in ONE snapshot: run as separate statements they
     // could straddle a DDL commit and yield a cache that has a new function but not the new
     // table created in the same transaction (seen in CI).
-    let (begin, rels, cols, fks, funcs, commit) = tokio::join!(
+    let (begin, rels, cols, fks, views, funcs, commit) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         client.query(RELATIONS, &p),
         client.query(COLUMNS, &p),
         client.query(FOREIGN_KEYS, &p),
+        client.query(VIEWS, &p),
         client.query(FUNCTIONS, &p),
         client.batch_execute("COMMIT"),
     );
     begin?;
-    let (rels, cols, fks, funcs) = (rels?, cols?, fks?, funcs?);
+    let (rels, cols, fks, views, funcs) = (rels?, cols?, fks?, views?, funcs?);
     commit?;
     let mut tables: HashMap<(String, String), Table> = HashMap::with_capacity(rels.len());
     for r in rels {
@@ -108,16 +147,40 @@ pub async fn load(
             });
         }
     }
-    let foreign_keys = fks
+    let fks: Vec<RawForeignKey> = fks
         .iter()
-        .map(|r| ForeignKey {
+        .map(|r| RawForeignKey {
             name: r.get(0),
             from: (r.get(1), r.get(2)),
             to: (r.get(3), r.get(4)),
             from_columns: r.get(5),
             to_columns: r.get(6),
+            from_oid: r.get(7),
+            to_oid: r.get(8),
+            from_attnums: r.get(9),
+            to_attnums: r.get(10),
+            one_to_one: r.get(11),
+            from_exposed: r.get(12),
+            to_exposed: r.get(13),
         })
         .collect();
+    let views: Vec<RawView> = views
+        .iter()
+        .map(|r| {
+            let attnums: Vec<i16> = r.get(4);
+            let names: Vec<String> = r.get(5);
+            let tree: String = r.get(6);
+            RawView {
+                oid: r.get(0),
+                schema: r.get(1),
+                name: r.get(2),
+                exposed: r.get(3),
+                columns: attnums.into_iter().zip(names).collect(),
+                origins: relationships::view_column_origins(&tree),
+            }
+        })
+        .collect();
+    let foreign_keys = relationships::relationships(fks, &views);
     let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
     for r in funcs {
         let names: Vec<String> = r.get(2);

@@ -8,6 +8,7 @@
 
 mod introspect;
 pub mod listener;
+mod relationships;
 
 pub use introspect::load;
 
@@ -59,7 +60,9 @@ impl Table {
     }
 }
 
-/// A foreign key (composite keys have several column pairs).
+/// A foreign key (composite keys have several column pairs), between two tables or, inferred
+/// through the columns of views (`via_view`), between a view and a table or two views: the
+/// view's columns that are plain copies of the key's columns stand in for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {
     /// Constraint name.
@@ -72,6 +75,11 @@ pub struct ForeignKey {
     pub to: (String, String),
     /// Referenced columns.
     pub to_columns: Vec<String>,
+    /// The referencing columns are exactly the referencing table's primary key or one of its
+    /// `UNIQUE` constraints: at most one referencing row per referenced row (one-to-one).
+    pub one_to_one: bool,
+    /// Inferred through a view (one end or both is a view over the constraint's table).
+    pub via_view: bool,
 }
 
 /// A function argument.

@@ -223,17 +223,220 @@ async fn embedding_both_directions_inner_and_self_references() {
     )
     .await;
     assert_eq!(b, json!([{"title": "Small Gods", "author_name": "Terry"}]));
-    // Self-reference.
-    let (_, _, b) = get(
+    // Self-reference, by PostgREST's rules: the key column gives the to-one side (the
+    // manager); the table's name, alone or with the key column as hint, the rows pointing at
+    // this one (the reports).
+    let (s, _, b) = get(
         &app,
-        "/rest/v1/people?select=name,manager:people(name)&id=eq.3",
+        "/rest/v1/people?select=name,manager:manager_id(name)&id=eq.3",
     )
     .await;
+    assert_eq!(s, 200, "{b}");
     assert_eq!(b, json!([{"name": "Dev", "manager": {"name": "Mid"}}]));
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/people?select=name,reports:people(name)&order=id&reports.order=id",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([
+            {"name": "Boss", "reports": [{"name": "Mid"}]},
+            {"name": "Mid", "reports": [{"name": "Dev"}]},
+            {"name": "Dev", "reports": []}
+        ])
+    );
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/people?select=name,people!manager_id(name),boss:manager_id(name)&id=eq.2",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([{"name": "Mid", "people": [{"name": "Dev"}], "boss": {"name": "Boss"}}])
+    );
+    // The hint must name the self-referencing key.
+    let (s, _, b) = get(&app, "/rest/v1/people?select=name,people!id(name)").await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "PGRST200");
     // No relationship.
     let (s, _, b) = get(&app, "/rest/v1/books?select=*,people(*)").await;
     assert_eq!(s, 400);
     assert_eq!(b["code"], "PGRST200");
+}
+
+/// Relationships inferred through views (renamed columns, joins, views of views, materialized
+/// views, tables of a schema that is not exposed, composite keys), one-to-one through a
+/// UNIQUE key, and a self-referencing one-to-one key.
+#[tokio::test]
+async fn relationships_through_views_and_unique_keys() {
+    let app = app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "
+CREATE SCHEMA private;
+CREATE TABLE private.countries (code text PRIMARY KEY, name text);
+CREATE TABLE private.cities (id int PRIMARY KEY, name text, country_code text REFERENCES private.countries (code));
+INSERT INTO private.countries VALUES ('fr', 'France'), ('jp', 'Japan'), ('nz', 'New Zealand');
+INSERT INTO private.cities VALUES (1, 'Paris', 'fr'), (2, 'Lyon', 'fr'), (3, 'Kyoto', 'jp');
+CREATE VIEW countries AS SELECT code AS iso, name FROM private.countries;
+CREATE VIEW cities AS
+  SELECT c.id, c.name, k.name AS country_name, c.country_code AS country
+    FROM private.cities c JOIN private.countries k ON k.code = c.country_code;
+CREATE VIEW big_cities AS SELECT s.id, s.name AS city, s.country AS land FROM (SELECT * FROM cities) s WHERE s.id < 3;
+CREATE TABLE editions (book_id int, no int, isbn text, PRIMARY KEY (book_id, no));
+CREATE TABLE printings (id int PRIMARY KEY, book_id int, edition_no int,
+  FOREIGN KEY (book_id, edition_no) REFERENCES editions);
+INSERT INTO editions VALUES (1, 1, 'isbn-1-1'), (1, 2, 'isbn-1-2');
+INSERT INTO printings VALUES (10, 1, 2), (11, 1, 1);
+CREATE VIEW printing_view AS SELECT id, edition_no AS edition, book_id AS book FROM printings;
+CREATE TABLE author_profiles (id int PRIMARY KEY, author_id int UNIQUE REFERENCES authors (id), bio text);
+INSERT INTO author_profiles VALUES (1, 1, 'Earthsea'), (2, 2, 'Discworld');
+CREATE VIEW profiles AS SELECT author_id AS writer, bio FROM author_profiles;
+CREATE TABLE presidents (id int PRIMARY KEY, last_name text, predecessor_id int UNIQUE REFERENCES presidents (id));
+INSERT INTO presidents VALUES (1, 'Washington', NULL), (2, 'Adams', 1), (3, 'Jefferson', 2);
+CREATE VIEW book_codes AS SELECT title, author_id + 0 AS author FROM books;
+CREATE VIEW cte_books AS WITH b AS (SELECT id, author_id AS who FROM books) SELECT id, who AS writer FROM b;
+CREATE MATERIALIZED VIEW book_snapshot AS SELECT id, title, author_id FROM books;
+GRANT SELECT ON book_snapshot TO anon;
+NOTIFY pgrst, 'reload schema';
+",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let s = app.state.schema.get();
+        s.table("public", "book_snapshot").is_some()
+    })
+    .await;
+    assert!(ok, "schema cache never saw the views");
+    // Two views over tables of a schema that is not exposed, with renamed key columns.
+    let (s, _, b) = get(&app, "/rest/v1/cities?select=name,countries(name)&order=id").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"name": "Paris", "countries": {"name": "France"}},
+            {"name": "Lyon", "countries": {"name": "France"}},
+            {"name": "Kyoto", "countries": {"name": "Japan"}}
+        ])
+    );
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/countries?select=iso,cities(name)&order=iso&cities.order=id",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([
+            {"iso": "fr", "cities": [{"name": "Paris"}, {"name": "Lyon"}]},
+            {"iso": "jp", "cities": [{"name": "Kyoto"}]},
+            {"iso": "nz", "cities": []}
+        ])
+    );
+    // A view over a subquery of a view.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/big_cities?select=city,countries(name)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"city": "Paris", "countries": {"name": "France"}},
+            {"city": "Lyon", "countries": {"name": "France"}}
+        ])
+    );
+    // A composite key, its columns renamed and reordered by the view.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/printing_view?select=id,editions(isbn)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"id": 10, "editions": {"isbn": "isbn-1-2"}},
+            {"id": 11, "editions": {"isbn": "isbn-1-1"}}
+        ])
+    );
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/editions?select=no,printing_view(id)&order=no",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([
+            {"no": 1, "printing_view": [{"id": 11}]},
+            {"no": 2, "printing_view": [{"id": 10}]}
+        ])
+    );
+    // One-to-one through a UNIQUE foreign key: an object (or null) from the referenced
+    // side, directly and through a view of the referencing table.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,author_profiles(bio),profiles(bio)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"name": "Ursula", "author_profiles": {"bio": "Earthsea"}, "profiles": {"bio": "Earthsea"}},
+            {"name": "Terry", "author_profiles": {"bio": "Discworld"}, "profiles": {"bio": "Discworld"}},
+            {"name": "Octavia", "author_profiles": null, "profiles": null}
+        ])
+    );
+    // A self-referencing one-to-one key: both sides are objects.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/presidents?select=last_name,predecessor:predecessor_id(last_name),successor:presidents(last_name)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"last_name": "Washington", "predecessor": null, "successor": {"last_name": "Adams"}},
+            {"last_name": "Adams", "predecessor": {"last_name": "Washington"}, "successor": {"last_name": "Jefferson"}},
+            {"last_name": "Jefferson", "predecessor": {"last_name": "Adams"}, "successor": null}
+        ])
+    );
+    // A materialized view relates like a view.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/book_snapshot?select=title,authors(name)&id=eq.3",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"title": "Small Gods", "authors": {"name": "Terry"}}])
+    );
+    // Through a CTE.
+    let (s, _, b) = get(&app, "/rest/v1/cte_books?select=id,authors(name)&id=eq.3").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([{"id": 3, "authors": {"name": "Terry"}}]));
+    // A key column behind an expression is no copy: no relationship.
+    let (s, _, b) = get(&app, "/rest/v1/book_codes?select=title,authors(name)").await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "PGRST200");
+    // Embedding by the foreign key's column or constraint name (tables only).
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=title,author_id(name),writer:books_author_id_fkey(name)&id=eq.3",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([{"title": "Small Gods", "author_id": {"name": "Terry"}, "writer": {"name": "Terry"}}])
+    );
 }
 
 #[tokio::test]

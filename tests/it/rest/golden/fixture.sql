@@ -90,6 +90,19 @@ INSERT INTO orders VALUES (1, 'order 1', 1, 2), (2, 'order 2', 2, 2);
 
 CREATE TABLE staff (id int PRIMARY KEY, last_name text, supervisor_id int REFERENCES staff (id));
 INSERT INTO staff VALUES (1, 'Boss', NULL), (2, 'Middle', 1), (3, 'Junior', 2);
+-- Two self-referencing keys (PostgREST's organizations): a hint or the column chooses.
+CREATE TABLE organizations (
+  id int PRIMARY KEY, name text,
+  referee int REFERENCES organizations (id), auditor int REFERENCES organizations (id));
+INSERT INTO organizations VALUES
+  (1, 'Referee Org', NULL, NULL), (2, 'Auditor Org', NULL, NULL),
+  (3, 'Acme', 1, 2), (4, 'Umbrella', 1, 2), (5, 'Cyberdyne', NULL, 2);
+-- One-to-one through a UNIQUE foreign key (not the primary key).
+CREATE TABLE film_posters (id int PRIMARY KEY, film_id int UNIQUE REFERENCES films (id), url text);
+INSERT INTO film_posters VALUES (1, 1, 'memento.jpg'), (2, 3, 'cleo.jpg');
+-- Views over views, with renamed columns: relationships are inferred through them.
+CREATE VIEW directors_view AS SELECT id AS director, last_name AS surname FROM directors;
+CREATE VIEW top_nominations AS SELECT title AS name, director_id AS dir FROM nominations_view;
 
 -- Writes.
 CREATE TABLE employees (id serial PRIMARY KEY, name text UNIQUE, salary int);

@@ -451,6 +451,30 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                         "code_verifier",
                         json!({"type": "string", "description": "grant_type=pkce"}),
                     ),
+                    (
+                        "provider",
+                        json!({"type": "string", "description": "grant_type=id_token: an enabled OpenID Connect preset (google, apple, azure, keycloak, oidc)"}),
+                    ),
+                    (
+                        "id_token",
+                        json!({"type": "string", "description": "grant_type=id_token: the provider's id_token"}),
+                    ),
+                    (
+                        "nonce",
+                        json!({"type": "string", "description": "grant_type=id_token: the raw nonce; the token's `nonce` claim must be its SHA-256 hex"}),
+                    ),
+                    (
+                        "access_token",
+                        json!({"type": "string", "description": "grant_type=id_token: the provider's access token, checked against the token's `at_hash`"}),
+                    ),
+                    (
+                        "client_id",
+                        json!({"type": "string", "description": "grant_type=id_token: with `issuer`, instead of `provider`"}),
+                    ),
+                    (
+                        "issuer",
+                        json!({"type": "string", "description": "grant_type=id_token: the issuer of an enabled OIDC preset, instead of `provider`"}),
+                    ),
                 ],
                 &[],
             ),
@@ -1531,7 +1555,7 @@ pub fn entries() -> Vec<Entry> {
         Spec::new()
             .param(query_required(
                 "grant_type",
-                json!({"type": "string", "enum": ["password", "refresh_token", "pkce"]}),
+                json!({"type": "string", "enum": ["password", "refresh_token", "pkce", "id_token"]}),
                 "How to sign in",
             ))
             .body(json_in("TokenInput"))

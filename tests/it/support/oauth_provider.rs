@@ -16,6 +16,9 @@
 //! | oidc     | `<base>/oidc`               | discovery, `/authorize`, `/token`, `/userinfo`, `/jwks`    |
 //! | custom   | `<base>/custom`             | `/authorize`, `/token`, `/userinfo` (configured one by one) |
 //!
+//! `<flavor prefix>/native/id_token?nonce=` answers an id_token as a native SDK hands one to
+//! an app (for `signInWithIdToken`).
+//!
 //! It checks what a real provider checks, with its own code: client id and secret, the
 //! redirect_uri of the code, single-use codes, the PKCE verifier against the challenge
 //! (SHA-256 here, not Fluxbase's function), bearer tokens on the user endpoints. id_tokens are
@@ -221,24 +224,34 @@ impl FakeProvider {
         nonce: Option<&str>,
         access_token: Option<&str>,
     ) -> String {
-        let g = self.inner.lock().unwrap();
-        let grant = Grant {
-            flavor: flavor.into(),
-            redirect_uri: String::new(),
-            challenge: None,
-            nonce: nonce.map(str::to_string),
-            user: g.user.clone().expect("set_user first"),
-        };
-        let kid = g.kid.clone().unwrap_or_else(|| "test-key".into());
-        let mode = g.mode.unwrap_or(Mode::Approve);
-        drop(g);
-        id_token(flavor, &self.base, &grant, mode, &kid, access_token)
+        native_id_token(&self.inner, &self.base, flavor, nonce, access_token)
     }
 
     /// Why the provider refused requests (empty when all were well-formed).
     pub fn refusals(&self) -> Vec<String> {
         self.inner.lock().unwrap().refusals.clone()
     }
+}
+
+fn native_id_token(
+    inner: &Arc<Mutex<Inner>>,
+    base: &str,
+    flavor: &str,
+    nonce: Option<&str>,
+    access_token: Option<&str>,
+) -> String {
+    let g = inner.lock().unwrap();
+    let grant = Grant {
+        flavor: flavor.into(),
+        redirect_uri: String::new(),
+        challenge: None,
+        nonce: nonce.map(str::to_string),
+        user: g.user.clone().expect("set_user first"),
+    };
+    let kid = g.kid.clone().unwrap_or_else(|| "test-key".into());
+    let mode = g.mode.unwrap_or(Mode::Approve);
+    drop(g);
+    id_token(flavor, base, &grant, mode, &kid, access_token)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -356,6 +369,15 @@ async fn handle(
             };
             jwks(flavor, &kid)
         }
+        // What a native SDK on a device would hand the app (for the node suite, which
+        // cannot sign tokens itself).
+        (_, "native/id_token") => HttpResponse::Ok().body(native_id_token(
+            &inner,
+            &base,
+            flavor,
+            q.get("nonce").map(String::as_str),
+            None,
+        )),
         _ => user_endpoint(&inner, flavor, &rest, &req),
     }
 }

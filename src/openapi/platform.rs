@@ -1124,6 +1124,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 ("expires_at", opt_ts()),
                 ("last_used_at", opt_ts()),
                 ("revoked_at", opt_ts()),
+                (
+                    "rate_limit_per_minute",
+                    json!({"type": ["integer", "null"], "minimum": 1, "description": "The key's own limit, counted per key on every route instead of the route group's limit; null: none"}),
+                ),
                 ("created_at", ts()),
                 ("updated_at", ts()),
             ]),
@@ -1139,13 +1143,14 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "ApiKeyInput",
             json!({
                 "type": "object",
-                "description": "Create (name required) or update (name, scopes, expires_at) an API key; unknown fields are refused.",
+                "description": "Create (name required) or update (name, scopes, expires_at, rate_limit_per_minute) an API key; unknown fields are refused.",
                 "properties": {
                     "name": {"type": "string", "minLength": 1},
                     "role": {"type": "string", "description": "anon, authenticated, service_role or a configured role (create only)"},
                     "scopes": {"type": "array", "items": scopes},
                     "user_id": {"type": "string", "format": "uuid", "description": "create only"},
-                    "expires_at": {"type": "string", "format": "date-time"}
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000000, "description": "Requests per minute for this key, counted per key (429 beyond); null removes it"}
                 },
                 "additionalProperties": false
             }),

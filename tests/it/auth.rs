@@ -895,8 +895,9 @@ async fn metadata_numbers_no_reader_can_take_are_refused() {
 /// An `fbk_` key with `rate_limit_per_minute` is counted per key, on every route, instead of
 /// the route group's limit per IP: from one IP it gets its own allowance (more than the
 /// group's here), its 429 is in each surface's format with `Retry-After` and `X-RateLimit-*`,
-/// and another key from the same IP is not touched by it. The limit is set on create, shown
-/// in list/get, changed or removed by PATCH.
+/// and another key from the same IP is not touched by it (keys without a limit of their own
+/// count against the group's limit per key). The limit is set on create, shown in list/get,
+/// changed or removed by PATCH.
 #[tokio::test]
 async fn api_keys_with_their_own_rate_limit_are_counted_per_key() {
     let app = TestApp::spawn_with(|c| {
@@ -1020,6 +1021,17 @@ async fn api_keys_with_their_own_rate_limit_are_counted_per_key() {
         assert_eq!(r.headers()["x-ratelimit-limit"], "2");
     }
     assert_eq!(rest(&other).await.unwrap().status(), 429);
+    // ... counted per key, not per IP: a third key from the same IP still passes.
+    let (s, third) = admin(
+        Method::POST,
+        "/api/v1/api-keys",
+        Some(json!({"name": "third", "scopes": ["rest:read"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{third}");
+    let r = rest(third["key"].as_str().unwrap()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "1");
 
     // PATCH: a new limit is a new allowance; null removes it (back to the group's limit).
     let id = limited["id"].as_str().unwrap();

@@ -127,7 +127,7 @@ async fn observe(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let rate = match &state {
-        Some(s) => rate_check(s, &req),
+        Some(s) => rate_check(s, &req).await,
         None => Ok(None),
     };
     let missing_key = state.as_ref().is_some_and(|s| {
@@ -237,19 +237,17 @@ fn needs_apikey(path: &str) -> bool {
     under("/rest/v1") || under("/realtime")
 }
 
-/// Applies the route group's rate limit. The caller's identity is verified here once and
-/// cached for the handler's `AuthContext` extractor.
-fn rate_check(
+/// Applies the route group's rate limit, or an API key's own. The caller's identity is
+/// verified here once and cached for the handler's `AuthContext` extractor.
+///
+/// An `fbk_` key is looked up here (the extractor reuses the result): a key with a limit of
+/// its own is counted per key on every route, instead of the group's limit; other keys count
+/// against the group's limit like any other caller (per user, per key, never the
+/// service_role). A key that does not resolve counts per IP, and the extractor answers why.
+async fn rate_check(
     state: &AppState,
     req: &ServiceRequest,
 ) -> Result<Option<crate::ratelimit::RateInfo>, crate::ratelimit::Limited> {
-    let Some((group, per_minute)) = state.rate_limits.group_for(req.path()) else {
-        return Ok(None);
-    };
-    let auth = crate::auth::AuthContext::from_headers(req.headers(), &state.jwt).ok();
-    if let Some(a) = &auth {
-        req.extensions_mut().insert(a.clone());
-    }
     let token = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -258,8 +256,43 @@ fn rate_check(
         .map(|v| {
             v.trim_start_matches("Bearer ")
                 .trim_start_matches("bearer ")
+                .trim()
                 .to_string()
         });
+    let api_key = token
+        .as_deref()
+        .filter(|t| t.starts_with(crate::auth::api_keys::PREFIX));
+    let group = state.rate_limits.group_for(req.path());
+    let mut auth = None;
+    if let Some(key) = api_key {
+        if let Ok(k) =
+            crate::auth::api_keys::resolve_key(state, key, req.method(), req.path()).await
+        {
+            req.extensions_mut().insert(k.ctx.clone());
+            if let Some(n) = k.rate_limit_per_minute {
+                // One limiter per distinct limit (a limiter has one quota), keyed by key id.
+                let r = state.rate_limits.check(
+                    &format!("api_key/{n}"),
+                    u64::from(n),
+                    &k.id.to_string(),
+                );
+                if r.is_err() {
+                    state.metrics.observe_rate_limited("api_key");
+                }
+                return r;
+            }
+            auth = Some(k.ctx);
+        }
+    }
+    let Some((group, per_minute)) = group else {
+        return Ok(None);
+    };
+    if api_key.is_none() {
+        auth = crate::auth::AuthContext::from_headers(req.headers(), &state.jwt).ok();
+        if let Some(a) = &auth {
+            req.extensions_mut().insert(a.clone());
+        }
+    }
     let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
     let Some(key) = crate::ratelimit::caller_key(auth.as_ref(), token.as_deref(), &ip) else {
         return Ok(None);

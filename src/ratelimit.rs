@@ -6,8 +6,12 @@
 //! so). Answers carry `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`
 //! (seconds until the bucket is full again); refusals are 429 with `Retry-After`.
 //!
-//! Must not: touch the database, or limit the service_role (admin tooling and server-side
-//! code use it for bulk work).
+//! An `fbk_` API key may carry a limit of its own; `rate_check` (src/app.rs) counts such a
+//! key in the limiter `api_key/<n>` keyed by its id instead of its route group's.
+//!
+//! Must not: touch the database, or limit the service_role by the group limits (admin
+//! tooling and server-side code use it for bulk work; only a key's own, deliberate limit
+//! applies to it).
 
 use crate::auth::AuthContext;
 use crate::config::RateLimitsConfig;

@@ -49,7 +49,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/token",
-        "Sign in (grant_type=password) or refresh (grant_type=refresh_token)",
+        "Sign in (grant_type=password, pkce or id_token) or refresh (grant_type=refresh_token)",
         Key,
         token
     );
@@ -613,6 +613,12 @@ struct TokenBody {
     refresh_token: Option<String>,
     auth_code: Option<String>,
     code_verifier: Option<String>,
+    provider: Option<String>,
+    id_token: Option<String>,
+    access_token: Option<String>,
+    nonce: Option<String>,
+    client_id: Option<String>,
+    issuer: Option<String>,
 }
 
 async fn token(
@@ -636,6 +642,18 @@ async fn token(
         Some("password") => password_grant(&state, &req, body.into_inner()).await,
         Some("refresh_token") => refresh_grant(&state, body.into_inner()).await,
         Some("pkce") => pkce_grant(&state, body.into_inner()).await,
+        Some("id_token") => {
+            let b = body.into_inner();
+            let params = super::oauth::id_token::Params {
+                provider: b.provider,
+                id_token: b.id_token,
+                access_token: b.access_token,
+                nonce: b.nonce,
+                client_id: b.client_id,
+                issuer: b.issuer,
+            };
+            super::oauth::id_token::grant(&state, &req, params).await
+        }
         Some(other) => Err(gotrue(
             400,
             "validation_failed",

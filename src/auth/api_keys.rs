@@ -1,8 +1,9 @@
 //! Fluxbase API keys: `fbk_` + 43 random characters, shown once at creation and stored as a
 //! SHA-256 hash. Each key has a role (the Postgres role requests switch to), scopes from a
 //! fixed list checked per route group, an optional user whose id becomes `sub`, and an
-//! optional expiry. Keys are looked up on every use (an indexed read), so a revoked or
-//! expired key is refused at once on every instance.
+//! optional expiry, and an optional rate limit of its own (requests per minute, counted per
+//! key by the rate-limit middleware instead of per client IP). Keys are looked up on every
+//! use (an indexed read), so a revoked or expired key is refused at once on every instance.
 
 use super::service::{db, hash_token, new_secret};
 use super::{AuthContext, ServiceRole};
@@ -63,6 +64,17 @@ fn invalid() -> ApiError {
     .with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
 }
 
+/// A key resolved to its caller.
+#[derive(Debug, Clone)]
+pub struct ResolvedKey {
+    /// The caller's identity.
+    pub ctx: AuthContext,
+    /// The key's id.
+    pub id: Uuid,
+    /// The key's own limit, requests per minute.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
 /// Resolves a key to the caller's identity, checking the scope `req` needs.
 pub async fn resolve(
     state: &AppState,
@@ -70,10 +82,21 @@ pub async fn resolve(
     method: &Method,
     path: &str,
 ) -> Result<AuthContext, ApiError> {
+    resolve_key(state, key, method, path).await.map(|r| r.ctx)
+}
+
+/// `resolve`, with the key's id and rate limit (for the rate-limit middleware).
+pub async fn resolve_key(
+    state: &AppState,
+    key: &str,
+    method: &Method,
+    path: &str,
+) -> Result<ResolvedKey, ApiError> {
     let c = state.pool.get().await?;
     let row = c
         .query_opt(
-            "SELECT id, role, scopes, user_id, last_used_at < now() - interval '1 minute' OR last_used_at IS NULL
+            "SELECT id, role, scopes, user_id, last_used_at < now() - interval '1 minute' OR last_used_at IS NULL,
+                    rate_limit_per_minute
                FROM auth.api_keys
               WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
             &[&hash_token(key)],
@@ -83,6 +106,9 @@ pub async fn resolve(
         .ok_or_else(invalid)?;
     let (id, role, scopes, user, stale): (Uuid, String, Vec<String>, Option<Uuid>, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let rate_limit_per_minute = row
+        .get::<_, Option<i32>>(5)
+        .and_then(|n| u32::try_from(n).ok());
     if !state.config.allowed_roles().contains(&role) {
         return Err(invalid());
     }
@@ -112,11 +138,15 @@ pub async fn resolve(
         claims.insert("sub".into(), Value::from(u.to_string()));
     }
     let claims_json = Value::Object(claims.clone()).to_string();
-    Ok(AuthContext {
-        role,
-        claims: claims.into(),
-        has_token: true,
-        claims_json: claims_json.into(),
+    Ok(ResolvedKey {
+        ctx: AuthContext {
+            role,
+            claims: claims.into(),
+            has_token: true,
+            claims_json: claims_json.into(),
+        },
+        id,
+        rate_limit_per_minute,
     })
 }
 
@@ -151,7 +181,7 @@ pub fn configure(reg: &mut Registry) {
         Method::PATCH,
         "/api/v1/api-keys/{id}",
         "api-keys",
-        "Rename, rescope or re-expire an API key",
+        "Rename, rescope, re-expire or re-limit an API key",
         S,
         update,
     );
@@ -175,7 +205,7 @@ pub fn configure(reg: &mut Registry) {
 
 const COLUMNS: &str = "jsonb_build_object('id', id, 'name', name, 'prefix', key_prefix, 'role', role, 'scopes', scopes,
      'user_id', user_id, 'expires_at', expires_at, 'last_used_at', last_used_at, 'revoked_at', revoked_at,
-     'created_at', created_at, 'updated_at', updated_at)";
+     'rate_limit_per_minute', rate_limit_per_minute, 'created_at', created_at, 'updated_at', updated_at)";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +215,26 @@ struct KeyBody {
     scopes: Option<Vec<String>>,
     user_id: Option<Uuid>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Absent: unchanged (none on create); `null`: no limit of its own.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_per_minute: Option<Option<i64>>,
+}
+
+/// A field that is present (`Some`), possibly `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+/// Most requests per minute a key may be given (the column is an `integer`).
+const MAX_RATE_LIMIT: i64 = 1_000_000;
+
+impl KeyBody {
+    /// The limit to store (`None`: none).
+    fn rate_limit(&self) -> Option<i32> {
+        self.rate_limit_per_minute
+            .flatten()
+            .and_then(|n| i32::try_from(n).ok())
+    }
 }
 
 fn check(state: &AppState, b: &KeyBody) -> Result<(), ApiError> {
@@ -201,6 +251,14 @@ fn check(state: &AppState, b: &KeyBody) -> Result<(), ApiError> {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 format!("role {r:?} is not allowed"),
+            ));
+        }
+    }
+    if let Some(Some(n)) = b.rate_limit_per_minute {
+        if !(1..=MAX_RATE_LIMIT).contains(&n) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("rate_limit_per_minute must be between 1 and {MAX_RATE_LIMIT}, or null for none"),
             ));
         }
     }
@@ -250,10 +308,10 @@ async fn create(
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO auth.api_keys (name, key_prefix, key_hash, role, scopes, user_id, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, {COLUMNS}"
+                "INSERT INTO auth.api_keys (name, key_prefix, key_hash, role, scopes, user_id, expires_at, rate_limit_per_minute)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, {COLUMNS}"
             ),
-            &[&name, &&key[..12], &hash_token(&key), &role, &scopes, &b.user_id, &b.expires_at],
+            &[&name, &&key[..12], &hash_token(&key), &role, &scopes, &b.user_id, &b.expires_at, &b.rate_limit()],
         )
         .await
         .map_err(db)?;
@@ -321,10 +379,19 @@ async fn update(
         .query_opt(
             &format!(
                 "UPDATE auth.api_keys SET name = coalesce($2, name), scopes = coalesce($3, scopes),
-                        expires_at = coalesce($4, expires_at), updated_at = now()
+                        expires_at = coalesce($4, expires_at),
+                        rate_limit_per_minute = CASE WHEN $5 THEN $6 ELSE rate_limit_per_minute END,
+                        updated_at = now()
                   WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id, &b.name, &b.scopes, &b.expires_at],
+            &[
+                &id,
+                &b.name,
+                &b.scopes,
+                &b.expires_at,
+                &b.rate_limit_per_minute.is_some(),
+                &b.rate_limit(),
+            ],
         )
         .await
         .map_err(db)?

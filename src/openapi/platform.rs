@@ -451,6 +451,30 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                         "code_verifier",
                         json!({"type": "string", "description": "grant_type=pkce"}),
                     ),
+                    (
+                        "provider",
+                        json!({"type": "string", "description": "grant_type=id_token: an enabled OpenID Connect preset (google, apple, azure, keycloak, oidc)"}),
+                    ),
+                    (
+                        "id_token",
+                        json!({"type": "string", "description": "grant_type=id_token: the provider's id_token"}),
+                    ),
+                    (
+                        "nonce",
+                        json!({"type": "string", "description": "grant_type=id_token: the raw nonce; the token's `nonce` claim must be its SHA-256 hex"}),
+                    ),
+                    (
+                        "access_token",
+                        json!({"type": "string", "description": "grant_type=id_token: the provider's access token, checked against the token's `at_hash`"}),
+                    ),
+                    (
+                        "client_id",
+                        json!({"type": "string", "description": "grant_type=id_token: with `issuer`, instead of `provider`"}),
+                    ),
+                    (
+                        "issuer",
+                        json!({"type": "string", "description": "grant_type=id_token: the issuer of an enabled OIDC preset, instead of `provider`"}),
+                    ),
                 ],
                 &[],
             ),
@@ -1100,6 +1124,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 ("expires_at", opt_ts()),
                 ("last_used_at", opt_ts()),
                 ("revoked_at", opt_ts()),
+                (
+                    "rate_limit_per_minute",
+                    json!({"type": ["integer", "null"], "minimum": 1, "description": "The key's own limit, counted per key on every route instead of the route group's limit; null: none"}),
+                ),
                 ("created_at", ts()),
                 ("updated_at", ts()),
             ]),
@@ -1115,13 +1143,14 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "ApiKeyInput",
             json!({
                 "type": "object",
-                "description": "Create (name required) or update (name, scopes, expires_at) an API key; unknown fields are refused.",
+                "description": "Create (name required) or update (name, scopes, expires_at, rate_limit_per_minute) an API key; unknown fields are refused.",
                 "properties": {
                     "name": {"type": "string", "minLength": 1},
                     "role": {"type": "string", "description": "anon, authenticated, service_role or a configured role (create only)"},
                     "scopes": {"type": "array", "items": scopes},
                     "user_id": {"type": "string", "format": "uuid", "description": "create only"},
-                    "expires_at": {"type": "string", "format": "date-time"}
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000000, "description": "Requests per minute for this key, counted per key (429 beyond); null removes it"}
                 },
                 "additionalProperties": false
             }),
@@ -1531,7 +1560,7 @@ pub fn entries() -> Vec<Entry> {
         Spec::new()
             .param(query_required(
                 "grant_type",
-                json!({"type": "string", "enum": ["password", "refresh_token", "pkce"]}),
+                json!({"type": "string", "enum": ["password", "refresh_token", "pkce", "id_token"]}),
                 "How to sign in",
             ))
             .body(json_in("TokenInput"))

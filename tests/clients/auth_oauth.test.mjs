@@ -1,11 +1,13 @@
 // Oracle suite: supabase-js (pinned) signInWithOAuth with the PKCE flow against Fluxbase and
 // the fake OAuth provider of tests/it/support/oauth_provider.rs. Started by tests/it/clients.rs
 // with github and oidc enabled against the fake; the script plays the browser, following each
-// redirect by hand (fetch with redirect: 'manual').
+// redirect by hand (fetch with redirect: 'manual'). signInWithIdToken gets its token from the
+// fake's `native/id_token` endpoint (FAKE_OAUTH_PROVIDER), as an app gets one from a native SDK.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
+import { createHash } from 'node:crypto';
 
 const url = process.env.FLUXBASE_URL;
 const anon = process.env.FLUXBASE_ANON_KEY;
@@ -97,4 +99,31 @@ test('a redirect_to off the allow-list lands on the site URL; denied PKCE code e
   const bad = await supabase.auth.exchangeCodeForSession('not-a-code');
   assert.ok(bad.error);
   assert.equal(bad.data.session, null);
+});
+
+test('signInWithIdToken: a native id_token with a hashed nonce signs in; a wrong nonce does not', async () => {
+  const fake = process.env.FAKE_OAUTH_PROVIDER;
+  assert.ok(fake, 'FAKE_OAUTH_PROVIDER must be set');
+  const raw = 'node-raw-nonce';
+  const hashed = createHash('sha256').update(raw).digest('hex');
+  const res = await fetch(`${fake}/oidc/native/id_token?nonce=${hashed}`);
+  assert.equal(res.status, 200);
+  const token = await res.text();
+
+  const supabase = client();
+  const wrong = await supabase.auth.signInWithIdToken({ provider: 'oidc', token, nonce: 'another' });
+  assert.ok(wrong.error);
+  assert.equal(wrong.error.status, 400);
+  assert.equal(wrong.error.message, 'Nonces mismatch');
+  assert.equal(wrong.data.session, null);
+
+  const { data, error } = await supabase.auth.signInWithIdToken({ provider: 'oidc', token, nonce: raw });
+  assert.equal(error, null);
+  assert.ok(data.session.access_token);
+  assert.equal(data.user.email, 'nodey@example.test');
+  const claims = JSON.parse(Buffer.from(data.session.access_token.split('.')[1], 'base64url').toString());
+  assert.equal(claims.amr[0].method, 'oauth');
+  const me = await supabase.auth.getUser();
+  assert.equal(me.error, null);
+  assert.ok(me.data.user.identities.some((i) => i.provider === 'oidc'), JSON.stringify(me.data.user.identities));
 });

@@ -891,3 +891,184 @@ async fn metadata_numbers_no_reader_can_take_are_refused() {
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22003");
 }
+
+/// An `fbk_` key with `rate_limit_per_minute` is counted per key, on every route, instead of
+/// the route group's limit per IP: from one IP it gets its own allowance (more than the
+/// group's here), its 429 is in each surface's format with `Retry-After` and `X-RateLimit-*`,
+/// and another key from the same IP is not touched by it (keys without a limit of their own
+/// count against the group's limit per key). The limit is set on create, shown in list/get,
+/// changed or removed by PATCH.
+#[tokio::test]
+async fn api_keys_with_their_own_rate_limit_are_counted_per_key() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.rest_per_minute = 2;
+        c.auth.bcrypt_cost = 4;
+    })
+    .await;
+    let svc = app.service_key();
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int primary key);
+             GRANT SELECT ON items TO authenticated;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            app.state.schema.get().table("public", "items").is_some()
+        })
+        .await
+    );
+    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = app
+            .http
+            .request(method, app.url(path))
+            .header("apikey", svc.clone());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    use reqwest::Method;
+    let (s, limited) = admin(
+        Method::POST,
+        "/api/v1/api-keys",
+        Some(json!({"name": "limited", "scopes": ["rest:read"], "rate_limit_per_minute": 4})),
+    )
+    .await;
+    assert_eq!(s, 201, "{limited}");
+    assert_eq!(limited["rate_limit_per_minute"], 4);
+    let (s, plain) = admin(
+        Method::POST,
+        "/api/v1/api-keys",
+        Some(json!({"name": "plain", "scopes": ["rest:read"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{plain}");
+    assert_eq!(plain["rate_limit_per_minute"], Value::Null);
+    let (s, bad) = admin(
+        Method::POST,
+        "/api/v1/api-keys",
+        Some(json!({"name": "zero", "rate_limit_per_minute": 0})),
+    )
+    .await;
+    assert_eq!((s, bad["code"].as_str()), (400, Some("FB004")), "{bad}");
+    let (_, listed) = admin(Method::GET, "/api/v1/api-keys", None).await;
+    let limits: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["rate_limit_per_minute"])
+        .collect();
+    assert_eq!(limits, [&json!(4), &Value::Null]);
+
+    let rest = |key: &str| app.get("/rest/v1/items").header("apikey", key).send();
+    let key = limited["key"].as_str().unwrap().to_string();
+    for left in [3, 2, 1] {
+        let r = rest(&key).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "4");
+        assert_eq!(r.headers()["x-ratelimit-remaining"], left.to_string());
+    }
+    // The same bucket on another route group (auth, with GoTrue's error format).
+    let r = app
+        .get("/auth/v1/settings")
+        .header("apikey", &key)
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let r = app
+        .get("/auth/v1/settings")
+        .header("apikey", &key)
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["x-ratelimit-limit"], "4");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "over_request_rate_limit"
+    );
+    let r = rest(&key).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB006");
+
+    // A key without a limit of its own, from the same IP: the REST group's 2 a minute.
+    let other = plain["key"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let r = rest(&other).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "2");
+    }
+    assert_eq!(rest(&other).await.unwrap().status(), 429);
+    // ... counted per key, not per IP: a third key from the same IP still passes.
+    let (s, third) = admin(
+        Method::POST,
+        "/api/v1/api-keys",
+        Some(json!({"name": "third", "scopes": ["rest:read"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{third}");
+    let r = rest(third["key"].as_str().unwrap()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "1");
+
+    // PATCH: a new limit is a new allowance; null removes it (back to the group's limit).
+    let id = limited["id"].as_str().unwrap();
+    let (s, k) = admin(
+        Method::PATCH,
+        &format!("/api/v1/api-keys/{id}"),
+        Some(json!({"rate_limit_per_minute": 10})),
+    )
+    .await;
+    assert_eq!((s, &k["rate_limit_per_minute"]), (200, &json!(10)), "{k}");
+    let r = rest(&key).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "10");
+    let (s, k) = admin(
+        Method::PATCH,
+        &format!("/api/v1/api-keys/{id}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
+    assert_eq!(
+        (s, &k["rate_limit_per_minute"]),
+        (200, &json!(10)),
+        "kept: {k}"
+    );
+    let (s, k) = admin(
+        Method::PATCH,
+        &format!("/api/v1/api-keys/{id}"),
+        Some(json!({"rate_limit_per_minute": null})),
+    )
+    .await;
+    assert_eq!((s, &k["rate_limit_per_minute"]), (200, &Value::Null), "{k}");
+    let (_, k) = admin(Method::GET, &format!("/api/v1/api-keys/{id}"), None).await;
+    assert_eq!(k["rate_limit_per_minute"], Value::Null);
+    let r = rest(&key).await.unwrap();
+    assert_eq!(
+        r.headers()["x-ratelimit-limit"],
+        "2",
+        "the group's limit again"
+    );
+}

@@ -1051,3 +1051,329 @@ async fn settings_list_enabled_providers() {
     assert_eq!(e["discord"], false);
     assert_eq!(e["phone"], false);
 }
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// `POST /auth/v1/token?grant_type=id_token` with the newer error shape.
+async fn id_token_grant(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url("/auth/v1/token?grant_type=id_token"))
+        .header("apikey", app.anon_key())
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// signInWithIdToken: a native SDK's id_token (nonce = SHA-256 hex of the app's raw nonce)
+/// becomes a Session; the user, identity and amr are those of the redirect flow, a second
+/// sign-in finds the same user, and the issuer alone (GoTrue's older form) names the provider.
+#[tokio::test]
+async fn id_token_grant_signs_in_with_a_native_token() {
+    let (app, fake) = setup(|_| {}).await;
+    fake.set_user(FakeUser::new("g-native-1", "nat", "Nat@example.test"));
+    let raw = "raw-nonce-of-the-app";
+    let token = fake.native_id_token("google", Some(&sha256_hex(raw)), None);
+    let (status, s) = id_token_grant(
+        &app,
+        json!({"provider": "google", "id_token": token, "nonce": raw}),
+    )
+    .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["token_type"], "bearer");
+    assert!(s["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(s["expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(s["user"]["email"], "nat@example.test");
+    assert!(s["user"]["email_confirmed_at"].is_string(), "{s}");
+    assert!(
+        s.get("provider_token").is_none(),
+        "GoTrue hands back no provider token here"
+    );
+    let claims = jwt_claims(s["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"][0]["method"], "oauth");
+    assert_eq!(claims["app_metadata"]["provider"], "google");
+    let user = get_user(&app, s["access_token"].as_str().unwrap()).await;
+    let ids = user["identities"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{user}");
+    assert_eq!(ids[0]["provider"], "google");
+    assert_eq!(ids[0]["identity_data"]["sub"], "g-native-1");
+    assert_eq!(
+        ids[0]["identity_data"]["iss"],
+        format!("{}/google", fake.base)
+    );
+    assert!(fake.token_requests().is_empty(), "no code exchange");
+
+    // Again, without a nonce on either side, through the issuer instead of the name, and
+    // with an access token whose at_hash the token carries: the same user.
+    let token = fake.native_id_token("google", None, Some("provider-access-1"));
+    let (status, s2) = id_token_grant(
+        &app,
+        json!({"id_token": token, "client_id": CLIENT_ID, "issuer": format!("{}/google", fake.base),
+               "access_token": "provider-access-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{s2}");
+    assert_eq!(s2["user"]["id"], s["user"]["id"]);
+    let c = app.db.client().await;
+    let audit: Vec<String> = c
+        .query(
+            "SELECT action FROM fluxbase.audit_log WHERE action LIKE 'auth.%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(audit, ["auth.user.signup", "auth.sign_in"]);
+}
+
+/// Every check that can refuse a token does, with GoTrue's messages: signature, audience,
+/// expiry, issuer, nonce (mismatch, or on one side only), at_hash, and the requests that
+/// name no usable provider.
+#[tokio::test]
+async fn id_token_grant_refuses_bad_tokens_and_providers() {
+    let (app, fake) = setup(|c| {
+        c.auth.external.keycloak.enabled = false;
+    })
+    .await;
+    fake.set_user(FakeUser::new("g-bad", "bad", "bad@example.test"));
+    let nonce = sha256_hex("n1");
+    let mut cases: Vec<(&str, Value, u16, &str, &str)> = Vec::new();
+    for (mode, message) in [
+        (Mode::BadSignature, "Bad ID token"),
+        (Mode::WrongAudience, "Unacceptable audience in id_token"),
+        (Mode::Expired, "Bad ID token"),
+        (Mode::WrongIssuer, "Bad ID token"),
+        (Mode::WrongNonce, "Nonces mismatch"),
+    ] {
+        fake.set_mode(mode);
+        let t = fake.native_id_token("oidc", Some(&nonce), None);
+        let (status, body) = id_token_grant(
+            &app,
+            json!({"provider": "oidc", "id_token": t, "nonce": "n1"}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["message"].as_str()),
+            (400, Some("invalid_credentials"), Some(message)),
+            "{mode:?}: {body}"
+        );
+    }
+    fake.set_mode(Mode::Approve);
+    let with_nonce = fake.native_id_token("oidc", Some(&nonce), None);
+    let without_nonce = fake.native_id_token("oidc", None, None);
+    let with_at_hash = fake.native_id_token("oidc", None, Some("the-access-token"));
+    let both = "Passed nonce and nonce in id_token should either both exist or not.";
+    let disabled = format!(
+        "Provider (issuer {:?}) is not enabled",
+        format!("{}/realms/test", fake.base)
+    );
+    cases.extend([
+        // The raw nonce's hash must be the claim; the claim itself is no proof.
+        (
+            "hash as nonce",
+            json!({"provider": "oidc", "id_token": with_nonce, "nonce": nonce}),
+            400,
+            "invalid_credentials",
+            "Nonces mismatch",
+        ),
+        (
+            "nonce missing",
+            json!({"provider": "oidc", "id_token": with_nonce}),
+            400,
+            "invalid_credentials",
+            both,
+        ),
+        (
+            "nonce extra",
+            json!({"provider": "oidc", "id_token": without_nonce, "nonce": "n1"}),
+            400,
+            "invalid_credentials",
+            both,
+        ),
+        (
+            "at_hash",
+            json!({"provider": "oidc", "id_token": with_at_hash, "access_token": "another"}),
+            400,
+            "invalid_credentials",
+            "Bad ID token",
+        ),
+        (
+            "garbage",
+            json!({"provider": "oidc", "id_token": "not.a.jwt"}),
+            400,
+            "invalid_credentials",
+            "Bad ID token",
+        ),
+        (
+            "no token",
+            json!({"provider": "oidc"}),
+            400,
+            "validation_failed",
+            "id_token required",
+        ),
+        (
+            "no provider",
+            json!({"id_token": without_nonce}),
+            400,
+            "validation_failed",
+            "provider or client_id and issuer required",
+        ),
+        (
+            "unknown issuer",
+            json!({"id_token": without_nonce, "client_id": CLIENT_ID, "issuer": "https://issuer.evil.example"}),
+            400,
+            "validation_failed",
+            "Custom OIDC provider \"\" not allowed",
+        ),
+        (
+            "not OIDC",
+            json!({"provider": "github", "id_token": without_nonce}),
+            400,
+            "validation_failed",
+            "Custom OIDC provider \"github\" not allowed",
+        ),
+        (
+            "unknown",
+            json!({"provider": "myspace", "id_token": without_nonce}),
+            400,
+            "validation_failed",
+            "Custom OIDC provider \"myspace\" not allowed",
+        ),
+        (
+            "disabled",
+            json!({"provider": "keycloak", "id_token": without_nonce}),
+            400,
+            "provider_disabled",
+            &disabled,
+        ),
+    ]);
+    for (what, body, status, code, message) in cases {
+        let (s, b) = id_token_grant(&app, body).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["message"].as_str()),
+            (status, Some(code), Some(message)),
+            "{what}: {b}"
+        );
+    }
+    let c = app.db.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM auth.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "no refused token made a user");
+    // The same token with the right nonce and access token passes.
+    let (s, b) = id_token_grant(
+        &app,
+        json!({"provider": "oidc", "id_token": with_at_hash, "access_token": "the-access-token"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = id_token_grant(
+        &app,
+        json!({"provider": "oidc", "id_token": with_nonce, "nonce": "n1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// The rules of the callback hold here too: a verified address links to its account, an
+/// unverified one gets a confirmation mail (422), banned users and disabled signups are
+/// refused; Azure's tenant issuer is checked with the token's `tid`.
+#[tokio::test]
+async fn id_token_grant_links_and_refuses_like_the_callback() {
+    let (app, fake) = setup(|c| c.auth.mailer_autoconfirm = true).await;
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"email": "lia@example.test", "password": "hunter22"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let existing: Value = r.json().await.unwrap();
+    fake.set_user(FakeUser::new("apple-lia", "lia", "lia@example.test"));
+    let t = fake.native_id_token("apple", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "apple", "id_token": t})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user"]["id"], existing["user"]["id"], "linked");
+    assert_eq!(
+        b["user"]["app_metadata"]["providers"],
+        json!(["apple", "email"])
+    );
+
+    // Azure: the address counts as verified only with xms_edov; the tenant issuer is checked.
+    fake.set_user(FakeUser::new("az-1", "azi", "azi@example.test"));
+    let t = fake.native_id_token("azure", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "azure", "id_token": t})).await;
+    assert_eq!(s, 200, "{b}");
+    fake.set_mode(Mode::WrongIssuer);
+    let t = fake.native_id_token("azure", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "azure", "id_token": t})).await;
+    assert_eq!((s, b["message"].as_str()), (400, Some("Bad ID token")));
+    fake.set_mode(Mode::Approve);
+
+    // Banned.
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE auth.users SET banned_until = now() + interval '1 day' WHERE email = 'lia@example.test'",
+            &[],
+        )
+        .await
+        .unwrap();
+    fake.set_user(FakeUser::new("apple-lia", "lia", "lia@example.test"));
+    let t = fake.native_id_token("apple", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "apple", "id_token": t})).await;
+    assert_eq!((s, b["code"].as_str()), (403, Some("user_banned")), "{b}");
+
+    // Unverified address, no autoconfirm: the account waits for its confirmation mail.
+    let (app, fake) = setup(|_| {}).await;
+    let mut u = FakeUser::new("g-unv", "unv", "unv@example.test");
+    u.email_verified = false;
+    fake.set_user(u);
+    let t = fake.native_id_token("google", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "google", "id_token": t})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (422, Some("provider_email_needs_verification")),
+        "{b}"
+    );
+    let c = app.db.client().await;
+    let mails: i64 = c
+        .query_one(
+            "SELECT count(*) FROM jobs.jobs WHERE queue = 'auth.mail' AND payload->>'to' = 'unv@example.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mails, 1);
+    let sessions: i64 = c
+        .query_one("SELECT count(*) FROM auth.sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 0);
+
+    // Signups off: a new identity is refused.
+    let (app, fake) = setup(|c| c.auth.enable_signup = false).await;
+    fake.set_user(FakeUser::new("g-new", "new", "new@example.test"));
+    let t = fake.native_id_token("google", None, None);
+    let (s, b) = id_token_grant(&app, json!({"provider": "google", "id_token": t})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (422, Some("signup_disabled")),
+        "{b}"
+    );
+}

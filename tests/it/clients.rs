@@ -22,6 +22,11 @@ NOTIFY pgrst, 'reload schema';
 ";
 
 pub(crate) async fn run_node_suite(app: &TestApp, file: &str) {
+    run_node_suite_with(app, file, &[]).await
+}
+
+/// `run_node_suite` with more environment for the script.
+pub(crate) async fn run_node_suite_with(app: &TestApp, file: &str, env: &[(&str, &str)]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     assert!(
         dir.join("node_modules/@supabase").is_dir(),
@@ -40,6 +45,7 @@ pub(crate) async fn run_node_suite(app: &TestApp, file: &str) {
         .env("FLUXBASE_URL", &app.base)
         .env("FLUXBASE_ANON_KEY", app.anon_key())
         .env("FLUXBASE_SERVICE_KEY", app.service_key())
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("node (20+) must be installed");
@@ -127,7 +133,12 @@ async fn supabase_js_oauth_against_fluxbase() {
         c.auth.external.oidc = p(format!("{base}/oidc"));
     })
     .await;
-    run_node_suite(&app, "auth_oauth.test.mjs").await;
+    run_node_suite_with(
+        &app,
+        "auth_oauth.test.mjs",
+        &[("FAKE_OAUTH_PROVIDER", fake.base.as_str())],
+    )
+    .await;
     assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
 }
 

@@ -15,6 +15,7 @@
 //! Must not: call a provider except through `outbound`, keep a database transaction open
 //! during a provider call, or send tokens to a URL the allow-list does not admit.
 
+pub mod id_token;
 pub mod provider;
 pub mod redirect;
 
@@ -261,6 +262,7 @@ fn s256(verifier: &str) -> String {
 /// `error_description`).
 #[derive(Debug)]
 struct Fail {
+    status: u16,
     error: String,
     code: Option<&'static str>,
     description: String,
@@ -277,10 +279,22 @@ impl Fail {
             _ => "server_error",
         };
         Fail {
+            status,
             error: error.into(),
             code: Some(code),
             description: description.into(),
         }
+    }
+
+    /// The same failure as a JSON answer (the id_token grant). GoTrue answers 422 where
+    /// an external sign-in meets disabled signups or an unverified address.
+    fn into_api(self) -> ApiError {
+        let code = self.code.unwrap_or("unexpected_failure");
+        let status = match code {
+            "signup_disabled" | "provider_email_needs_verification" => 422,
+            _ => self.status,
+        };
+        gotrue(status, code, self.description)
     }
 
     fn from_api(e: ApiError) -> Fail {
@@ -421,6 +435,7 @@ async fn finish(
         // The user said no, or the provider refused: its words go back to the app.
         let error = clean_error(err);
         return Err(Fail {
+            status: 400,
             error: if error.is_empty() {
                 "server_error".into()
             } else {

@@ -626,30 +626,46 @@ pub async fn fetch_user(
                 .id_token
                 .as_deref()
                 .ok_or("the token response has no id_token")?;
-            let claims = verify_id_token(out, ep, &cfg.client_id, id_token, nonce).await?;
-            let mut claims = Value::Object(claims);
-            if preset.tenant_issuer {
-                // Microsoft vouches for an address only with `xms_edov` (the domain owner
-                // verified it); `email` alone may be any string a tenant admin typed.
-                let edov = truthy(claims.get("xms_edov"));
-                claims["email_verified"] = Value::Bool(edov);
-            }
-            // Some providers leave the address out of the id_token; userinfo has it.
-            if text(&claims, "email").is_none() && !ep.userinfo.is_empty() {
-                let info = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
-                if text(&info, "sub") != text(&claims, "sub") {
-                    return Err("userinfo names another subject than the id_token".into());
-                }
-                if let (Some(c), Some(i)) = (claims.as_object_mut(), info.as_object()) {
-                    for (k, v) in i {
-                        c.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                }
-            }
-            let iss = text(&claims, "iss").unwrap_or_else(|| ep.issuer.clone());
-            oidc_profile(iss, &claims)
+            let claims = verify_id_token(out, ep, &cfg.client_id, id_token, nonce)
+                .await
+                .map_err(|e| e.to_string())?;
+            oidc_user(out, preset, ep, claims, Some(tok)).await
         }
     }
+}
+
+/// The user of verified id_token claims, read as the preset reads them. Where the token
+/// leaves the address out and an access token is at hand, userinfo supplies it.
+pub async fn oidc_user(
+    out: &Outbound,
+    preset: &Preset,
+    ep: &Endpoints,
+    claims: Map<String, Value>,
+    access_token: Option<&str>,
+) -> Result<ProviderUser, String> {
+    let mut claims = Value::Object(claims);
+    if preset.tenant_issuer {
+        // Microsoft vouches for an address only with `xms_edov` (the domain owner
+        // verified it); `email` alone may be any string a tenant admin typed.
+        let edov = truthy(claims.get("xms_edov"));
+        claims["email_verified"] = Value::Bool(edov);
+    }
+    // Some providers leave the address out of the id_token; userinfo has it.
+    if let Some(tok) = access_token.filter(|_| text(&claims, "email").is_none()) {
+        if !ep.userinfo.is_empty() {
+            let info = get_json(out, &ep.userinfo, Some(tok), "application/json").await?;
+            if text(&info, "sub") != text(&claims, "sub") {
+                return Err("userinfo names another subject than the id_token".into());
+            }
+            if let (Some(c), Some(i)) = (claims.as_object_mut(), info.as_object()) {
+                for (k, v) in i {
+                    c.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    let iss = text(&claims, "iss").unwrap_or_else(|| ep.issuer.clone());
+    oidc_profile(iss, &claims)
 }
 
 /// A user from OIDC claims (an id_token or a userinfo answer).
@@ -683,18 +699,44 @@ const ID_TOKEN_ALGS: [Algorithm; 8] = [
     Algorithm::ES384,
 ];
 
+/// Why an id_token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdTokenError {
+    /// The provider's key set could not be read (the provider's fault, not the token's).
+    Keys(String),
+    /// Not a good token of this provider: format, algorithm, key, signature, issuer,
+    /// expiry, required claims, nonce.
+    Invalid(String),
+    /// A good token of this provider, for another client (`aud`).
+    Audience,
+}
+
+impl std::fmt::Display for IdTokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdTokenError::Keys(e) | IdTokenError::Invalid(e) => f.write_str(e),
+            IdTokenError::Audience => f.write_str("id_token rejected: InvalidAudience"),
+        }
+    }
+}
+
 /// Checks an id_token: signature by a key of the provider's JWKS, `iss`, `aud` (our client
-/// id), `exp`, and the nonce we sent.
+/// id), `exp`, and the nonce we sent (compared as is; `None` leaves it to the caller).
 pub async fn verify_id_token(
     out: &Outbound,
     ep: &Endpoints,
     client_id: &str,
     token: &str,
     nonce: Option<&str>,
-) -> Result<Map<String, Value>, String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("id_token: {e}"))?;
+) -> Result<Map<String, Value>, IdTokenError> {
+    use IdTokenError::{Invalid, Keys};
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| Invalid(format!("id_token: {e}")))?;
     if !ID_TOKEN_ALGS.contains(&header.alg) {
-        return Err(format!("id_token algorithm {:?} refused", header.alg));
+        return Err(Invalid(format!(
+            "id_token algorithm {:?} refused",
+            header.alg
+        )));
     }
     // Keys this library cannot read (other key types, encryption keys) are skipped.
     let pick = |set: &Value| -> Option<Jwk> {
@@ -715,16 +757,17 @@ pub async fn verify_id_token(
             None => None,
         }
     };
-    let jwk = match pick(&get_cached(out, &ep.jwks).await?) {
+    let jwk = match pick(&get_cached(out, &ep.jwks).await.map_err(Keys)?) {
         Some(k) => k,
         None => {
             // A key the cached set does not have: the provider may have rotated its keys.
             forget(&ep.jwks);
-            pick(&get_cached(out, &ep.jwks).await?)
-                .ok_or("no key of the provider's JWKS matches the id_token")?
+            pick(&get_cached(out, &ep.jwks).await.map_err(Keys)?).ok_or_else(|| {
+                Invalid("no key of the provider's JWKS matches the id_token".into())
+            })?
         }
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("JWKS key: {e}"))?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| Keys(format!("JWKS key: {e}")))?;
     let mut v = Validation::new(header.alg);
     let templated = ep.issuer.contains("{tenantid}");
     if !templated {
@@ -733,23 +776,28 @@ pub async fn verify_id_token(
     v.set_audience(&[client_id]);
     v.leeway = 60;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
-        .map_err(|e| format!("id_token rejected: {e}"))?;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v).map_err(|e| {
+        if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidAudience {
+            IdTokenError::Audience
+        } else {
+            Invalid(format!("id_token rejected: {e}"))
+        }
+    })?;
     if templated {
         let tid = data
             .claims
             .get("tid")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
-            .ok_or("id_token has no valid tid")?;
+            .ok_or_else(|| Invalid("id_token has no valid tid".into()))?;
         let expected = ep.issuer.replace("{tenantid}", tid);
         if data.claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
-            return Err("id_token issuer does not match its tenant".into());
+            return Err(Invalid("id_token issuer does not match its tenant".into()));
         }
     }
     if let Some(n) = nonce {
         if data.claims.get("nonce").and_then(Value::as_str) != Some(n) {
-            return Err("id_token nonce does not match".into());
+            return Err(Invalid("id_token nonce does not match".into()));
         }
     }
     Ok(data.claims)

@@ -16,6 +16,9 @@
 //! | oidc     | `<base>/oidc`               | discovery, `/authorize`, `/token`, `/userinfo`, `/jwks`    |
 //! | custom   | `<base>/custom`             | `/authorize`, `/token`, `/userinfo` (configured one by one) |
 //!
+//! `<flavor prefix>/native/id_token?nonce=` answers an id_token as a native SDK hands one to
+//! an app (for `signInWithIdToken`).
+//!
 //! It checks what a real provider checks, with its own code: client id and secret, the
 //! redirect_uri of the code, single-use codes, the PKCE verifier against the challenge
 //! (SHA-256 here, not Fluxbase's function), bearer tokens on the user endpoints. id_tokens are
@@ -111,6 +114,8 @@ pub enum Mode {
     WrongAudience,
     /// id_tokens name another issuer (Azure: another tenant than their `tid`).
     WrongIssuer,
+    /// id_tokens expired ten minutes ago.
+    Expired,
 }
 
 /// The tenant of the fake Azure directory.
@@ -210,10 +215,43 @@ impl FakeProvider {
         (g.discovery_hits, g.jwks_hits)
     }
 
+    /// An id_token as the provider's native SDK hands it to an app (Google Sign-In, Sign in
+    /// with Apple …): for the current user, in the current mode, with the nonce the app
+    /// gave the SDK and, with `access_token`, its `at_hash`.
+    pub fn native_id_token(
+        &self,
+        flavor: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> String {
+        native_id_token(&self.inner, &self.base, flavor, nonce, access_token)
+    }
+
     /// Why the provider refused requests (empty when all were well-formed).
     pub fn refusals(&self) -> Vec<String> {
         self.inner.lock().unwrap().refusals.clone()
     }
+}
+
+fn native_id_token(
+    inner: &Arc<Mutex<Inner>>,
+    base: &str,
+    flavor: &str,
+    nonce: Option<&str>,
+    access_token: Option<&str>,
+) -> String {
+    let g = inner.lock().unwrap();
+    let grant = Grant {
+        flavor: flavor.into(),
+        redirect_uri: String::new(),
+        challenge: None,
+        nonce: nonce.map(str::to_string),
+        user: g.user.clone().expect("set_user first"),
+    };
+    let kid = g.kid.clone().unwrap_or_else(|| "test-key".into());
+    let mode = g.mode.unwrap_or(Mode::Approve);
+    drop(g);
+    id_token(flavor, base, &grant, mode, &kid, access_token)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -331,6 +369,15 @@ async fn handle(
             };
             jwks(flavor, &kid)
         }
+        // What a native SDK on a device would hand the app (for the node suite, which
+        // cannot sign tokens itself).
+        (_, "native/id_token") => HttpResponse::Ok().body(native_id_token(
+            &inner,
+            &base,
+            flavor,
+            q.get("nonce").map(String::as_str),
+            None,
+        )),
         _ => user_endpoint(&inner, flavor, &rest, &req),
     }
 }
@@ -486,14 +533,21 @@ fn token(
             .kid
             .clone()
             .unwrap_or_else(|| "test-key".into());
-        out["id_token"] = json!(id_token(flavor, base, &grant, mode, &kid));
+        out["id_token"] = json!(id_token(flavor, base, &grant, mode, &kid, None));
     }
     HttpResponse::Ok().json(out)
 }
 
-fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode, kid: &str) -> String {
+fn id_token(
+    flavor: &str,
+    base: &str,
+    grant: &Grant,
+    mode: Mode,
+    kid: &str,
+    access_token: Option<&str>,
+) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let now = chrono::Utc::now().timestamp();
+    let now = chrono::Utc::now().timestamp() - if mode == Mode::Expired { 900 } else { 0 };
     let u = &grant.user;
     let mut claims = json!({
         "iss": format!("{base}{}", issuer_path(flavor)),
@@ -542,6 +596,10 @@ fn id_token(flavor: &str, base: &str, grant: &Grant, mode: Mode, kid: &str) -> S
         } else {
             n.as_str()
         });
+    }
+    if let Some(a) = access_token {
+        // OIDC Core §3.1.3.6: the left half of the SHA-256 of the access token.
+        claims["at_hash"] = json!(b64(&sha2::Sha256::digest(a.as_bytes())[..16]));
     }
     let der = base64::engine::general_purpose::STANDARD
         .decode(TEST_KEY_DER_B64)

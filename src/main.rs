@@ -6,6 +6,14 @@ use fluxbase::server::{self, StartError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// With the `mimalloc` feature, mimalloc instead of glibc's malloc: a REST request allocates
+/// and frees a few hundred small blocks (a callgrind profile put malloc + free at a quarter of
+/// its instructions), which mimalloc's thread-local free lists serve faster; measured in
+/// docs/benchmarks.md. Off by default until its memory cost per realtime connection is known.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fluxbase",

@@ -6,7 +6,13 @@
 #   ref    the reference server's statement alone (bench/ref_server.rs)
 #   stmt   Fluxbase's generated statement alone (no transaction, no role/claims)
 #   full   what Fluxbase sends per request: BEGIN READ ONLY; the role/claims setup
-#          (src/db/tx.rs SETUP_SQL, with a typical headers JSON); the statement; COMMIT
+#          (src/db/tx.rs SETUP_SQL, with a typical headers JSON); the statement; COMMIT,
+#          each waited for (pgbench runs a script's statements one after another)
+#   pipe4  the same four statements in one pipeline (\startpipeline … \endpipeline: one
+#          round trip and ONE Sync; tokio-postgres pipelines them too, but with a Sync each)
+#   pipe2  setup + statement in one pipeline with one Sync and no BEGIN/COMMIT: the implicit
+#          transaction of a pipeline keeps set_config(…, true) for the statement (the
+#          "one Sync per request" step of docs/benchmarks.md)
 #
 # and reports transactions/s and Postgres CPU per transaction for each. No HTTP, no Fluxbase
 # process: only Postgres' own cost of each shape.
@@ -75,10 +81,15 @@ $STMT
 COMMIT;
 SQL
 
+# pgbench connects anew per run: backends exit before the second sample, and their CPU is then
+# in the postmaster's cutime/cstime (fields 16, 17), which is why those are added.
+SETUP="SELECT set_config('role', 'fluxbase_bench_anon', true), set_config('request.jwt.claims', '{\"exp\":2080358400,\"iat\":1764998400,\"iss\":\"fluxbase\",\"role\":\"anon\"}', true), set_config('request.method', 'GET', true), set_config('request.path', '/rest/v1/items', true), set_config('request.headers', '$HEADERS', true), set_config('request.cookies', '{}', true);"
+printf '\\set id random(1, 100000)\n\\startpipeline\nBEGIN READ ONLY;\n%s\n%s\nCOMMIT;\n\\endpipeline\n' "$SETUP" "$STMT" >"$WORK/pipe4.sql"
+printf '\\set id random(1, 100000)\n\\startpipeline\n%s\n%s\n\\endpipeline\n' "$SETUP" "$STMT" >"$WORK/pipe2.sql"
 pg_ticks() {
   local t=0 p v
   for p in $(pgrep -x postgres); do
-    v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || continue
+    v=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null) || continue
     t=$((t + ${v:-0}))
   done
   echo "$t"
@@ -88,7 +99,7 @@ CLK_TCK=$(getconf CLK_TCK)
 say "# Postgres' cost of one REST single-row read, by shape; $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
 say "# pgbench -M prepared -c $CLIENTS -j 2 -T $DURATION, $ROUNDS interleaved rounds; server: $(psql "$URL" -X -At -c 'SHOW server_version')"
 for ((r = 1; r <= ROUNDS; r++)); do
-  for shape in ref stmt full; do
+  for shape in ref stmt full pipe4 pipe2; do
     g0=$(pg_ticks)
     pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" -f "$WORK/$shape.sql" "$DBURL" >"$WORK/out" 2>&1 ||
       { cat "$WORK/out" >&2; exit 1; }
@@ -110,6 +121,7 @@ awk '
   END {
     printf "# medians: shape tps postgres_cpu_us_per_tx (ratio of tps to ref)\n"
     r = med("ref", tps)
-    printf "ref  %8.0f %6.1f\nstmt %8.0f %6.1f (%.2f)\nfull %8.0f %6.1f (%.2f)\n", r, med("ref", cpu),
-      med("stmt", tps), med("stmt", cpu), med("stmt", tps) / r, med("full", tps), med("full", cpu), med("full", tps) / r
+    printf "ref   %8.0f %6.1f\n", r, med("ref", cpu)
+    n = split("stmt full pipe4 pipe2", sh, " ")
+    for (i = 1; i <= n; i++) printf "%-5s %8.0f %6.1f (%.2f)\n", sh[i], med(sh[i], tps), med(sh[i], cpu), med(sh[i], tps) / r
   }' "$OUT" | tee -a "$OUT"

@@ -780,6 +780,38 @@ async fn pkce_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiE
     Ok(HttpResponse::Ok().json(session))
 }
 
+/// The refresh grant in ONE statement (prepared once per connection, autocommitted): the
+/// token row is locked and read with its session's liveness; when the token may be used
+/// (live session, and not rotated — or rotated within the reuse interval) the same statement
+/// revokes it, touches the session, inserts the successor and reads the user. Data-modifying
+/// CTEs all run, once, whether or not the final SELECT reads them; a concurrent refresh of
+/// the same token waits on the row lock and then sees the rotated row.
+fn refresh_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH t AS (
+               SELECT rt.user_id, rt.session_id, rt.revoked,
+                      rt.updated_at > now() - make_interval(secs => $2) AS recent, {alive} AS alive
+                 FROM auth.refresh_tokens rt WHERE rt.token_hash = $1 FOR UPDATE OF rt),
+             ok AS (SELECT user_id, session_id FROM t WHERE alive AND (NOT revoked OR recent)),
+             rev AS (UPDATE auth.refresh_tokens SET revoked = true, updated_at = now()
+                      WHERE token_hash = $1 AND NOT revoked AND EXISTS (SELECT 1 FROM ok)),
+             s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now()
+                    WHERE id = (SELECT session_id FROM ok) RETURNING id, tag, aal, amr),
+             r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent)
+                    SELECT $3, ok.user_id, s.id, $1 FROM ok, s)
+             SELECT {USER_COLUMNS}, t.session_id AS rt_session, t.revoked AS rt_revoked,
+                    t.recent AS rt_recent, t.alive AS rt_alive,
+                    s.id AS s_id, s.tag AS s_tag, s.aal AS s_aal, s.amr AS s_amr
+               FROM t LEFT JOIN s ON true
+               LEFT JOIN auth.users u ON u.id = t.user_id AND u.deleted_at IS NULL",
+            alive = service::live_session_sql("rt.session_id", "rt.user_id"),
+            USER_COLUMNS = service::USER_COLUMNS,
+        )
+    })
+}
+
 async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, ApiError> {
     let not_found = || {
         gotrue(
@@ -793,66 +825,57 @@ async fn refresh_grant(state: &AppState, b: TokenBody) -> Result<HttpResponse, A
         .filter(|t| !t.is_empty())
         .ok_or_else(not_found)?;
     let hash = service::hash_token(&token);
-    let mut c = state.pool.get().await?;
-    let tx = c.transaction().await.map_err(db)?;
-    // The token (locked) and whether its session is still live, in one statement.
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT rt.user_id, rt.session_id, rt.revoked, rt.updated_at > now() - make_interval(secs => $2), {}
-                   FROM auth.refresh_tokens rt WHERE rt.token_hash = $1 FOR UPDATE OF rt",
-                service::live_session_sql("rt.session_id", "rt.user_id")
-            ),
-            &[&hash, &(state.config.auth.refresh_token_reuse_interval_secs as f64)],
-        )
+    let refresh = service::new_secret();
+    let refresh_hash = service::hash_token(&refresh);
+    let c = state.pool.get().await?;
+    let stmt = c.prepare_cached(refresh_sql()).await.map_err(db)?;
+    let reuse = state.config.auth.refresh_token_reuse_interval_secs as f64;
+    let row = c
+        .query_opt(&stmt, &[&hash, &reuse, &refresh_hash])
         .await
         .map_err(db)?
         .ok_or_else(not_found)?;
-    let (user_id, session_id, revoked, recent, alive): (Uuid, Uuid, bool, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    // The user's columns come first (service::USER_COLUMNS, read by position); the rest by name.
+    let session_id: Uuid = row.get("rt_session");
+    let (revoked, recent, alive): (bool, bool, bool) = (
+        row.get("rt_revoked"),
+        row.get("rt_recent"),
+        row.get("rt_alive"),
+    );
     if revoked && !recent {
         // A rotated token used again: someone else may hold this family. End the session.
-        tx.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session_id])
+        c.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session_id])
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         return Err(gotrue(
             400,
             "refresh_token_already_used",
             "Invalid Refresh Token: Already Used",
         ));
     }
-    if !alive {
-        return Err(gotrue(
+    let session_gone = || {
+        gotrue(
             403,
             "session_not_found",
             "Session from session_id claim in JWT does not exist",
-        ));
+        )
+    };
+    // Not live, or ended between the statement's snapshot and its update: nothing written.
+    let Some(id) = row.get::<_, Option<Uuid>>("s_id").filter(|_| alive) else {
+        return Err(session_gone());
+    };
+    if row.get::<_, Option<Uuid>>(0).is_none() {
+        return Err(not_found());
     }
-    // Independent statements, pipelined in one round trip.
-    let (_, user) = tokio::try_join!(
-        async {
-            tx.execute(
-                "UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE token_hash = $1 AND NOT revoked",
-                &[&hash],
-            )
-            .await
-            .map_err(db)
-        },
-        service::user_by_id(&*tx, user_id)
-    )?;
-    let user = user.ok_or_else(not_found)?;
-    let session = service::issue_session(
-        &*tx,
-        &state.config,
-        &state.jwt,
-        &user,
-        "token_refresh",
-        Some(session_id),
-        Some(&hash),
-    )
-    .await?;
-    tx.commit().await.map_err(db)?;
+    let user = service::user_from_row(&row);
+    let issued = service::IssuedSession {
+        id,
+        tag: row.get("s_tag"),
+        aal: row.get("s_aal"),
+        amr: row.get("s_amr"),
+        refresh,
+    };
+    let session = service::session_json(&state.config, &state.jwt, &user, "token_refresh", issued)?;
     Ok(HttpResponse::Ok().json(session))
 }
 

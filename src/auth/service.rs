@@ -355,13 +355,52 @@ pub async fn issue_session<C: GenericClient>(
             .map_err(db)?
         }
     };
-    let (session_id, tag, aal, amr): (Uuid, Option<String>, String, Value) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let issued = IssuedSession {
+        id: row.get(0),
+        tag: row.get(1),
+        aal: row.get(2),
+        amr: row.get(3),
+        refresh,
+    };
+    session_json(cfg, keys, user, amr_method, issued)
+}
+
+/// A session row as written for a new access token: what its claims need, and the new
+/// refresh token (in clear, for the answer only).
+pub struct IssuedSession {
+    /// Session id.
+    pub id: Uuid,
+    /// `impersonated` for sessions made by impersonation.
+    pub tag: Option<String>,
+    /// Authenticator assurance level of the session.
+    pub aal: String,
+    /// Authentication methods of the session (`[]` for sessions from before they were kept).
+    pub amr: Value,
+    /// The new refresh token.
+    pub refresh: String,
+}
+
+/// The Session JSON with a freshly signed access token for `session` of `user`.
+pub fn session_json(
+    cfg: &Config,
+    keys: &JwtKeys,
+    user: &User,
+    amr_method: &str,
+    session: IssuedSession,
+) -> Result<Value, ApiError> {
+    let now = Utc::now().timestamp();
+    let IssuedSession {
+        id: session_id,
+        tag,
+        aal,
+        amr,
+        refresh,
+    } = session;
     // Sessions from before amr was recorded have none: name the method at hand.
     let amr = if amr.as_array().is_some_and(|a| !a.is_empty()) {
         amr
     } else {
-        first_amr
+        json!([{"method": amr_method, "timestamp": now}])
     };
     let exp = now + cfg.auth.jwt_expiry_secs as i64;
     let mut claims = Claims::new();

@@ -1072,3 +1072,94 @@ async fn api_keys_with_their_own_rate_limit_are_counted_per_key() {
         "the group's limit again"
     );
 }
+
+#[tokio::test]
+async fn refreshes_within_the_reuse_interval_share_the_session_and_bans_stop_them() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.bcrypt_cost = 4;
+        c.auth.refresh_token_reuse_interval_secs = 60;
+    })
+    .await;
+    let (_, s1) = post(
+        &app,
+        "/auth/v1/signup",
+        json!({"email": "ri@example.test", "password": "secret123"}),
+    )
+    .await;
+    let uid = s1["user"]["id"].as_str().unwrap().to_string();
+    let session = jwt_claims(s1["access_token"].as_str().unwrap())["session_id"].clone();
+    let refresh = |t: String| {
+        let app = &app;
+        async move {
+            post(
+                app,
+                "/auth/v1/token?grant_type=refresh_token",
+                json!({"refresh_token": t}),
+            )
+            .await
+        }
+    };
+    let rt1 = s1["refresh_token"].as_str().unwrap().to_string();
+    let (st, s2) = refresh(rt1.clone()).await;
+    assert_eq!(st, 200, "{s2}");
+    // The rotated token again, within the interval: a new successor in the same session.
+    let (st, s3) = refresh(rt1.clone()).await;
+    assert_eq!(st, 200, "{s3}");
+    assert_ne!(s2["refresh_token"], s3["refresh_token"]);
+    for s in [&s2, &s3] {
+        assert_eq!(
+            jwt_claims(s["access_token"].as_str().unwrap())["session_id"],
+            session
+        );
+        assert_eq!(s["user"]["id"], uid.as_str());
+    }
+    // Eight concurrent refreshes of one token: all served (they queue on its row lock),
+    // each with its own successor, all in the one session.
+    let rt2 = s2["refresh_token"].as_str().unwrap().to_string();
+    let answers = futures_util::future::join_all((0..8).map(|_| refresh(rt2.clone()))).await;
+    let mut tokens = std::collections::HashSet::new();
+    for (st, s) in &answers {
+        assert_eq!(*st, 200, "{s}");
+        assert_eq!(
+            jwt_claims(s["access_token"].as_str().unwrap())["session_id"],
+            session
+        );
+        tokens.insert(s["refresh_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 8);
+    let db = app.db.client().await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        let sid = session.as_str().unwrap().to_string();
+        async move {
+            let sid: uuid::Uuid = sid.parse().unwrap();
+            db.query_one(sql, &[&sid]).await.unwrap().get::<_, i64>(0)
+        }
+    };
+    const ALL: &str = "SELECT count(*) FROM auth.refresh_tokens WHERE session_id = $1";
+    const REVOKED: &str =
+        "SELECT count(*) FROM auth.refresh_tokens WHERE session_id = $1 AND revoked";
+    // rt1, its two successors, rt2's eight; only rt1 and rt2 were rotated.
+    assert_eq!(count(ALL).await, 11);
+    assert_eq!(count(REVOKED).await, 2);
+
+    // A session that is no longer live (its user banned behind the API's back, so the
+    // session row is still there): 403, and nothing is rotated or issued.
+    let uid: uuid::Uuid = uid.parse().unwrap();
+    db.execute(
+        "UPDATE auth.users SET banned_until = now() + interval '1 day' WHERE id = $1",
+        &[&uid],
+    )
+    .await
+    .unwrap();
+    let rt3 = s3["refresh_token"].as_str().unwrap().to_string();
+    let (st, e) = refresh(rt3).await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (403, Some("session_not_found")),
+        "{e}"
+    );
+    assert_eq!(count(ALL).await, 11);
+    assert_eq!(count(REVOKED).await, 2);
+}

@@ -257,11 +257,8 @@ async fn rate_check(
             v.trim_start_matches("Bearer ")
                 .trim_start_matches("bearer ")
                 .trim()
-                .to_string()
         });
-    let api_key = token
-        .as_deref()
-        .filter(|t| t.starts_with(crate::auth::api_keys::PREFIX));
+    let api_key = token.filter(|t| t.starts_with(crate::auth::api_keys::PREFIX));
     let group = state.rate_limits.group_for(req.path());
     let mut auth = None;
     if let Some(key) = api_key {
@@ -294,7 +291,7 @@ async fn rate_check(
         }
     }
     let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
-    let Some(key) = crate::ratelimit::caller_key(auth.as_ref(), token.as_deref(), &ip) else {
+    let Some(key) = crate::ratelimit::caller_key(auth.as_ref(), token, &ip) else {
         return Ok(None);
     };
     let r = state.rate_limits.check(group, per_minute, &key);

@@ -618,6 +618,34 @@ async fn rest_root_follows_the_callers_privileges() {
     assert_eq!(doc["definitions"], json!({}));
 }
 
+#[tokio::test]
+async fn rest_root_host_and_base_path_follow_public_url() {
+    let app =
+        TestApp::spawn_with(|c| c.server.public_url = "https://api.example.com:8443/base/".into())
+            .await;
+    // Without a schema comment (Postgres before 15 ships `standard public schema`, which
+    // would be the title, as in PostgREST): Fluxbase's own title.
+    app.db
+        .client()
+        .await
+        .batch_execute("COMMENT ON SCHEMA public IS NULL")
+        .await
+        .unwrap();
+    let doc = rest_doc(&app, None).await;
+    assert_eq!(doc["host"], "api.example.com:8443");
+    assert_eq!(doc["basePath"], "/base/rest/v1");
+    assert_eq!(doc["schemes"], json!(["https"]));
+    assert_eq!(doc["info"]["title"], "Fluxbase REST API");
+    // HEAD: the headers, no body.
+    let r = app.http.head(app.url("/rest/v1/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openapi+json; charset=utf-8"
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
 /// PostgREST's document stays a bounded amount of work for a schema of 1,000 tables.
 #[tokio::test]
 async fn rest_root_scales_to_a_thousand_tables() {

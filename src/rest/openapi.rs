@@ -453,11 +453,27 @@ fn relation_item(
     item
 }
 
-/// The input arguments an RPC call can name (all named; PostgREST's rule).
+/// Callable over RPC (PostgREST's rule): every input argument named, or one unnamed
+/// argument of a body type that receives the whole request body.
 fn callable(f: &Function) -> bool {
-    f.args.iter().all(|a| !a.name.is_empty())
+    (f.args.iter().all(|a| !a.name.is_empty()) || whole_body(f).is_some())
         && f.return_type != "trigger"
         && f.return_type != "event_trigger"
+}
+
+/// The type of the single unnamed argument that takes the whole body, if that is `f`.
+fn whole_body(f: &Function) -> Option<&str> {
+    match f.args.as_slice() {
+        [a] if a.name.is_empty()
+            && matches!(
+                a.type_name.as_str(),
+                "json" | "jsonb" | "text" | "bytea" | "xml"
+            ) =>
+        {
+            Some(a.type_name.as_str())
+        }
+        _ => None,
+    }
 }
 
 fn rpc_item(f: &Function, description: Option<&str>) -> Map<String, Value> {
@@ -494,6 +510,23 @@ fn rpc_item(f: &Function, description: Option<&str>) -> Map<String, Value> {
     }
     if let Some(d) = description {
         schema.insert("description".into(), d.into());
+    }
+    // One unnamed argument: the body is its value, not an object of named arguments; it
+    // cannot be given in a query string.
+    if let Some(t) = whole_body(f) {
+        let mut body = Map::new();
+        typed(&mut body, t);
+        if let Some(d) = description {
+            body.insert("description".into(), d.into());
+        }
+        let mut post = base();
+        post.insert(
+            "parameters".into(),
+            json!([{"name": "args", "required": true, "in": "body", "schema": body}]),
+        );
+        let mut item = Map::new();
+        item.insert("post".into(), Value::Object(post));
+        return item;
     }
     let mut post = base();
     post.insert(

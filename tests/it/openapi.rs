@@ -308,6 +308,7 @@ COMMENT ON FUNCTION add(int, int) IS 'Adds
 two numbers';
 CREATE FUNCTION greet(VARIADIC names text[]) RETURNS text LANGUAGE sql STABLE
   AS $$ SELECT array_to_string(names, ' ') $$;
+CREATE FUNCTION echo(jsonb) RETURNS jsonb LANGUAGE sql STABLE AS 'SELECT $1';
 NOTIFY pgrst, 'reload schema';
 ";
 
@@ -545,6 +546,13 @@ async fn rest_root_is_postgrests_swagger_document() {
     );
     let bump = &doc["paths"]["/rpc/bump"];
     assert!(bump["post"].is_object() && bump["get"].is_null());
+    // One unnamed body-typed argument: the whole body, POST only.
+    let echo = &doc["paths"]["/rpc/echo"];
+    assert_eq!(
+        echo["post"]["parameters"],
+        json!([{"name": "args", "required": true, "in": "body", "schema": {"format": "jsonb"}}])
+    );
+    assert!(echo["get"].is_null());
     // Every reference resolves.
     let mut refs = vec![];
     fn walk(v: &Value, out: &mut Vec<String>) {

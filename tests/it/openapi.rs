@@ -654,6 +654,53 @@ async fn rest_root_host_and_base_path_follow_public_url() {
     assert!(r.bytes().await.unwrap().is_empty());
 }
 
+/// `Accept-Profile` picks the schema described, as for any read.
+#[tokio::test]
+async fn rest_root_describes_the_profile_schema() {
+    let app = TestApp::spawn_with(|c| c.rest.schemas = vec!["public".into(), "api".into()]).await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE in_public (id int PRIMARY KEY);
+             CREATE SCHEMA api; COMMENT ON SCHEMA api IS 'The api schema';
+             GRANT USAGE ON SCHEMA api TO anon;
+             CREATE TABLE api.widgets (id int PRIMARY KEY, label text);
+             GRANT SELECT ON api.widgets TO anon;
+             CREATE FUNCTION api.ping() RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'pong' $$;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(Duration::from_secs(10), || async {
+        app.state.schema.get().table("api", "widgets").is_some()
+    })
+    .await;
+    assert!(ok, "schema cache never saw api.widgets");
+    let r = app
+        .get("/rest/v1/")
+        .header("accept-profile", "api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["info"]["title"], "The api schema");
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/", "/rpc/ping", "/widgets"]);
+    assert_eq!(
+        doc["paths"]["/widgets"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["get"]
+    );
+    let doc = rest_doc(&app, None).await;
+    assert!(doc["paths"]["/in_public"]["get"].is_object());
+    assert!(doc["paths"]["/widgets"].is_null());
+}
+
 /// PostgREST's document stays a bounded amount of work for a schema of 1,000 tables.
 #[tokio::test]
 async fn rest_root_scales_to_a_thousand_tables() {

@@ -137,3 +137,81 @@ pub async fn run(
         }
     }
 }
+
+/// What `GET /rest/v1/` needs beyond the schema cache, as ONE JSON value (see
+/// [`super::openapi::Catalog`]). Run as the caller's role, so `has_*_privilege` answer for
+/// it (PostgREST's `follow-privileges`); a role without USAGE on the schema sees nothing.
+/// `data_type` is PostgREST's: no type modifier, qualified when not a built-in type, the
+/// base type of a domain over a built-in one.
+const OPENAPI_CATALOG: &str = "
+SELECT json_build_object(
+  'description', obj_description(n.oid, 'pg_namespace'),
+  'relations', coalesce((
+    SELECT json_agg(json_build_object(
+      'name', c.relname,
+      'select', has_table_privilege(c.oid, 'SELECT') OR has_any_column_privilege(c.oid, 'SELECT'),
+      'insert', has_table_privilege(c.oid, 'INSERT') OR has_any_column_privilege(c.oid, 'INSERT'),
+      'update', has_table_privilege(c.oid, 'UPDATE') OR has_any_column_privilege(c.oid, 'UPDATE'),
+      'delete', has_table_privilege(c.oid, 'DELETE'),
+      'columns', coalesce((
+        SELECT json_agg(json_build_object(
+          'name', a.attname,
+          'description', col_description(c.oid, a.attnum),
+          'data_type', CASE
+            WHEN bt.typnamespace = 'pg_catalog'::regnamespace THEN format_type(bt.oid, NULL)
+            WHEN bt.typcategory = 'A' AND et.typnamespace = 'pg_catalog'::regnamespace
+              THEN format_type(bt.oid, NULL)
+            WHEN bt.typcategory = 'A' THEN quote_ident(etn.nspname) || '.' || quote_ident(et.typname) || '[]'
+            ELSE quote_ident(btn.nspname) || '.' || quote_ident(bt.typname) END,
+          'max_length', CASE WHEN bt.oid IN ('varchar'::regtype, 'bpchar'::regtype)
+                              AND coalesce(nullif(t.typtypmod, -1), a.atttypmod) > 4
+                             THEN coalesce(nullif(t.typtypmod, -1), a.atttypmod) - 4 END,
+          'enum_values', coalesce((SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
+                                     FROM pg_enum e WHERE e.enumtypid = bt.oid), '[]')
+        ) ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        -- A domain over a built-in type is described as that type.
+        JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' AND EXISTS (
+               SELECT 1 FROM pg_type b WHERE b.oid = t.typbasetype
+                  AND b.typnamespace = 'pg_catalog'::regnamespace)
+             THEN t.typbasetype ELSE t.oid END
+        JOIN pg_namespace btn ON btn.oid = bt.typnamespace
+        LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+        LEFT JOIN pg_namespace etn ON etn.oid = et.typnamespace
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]')
+    ) ORDER BY c.relname)
+    FROM pg_class c
+    WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+      AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+           OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))), '[]'),
+  'functions', coalesce((
+    SELECT json_agg(json_build_object(
+      'name', p.proname,
+      'args', ARRAY(SELECT format_type(x, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(x, i) ORDER BY i),
+      'description', obj_description(p.oid, 'pg_proc')) ORDER BY p.proname)
+    FROM pg_proc p
+    WHERE p.pronamespace = n.oid AND p.prokind = 'f' AND has_function_privilege(p.oid, 'EXECUTE')), '[]')
+)::text
+FROM pg_namespace n
+WHERE n.nspname = $1 AND has_schema_privilege(n.oid, 'USAGE')";
+
+/// The caller's view of `schema` for the OpenAPI document: one read-only statement in the
+/// request transaction (role and claims set as for any request).
+pub async fn openapi_catalog(
+    pool: &deadpool_postgres::Pool,
+    ctx: &AuthContext,
+    info: &RequestInfo,
+    schema: &str,
+) -> Result<super::openapi::Catalog, ApiError> {
+    let rows = RequestTx::read_only(pool, ctx, info, OPENAPI_CATALOG, &[&schema]).await?;
+    match rows.first() {
+        // No USAGE on the schema: nothing is described.
+        None => Ok(super::openapi::Catalog::default()),
+        Some(r) => {
+            let text: String = r.get(0);
+            serde_json::from_str(&text)
+                .map_err(|e| ApiError::internal(format!("OpenAPI catalog: {e}")))
+        }
+    }
+}

@@ -139,9 +139,7 @@ async fn serve(
         return Ok(options(&api, &cache));
     }
     if let Action::Schema { .. } = api.action {
-        return Ok(HttpResponse::Ok()
-            .content_type("application/openapi+json; charset=utf-8")
-            .body(super::render_openapi(&cache, &api.schema)));
+        return openapi(req, state, ctx, &api, &cache).await;
     }
     let max_rows = (state.config.rest.max_rows > 0).then_some(state.config.rest.max_rows);
     let plan = plan::plan(&mut api, &cache, max_rows)?;
@@ -458,6 +456,33 @@ fn body_json(api: &ApiRequest) -> Option<String> {
 
 /// `OPTIONS`: the methods a relation (or function) accepts, in `Allow`, as PostgREST answers.
 /// (CORS preflights never get here: the CORS middleware answers them.)
+/// `GET /rest/v1/`: the Swagger 2.0 document of the schema, as the caller's role sees it.
+async fn openapi(
+    req: &HttpRequest,
+    state: &AppState,
+    ctx: &AuthContext,
+    api: &ApiRequest,
+    cache: &crate::schema::SchemaCache,
+) -> Result<HttpResponse, ApiError> {
+    let info = RequestInfo::from_request(req);
+    let catalog = execute::openapi_catalog(&state.pool, ctx, &info, &api.schema).await?;
+    let conn = req.connection_info();
+    let server = super::openapi::Server::new(
+        &state.config.server.public_url,
+        conn.scheme(),
+        conn.host(),
+        "/rest/v1",
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/openapi+json; charset=utf-8")
+        .body(super::openapi::render(
+            cache,
+            &api.schema,
+            &catalog,
+            &server,
+        )))
+}
+
 fn options(api: &ApiRequest, cache: &crate::schema::SchemaCache) -> HttpResponse {
     use super::parse::Target;
     let allow = match &api.target {

@@ -12,6 +12,7 @@
 
 pub mod execute;
 pub mod handler;
+pub mod openapi;
 pub mod parse;
 pub mod plan;
 pub mod render;
@@ -81,71 +82,4 @@ impl From<RestError> for crate::error::ApiError {
         a.hint = e.hint;
         a
     }
-}
-
-/// A Swagger 2.0 description of the exposed schema's relations (`GET /rest/v1/`), as
-/// PostgREST serves it: one path per table or view, one definition per row type.
-pub fn render_openapi(cache: &crate::schema::SchemaCache, schema: &str) -> String {
-    use serde_json::{json, Map, Value};
-    let mut paths = Map::new();
-    let mut defs = Map::new();
-    let mut tables: Vec<&crate::schema::Table> = cache
-        .tables
-        .values()
-        .map(|t| &**t)
-        .filter(|t| t.schema == schema)
-        .collect();
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
-    for t in tables {
-        let mut ops = Map::new();
-        ops.insert(
-            "get".into(),
-            json!({"tags": [t.name], "responses": {"200": {"description": "OK"}}}),
-        );
-        if t.insertable {
-            ops.insert(
-                "post".into(),
-                json!({"tags": [t.name], "responses": {"201": {"description": "Created"}}}),
-            );
-        }
-        if t.updatable {
-            ops.insert(
-                "patch".into(),
-                json!({"tags": [t.name], "responses": {"204": {"description": "No Content"}}}),
-            );
-        }
-        if t.deletable {
-            ops.insert(
-                "delete".into(),
-                json!({"tags": [t.name], "responses": {"204": {"description": "No Content"}}}),
-            );
-        }
-        paths.insert(format!("/{}", t.name), Value::Object(ops));
-        let props: Map<String, Value> = t
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), json!({"format": c.type_name})))
-            .collect();
-        let required: Vec<&str> = t
-            .columns
-            .iter()
-            .filter(|c| !c.nullable && c.default.is_none() && !c.generated)
-            .map(|c| c.name.as_str())
-            .collect();
-        defs.insert(
-            t.name.clone(),
-            json!({"type": "object", "properties": props, "required": required, "description": t.description}),
-        );
-    }
-    json!({
-        "swagger": "2.0",
-        "info": {"title": "Fluxbase REST", "version": env!("CARGO_PKG_VERSION")},
-        "basePath": "/",
-        "schemes": ["http", "https"],
-        "consumes": ["application/json", "text/csv"],
-        "produces": ["application/json", "application/vnd.pgrst.object+json", "text/csv"],
-        "paths": paths,
-        "definitions": defs,
-    })
-    .to_string()
 }

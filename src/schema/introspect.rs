@@ -103,14 +103,23 @@ pub async fn load(
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
     // Five statements in one round trip, in ONE snapshot: run as separate statements they
     // could straddle a DDL commit and yield a cache that has a new function but not the new
-    // table created in the same transaction (seen in CI).
+    // table created in the same transaction (seen in CI). They are prepared first: a query
+    // given as text is prepared (a round trip) before its Bind/Execute is sent, so in the
+    // pipeline below they would run after the COMMIT, each in its own snapshot.
+    let (rels, cols, fks, views, funcs) = tokio::try_join!(
+        client.prepare(RELATIONS),
+        client.prepare(COLUMNS),
+        client.prepare(FOREIGN_KEYS),
+        client.prepare(VIEWS),
+        client.prepare(FUNCTIONS),
+    )?;
     let (begin, rels, cols, fks, views, funcs, commit) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        client.query(RELATIONS, &p),
-        client.query(COLUMNS, &p),
-        client.query(FOREIGN_KEYS, &p),
-        client.query(VIEWS, &p),
-        client.query(FUNCTIONS, &p),
+        client.query(&rels, &p),
+        client.query(&cols, &p),
+        client.query(&fks, &p),
+        client.query(&views, &p),
+        client.query(&funcs, &p),
         client.batch_execute("COMMIT"),
     );
     begin?;

@@ -53,3 +53,39 @@ test('the fixture schema is in the validated document', async () => {
   const ids = Object.values(doc.paths).flatMap((item) => Object.values(item).map((op) => op.operationId));
   assert.equal(new Set(ids).size, ids.length, 'duplicate operationId');
 });
+
+// GET /rest/v1/ is PostgREST's Swagger 2.0 document: the same validator, with its 2.0 schema.
+for (const [who, key] of [['anon', process.env.FLUXBASE_ANON_KEY], ['service_role', process.env.FLUXBASE_SERVICE_KEY]]) {
+  test(`/rest/v1/ is a valid Swagger 2.0 document (${who})`, async () => {
+    const res = await fetch(`${url}/rest/v1/`, { headers: { apikey: key, authorization: `Bearer ${key}` } });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/openapi\+json/);
+    const doc = await res.json();
+    assert.equal(doc.swagger, '2.0');
+    for (const p of ['/', '/authors', '/books', '/rpc/add', '/rpc/books_after']) {
+      assert.ok(doc.paths[p], `${p} missing`);
+    }
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    if (!result.valid) {
+      console.log(JSON.stringify(result.errors, null, 2));
+    }
+    assert.equal(validator.version, '2.0');
+    assert.deepEqual(result, { valid: true });
+    // Every local $ref resolves (JSON Pointer, percent-decoded).
+    const walk = (v, out) => {
+      if (Array.isArray(v)) v.forEach((x) => walk(x, out));
+      else if (v && typeof v === 'object') {
+        if (typeof v.$ref === 'string') out.push(v.$ref);
+        Object.values(v).forEach((x) => walk(x, out));
+      }
+      return out;
+    };
+    for (const r of walk(doc, [])) {
+      const parts = decodeURIComponent(r.slice(2)).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+      let at = doc;
+      for (const part of parts) at = at?.[part];
+      assert.ok(at !== undefined, `dangling ${r}`);
+    }
+  });
+}

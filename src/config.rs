@@ -272,6 +272,11 @@ pub struct AuthConfig {
     /// An email change is confirmed from both the current and the new address, as GoTrue's
     /// `GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED`; off: from the new address alone.
     pub secure_email_change: bool,
+    /// A signed-in user may link another provider's identity to the account
+    /// (`GET /auth/v1/user/identities/authorize`) and unlink identities
+    /// (`DELETE /auth/v1/user/identities/{id}`), as GoTrue's
+    /// `GOTRUE_SECURITY_MANUAL_LINKING_ENABLED`; off, both answer `manual_linking_disabled`.
+    pub manual_linking_enabled: bool,
     /// Subjects and bodies of auth mail, per kind.
     pub templates: MailTemplatesConfig,
     /// Per-endpoint limits of auth requests and mail sends.
@@ -386,6 +391,7 @@ impl Default for AuthConfig {
             otp_expiry_secs: 3600,
             secure_password_change: false,
             secure_email_change: true,
+            manual_linking_enabled: false,
             templates: MailTemplatesConfig::default(),
             rate_limit: AuthRateLimitConfig::default(),
             require_apikey: false,

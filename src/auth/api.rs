@@ -155,6 +155,20 @@ pub fn configure(reg: &mut Registry) {
     );
     both!(
         Method::GET,
+        "/user/identities/authorize",
+        "Link another provider's identity to the signed-in user (302 to the provider; auth.manual_linking_enabled)",
+        Key,
+        super::oauth::link::link_identity
+    );
+    both!(
+        Method::DELETE,
+        "/user/identities/{id}",
+        "Unlink one of the signed-in user's identities (auth.manual_linking_enabled)",
+        Key,
+        super::oauth::link::unlink_identity
+    );
+    both!(
+        Method::GET,
         "/authorize",
         "Start an OAuth sign-in (302 to the provider)",
         Public,
@@ -619,6 +633,8 @@ struct TokenBody {
     nonce: Option<String>,
     client_id: Option<String>,
     issuer: Option<String>,
+    #[serde(default)]
+    link_identity: bool,
 }
 
 async fn token(
@@ -651,6 +667,7 @@ async fn token(
                 nonce: b.nonce,
                 client_id: b.client_id,
                 issuer: b.issuer,
+                link_identity: b.link_identity,
             };
             super::oauth::id_token::grant(&state, &req, params).await
         }

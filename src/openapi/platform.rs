@@ -472,6 +472,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                         json!({"type": "string", "description": "grant_type=id_token: with `issuer`, instead of `provider`"}),
                     ),
                     (
+                        "link_identity",
+                        json!({"type": "boolean", "description": "grant_type=id_token: link the token's identity to the user of the bearer token instead of signing in"}),
+                    ),
+                    (
                         "issuer",
                         json!({"type": "string", "description": "grant_type=id_token: the issuer of an enabled OIDC preset, instead of `provider`"}),
                     ),
@@ -1682,33 +1686,45 @@ pub fn entries() -> Vec<Entry> {
                 r("GenerateLinkResponse"),
             ),
     ));
+    // `/authorize` and its manual-linking twin read the same query.
+    let oauth_start = |spec: Spec| {
+        spec.param(query_required(
+            "provider",
+            json!({"type": "string", "enum": crate::auth::oauth::provider::NAMES}),
+            "The OAuth provider (an enabled `auth.external` preset)",
+        ))
+        .param(query(
+            "redirect_to",
+            s(),
+            "Where the callback sends the browser (the site URL, under it, or on `auth.redirect_allow_list`; otherwise the site URL)",
+        ))
+        .param(query("scopes", s(), "Scopes besides the preset's, space-separated"))
+        .param(query("code_challenge", s(), "PKCE challenge (43-128 characters): the callback then ends in `?code=`"))
+        .param(query(
+            "code_challenge_method",
+            json!({"type": "string", "enum": ["s256", "plain"]}),
+            "PKCE method",
+        ))
+        .param(query("skip_http_redirect", boolean(), "Answer `{url}` instead of redirecting"))
+        .resp("302", redirect("To the provider's authorization endpoint"))
+        .ok(
+            "With skip_http_redirect=true: the provider URL",
+            record(&[("url", s())]),
+        )
+    };
+    v.push(e("GET", "/auth/v1/authorize", oauth_start(Spec::new())));
     v.push(e(
         "GET",
-        "/auth/v1/authorize",
-        Spec::new()
-            .param(query_required(
-                "provider",
-                json!({"type": "string", "enum": crate::auth::oauth::provider::NAMES}),
-                "The OAuth provider (an enabled `auth.external` preset)",
-            ))
-            .param(query(
-                "redirect_to",
-                s(),
-                "Where the callback sends the browser (the site URL, under it, or on `auth.redirect_allow_list`; otherwise the site URL)",
-            ))
-            .param(query("scopes", s(), "Scopes besides the preset's, space-separated"))
-            .param(query("code_challenge", s(), "PKCE challenge (43-128 characters): the callback then ends in `?code=`"))
-            .param(query(
-                "code_challenge_method",
-                json!({"type": "string", "enum": ["s256", "plain"]}),
-                "PKCE method",
-            ))
-            .param(query("skip_http_redirect", boolean(), "Answer `{url}` instead of redirecting"))
-            .resp("302", redirect("To the provider's authorization endpoint"))
-            .ok(
-                "With skip_http_redirect=true: the provider URL",
-                record(&[("url", s())]),
-            ),
+        "/auth/v1/user/identities/authorize",
+        oauth_start(Spec::new()),
+    ));
+    v.push(e(
+        "DELETE",
+        "/auth/v1/user/identities/{id}",
+        Spec::new().ok(
+            "The identity (`identity_id` in the User's `identities`) is unlinked",
+            r("EmptyObject"),
+        ),
     ));
     for method in ["GET", "POST"] {
         v.push(e(

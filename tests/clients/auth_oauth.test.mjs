@@ -3,6 +3,8 @@
 // with github and oidc enabled against the fake; the script plays the browser, following each
 // redirect by hand (fetch with redirect: 'manual'). signInWithIdToken gets its token from the
 // fake's `native/id_token` endpoint (FAKE_OAUTH_PROVIDER), as an app gets one from a native SDK.
+// linkIdentity/unlinkIdentity run with auth.manual_linking_enabled; `login_hint` makes the fake
+// sign in a second account (`hint-<login>`), since this script cannot set the fake's user.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
@@ -126,4 +128,67 @@ test('signInWithIdToken: a native id_token with a hashed nonce signs in; a wrong
   const me = await supabase.auth.getUser();
   assert.equal(me.error, null);
   assert.ok(me.data.user.identities.some((i) => i.provider === 'oidc'), JSON.stringify(me.data.user.identities));
+});
+
+/** From the provider URL linkIdentity answered (skipBrowserRedirect) back to redirect_to. */
+async function browseFromProvider(providerUrl) {
+  let res = await fetch(providerUrl, { redirect: 'manual' });
+  assert.equal(res.status, 302, 'the provider sends the browser back');
+  const callback = res.headers.get('location');
+  assert.ok(callback.startsWith(`${url}/auth/v1/callback?`), callback);
+  res = await fetch(callback, { redirect: 'manual' });
+  assert.equal(res.status, 302);
+  return new URL(res.headers.get('location'));
+}
+
+test('linkIdentity (PKCE) makes an anonymous user permanent; getUserIdentities; unlinkIdentity', async () => {
+  const fake = process.env.FAKE_OAUTH_PROVIDER;
+  const supabase = client();
+  const anon = await supabase.auth.signInAnonymously();
+  assert.equal(anon.error, null);
+  const userId = anon.data.user.id;
+  // login_hint makes the fake provider sign in `hint-linky` (linky@example.test).
+  const linkTo = async (c, provider) => {
+    const r = await c.auth.linkIdentity({
+      provider,
+      options: { redirectTo: 'http://app.test/linked', skipBrowserRedirect: true, queryParams: { login_hint: 'linky' } },
+    });
+    assert.equal(r.error, null);
+    assert.ok(r.data.url.startsWith(fake), r.data.url);
+    return browseFromProvider(r.data.url);
+  };
+
+  let landed = await linkTo(supabase, 'oidc');
+  assert.equal(landed.origin + landed.pathname, 'http://app.test/linked');
+  let ex = await supabase.auth.exchangeCodeForSession(landed.searchParams.get('code'));
+  assert.equal(ex.error, null);
+  assert.equal(ex.data.session.user.id, userId, 'the same user, now with the identity');
+  assert.equal(ex.data.user.is_anonymous, false);
+  assert.equal(ex.data.user.email, 'linky@example.test');
+
+  landed = await linkTo(supabase, 'github');
+  ex = await supabase.auth.exchangeCodeForSession(landed.searchParams.get('code'));
+  assert.equal(ex.error, null);
+  assert.equal(ex.data.user.id, userId);
+  const ids = await supabase.auth.getUserIdentities();
+  assert.equal(ids.error, null);
+  assert.deepEqual(ids.data.identities.map((i) => i.provider).sort(), ['github', 'oidc']);
+
+  // Someone else cannot take that identity.
+  const other = client();
+  assert.equal((await other.auth.signInAnonymously()).error, null);
+  landed = await linkTo(other, 'oidc');
+  assert.equal(landed.searchParams.get('error_code'), 'identity_already_exists');
+  assert.equal(landed.searchParams.get('error_description'), 'Identity is already linked to another user');
+
+  const github = ids.data.identities.find((i) => i.provider === 'github');
+  const un = await supabase.auth.unlinkIdentity(github);
+  assert.equal(un.error, null);
+  const after = await supabase.auth.getUserIdentities();
+  assert.deepEqual(after.data.identities.map((i) => i.provider), ['oidc']);
+  const last = await supabase.auth.unlinkIdentity(after.data.identities[0]);
+  assert.equal(last.error.status, 422);
+  assert.equal(last.error.code, 'single_identity_not_deletable');
+  const me = await supabase.auth.getUser();
+  assert.deepEqual(me.data.user.app_metadata.providers, ['oidc']);
 });

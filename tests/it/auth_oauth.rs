@@ -1377,3 +1377,555 @@ async fn id_token_grant_links_and_refuses_like_the_callback() {
         "{b}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Manual linking: GET /user/identities/authorize, grant_type=id_token with link_identity,
+// DELETE /user/identities/{id}.
+
+/// Signs up (autoconfirm) and returns the session.
+async fn signup(app: &TestApp, email: &str) -> Value {
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"email": email, "password": "hunter22"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert!(s["access_token"].is_string(), "{s}");
+    s
+}
+
+fn bearer(s: &Value) -> String {
+    s["access_token"].as_str().unwrap().to_string()
+}
+
+/// The signed-in user's browser: `linkIdentity` (skip_http_redirect) → provider → callback.
+async fn link(app: &TestApp, access: &str, query: &str) -> Hops {
+    let r = app
+        .get(&format!(
+            "/auth/v1/user/identities/authorize?{query}&skip_http_redirect=true"
+        ))
+        .header("apikey", app.anon_key())
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let to_provider =
+        url::Url::parse(r.json::<Value>().await.unwrap()["url"].as_str().unwrap()).unwrap();
+    let b = browser();
+    let r = b.get(to_provider.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 302, "provider: {}", r.text().await.unwrap());
+    let callback = location(&r);
+    assert!(
+        callback.starts_with(&app.url("/auth/v1/callback?")),
+        "{callback}"
+    );
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    Hops {
+        to_provider,
+        back: url::Url::parse(&location(&r)).unwrap(),
+    }
+}
+
+/// `DELETE /auth/v1/user/identities/{id}` in the newer error shape.
+async fn unlink(app: &TestApp, access: &str, id: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .delete(app.url(&format!("/auth/v1/user/identities/{id}")))
+        .header("apikey", app.anon_key())
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn providers_of(user: &Value) -> Vec<String> {
+    user["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["provider"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn identity_id(user: &Value, provider: &str) -> String {
+    user["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider"] == provider)
+        .unwrap_or_else(|| panic!("no {provider} identity: {user}"))["identity_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn audit_actions(app: &TestApp, like: &str) -> Vec<(String, Value)> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT action, details FROM fluxbase.audit_log WHERE action LIKE $1 ORDER BY id",
+            &[&like],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Off by default (GoTrue's default): both routes answer 404 `manual_linking_disabled` to a
+/// signed-in user; without a user token they answer 401 first, as GoTrue authenticates
+/// before it looks at the setting.
+#[tokio::test]
+async fn manual_linking_is_off_by_default() {
+    let (app, _fake) = setup(|c| c.auth.mailer_autoconfirm = true).await;
+    let s = signup(&app, "off@example.test").await;
+    let r = app
+        .get("/auth/v1/user/identities/authorize?provider=github&skip_http_redirect=true")
+        .header("apikey", app.anon_key())
+        .header("X-Supabase-Api-Version", "2024-01-01")
+        .bearer_auth(bearer(&s))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        (b["code"].as_str(), b["message"].as_str()),
+        (
+            Some("manual_linking_disabled"),
+            Some("Manual linking is disabled")
+        )
+    );
+    let id = identity_id(&s["user"], "email");
+    let (status, b) = unlink(&app, &bearer(&s), &id).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (404, Some("manual_linking_disabled"))
+    );
+    let (status, b) = unlink(&app, &app.anon_key(), &id).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (401, Some("no_authorization"))
+    );
+    let n: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM auth.oauth_states", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "no flow was opened");
+}
+
+/// linkIdentity through the redirect flow: the provider's identity (another address, so no
+/// automatic linking could do it) joins the signed-in user, and the browser comes back with
+/// a new session of that user (implicit: fragment; PKCE: a code). An identity that is
+/// already someone's is refused with `identity_already_exists` and nothing changes.
+#[tokio::test]
+async fn link_identity_attaches_the_identity_to_the_signed_in_user() {
+    let (app, fake) = setup(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.manual_linking_enabled = true;
+    })
+    .await;
+    let a = signup(&app, "ann@example.test").await;
+    let uid = a["user"]["id"].as_str().unwrap().to_string();
+    fake.set_user(FakeUser::new("1001", "annie", "annie@elsewhere.test"));
+
+    // Without skip_http_redirect: a 302 to the provider.
+    let r = browser()
+        .get(app.url("/auth/v1/user/identities/authorize?provider=github"))
+        .header("apikey", app.anon_key())
+        .bearer_auth(bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(location(&r).starts_with(&fake.base), "{}", location(&r));
+
+    let hops = link(
+        &app,
+        &bearer(&a),
+        &format!(
+            "provider=github&redirect_to={}",
+            enc("http://app.test/linked")
+        ),
+    )
+    .await;
+    assert!(hops.to_provider.as_str().starts_with(&fake.base));
+    assert_eq!(
+        hops.back.as_str().split('#').next().unwrap(),
+        "http://app.test/linked"
+    );
+    let f = hops.fragment();
+    assert!(!f.contains_key("error"), "{f:?}");
+    let claims = jwt_claims(&f["access_token"]);
+    assert_eq!(claims["sub"], uid.as_str(), "a session of the linking user");
+    assert_eq!(claims["amr"][0]["method"], "oauth");
+    assert_ne!(
+        claims["session_id"],
+        jwt_claims(&bearer(&a))["session_id"],
+        "a new session"
+    );
+    let user = get_user(&app, &f["access_token"]).await;
+    assert_eq!(user["id"], uid.as_str());
+    assert_eq!(providers_of(&user), ["email", "github"]);
+    assert_eq!(user["email"], "ann@example.test", "the address stays");
+    assert_eq!(
+        user["app_metadata"]["providers"],
+        json!(["email", "github"])
+    );
+    assert_eq!(user["app_metadata"]["provider"], "email");
+    let gh = &user["identities"][1];
+    assert_eq!(gh["identity_data"]["email"], "annie@elsewhere.test");
+    assert_eq!(gh["id"], "1001");
+    let audit = audit_actions(&app, "auth.identity.%").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].0, "auth.identity.link");
+    assert_eq!(audit[0].1["provider"], "github");
+    assert_eq!(audit[0].1["provider_id"], "1001");
+    // The earlier session still works.
+    get_user(&app, &bearer(&a)).await;
+
+    // The same identity again: already linked (to this user).
+    let q = link(&app, &bearer(&a), "provider=github").await.query();
+    assert_eq!(q["error_code"], "identity_already_exists", "{q:?}");
+    assert_eq!(q["error_description"], "Identity is already linked");
+
+    // Someone else's identity: refused, and it stays where it is.
+    let b = signup(&app, "bob@example.test").await;
+    let hops = link(&app, &bearer(&b), "provider=github").await;
+    let q = hops.query();
+    assert_eq!(q["error_code"], "identity_already_exists", "{q:?}");
+    assert_eq!(
+        q["error_description"],
+        "Identity is already linked to another user"
+    );
+    assert!(!hops.fragment().contains_key("access_token"));
+    let owner: String = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT user_id::text FROM auth.identities WHERE provider = 'github'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, uid);
+
+    // PKCE: the code is exchanged for a session of the linking user.
+    fake.set_user(FakeUser::new("oidc-bob", "bobby", "bobby@elsewhere.test"));
+    let verifier = "link-verifier-long-enough-to-be-valid-0123456789-abcdefgh";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+    };
+    let hops = link(
+        &app,
+        &bearer(&b),
+        &format!("provider=oidc&code_challenge={challenge}&code_challenge_method=s256"),
+    )
+    .await;
+    let code = hops.query()["code"].clone();
+    let r = app
+        .http
+        .post(app.url("/auth/v1/token?grant_type=pkce"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"auth_code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert_eq!(s["user"]["id"], b["user"]["id"]);
+    assert_eq!(providers_of(&s["user"]), ["email", "oidc"]);
+    assert!(s["provider_token"].is_string(), "{s}");
+
+    // A user token is needed to start; an expired or signed-out session cannot.
+    let r = app
+        .get("/auth/v1/user/identities/authorize?provider=github")
+        .header("apikey", app.anon_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .http
+        .post(app.url("/auth/v1/logout"))
+        .header("apikey", app.anon_key())
+        .bearer_auth(bearer(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .get("/auth/v1/user/identities/authorize?provider=github")
+        .header("apikey", app.anon_key())
+        .bearer_auth(bearer(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "session_not_found");
+}
+
+/// An anonymous user who links a provider with a verified address takes that address and
+/// becomes a permanent, confirmed user; with an unverified address the identity is linked
+/// but a confirmation mail goes out instead of a session; an address that belongs to another
+/// account is refused (`email_exists`) and nothing is linked.
+#[tokio::test]
+async fn anonymous_users_become_permanent_by_linking() {
+    let (app, fake) = setup(|c| c.auth.manual_linking_enabled = true).await;
+    let anon_signup = || async {
+        let r = app
+            .http
+            .post(app.url("/auth/v1/signup"))
+            .header("apikey", app.anon_key())
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let s = anon_signup().await;
+    assert_eq!(s["user"]["is_anonymous"], true);
+    fake.set_user(FakeUser::new("1002", "anon", "Anon@Example.test"));
+    let f = link(&app, &bearer(&s), "provider=github").await.fragment();
+    assert!(!f.contains_key("error"), "{f:?}");
+    let claims = jwt_claims(&f["access_token"]);
+    assert_eq!(claims["sub"], s["user"]["id"]);
+    assert_eq!(claims["is_anonymous"], false);
+    let user = get_user(&app, &f["access_token"]).await;
+    assert_eq!(user["email"], "anon@example.test");
+    assert!(user["email_confirmed_at"].is_string(), "{user}");
+    assert_eq!(user["is_anonymous"], false);
+    assert_eq!(user["user_metadata"]["email_verified"], true);
+    assert_eq!(user["app_metadata"]["provider"], "github");
+    assert_eq!(user["app_metadata"]["providers"], json!(["github"]));
+
+    // Unverified: linked, address set but unconfirmed, a mail, no session.
+    let s = anon_signup().await;
+    let mut u = FakeUser::new("gl-anon", "unv", "unv@example.test");
+    u.email_verified = false;
+    fake.set_user(u);
+    let hops = link(&app, &bearer(&s), "provider=gitlab").await;
+    let q = hops.query();
+    assert_eq!(q["error_code"], "email_not_confirmed", "{q:?}");
+    assert_eq!(q["error"], "server_error");
+    assert!(q["error_description"].contains("Unverified email with gitlab"));
+    assert!(!hops.fragment().contains_key("access_token"));
+    let c = app.db.client().await;
+    let row = c
+        .query_one(
+            "SELECT u.email, u.email_confirmed_at IS NULL, u.is_anonymous,
+                    (SELECT count(*) FROM auth.identities i WHERE i.user_id = u.id AND i.provider = 'gitlab'),
+                    (SELECT count(*) FROM jobs.jobs j WHERE j.queue = 'auth.mail' AND j.payload->>'to' = u.email)
+               FROM auth.users u WHERE u.id = $1::text::uuid",
+            &[&s["user"]["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("unv@example.test")
+    );
+    assert!(row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2), "still anonymous until confirmed");
+    assert_eq!(row.get::<_, i64>(3), 1);
+    assert_eq!(row.get::<_, i64>(4), 1);
+
+    // Another account's address: nothing linked.
+    let s = anon_signup().await;
+    fake.set_user(FakeUser::new("oidc-taken", "taken", "anon@example.test"));
+    let q = link(&app, &bearer(&s), "provider=oidc").await.query();
+    assert_eq!(q["error_code"], "email_exists", "{q:?}");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM auth.identities WHERE provider = 'oidc'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// unlinkIdentity: only the user's own identities, never the last one; when the address was
+/// the unlinked identity's, the user takes a remaining identity's (still confirmed when its
+/// provider verified it); an address another account has blocks the unlink. Audited.
+#[tokio::test]
+async fn unlink_identity_keeps_one_and_moves_the_address() {
+    let (app, fake) = setup(|c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.manual_linking_enabled = true;
+    })
+    .await;
+    let a = signup(&app, "una@example.test").await;
+    fake.set_user(FakeUser::new("1003", "una", "una@github.test"));
+    let f = link(&app, &bearer(&a), "provider=github").await.fragment();
+    let access = f["access_token"].clone();
+    let user = get_user(&app, &access).await;
+    assert_eq!(providers_of(&user), ["email", "github"]);
+
+    let other = signup(&app, "other@example.test").await;
+    let foreign = identity_id(&other["user"], "email");
+    for (id, status, code) in [
+        ("not-a-uuid", 404, "validation_failed"),
+        (
+            "00000000-0000-0000-0000-000000000000",
+            422,
+            "identity_not_found",
+        ),
+        (foreign.as_str(), 422, "identity_not_found"),
+    ] {
+        let (s, b) = unlink(&app, &access, id).await;
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{id}: {b}");
+    }
+    // The other user keeps its identity.
+    assert_eq!(
+        providers_of(&get_user(&app, &bearer(&other)).await),
+        ["email"]
+    );
+
+    // Unlinking the email identity: the address moves to GitHub's, still confirmed.
+    let (s, b) = unlink(&app, &access, &identity_id(&user, "email")).await;
+    assert_eq!((s, &b), (200, &json!({})));
+    let user = get_user(&app, &access).await;
+    assert_eq!(providers_of(&user), ["github"]);
+    assert_eq!(user["email"], "una@github.test");
+    assert!(user["email_confirmed_at"].is_string(), "{user}");
+    assert_eq!(user["app_metadata"]["providers"], json!(["github"]));
+    assert_eq!(user["app_metadata"]["provider"], "github");
+    let r = app
+        .http
+        .post(app.url("/auth/v1/token?grant_type=password"))
+        .header("apikey", app.anon_key())
+        .json(&json!({"email": "una@example.test", "password": "hunter22"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the old address signs in no more");
+
+    // The last identity stays.
+    let (s, b) = unlink(&app, &access, &identity_id(&user, "github")).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["message"].as_str()),
+        (
+            422,
+            Some("single_identity_not_deletable"),
+            Some("User must have at least 1 identity after unlinking")
+        )
+    );
+    let audit = audit_actions(&app, "auth.identity.unlink").await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].1["provider"], "email");
+    assert_eq!(audit[0].1["identity_id"], identity_id(&a["user"], "email"));
+
+    // Email conflict: the remaining identity's address is another account's.
+    let c = signup(&app, "cat@example.test").await;
+    fake.set_user(FakeUser::new("1004", "cat", "dog@example.test"));
+    let f = link(&app, &bearer(&c), "provider=github").await.fragment();
+    let access = f["access_token"].clone();
+    signup(&app, "dog@example.test").await;
+    let user = get_user(&app, &access).await;
+    let (s, b) = unlink(&app, &access, &identity_id(&user, "email")).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (422, Some("email_conflict_identity_not_deletable")),
+        "{b}"
+    );
+    let user = get_user(&app, &access).await;
+    assert_eq!(providers_of(&user), ["email", "github"], "nothing changed");
+    assert_eq!(user["email"], "cat@example.test");
+    // Unlinking GitHub instead keeps the address (it is the email identity's).
+    let (s, _) = unlink(&app, &access, &identity_id(&user, "github")).await;
+    assert_eq!(s, 200);
+    let user = get_user(&app, &access).await;
+    assert_eq!(user["email"], "cat@example.test");
+    assert_eq!(user["app_metadata"]["providers"], json!(["email"]));
+}
+
+/// linkIdentity({provider, token}): `grant_type=id_token` with `link_identity` links the
+/// token's identity to the bearer's user and answers a new session of that user; it needs a
+/// user token, refuses an identity that is anyone's, and (as in GoTrue) does not depend on
+/// `manual_linking_enabled`.
+#[tokio::test]
+async fn id_token_grant_links_to_the_signed_in_user() {
+    let (app, fake) = setup(|c| c.auth.mailer_autoconfirm = true).await;
+    let a = signup(&app, "ida@example.test").await;
+    fake.set_user(FakeUser::new("g-ida", "ida", "ida@google.test"));
+    let token = fake.native_id_token("google", None, None);
+    let grant = |auth: Option<String>, token: String| {
+        let mut r = app
+            .http
+            .post(app.url("/auth/v1/token?grant_type=id_token"))
+            .header("apikey", app.anon_key())
+            .header("X-Supabase-Api-Version", "2024-01-01")
+            .json(&json!({"provider": "google", "id_token": token, "link_identity": true}));
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = grant(None, token.clone()).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            400,
+            Some("Linking requires a valid user access token in Authorization")
+        )
+    );
+    let (s, b) = grant(Some(app.anon_key()), token.clone()).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("no_authorization")));
+
+    let (s, b) = grant(Some(bearer(&a)), token.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user"]["id"], a["user"]["id"]);
+    assert_eq!(providers_of(&b["user"]), ["email", "google"]);
+    assert_eq!(b["user"]["email"], "ida@example.test");
+    let claims = jwt_claims(b["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], a["user"]["id"]);
+    assert_eq!(claims["amr"][0]["method"], "oauth");
+    assert_ne!(claims["session_id"], jwt_claims(&bearer(&a))["session_id"]);
+
+    let (s, b) = grant(Some(bearer(&a)), token.clone()).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["message"].as_str()),
+        (
+            422,
+            Some("identity_already_exists"),
+            Some("Identity is already linked")
+        )
+    );
+    let other = signup(&app, "ido@example.test").await;
+    let (s, b) = grant(Some(bearer(&other)), token).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (422, Some("Identity is already linked to another user"))
+    );
+    // Without link_identity the same token signs its (linked) user in.
+    let (s, b) = id_token_grant(
+        &app,
+        json!({"provider": "google", "id_token": fake.native_id_token("google", None, None)}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user"]["id"], a["user"]["id"]);
+}

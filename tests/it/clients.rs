@@ -122,6 +122,7 @@ async fn supabase_js_oauth_against_fluxbase() {
     let app = TestApp::spawn_with(move |c| {
         c.auth.site_url = "http://app.test".into();
         c.outbound.allow_private_networks = vec!["127.0.0.3/32".into()];
+        c.auth.manual_linking_enabled = true;
         let p = |url: String| fluxbase::config::OAuthProviderConfig {
             enabled: true,
             client_id: CLIENT_ID.into(),

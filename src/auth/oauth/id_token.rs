@@ -5,19 +5,22 @@
 //! gave the provider is the SHA-256 hex of the one it sends here, `at_hash` binds an
 //! `access_token` when both are present. The user is found, linked or created exactly as
 //! in the callback (`sign_in`), and the answer is a Session with amr `oauth`, as GoTrue
-//! records it.
+//! records it. With `link_identity: true` and a user's access token, the identity is linked
+//! to that user instead (`link::link_to_user`) and the Session is a new one of that user.
 //!
 //! Must not: accept a provider that is not an enabled OpenID Connect preset, or compare a
 //! raw nonce with the token's claim (anyone holding the token can read that claim; only
 //! its preimage proves the app that asked for the token is the one sending it).
 
 use super::provider::{self, IdTokenError, Kind, Preset};
-use super::{provider_unavailable, sign_in, Fail, SignInError};
+use super::{link, provider_unavailable, sign_in, Fail, SignInError};
 use crate::app::AppState;
+use crate::auth::api::current;
 use crate::auth::service::{self, db, gotrue};
+use crate::auth::AuthContext;
 use crate::config::{Config, OAuthProviderConfig};
 use crate::error::ApiError;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 /// The body of the grant, as GoTrue's `IdTokenGrantParams`.
@@ -35,6 +38,9 @@ pub struct Params {
     pub client_id: Option<String>,
     /// The provider's issuer.
     pub issuer: Option<String>,
+    /// Link the identity to the signed-in user (the request's bearer) instead of signing in
+    /// (supabase-js `linkIdentity({provider, token})`).
+    pub link_identity: bool,
 }
 
 fn some(v: &Option<String>) -> Option<&str> {
@@ -130,6 +136,29 @@ pub async fn grant(
             "provider or client_id and issuer required",
         ));
     }
+    // GoTrue checks the linking user before the provider and the token.
+    let link_to = if p.link_identity {
+        if req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .is_none()
+        {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                "Linking requires a valid user access token in Authorization",
+            ));
+        }
+        // The extractor's errors are ApiErrors (bad token, unknown API key).
+        let ctx = AuthContext::extract(req).await.map_err(|e| {
+            e.as_error::<ApiError>()
+                .cloned()
+                .unwrap_or_else(|| ApiError::internal(e.to_string()))
+        })?;
+        Some(current(state, &ctx).await?.0)
+    } else {
+        None
+    };
     let (name, preset, pcfg) = resolve(&state.config, &p)?;
     let ep = provider::endpoints(&state.outbound, &preset, pcfg)
         .await
@@ -188,9 +217,19 @@ pub async fn grant(
     let redirect_to = super::redirect::checked(&state.config.auth, None);
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
-    let uid = match sign_in(&*tx, state, req, &name, &user, &redirect_to).await {
+    let outcome = match link_to {
+        Some(target) => {
+            link::link_to_user(&*tx, state, req, &name, &user, target, &redirect_to).await
+        }
+        None => sign_in(&*tx, state, req, &name, &user, &redirect_to).await,
+    };
+    let uid = match outcome {
         Ok(uid) => uid,
         Err(SignInError::Fail(f)) => return Err(f.into_api()),
+        Err(SignInError::CommitThen(f)) => {
+            tx.commit().await.map_err(db)?;
+            return Err(f.into_api());
+        }
         Err(SignInError::NeedsVerification) => {
             // The account and its confirmation mail stay, as GoTrue commits them.
             tx.commit().await.map_err(db)?;

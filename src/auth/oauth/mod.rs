@@ -16,6 +16,7 @@
 //! during a provider call, or send tokens to a URL the allow-list does not admit.
 
 pub mod id_token;
+pub mod link;
 pub mod provider;
 pub mod redirect;
 
@@ -149,6 +150,32 @@ pub async fn authorize(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let url = start(&state, &req, None).await?;
+    Ok(to_provider(&req, url))
+}
+
+/// The answer of `/authorize` and of `/user/identities/authorize`: a 302 to the provider, or
+/// `{url}` with `skip_http_redirect=true`.
+fn to_provider(req: &HttpRequest, url: String) -> HttpResponse {
+    let skip = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, v)| k == "skip_http_redirect" && v == "true");
+    if skip {
+        return HttpResponse::Ok().json(json!({"url": url}));
+    }
+    HttpResponse::Found()
+        .insert_header(("Location", url))
+        .finish()
+}
+
+/// Opens a redirect flow from the request's query (`provider`, `redirect_to`, `scopes`,
+/// PKCE, parameters for the provider) and returns the provider's URL. With `link_to`, the
+/// flow attaches the provider's identity to that user instead of signing in (manual
+/// linking); everything else is the same flow.
+async fn start(
+    state: &AppState,
+    req: &HttpRequest,
+    link_to: Option<Uuid>,
+) -> Result<String, ApiError> {
     let q: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
@@ -165,7 +192,7 @@ pub async fn authorize(
     let ep = provider::endpoints(&state.outbound, &preset, pcfg)
         .await
         .map_err(|e| provider_unavailable(&name, &e))?;
-    let callback = callback_url(&state, &req, pcfg);
+    let callback = callback_url(state, req, pcfg);
 
     let secret = service::new_secret();
     let verifier = preset.pkce.then(service::new_secret);
@@ -201,9 +228,10 @@ pub async fn authorize(
         None => None,
     };
     tx.execute(
-        "INSERT INTO auth.oauth_states (state_hash, provider, redirect_to, callback_url, provider_code_verifier, nonce, flow_state_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&service::hash_token(&secret), &name, &redirect_to, &callback, &verifier, &nonce, &flow_id],
+        "INSERT INTO auth.oauth_states (state_hash, provider, redirect_to, callback_url, provider_code_verifier, nonce,
+                                        flow_state_id, linking_target_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&service::hash_token(&secret), &name, &redirect_to, &callback, &verifier, &nonce, &flow_id, &link_to],
     )
     .await
     .map_err(db)?;
@@ -244,12 +272,7 @@ pub async fn authorize(
             }
         }
     }
-    if get("skip_http_redirect") == Some("true") {
-        return Ok(HttpResponse::Ok().json(json!({"url": url.as_str()})));
-    }
-    Ok(HttpResponse::Found()
-        .insert_header(("Location", url.as_str()))
-        .finish())
+    Ok(url.into())
 }
 
 fn s256(verifier: &str) -> String {
@@ -351,6 +374,8 @@ struct Stored {
     verifier: Option<String>,
     nonce: Option<String>,
     flow_state: Option<Uuid>,
+    /// Manual linking: the user the identity goes to.
+    linking_target: Option<Uuid>,
 }
 
 /// `GET|POST /callback`: always a 302, to `redirect_to` (or the site URL while the state is
@@ -401,7 +426,7 @@ async fn consume_state(state: &AppState, raw: &str) -> Result<Option<Stored>, Ap
         .query_opt(
             "DELETE FROM auth.oauth_states WHERE state_hash = $1
              RETURNING provider, redirect_to, callback_url, provider_code_verifier, nonce, flow_state_id,
-                       created_at > now() - make_interval(secs => $2)",
+                       created_at > now() - make_interval(secs => $2), linking_target_id",
             &[&service::hash_token(raw), &STATE_TTL_SECS],
         )
         .await
@@ -413,6 +438,7 @@ async fn consume_state(state: &AppState, raw: &str) -> Result<Option<Stored>, Ap
         verifier: r.get(3),
         nonce: r.get(4),
         flow_state: r.get(5),
+        linking_target: r.get(7),
     }))
 }
 
@@ -512,9 +538,19 @@ async fn finish(
 
     let mut c = state.pool.get().await.map_err(ApiError::from)?;
     let tx = c.transaction().await.map_err(db)?;
-    let uid = match sign_in(&*tx, state, req, name, &user, &stored.redirect_to).await {
+    let outcome = match stored.linking_target {
+        Some(target) => {
+            link::link_to_user(&*tx, state, req, name, &user, target, &stored.redirect_to).await
+        }
+        None => sign_in(&*tx, state, req, name, &user, &stored.redirect_to).await,
+    };
+    let uid = match outcome {
         Ok(uid) => uid,
         Err(SignInError::Fail(f)) => return Err(f),
+        Err(SignInError::CommitThen(f)) => {
+            tx.commit().await.map_err(db)?;
+            return Err(f);
+        }
         Err(SignInError::NeedsVerification) => {
             // The account (and its confirmation mail) stays; the session waits for the link.
             tx.commit().await.map_err(db)?;
@@ -627,6 +663,9 @@ fn with_query(url: &str, k: &str, v: &str) -> String {
 
 enum SignInError {
     Fail(Fail),
+    /// What was written stays (committed), and the request fails with this: a linked
+    /// identity whose address awaits its confirmation mail.
+    CommitThen(Fail),
     /// The provider vouches for no address and the account is unconfirmed: a confirmation
     /// mail went out instead of a session.
     NeedsVerification,
@@ -644,16 +683,11 @@ impl From<Fail> for SignInError {
     }
 }
 
-fn audit_event(req: &HttpRequest, user: Uuid, action: &str, provider: &str) -> AuditEvent {
+/// An auth event the user did themselves (there is no caller's context yet at sign-in).
+fn audit_event(req: &HttpRequest, user: Uuid, action: &str, details: Value) -> AuditEvent {
     let mut ctx = AuthContext::anon();
     std::sync::Arc::make_mut(&mut ctx.claims).insert("sub".into(), Value::from(user.to_string()));
-    let mut e = AuditEvent::from_request(
-        req,
-        &ctx,
-        action,
-        Some(format!("user:{user}")),
-        json!({"provider": provider}),
-    );
+    let mut e = AuditEvent::from_request(req, &ctx, action, Some(format!("user:{user}")), details);
     e.actor = Some(user.to_string());
     e.actor_role = None;
     e
@@ -781,15 +815,7 @@ async fn sign_in<C: GenericClient>(
     if user.banned_until.is_some_and(|t| t > chrono::Utc::now()) {
         return Err(Fail::new(403, "user_banned", "User is banned").into());
     }
-    // app_metadata.providers lists the providers of all identities, as GoTrue keeps it.
-    c.execute(
-        "UPDATE auth.users SET raw_app_meta_data = coalesce(raw_app_meta_data, '{}') || jsonb_build_object('providers',
-                (SELECT coalesce(jsonb_agg(DISTINCT i.provider ORDER BY i.provider), '[]') FROM auth.identities i WHERE i.user_id = $1))
-          WHERE id = $1",
-        &[&uid],
-    )
-    .await
-    .map_err(db)?;
+    refresh_providers(c, uid).await?;
     if !user.confirmed {
         let proven = main.is_some_and(|e| e.verified) || cfg.mailer_autoconfirm;
         match (proven, main) {
@@ -826,10 +852,34 @@ async fn sign_in<C: GenericClient>(
     } else {
         "auth.sign_in"
     };
-    audit::record(c, &audit_event(req, uid, action, provider))
-        .await
-        .map_err(db)?;
+    audit::record(
+        c,
+        &audit_event(req, uid, action, json!({"provider": provider})),
+    )
+    .await
+    .map_err(db)?;
     Ok(uid)
+}
+
+/// `app_metadata.providers` lists the providers of the user's identities, as GoTrue keeps
+/// it; `provider` stays unless none of the identities has it any more (an anonymous user who
+/// linked one, an unlinked first provider), then it is the first of them (GoTrue's newer
+/// releases always take the first).
+async fn refresh_providers<C: GenericClient>(c: &C, uid: Uuid) -> Result<(), ApiError> {
+    c.execute(
+        "WITH p AS (SELECT coalesce(jsonb_agg(DISTINCT i.provider ORDER BY i.provider), '[]') AS list
+                      FROM auth.identities i WHERE i.user_id = $1)
+         UPDATE auth.users u SET raw_app_meta_data = coalesce(u.raw_app_meta_data, '{}')
+                || jsonb_build_object('providers', p.list)
+                || CASE WHEN jsonb_array_length(p.list) > 0
+                         AND NOT p.list ? coalesce(u.raw_app_meta_data ->> 'provider', '')
+                        THEN jsonb_build_object('provider', p.list -> 0) ELSE '{}' END
+           FROM p WHERE u.id = $1",
+        &[&uid],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //! | custom   | `<base>/custom`             | `/authorize`, `/token`, `/userinfo` (configured one by one) |
 //!
 //! `<flavor prefix>/native/id_token?nonce=` answers an id_token as a native SDK hands one to
-//! an app (for `signInWithIdToken`).
+//! an app (for `signInWithIdToken`). An authorization request with `login_hint=<login>` signs
+//! in `hint-<login>` (verified `<login>@example.test`) instead of the test's user, so a client
+//! suite that cannot call `set_user` can still bring a second account.
 //!
 //! It checks what a real provider checks, with its own code: client id and secret, the
 //! redirect_uri of the code, single-use codes, the PKCE verifier against the challenge
@@ -411,7 +413,12 @@ fn authorize(inner: &Arc<Mutex<Inner>>, flavor: &str, q: HashMap<String, String>
             .append_pair("error_description", "The user denied access")
             .append_pair("state", &get("state"));
     } else {
-        let Some(user) = g.user.clone() else {
+        // `login_hint` picks another account, as a provider's account chooser would:
+        // `hint-<login>` with a verified `<login>@example.test`.
+        let hinted = q
+            .get("login_hint")
+            .map(|h| FakeUser::new(&format!("hint-{h}"), h, &format!("{h}@example.test")));
+        let Some(user) = hinted.or_else(|| g.user.clone()) else {
             drop(g);
             return refuse(inner, 500, "the test set no user");
         };

@@ -1410,4 +1410,65 @@ mod tests {
             "400 PGRST200"
         );
     }
+
+    fn scalar_fn(schema: &str, name: &str, arg: &str) -> Function {
+        Function {
+            schema: schema.into(),
+            name: name.into(),
+            args: Vec::new(),
+            returns_set: false,
+            return_type: "text".into(),
+            return_relation: None,
+            returns_composite: false,
+            return_columns: Vec::new(),
+            volatility: 's',
+            row_arg: Some(("public".into(), arg.into())),
+            single_row: true,
+        }
+    }
+
+    #[test]
+    fn computed_columns_resolve_after_real_columns() {
+        let mut c = cache();
+        for f in [
+            scalar_fn("public", "label", "films"),
+            // Same name as a real column: the column wins.
+            scalar_fn("public", "director_id", "films"),
+            // Another schema's function of the same row type is not a computed column.
+            scalar_fn("other", "elsewhere", "films"),
+        ] {
+            c.functions
+                .entry((f.schema.clone(), f.name.clone()))
+                .or_default()
+                .push(f);
+        }
+        c.index_computed();
+        let films = c.table("public", "films").unwrap().clone();
+        let mut used = Vec::new();
+        assert_eq!(field_type(&c, &films, "label", &mut used).unwrap(), "text");
+        assert_eq!(
+            field_type(&c, &films, "director_id", &mut used).unwrap(),
+            "integer"
+        );
+        assert_eq!(
+            field_type(&c, &films, "elsewhere", &mut used)
+                .unwrap_err()
+                .code,
+            "42703"
+        );
+        field_type(&c, &films, "label", &mut used).unwrap();
+        assert_eq!(
+            used,
+            vec![ComputedColumn {
+                name: "label".into(),
+                schema: "public".into()
+            }]
+        );
+        // A function's own row type (`RETURNS TABLE`) has no computed columns.
+        let fake = Table {
+            kind: 'c',
+            ..(*films).clone()
+        };
+        assert!(field_type(&c, &fake, "label", &mut Vec::new()).is_err());
+    }
 }

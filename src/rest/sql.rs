@@ -955,7 +955,7 @@ mod golden {
     use super::*;
     use crate::rest::parse::{parse_request, ParseConfig, RequestInput};
     use crate::rest::plan::{plan, Plan};
-    use crate::schema::{Column, ForeignKey, SchemaCache, Table};
+    use crate::schema::{Column, ForeignKey, Function, SchemaCache, Table};
 
     fn col(name: &str, ty: &str) -> Column {
         Column {
@@ -1007,10 +1007,73 @@ mod golden {
             one_to_one: false,
             via_view: false,
         });
+        // A computed column of books and a to-many computed relationship from authors to
+        // books.
+        add_fns(
+            &mut c,
+            vec![
+                row_fn("title_upper", "books", "text", None, false),
+                row_fn("author_books", "authors", "books", Some("books"), false),
+            ],
+        );
         c
     }
 
+    fn add_fns(c: &mut SchemaCache, fns: Vec<Function>) {
+        for f in fns {
+            c.functions
+                .entry((f.schema.clone(), f.name.clone()))
+                .or_default()
+                .push(f);
+        }
+        c.index_computed();
+    }
+
+    /// The cache with `authors(books) RETURNS SETOF authors ROWS 1`, which overrides the
+    /// foreign key relationship of the same name.
+    fn overriding_cache() -> SchemaCache {
+        let mut c = cache();
+        add_fns(
+            &mut c,
+            vec![row_fn("authors", "books", "authors", Some("authors"), true)],
+        );
+        c
+    }
+
+    /// `name(arg) RETURNS ret` (`SETOF rel`, `ROWS 1` when `single`).
+    fn row_fn(name: &str, arg: &str, ret: &str, rel: Option<&str>, single: bool) -> Function {
+        Function {
+            schema: "public".into(),
+            name: name.into(),
+            args: vec![crate::schema::Arg {
+                name: String::new(),
+                type_name: arg.into(),
+                has_default: false,
+                variadic: false,
+            }],
+            returns_set: rel.is_some(),
+            return_type: ret.into(),
+            return_relation: rel.map(|r| ("public".into(), r.into())),
+            returns_composite: rel.is_some(),
+            return_columns: Vec::new(),
+            volatility: 's',
+            row_arg: Some(("public".into(), arg.into())),
+            single_row: rel.is_none() || single,
+        }
+    }
+
     fn stmt(
+        method: &str,
+        path: &[&str],
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Statement {
+        stmt_in(&cache(), method, path, query, headers, body)
+    }
+
+    fn stmt_in(
+        cache: &SchemaCache,
         method: &str,
         path: &[&str],
         query: &str,
@@ -1026,7 +1089,7 @@ mod golden {
             body: body.as_bytes(),
         };
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
-        match plan(&mut req, &cache(), None).unwrap() {
+        match plan(&mut req, cache, None).unwrap() {
             Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None),
             Plan::Insert(w) => write(
                 WriteKind::Insert,
@@ -1213,6 +1276,119 @@ mod golden {
         assert!(
             s.text.contains(
                 "_fx_p WHERE \"_fx_p\".\"id\" = CAST($2::text AS integer) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn computed_columns_are_calls_on_the_row() {
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=id,big:title_upper::varchar&title_upper=like.A*&or=(title_upper.eq.B,id.eq.1)&order=title_upper.desc",
+            &[],
+            "",
+        );
+        assert_eq!(
+            s.text,
+            format!(
+                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                 SELECT \"books\".\"id\" AS \"id\", CAST(\"public\".\"title_upper\"(\"books\".*) AS varchar) AS \"big\" \
+                 FROM \"public\".\"books\" AS \"books\" \
+                 WHERE (\"public\".\"title_upper\"(\"books\".*))::text like $1::text \
+                 AND (\"public\".\"title_upper\"(\"books\".*) = CAST($2::text AS text) OR \"books\".\"id\" = CAST($3::text AS integer)) \
+                 ORDER BY \"public\".\"title_upper\"(\"books\".*) DESC) _fx_t"
+            )
+        );
+        assert_eq!(
+            s.params,
+            vec![Some("A%".into()), Some("B".into()), Some("1".into())]
+        );
+        // `*` is the real columns only.
+        let s = stmt("GET", &["books"], "select=*", &[], "");
+        assert!(!s.text.contains("title_upper"), "{}", s.text);
+    }
+
+    #[test]
+    fn computed_relationships_call_the_function_on_the_parent_row() {
+        let s = stmt(
+            "GET",
+            &["authors"],
+            "select=name,author_books(title,title_upper)&author_books.order=title_upper",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "(SELECT coalesce(json_agg(_fx_e), '[]') FROM (SELECT \"books_2\".\"title\" AS \"title\", \
+                 \"public\".\"title_upper\"(\"books_2\".*) AS \"title_upper\" \
+                 FROM \"public\".\"author_books\"(\"authors\".*) AS \"books_2\" \
+                 ORDER BY \"public\".\"title_upper\"(\"books_2\".*)) _fx_e) AS \"author_books\""
+            ),
+            "{}",
+            s.text
+        );
+        // `authors(books)` overrides the foreign key of the same name (to-one: ROWS 1)…
+        let c = overriding_cache();
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,authors!inner(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "(SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
+                 FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\") _fx_e) AS \"authors\""
+            ),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains(
+                "WHERE EXISTS (SELECT 1 FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\")"
+            ),
+            "{}",
+            s.text
+        );
+        // …but a hint names a foreign key.
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,authors!books_author_id_fkey(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "FROM \"public\".\"authors\" AS \"authors_2\" WHERE \"authors_2\".\"id\" = \"books\".\"author_id\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn a_written_row_is_cast_to_its_type_for_functions_of_it() {
+        let s = stmt_in(
+            &overriding_cache(),
+            "POST",
+            &["books"],
+            "select=id,title_upper,authors(name)",
+            &[("content-type", "application/json")],
+            r#"{"title":"x"}"#,
+        );
+        assert!(
+            s.text.contains(
+                "SELECT \"books\".\"id\" AS \"id\", \"public\".\"title_upper\"(CAST(ROW(\"books\".*) AS \"public\".\"books\")) AS \"title_upper\", \
+                 (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
+                 FROM \"public\".\"authors\"(CAST(ROW(\"books\".*) AS \"public\".\"books\")) AS \"authors_2\") _fx_e) AS \"authors\" \
+                 FROM _fx_rows AS \"books\""
             ),
             "{}",
             s.text

@@ -1132,7 +1132,9 @@ fn find_relationship(
 ///
 /// A computed relationship (a function of the parent's schema named like the embed, taking
 /// the parent's row and returning rows of a relation) comes first: it overrides a foreign
-/// key relationship of the same name, as in PostgREST. A hint always names a foreign key.
+/// key relationship of the same name, and a hint does not apply to it (PostgREST's
+/// `findRel` matches computed relationships by the function's name alone, and its schema
+/// cache drops the foreign keys to a relation named like the function).
 fn embed_plan(
     cache: &SchemaCache,
     parent: &Table,
@@ -1142,7 +1144,7 @@ fn embed_plan(
     path: &[String],
     counter: &mut usize,
 ) -> Result<EmbedPlan, RestError> {
-    let computed = (e.hint.is_none() && parent.kind != 'c')
+    let computed = (parent.kind != 'c')
         .then(|| cache.computed_relationship(parent, &e.name))
         .flatten();
     if let Some(f) = computed {

@@ -1355,12 +1355,27 @@ mod golden {
             "{}",
             s.text
         );
-        // …but a hint names a foreign key.
+        // …even with a hint, which does not apply to it; the key's column still names
+        // the foreign key.
         let s = stmt_in(
             &c,
             "GET",
             &["books"],
             "select=title,authors!books_author_id_fkey(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text
+                .contains("FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\""),
+            "{}",
+            s.text
+        );
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,author_id(name)",
             &[],
             "",
         );

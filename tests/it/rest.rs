@@ -1319,7 +1319,8 @@ NOTIFY pgrst, 'reload schema';
         ])
     );
 
-    // The function overrides the foreign key of the same name; a hint names the key.
+    // The function overrides the foreign key relationship of the same name, hint or not
+    // (as PostgREST); the key's column still reaches the foreign key.
     let (_, _, b) = get(&app, "/rest/v1/books?select=title,authors(name)&id=eq.5").await;
     assert_eq!(
         b,
@@ -1330,7 +1331,12 @@ NOTIFY pgrst, 'reload schema';
         "/rest/v1/books?select=title,authors!books_author_id_fkey(name)&id=eq.5",
     )
     .await;
-    assert_eq!(b, json!([{"title": "Orphan", "authors": null}]));
+    assert_eq!(
+        b,
+        json!([{"title": "Orphan", "authors": {"name": "Octavia"}}])
+    );
+    let (_, _, b) = get(&app, "/rest/v1/books?select=title,author_id(name)&id=eq.5").await;
+    assert_eq!(b, json!([{"title": "Orphan", "author_id": null}]));
     // A to-many computed relationship between rows of one table, with `is.null` filtering.
     let (s, _, b) = get(
         &app,

@@ -1255,6 +1255,8 @@ async fn computed_columns_and_relationships() {
             "
 CREATE FUNCTION shout(books) RETURNS text LANGUAGE sql STABLE AS 'SELECT upper($1.title)';
 CREATE FUNCTION decade(recent_books) RETURNS int LANGUAGE sql STABLE AS 'SELECT $1.year / 10 * 10';
+CREATE FUNCTION info(books) RETURNS jsonb LANGUAGE sql STABLE
+  AS 'SELECT jsonb_build_object(''title'', $1.title, ''tags'', $1.tags)';
 CREATE FUNCTION two_args(books, int) RETURNS int LANGUAGE sql STABLE AS 'SELECT $2';
 -- Overrides the foreign key relationship books -> authors: an orphan book gets author 3.
 CREATE FUNCTION authors(books) RETURNS SETOF authors ROWS 1 LANGUAGE sql STABLE
@@ -1293,6 +1295,27 @@ NOTIFY pgrst, 'reload schema';
     );
     let (_, _, b) = get(&app, "/rest/v1/books?id=eq.1").await;
     assert!(b[0].get("shout").is_none(), "{b}");
+    // JSON paths into a computed column, and aggregates of one.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=info->>title,first_tag:info->tags->0&info->tags->>0=eq.fantasy&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"title": "A Wizard of Earthsea", "first_tag": "fantasy"},
+            {"title": "Small Gods", "first_tag": "fantasy"}
+        ])
+    );
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=shout.max(),author_id&author_id=eq.1",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([{"max": "THE DISPOSSESSED", "author_id": 1}]));
     // Only one-argument functions: a second argument makes no computed column.
     let (s, _, b) = get(&app, "/rest/v1/books?select=two_args").await;
     assert_eq!(s, 400, "{b}");

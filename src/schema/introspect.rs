@@ -105,18 +105,22 @@ pub async fn load(
     schemas: &[String],
 ) -> Result<SchemaCache, tokio_postgres::Error> {
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
-    // Five statements in one round trip, in ONE snapshot: run as separate statements they
-    // could straddle a DDL commit and yield a cache that has a new function but not the new
-    // table created in the same transaction (seen in CI).
-    let (begin, rels, cols, fks, views, funcs, commit) = tokio::join!(
+    // Five statements pipelined, in ONE snapshot: run as separate statements they could
+    // straddle a DDL commit and yield a cache that has a new function but not the new table
+    // created in the same transaction (seen in CI). COMMIT is sent only once they have all
+    // answered: `query` with SQL text prepares first (a round trip) and sends the execution
+    // afterwards, so a COMMIT pipelined with them reached the server before the executions,
+    // which then ran outside the transaction, each in its own snapshot (a cache with the
+    // fixture's functions but not its tables was seen in the openapi tests).
+    let (begin, rels, cols, fks, views, funcs) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         client.query(RELATIONS, &p),
         client.query(COLUMNS, &p),
         client.query(FOREIGN_KEYS, &p),
         client.query(VIEWS, &p),
         client.query(FUNCTIONS, &p),
-        client.batch_execute("COMMIT"),
     );
+    let commit = client.batch_execute("COMMIT").await;
     begin?;
     let (rels, cols, fks, views, funcs) = (rels?, cols?, fks?, views?, funcs?);
     commit?;

@@ -32,6 +32,21 @@ pub struct ReadPlan {
     /// `Prefer: timezone=…` (a valid zone), applied before the rows are rendered. Only on
     /// the top-level read.
     pub timezone: Option<String>,
+    /// The computed columns this level uses (in select, filters or order).
+    pub computed: Vec<ComputedColumn>,
+    /// The rows come from a data-modifying CTE (the representation of a write), whose
+    /// rows are records: a function of the row gets them cast to the relation's type.
+    pub row_cast: bool,
+}
+
+/// A computed column (PostgREST's computed field): `schema.name(row)`, a function taking
+/// the level's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputedColumn {
+    /// The function's (and the field's) name.
+    pub name: String,
+    /// The function's schema.
+    pub schema: String,
 }
 
 /// Where rows come from.
@@ -42,6 +57,16 @@ pub enum Source {
     /// A set-returning function call; the arguments are bound as one JSON object. (Boxed:
     /// a plan carries the function's metadata, much larger than a relation's name.)
     Call(Box<CallPlan>),
+    /// A computed relationship: `schema.name(parent row)`, the parent being the embedding
+    /// level whose alias is `parent`.
+    Computed {
+        /// The function's schema.
+        schema: String,
+        /// The function's name.
+        name: String,
+        /// The parent level's alias.
+        parent: String,
+    },
 }
 
 /// A function call.
@@ -676,6 +701,7 @@ fn read_plan(
         select.to_vec()
     };
     let mut embeds: Vec<(String, EmbedPlan)> = Vec::new();
+    let mut computed: Vec<ComputedColumn> = Vec::new();
     for item in &items {
         match item {
             SelectItem::Star => out.push(Selected::Star),
@@ -686,9 +712,7 @@ fn read_plan(
                 aggregate,
                 aggregate_cast,
             } => {
-                table
-                    .column(&field.name)
-                    .ok_or_else(|| no_column(&table, &field.name))?;
+                field_type(cache, &table, &field.name, &mut computed)?;
                 check_cast(cast.as_deref())?;
                 check_cast(aggregate_cast.as_deref())?;
                 match aggregate {
@@ -719,7 +743,7 @@ fn read_plan(
             SelectItem::Embed(e) => {
                 let mut child_path = path.to_vec();
                 child_path.push(e.label().to_string());
-                let plan = embed_plan(cache, &table, e, req, &child_path, counter)?;
+                let plan = embed_plan(cache, &table, &alias, e, req, &child_path, counter)?;
                 embeds.push((e.label().to_string(), plan.clone()));
                 out.push(Selected::Embed(Box::new(plan)));
             }
@@ -759,14 +783,12 @@ fn read_plan(
             });
             continue;
         }
-        let col = table
-            .column(&f.field.name)
-            .ok_or_else(|| no_column(&table, &f.field.name))?;
-        filters.push(Condition::Filter(f.clone(), col.type_name.clone()));
+        let ty = field_type(cache, &table, &f.field.name, &mut computed)?;
+        filters.push(Condition::Filter(f.clone(), ty));
     }
     for pl in req.query.logic.iter().filter(|l| l.path == path) {
         let mut types = Vec::new();
-        collect_types(&pl.tree, &table, &mut types)?;
+        collect_types(cache, &pl.tree, &table, &mut types, &mut computed)?;
         filters.push(Condition::Tree(pl.tree.clone(), types));
     }
     for (_, e) in embeds.iter().filter(|(_, e)| e.inner) {
@@ -777,9 +799,7 @@ fn read_plan(
         for term in &po.terms {
             match &term.target {
                 OrderTarget::Field(f) => {
-                    table
-                        .column(&f.name)
-                        .ok_or_else(|| no_column(&table, &f.name))?;
+                    field_type(cache, &table, &f.name, &mut computed)?;
                     order.push(ResolvedOrder {
                         term: term.clone(),
                         via: None,
@@ -800,13 +820,12 @@ fn read_plan(
                             format!("A related order on '{relation}' is not possible: it is not a to-one relationship"),
                         ));
                     }
-                    e.child
-                        .table
-                        .column(&field.name)
-                        .ok_or_else(|| no_column(&e.child.table, &field.name))?;
+                    let mut e = e.clone();
+                    let child_table = e.child.table.clone();
+                    field_type(cache, &child_table, &field.name, &mut e.child.computed)?;
                     order.push(ResolvedOrder {
                         term: term.clone(),
-                        via: Some(Box::new(e.clone())),
+                        via: Some(Box::new(e)),
                     });
                 }
             }
@@ -825,7 +844,35 @@ fn read_plan(
             range_for(req, path)
         },
         timezone: None,
+        computed,
+        row_cast: false,
     })
+}
+
+/// The type of the field `name` of a level over `table`: its column's, else the return
+/// type of its computed column (recorded in `computed` for the SQL builder). A real column
+/// wins over a function of the same name, as in Postgres' attribute notation.
+fn field_type(
+    cache: &SchemaCache,
+    table: &Table,
+    name: &str,
+    computed: &mut Vec<ComputedColumn>,
+) -> Result<String, RestError> {
+    if let Some(c) = table.column(name) {
+        return Ok(c.type_name.clone());
+    }
+    // A function's own row type (`RETURNS TABLE`, OUT arguments) is no relation.
+    let f = (table.kind != 'c')
+        .then(|| cache.computed_column(table, name))
+        .flatten()
+        .ok_or_else(|| no_column(table, name))?;
+    if !computed.iter().any(|c| c.name == f.name) {
+        computed.push(ComputedColumn {
+            name: f.name.clone(),
+            schema: f.schema.clone(),
+        });
+    }
+    Ok(f.return_type.clone())
 }
 
 /// `Prefer: timezone=…` when it names a zone of the IANA database (PostgREST checks
@@ -839,20 +886,20 @@ pub fn timezone(req: &ApiRequest) -> Option<String> {
 }
 
 fn collect_types(
+    cache: &SchemaCache,
     tree: &LogicTree,
     table: &Table,
     out: &mut Vec<(String, String)>,
+    computed: &mut Vec<ComputedColumn>,
 ) -> Result<(), RestError> {
     match tree {
         LogicTree::Filter(f) => {
-            let c = table
-                .column(&f.field.name)
-                .ok_or_else(|| no_column(table, &f.field.name))?;
-            out.push((c.name.clone(), c.type_name.clone()));
+            let ty = field_type(cache, table, &f.field.name, computed)?;
+            out.push((f.field.name.clone(), ty));
         }
         LogicTree::Expr { children, .. } => {
             for c in children {
-                collect_types(c, table, out)?;
+                collect_types(cache, c, table, out, computed)?;
             }
         }
     }
@@ -1082,14 +1129,54 @@ fn find_relationship(
 }
 
 /// Plans an embedded resource: its relationship to `parent`, then its own read.
+///
+/// A computed relationship (a function of the parent's schema named like the embed, taking
+/// the parent's row and returning rows of a relation) comes first: it overrides a foreign
+/// key relationship of the same name, and a hint does not apply to it (PostgREST's
+/// `findRel` matches computed relationships by the function's name alone, and its schema
+/// cache drops the foreign keys to a relation named like the function).
 fn embed_plan(
     cache: &SchemaCache,
     parent: &Table,
+    parent_alias: &str,
     e: &Embed,
     req: &ApiRequest,
     path: &[String],
     counter: &mut usize,
 ) -> Result<EmbedPlan, RestError> {
+    let computed = (parent.kind != 'c')
+        .then(|| cache.computed_relationship(parent, &e.name))
+        .flatten();
+    if let Some(f) = computed {
+        let target = f
+            .return_relation
+            .as_ref()
+            .and_then(|(s, n)| cache.table(s, n))
+            .ok_or_else(|| no_relationship(parent, &e.name))?
+            .clone();
+        let child = read_plan(
+            cache,
+            Source::Computed {
+                schema: f.schema.clone(),
+                name: f.name.clone(),
+                parent: parent_alias.to_string(),
+            },
+            target,
+            &e.select,
+            req,
+            path,
+            counter,
+        )?;
+        return Ok(EmbedPlan {
+            label: e.label().to_string(),
+            to_one: f.single_row,
+            inner: e.join == Some(JoinType::Inner),
+            spread: e.spread,
+            join: Vec::new(),
+            junction: None,
+            child,
+        });
+    }
     let rel = find_relationship(cache, parent, &e.name, e.hint.as_deref())?;
     let child = read_plan(
         cache,
@@ -1324,5 +1411,66 @@ mod tests {
             rel("films_view", "posters", None).unwrap_err(),
             "400 PGRST200"
         );
+    }
+
+    fn scalar_fn(schema: &str, name: &str, arg: &str) -> Function {
+        Function {
+            schema: schema.into(),
+            name: name.into(),
+            args: Vec::new(),
+            returns_set: false,
+            return_type: "text".into(),
+            return_relation: None,
+            returns_composite: false,
+            return_columns: Vec::new(),
+            volatility: 's',
+            row_arg: Some(("public".into(), arg.into())),
+            single_row: true,
+        }
+    }
+
+    #[test]
+    fn computed_columns_resolve_after_real_columns() {
+        let mut c = cache();
+        for f in [
+            scalar_fn("public", "label", "films"),
+            // Same name as a real column: the column wins.
+            scalar_fn("public", "director_id", "films"),
+            // Another schema's function of the same row type is not a computed column.
+            scalar_fn("other", "elsewhere", "films"),
+        ] {
+            c.functions
+                .entry((f.schema.clone(), f.name.clone()))
+                .or_default()
+                .push(f);
+        }
+        c.index_computed();
+        let films = c.table("public", "films").unwrap().clone();
+        let mut used = Vec::new();
+        assert_eq!(field_type(&c, &films, "label", &mut used).unwrap(), "text");
+        assert_eq!(
+            field_type(&c, &films, "director_id", &mut used).unwrap(),
+            "integer"
+        );
+        assert_eq!(
+            field_type(&c, &films, "elsewhere", &mut used)
+                .unwrap_err()
+                .code,
+            "42703"
+        );
+        field_type(&c, &films, "label", &mut used).unwrap();
+        assert_eq!(
+            used,
+            vec![ComputedColumn {
+                name: "label".into(),
+                schema: "public".into()
+            }]
+        );
+        // A function's own row type (`RETURNS TABLE`) has no computed columns.
+        let fake = Table {
+            kind: 'c',
+            ..(*films).clone()
+        };
+        assert!(field_type(&c, &fake, "label", &mut Vec::new()).is_err());
     }
 }

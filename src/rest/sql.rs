@@ -60,8 +60,29 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn field_expr(alias: &str, f: &Field) -> String {
-    let mut e = format!("{}.{}", qi(alias), qi(&f.name));
+/// The current row of a level as one value, for a function taking it: `"alias".*`, or,
+/// when the rows are records of a CTE (a write's representation), that row cast to the
+/// relation's type.
+fn row_expr(r: &ReadPlan) -> String {
+    if r.row_cast {
+        format!(
+            "CAST(ROW({}.*) AS {}.{})",
+            qi(&r.alias),
+            qi(&r.table.schema),
+            qi(&r.table.name)
+        )
+    } else {
+        format!("{}.*", qi(&r.alias))
+    }
+}
+
+/// A field of a level: `"alias"."column"`, or for a computed column the call of its
+/// function on the row (`"schema"."fn"("alias".*)`).
+fn field_expr(r: &ReadPlan, f: &Field) -> String {
+    let mut e = match r.computed.iter().find(|c| c.name == f.name) {
+        Some(c) => format!("{}.{}({})", qi(&c.schema), qi(&c.name), row_expr(r)),
+        None => format!("{}.{}", qi(&r.alias), qi(&f.name)),
+    };
     // JSON arrows apply to `to_jsonb(col)`, as PostgREST does: on json and jsonb columns
     // alike, and on composite and array columns (`location->>lat`, `languages->0`).
     if !f.json_path.is_empty() {
@@ -90,8 +111,8 @@ fn value_type(f: &Field, col_type: &str) -> Option<String> {
     }
 }
 
-fn lhs_for(alias: &str, f: &Field) -> String {
-    let e = field_expr(alias, f);
+fn lhs_for(r: &ReadPlan, f: &Field) -> String {
+    let e = field_expr(r, f);
     match f.json_path.last() {
         // `json` has no equality; compare as jsonb.
         Some(JsonOp::Arrow(_)) => format!("({e})::jsonb"),
@@ -115,8 +136,8 @@ fn array_literal(items: &[String]) -> String {
     format!("{{{}}}", quoted.join(","))
 }
 
-fn filter_sql(b: &mut Builder, alias: &str, f: &Filter, col_type: &str) -> String {
-    let lhs = lhs_for(alias, &f.field);
+fn filter_sql(b: &mut Builder, r: &ReadPlan, f: &Filter, col_type: &str) -> String {
+    let lhs = lhs_for(r, &f.field);
     let ty = value_type(&f.field, col_type);
     let cond = match &f.operation {
         Operation::Simple { op, value } => match op {
@@ -215,7 +236,7 @@ fn filter_sql(b: &mut Builder, alias: &str, f: &Filter, col_type: &str) -> Strin
     }
 }
 
-fn tree_sql(b: &mut Builder, alias: &str, t: &LogicTree, types: &[(String, String)]) -> String {
+fn tree_sql(b: &mut Builder, r: &ReadPlan, t: &LogicTree, types: &[(String, String)]) -> String {
     match t {
         LogicTree::Filter(f) => {
             let ty = types
@@ -223,7 +244,7 @@ fn tree_sql(b: &mut Builder, alias: &str, t: &LogicTree, types: &[(String, Strin
                 .find(|(n, _)| n == &f.field.name)
                 .map(|(_, t)| t.as_str())
                 .unwrap_or("text");
-            filter_sql(b, alias, f, ty)
+            filter_sql(b, r, f, ty)
         }
         LogicTree::Expr {
             negated,
@@ -234,10 +255,7 @@ fn tree_sql(b: &mut Builder, alias: &str, t: &LogicTree, types: &[(String, Strin
                 LogicOp::And => " AND ",
                 LogicOp::Or => " OR ",
             };
-            let inner: Vec<String> = children
-                .iter()
-                .map(|c| tree_sql(b, alias, c, types))
-                .collect();
+            let inner: Vec<String> = children.iter().map(|c| tree_sql(b, r, c, types)).collect();
             let e = format!("({})", inner.join(sep));
             if *negated {
                 format!("NOT {e}")
@@ -281,9 +299,48 @@ fn join_sql(parent: &str, e: &EmbedPlan) -> Vec<String> {
         .collect()
 }
 
+/// The FROM item of an embedded read and its join conditions with the parent level: the
+/// related relation joined on its key columns, or a computed relationship's function
+/// called on the parent's row (no join condition: the function relates them).
+fn embed_source(parent: &ReadPlan, e: &EmbedPlan) -> (String, Vec<String>) {
+    let c = &e.child;
+    match &c.source {
+        Source::Computed { schema, name, .. } => (
+            format!(
+                "{}.{}({}) AS {}",
+                qi(schema),
+                qi(name),
+                row_expr(parent),
+                qi(&c.alias)
+            ),
+            Vec::new(),
+        ),
+        _ => (
+            format!(
+                "{}.{} AS {}",
+                qi(&c.table.schema),
+                qi(&c.table.name),
+                qi(&c.alias)
+            ),
+            join_sql(&parent.alias, e),
+        ),
+    }
+}
+
 fn source_sql(b: &mut Builder, r: &ReadPlan) -> String {
     match &r.source {
         Source::Relation(s, n) => format!("{}.{} AS {}", qi(s), qi(n), qi(&r.alias)),
+        Source::Computed {
+            schema,
+            name,
+            parent,
+        } => format!(
+            "{}.{}({}.*) AS {}",
+            qi(schema),
+            qi(name),
+            qi(parent),
+            qi(&r.alias)
+        ),
         Source::Call(call) => format!(
             "{} LATERAL {} AS {}",
             args_from(b, call),
@@ -354,17 +411,17 @@ fn where_sql(b: &mut Builder, r: &ReadPlan, extra: Vec<String>) -> String {
     let mut conds = extra;
     for c in &r.filters {
         conds.push(match c {
-            Condition::Filter(f, ty) => filter_sql(b, &r.alias, f, ty),
-            Condition::Tree(t, types) => tree_sql(b, &r.alias, t, types),
+            Condition::Filter(f, ty) => filter_sql(b, r, f, ty),
+            Condition::Tree(t, types) => tree_sql(b, r, t, types),
             Condition::Exists(e) | Condition::Absent(e) => {
-                let mut inner = join_sql(&r.alias, e);
-                let w = where_sql(b, &e.child, std::mem::take(&mut inner));
+                let (from, join) = embed_source(r, e);
+                let w = where_sql(b, &e.child, join);
                 let not = if matches!(c, Condition::Absent(_)) {
                     "NOT "
                 } else {
                     ""
                 };
-                format!("{not}EXISTS (SELECT 1 FROM {}{w})", source_sql(b, &e.child))
+                format!("{not}EXISTS (SELECT 1 FROM {from}{w})")
             }
         });
     }
@@ -376,7 +433,7 @@ fn where_sql(b: &mut Builder, r: &ReadPlan, extra: Vec<String>) -> String {
 }
 
 fn order_sql(r: &ReadPlan) -> String {
-    let terms: Vec<String> = r.order.iter().map(|o| order_term(&r.alias, o)).collect();
+    let terms: Vec<String> = r.order.iter().map(|o| order_term(r, o)).collect();
     if terms.is_empty() {
         String::new()
     } else {
@@ -384,19 +441,20 @@ fn order_sql(r: &ReadPlan) -> String {
     }
 }
 
-fn order_term(alias: &str, o: &ResolvedOrder) -> String {
+fn order_term(r: &ReadPlan, o: &ResolvedOrder) -> String {
     use super::parse::OrderTarget;
     let expr = match (&o.term.target, &o.via) {
-        (OrderTarget::Field(f), _) => field_expr(alias, f),
-        (OrderTarget::Related { field, .. }, Some(e)) => format!(
-            "(SELECT {} FROM {}.{} AS {} WHERE {})",
-            field_expr(&e.child.alias, field),
-            qi(&e.child.table.schema),
-            qi(&e.child.table.name),
-            qi(&e.child.alias),
-            join_sql(alias, e).join(" AND ")
-        ),
-        (OrderTarget::Related { field, .. }, None) => field_expr(alias, field),
+        (OrderTarget::Field(f), _) => field_expr(r, f),
+        (OrderTarget::Related { field, .. }, Some(e)) => {
+            let (from, join) = embed_source(r, e);
+            let w = if join.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", join.join(" AND "))
+            };
+            format!("(SELECT {} FROM {from}{w})", field_expr(&e.child, field))
+        }
+        (OrderTarget::Related { field, .. }, None) => field_expr(r, field),
     };
     let dir = match o.term.direction {
         Some(Direction::Desc) => " DESC",
@@ -428,7 +486,7 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
         match s {
             Selected::Star => items.push(format!("{}.*", qi(&r.alias))),
             Selected::Column { field, label, cast } => {
-                let e = field_expr(&r.alias, field);
+                let e = field_expr(r, field);
                 let e = match cast {
                     Some(c) => format!("CAST({e} AS {c})"),
                     None => e,
@@ -439,16 +497,13 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
                 // One subquery per spread column keeps the parent row flat.
                 for cs in &e.child.select {
                     if let Selected::Column { field, label, cast } = cs {
-                        let mut col = field_expr(&e.child.alias, field);
+                        let mut col = field_expr(&e.child, field);
                         if let Some(c) = cast {
                             col = format!("CAST({col} AS {c})");
                         }
-                        let w = where_sql(b, &e.child, join_sql(&r.alias, e));
-                        items.push(format!(
-                            "(SELECT {col} FROM {}{w}) AS {}",
-                            source_sql(b, &e.child),
-                            qi(label)
-                        ));
+                        let (from, join) = embed_source(r, e);
+                        let w = where_sql(b, &e.child, join);
+                        items.push(format!("(SELECT {col} FROM {from}{w}) AS {}", qi(label)));
                     }
                 }
             }
@@ -461,7 +516,7 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
             } => {
                 let input = match field {
                     Some(f) => {
-                        let e = field_expr(&r.alias, f);
+                        let e = field_expr(r, f);
                         match cast {
                             Some(c) => format!("CAST({e} AS {c})"),
                             None => e,
@@ -476,9 +531,7 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
                 };
                 items.push(format!("{agg} AS {}", qi(label)));
             }
-            Selected::Embed(e) => {
-                items.push(format!("{} AS {}", embed_sql(b, &r.alias, e), qi(&e.label)))
-            }
+            Selected::Embed(e) => items.push(format!("{} AS {}", embed_sql(b, r, e), qi(&e.label))),
         }
     }
     if items.is_empty() {
@@ -489,8 +542,9 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
     }
 }
 
-fn embed_sql(b: &mut Builder, parent: &str, e: &EmbedPlan) -> String {
-    let inner = subquery(b, &e.child, join_sql(parent, e));
+fn embed_sql(b: &mut Builder, parent: &ReadPlan, e: &EmbedPlan) -> String {
+    let (from, join) = embed_source(parent, e);
+    let inner = subquery(b, &e.child, from, join);
     if e.to_one {
         format!("(SELECT row_to_json(_fx_e) FROM ({inner}) _fx_e)")
     } else {
@@ -498,8 +552,7 @@ fn embed_sql(b: &mut Builder, parent: &str, e: &EmbedPlan) -> String {
     }
 }
 
-fn subquery(b: &mut Builder, r: &ReadPlan, extra_where: Vec<String>) -> String {
-    let from = source_sql(b, r);
+fn subquery(b: &mut Builder, r: &ReadPlan, from: String, extra_where: Vec<String>) -> String {
     let list = select_list(b, r);
     let w = where_sql(b, r, extra_where);
     format!(
@@ -524,7 +577,7 @@ fn group_sql(r: &ReadPlan) -> String {
         .iter()
         .filter_map(|s| match s {
             Selected::Column { field, cast, .. } => {
-                let e = field_expr(&r.alias, field);
+                let e = field_expr(r, field);
                 Some(match cast {
                     Some(c) => format!("CAST({e} AS {c})"),
                     None => e,
@@ -587,7 +640,8 @@ fn timezone_guard(b: &mut Builder, tz: Option<&str>) -> Option<String> {
 pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
     let mut b = Builder { params: Vec::new() };
     let guard = timezone_guard(&mut b, r.timezone.as_deref());
-    let inner = subquery(&mut b, r, guard.into_iter().collect());
+    let from = source_sql(&mut b, r);
+    let inner = subquery(&mut b, r, from, guard.into_iter().collect());
     let total = match count {
         CountSql::None => "NULL::int8".into(),
         CountSql::Exact => {
@@ -786,6 +840,7 @@ pub fn write(
     ret.filters.clear();
     ret.order.clear();
     ret.range = Default::default();
+    ret.row_cast = true;
     let list = select_list(&mut b, &ret);
     let body = match location {
         // `return=headers-only` on an insert: the body carries the primary key of the first
@@ -900,7 +955,7 @@ mod golden {
     use super::*;
     use crate::rest::parse::{parse_request, ParseConfig, RequestInput};
     use crate::rest::plan::{plan, Plan};
-    use crate::schema::{Column, ForeignKey, SchemaCache, Table};
+    use crate::schema::{Column, ForeignKey, Function, SchemaCache, Table};
 
     fn col(name: &str, ty: &str) -> Column {
         Column {
@@ -952,10 +1007,73 @@ mod golden {
             one_to_one: false,
             via_view: false,
         });
+        // A computed column of books and a to-many computed relationship from authors to
+        // books.
+        add_fns(
+            &mut c,
+            vec![
+                row_fn("title_upper", "books", "text", None, false),
+                row_fn("author_books", "authors", "books", Some("books"), false),
+            ],
+        );
         c
     }
 
+    fn add_fns(c: &mut SchemaCache, fns: Vec<Function>) {
+        for f in fns {
+            c.functions
+                .entry((f.schema.clone(), f.name.clone()))
+                .or_default()
+                .push(f);
+        }
+        c.index_computed();
+    }
+
+    /// The cache with `authors(books) RETURNS SETOF authors ROWS 1`, which overrides the
+    /// foreign key relationship of the same name.
+    fn overriding_cache() -> SchemaCache {
+        let mut c = cache();
+        add_fns(
+            &mut c,
+            vec![row_fn("authors", "books", "authors", Some("authors"), true)],
+        );
+        c
+    }
+
+    /// `name(arg) RETURNS ret` (`SETOF rel`, `ROWS 1` when `single`).
+    fn row_fn(name: &str, arg: &str, ret: &str, rel: Option<&str>, single: bool) -> Function {
+        Function {
+            schema: "public".into(),
+            name: name.into(),
+            args: vec![crate::schema::Arg {
+                name: String::new(),
+                type_name: arg.into(),
+                has_default: false,
+                variadic: false,
+            }],
+            returns_set: rel.is_some(),
+            return_type: ret.into(),
+            return_relation: rel.map(|r| ("public".into(), r.into())),
+            returns_composite: rel.is_some(),
+            return_columns: Vec::new(),
+            volatility: 's',
+            row_arg: Some(("public".into(), arg.into())),
+            single_row: rel.is_none() || single,
+        }
+    }
+
     fn stmt(
+        method: &str,
+        path: &[&str],
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Statement {
+        stmt_in(&cache(), method, path, query, headers, body)
+    }
+
+    fn stmt_in(
+        cache: &SchemaCache,
         method: &str,
         path: &[&str],
         query: &str,
@@ -971,7 +1089,7 @@ mod golden {
             body: body.as_bytes(),
         };
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
-        match plan(&mut req, &cache(), None).unwrap() {
+        match plan(&mut req, cache, None).unwrap() {
             Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None),
             Plan::Insert(w) => write(
                 WriteKind::Insert,
@@ -1158,6 +1276,134 @@ mod golden {
         assert!(
             s.text.contains(
                 "_fx_p WHERE \"_fx_p\".\"id\" = CAST($2::text AS integer) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn computed_columns_are_calls_on_the_row() {
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=id,big:title_upper::varchar&title_upper=like.A*&or=(title_upper.eq.B,id.eq.1)&order=title_upper.desc",
+            &[],
+            "",
+        );
+        assert_eq!(
+            s.text,
+            format!(
+                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                 SELECT \"books\".\"id\" AS \"id\", CAST(\"public\".\"title_upper\"(\"books\".*) AS varchar) AS \"big\" \
+                 FROM \"public\".\"books\" AS \"books\" \
+                 WHERE (\"public\".\"title_upper\"(\"books\".*))::text like $1::text \
+                 AND (\"public\".\"title_upper\"(\"books\".*) = CAST($2::text AS text) OR \"books\".\"id\" = CAST($3::text AS integer)) \
+                 ORDER BY \"public\".\"title_upper\"(\"books\".*) DESC) _fx_t"
+            )
+        );
+        assert_eq!(
+            s.params,
+            vec![Some("A%".into()), Some("B".into()), Some("1".into())]
+        );
+        // `*` is the real columns only.
+        let s = stmt("GET", &["books"], "select=*", &[], "");
+        assert!(!s.text.contains("title_upper"), "{}", s.text);
+    }
+
+    #[test]
+    fn computed_relationships_call_the_function_on_the_parent_row() {
+        let s = stmt(
+            "GET",
+            &["authors"],
+            "select=name,author_books(title,title_upper)&author_books.order=title_upper",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "(SELECT coalesce(json_agg(_fx_e), '[]') FROM (SELECT \"books_2\".\"title\" AS \"title\", \
+                 \"public\".\"title_upper\"(\"books_2\".*) AS \"title_upper\" \
+                 FROM \"public\".\"author_books\"(\"authors\".*) AS \"books_2\" \
+                 ORDER BY \"public\".\"title_upper\"(\"books_2\".*)) _fx_e) AS \"author_books\""
+            ),
+            "{}",
+            s.text
+        );
+        // `authors(books)` overrides the foreign key of the same name (to-one: ROWS 1)…
+        let c = overriding_cache();
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,authors!inner(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "(SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
+                 FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\") _fx_e) AS \"authors\""
+            ),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains(
+                "WHERE EXISTS (SELECT 1 FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\")"
+            ),
+            "{}",
+            s.text
+        );
+        // …even with a hint, which does not apply to it; the key's column still names
+        // the foreign key.
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,authors!books_author_id_fkey(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text
+                .contains("FROM \"public\".\"authors\"(\"books\".*) AS \"authors_2\""),
+            "{}",
+            s.text
+        );
+        let s = stmt_in(
+            &c,
+            "GET",
+            &["books"],
+            "select=title,author_id(name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "FROM \"public\".\"authors\" AS \"authors_2\" WHERE \"authors_2\".\"id\" = \"books\".\"author_id\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn a_written_row_is_cast_to_its_type_for_functions_of_it() {
+        let s = stmt_in(
+            &overriding_cache(),
+            "POST",
+            &["books"],
+            "select=id,title_upper,authors(name)",
+            &[("content-type", "application/json")],
+            r#"{"title":"x"}"#,
+        );
+        assert!(
+            s.text.contains(
+                "SELECT \"books\".\"id\" AS \"id\", \"public\".\"title_upper\"(CAST(ROW(\"books\".*) AS \"public\".\"books\")) AS \"title_upper\", \
+                 (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
+                 FROM \"public\".\"authors\"(CAST(ROW(\"books\".*) AS \"public\".\"books\")) AS \"authors_2\") _fx_e) AS \"authors\" \
+                 FROM _fx_rows AS \"books\""
             ),
             "{}",
             s.text

@@ -86,13 +86,17 @@ SELECT n.nspname::text, p.proname::text,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
               WHERE a.attrelid = ct.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
        ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-              WHERE a.attrelid = ct.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+              WHERE a.attrelid = ct.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       an.nspname::text, ac.relname::text, NOT p.proretset OR p.prorows = 1
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_type rt ON rt.oid = p.prorettype
   LEFT JOIN pg_class rc ON rc.oid = rt.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')
   LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
   LEFT JOIN pg_class ct ON ct.oid = rt.typrelid AND ct.relkind = 'c'
+  LEFT JOIN pg_type at ON p.pronargs = 1 AND at.oid = p.proargtypes[0]
+  LEFT JOIN pg_class ac ON ac.oid = at.typrelid AND ac.relkind IN ('r', 'v', 'm', 'f', 'p')
+  LEFT JOIN pg_namespace an ON an.oid = ac.relnamespace
  WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
 
 /// Introspects the exposed schemas.
@@ -265,18 +269,25 @@ pub async fn load(
             return_relation: rschema.zip(rname),
             return_columns,
             volatility: vol.chars().next().unwrap_or('v'),
+            row_arg: r
+                .get::<_, Option<String>>(15)
+                .zip(r.get::<_, Option<String>>(16)),
+            single_row: r.get(17),
         };
         functions
             .entry((f.schema.clone(), f.name.clone()))
             .or_default()
             .push(f);
     }
-    Ok(SchemaCache {
+    let mut cache = SchemaCache {
         tables: tables
             .into_iter()
             .map(|(k, t)| (k, std::sync::Arc::new(t)))
             .collect(),
         foreign_keys,
         functions,
-    })
+        computed: HashMap::new(),
+    };
+    cache.index_computed();
+    Ok(cache)
 }

@@ -117,6 +117,12 @@ pub struct Function {
     pub return_columns: Vec<Column>,
     /// `i`mmutable, `s`table or `v`olatile.
     pub volatility: char,
+    /// Its one input argument is the row type of this relation (table, view, materialized
+    /// view, foreign or partitioned table): a computed column of that relation when it
+    /// returns a scalar, a computed relationship when it returns rows of a relation.
+    pub row_arg: Option<(String, String)>,
+    /// At most one row: not `SETOF`, or `SETOF … ROWS 1` (a to-one computed relationship).
+    pub single_row: bool,
 }
 
 /// Everything the planner needs, for the exposed schemas.
@@ -128,12 +134,61 @@ pub struct SchemaCache {
     pub foreign_keys: Vec<ForeignKey>,
     /// Functions by (schema, name); overloads share a key.
     pub functions: HashMap<(String, String), Vec<Function>>,
+    /// Functions whose one argument is a relation's row type, by that relation (computed
+    /// columns and computed relationships; see `computed_column`).
+    pub computed: HashMap<(String, String), Vec<Function>>,
 }
 
 impl SchemaCache {
     /// A relation.
     pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
         self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    /// PostgREST's computed column ("computed field") `name` of `table`: a function of
+    /// `table`'s schema named `name` whose one argument is `table`'s row type and that returns
+    /// one value that is not a relation's row (those are computed relationships).
+    pub fn computed_column(&self, table: &Table, name: &str) -> Option<&Function> {
+        self.computed_of(table)
+            .iter()
+            .find(|f| f.name == name && !f.returns_set && f.return_relation.is_none())
+    }
+
+    /// PostgREST's computed relationship `name` from `table`: a function of `table`'s
+    /// schema named `name` whose one argument is `table`'s row type and that returns rows
+    /// (`SETOF`, or one) of a relation in the cache.
+    pub fn computed_relationship(&self, table: &Table, name: &str) -> Option<&Function> {
+        self.computed_of(table).iter().find(|f| {
+            f.name == name
+                && f.return_relation
+                    .as_ref()
+                    .is_some_and(|(s, n)| self.table(s, n).is_some())
+        })
+    }
+
+    /// The functions of `table`'s schema taking `table`'s row.
+    fn computed_of(&self, table: &Table) -> &[Function] {
+        self.computed
+            .get(&(table.schema.clone(), table.name.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Indexes the functions taking one relation's row type (`computed`), from `functions`.
+    pub fn index_computed(&mut self) {
+        self.computed.clear();
+        for f in self.functions.values().flatten() {
+            // Only functions of the relation's own schema (PostgREST resolves them on the
+            // request's schema).
+            match &f.row_arg {
+                Some(rel) if rel.0 == f.schema => self
+                    .computed
+                    .entry(rel.clone())
+                    .or_default()
+                    .push(f.clone()),
+                _ => {}
+            }
+        }
     }
 
     /// The overloads of a function.

@@ -100,6 +100,15 @@ test('rpc', async () => {
   assert.equal(r.error.code, 'PGRST202');
 });
 
+test('computed columns and computed relationships', async () => {
+  const { data, error } = await db.from('books').select('title, shout, writer:author_of(name)').ilike('shout', '%GODS%').order('shout');
+  assert.equal(error, null);
+  assert.deepEqual(data, [{ title: 'Small Gods', shout: 'SMALL GODS', writer: { name: 'Terry' } }]);
+  const star = await db.from('books').select('*').eq('id', 3);
+  assert.equal(star.error, null);
+  assert.equal('shout' in star.data[0], false);
+});
+
 test('errors carry the PostgREST shape', async () => {
   const r = await db.from('no_such_table').select('*');
   assert.equal(r.status, 404);

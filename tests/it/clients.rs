@@ -65,12 +65,19 @@ pub(crate) async fn run_node_suite_with(app: &TestApp, file: &str, env: &[(&str,
 #[tokio::test]
 async fn postgrest_js_against_fluxbase() {
     let app = TestApp::spawn().await;
-    app.db.client().await.batch_execute(FIXTURE).await.unwrap();
+    // A computed column and a computed relationship for the suite's "computed" test.
+    let sql = format!(
+        "{FIXTURE}
+CREATE FUNCTION shout(books) RETURNS text LANGUAGE sql STABLE AS 'SELECT upper($1.title)';
+CREATE FUNCTION author_of(books) RETURNS SETOF authors ROWS 1 LANGUAGE sql STABLE
+  AS 'SELECT * FROM authors WHERE id = $1.author_id';"
+    );
+    app.db.client().await.batch_execute(&sql).await.unwrap();
     let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         !app.state
             .schema
             .get()
-            .functions("public", "books_after")
+            .functions("public", "author_of")
             .is_empty()
     })
     .await;

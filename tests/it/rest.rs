@@ -1244,3 +1244,172 @@ async fn rest_anon_role_decides_requests_without_any_token() {
     cfg.rest.anon_role = "postgres".into();
     assert!(cfg.validate().join("\n").contains("`rest.anon_role`"));
 }
+
+#[tokio::test]
+async fn computed_columns_and_relationships() {
+    let app = app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "
+CREATE FUNCTION shout(books) RETURNS text LANGUAGE sql STABLE AS 'SELECT upper($1.title)';
+CREATE FUNCTION decade(recent_books) RETURNS int LANGUAGE sql STABLE AS 'SELECT $1.year / 10 * 10';
+CREATE FUNCTION info(books) RETURNS jsonb LANGUAGE sql STABLE
+  AS 'SELECT jsonb_build_object(''title'', $1.title, ''tags'', $1.tags)';
+CREATE FUNCTION two_args(books, int) RETURNS int LANGUAGE sql STABLE AS 'SELECT $2';
+-- Overrides the foreign key relationship books -> authors: an orphan book gets author 3.
+CREATE FUNCTION authors(books) RETURNS SETOF authors ROWS 1 LANGUAGE sql STABLE
+  AS 'SELECT * FROM authors WHERE id = coalesce($1.author_id, 3)';
+CREATE FUNCTION any_book(authors) RETURNS SETOF books ROWS 1 LANGUAGE sql STABLE
+  AS 'SELECT * FROM books WHERE author_id = $1.id';
+CREATE FUNCTION colleagues(people) RETURNS SETOF people LANGUAGE sql STABLE
+  AS 'SELECT * FROM people WHERE manager_id IS NOT DISTINCT FROM $1.manager_id AND id <> $1.id';
+NOTIFY pgrst, 'reload schema';
+",
+        )
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let s = app.state.schema.get();
+        s.table("public", "people")
+            .is_some_and(|t| s.computed_relationship(t, "colleagues").is_some())
+    })
+    .await;
+    assert!(ok, "schema cache never saw the functions");
+
+    // A computed column of a view, in select, filter and order; not part of `*`.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/recent_books?select=title,decade&decade=gte.1970&order=decade.desc,id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"title": "Small Gods", "decade": 1990},
+            {"title": "The Dispossessed", "decade": 1970},
+            {"title": "Kindred", "decade": 1970}
+        ])
+    );
+    let (_, _, b) = get(&app, "/rest/v1/books?id=eq.1").await;
+    assert!(b[0].get("shout").is_none(), "{b}");
+    // JSON paths into a computed column, and aggregates of one.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=info->>title,first_tag:info->tags->0&info->tags->>0=eq.fantasy&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"title": "A Wizard of Earthsea", "first_tag": "fantasy"},
+            {"title": "Small Gods", "first_tag": "fantasy"}
+        ])
+    );
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=shout.max(),author_id&author_id=eq.1",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([{"max": "THE DISPOSSESSED", "author_id": 1}]));
+    // Only one-argument functions: a second argument makes no computed column.
+    let (s, _, b) = get(&app, "/rest/v1/books?select=two_args").await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "42703");
+    // Values stay parameters.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=id&shout=eq.x%27)%3B%20DROP%20TABLE%20books%3B%20--",
+    )
+    .await;
+    assert_eq!((s.as_u16(), b), (200, json!([])));
+    // On the rows of a function returning a table type.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/rpc/books_after?y=1975&select=shout,authors(name)&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"shout": "SMALL GODS", "authors": {"name": "Terry"}},
+            {"shout": "KINDRED", "authors": {"name": "Octavia"}}
+        ])
+    );
+
+    // The function overrides the foreign key relationship of the same name, hint or not
+    // (as PostgREST); the key's column still reaches the foreign key.
+    let (_, _, b) = get(&app, "/rest/v1/books?select=title,authors(name)&id=eq.5").await;
+    assert_eq!(
+        b,
+        json!([{"title": "Orphan", "authors": {"name": "Octavia"}}])
+    );
+    let (_, _, b) = get(
+        &app,
+        "/rest/v1/books?select=title,authors!books_author_id_fkey(name)&id=eq.5",
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!([{"title": "Orphan", "authors": {"name": "Octavia"}}])
+    );
+    let (_, _, b) = get(&app, "/rest/v1/books?select=title,author_id(name)&id=eq.5").await;
+    assert_eq!(b, json!([{"title": "Orphan", "author_id": null}]));
+    // A to-many computed relationship between rows of one table, with `is.null` filtering.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/people?select=name,colleagues(name)&colleagues=is.null&order=id",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!([
+            {"name": "Boss", "colleagues": []},
+            {"name": "Mid", "colleagues": []},
+            {"name": "Dev", "colleagues": []}
+        ])
+    );
+
+    // Writes: the representation computes from the written rows; filters of the write too.
+    let key = app.service_key();
+    let r = app
+        .http
+        .patch(app.url("/rest/v1/books?shout=eq.ORPHAN&select=title,shout,authors(name)"))
+        .header("apikey", key.clone())
+        .header("Prefer", "return=representation")
+        .json(&json!({"title": "Adopted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"title": "Adopted", "shout": "ADOPTED", "authors": {"name": "Octavia"}}])
+    );
+    let r = app
+        .http
+        .post(app.url("/rest/v1/books?select=id,shout"))
+        .header("apikey", key.clone())
+        .header("Prefer", "return=representation")
+        .json(&json!({"id": 99, "title": "New one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 99, "shout": "NEW ONE"}])
+    );
+
+    // A to-one function that returns several rows is an error (400, as PostgREST maps
+    // SQLSTATE 21000), not a silent pick.
+    let (s, _, b) = get(&app, "/rest/v1/authors?select=any_book(title)&id=eq.1").await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "21000");
+}

@@ -185,6 +185,40 @@ END $$;
 CREATE FUNCTION make_item(name text) RETURNS int LANGUAGE sql VOLATILE
   AS $$ INSERT INTO items (name) VALUES (name) RETURNING id $$;
 
+-- Computed columns (functions of a row type returning one value; full_name2(people) is
+-- above) and computed relationships (functions of a row type returning rows of a relation):
+-- PostgREST's "Computed Fields" and "Computed Relationships" examples.
+CREATE FUNCTION birth_year(people) RETURNS int LANGUAGE sql STABLE
+  AS $$ SELECT extract(year FROM $1.birth_date)::int $$;
+CREATE FUNCTION full_name(directors) RETURNS text LANGUAGE sql STABLE
+  AS $$ SELECT $1.first_name || ' ' || $1.last_name $$;
+-- No foreign key: the functions define the relationship both ways.
+CREATE TABLE premieres (id int PRIMARY KEY, location text, "date" date, film_id int);
+INSERT INTO premieres VALUES
+  (1, 'Cannes Film Festival', '2000-05-20', 1), (2, 'London', '2000-10-20', 1),
+  (3, 'Venice Film Festival', '2010-09-01', 2);
+CREATE FUNCTION film(premieres) RETURNS SETOF films ROWS 1 LANGUAGE sql STABLE
+  AS $$ SELECT * FROM films WHERE id = $1.film_id $$;
+CREATE FUNCTION premieres(films) RETURNS SETOF premieres LANGUAGE sql STABLE
+  AS $$ SELECT * FROM premieres WHERE film_id = $1.id $$;
+-- Recursive relationships through functions.
+CREATE TABLE presidents (
+  id int PRIMARY KEY, first_name text, last_name text, predecessor_id int UNIQUE REFERENCES presidents (id));
+INSERT INTO presidents VALUES (1, 'George', 'Washington', NULL), (2, 'John', 'Adams', 1), (3, 'Thomas', 'Jefferson', 2);
+CREATE FUNCTION predecessor(presidents) RETURNS SETOF presidents ROWS 1 LANGUAGE sql STABLE
+  AS $$ SELECT * FROM presidents WHERE id = $1.predecessor_id $$;
+CREATE FUNCTION successor(presidents) RETURNS SETOF presidents ROWS 1 LANGUAGE sql STABLE
+  AS $$ SELECT * FROM presidents WHERE predecessor_id = $1.id $$;
+CREATE FUNCTION supervisees(staff) RETURNS SETOF staff LANGUAGE sql STABLE
+  AS $$ SELECT * FROM staff WHERE supervisor_id = $1.id $$;
+CREATE FUNCTION supervisor(staff) RETURNS SETOF staff ROWS 1 LANGUAGE sql STABLE
+  AS $$ SELECT * FROM staff WHERE id = $1.supervisor_id $$;
+-- Adding a relationship with an overload (directors(film_schools)).
+CREATE TABLE film_schools (id int PRIMARY KEY, name text);
+INSERT INTO film_schools VALUES (1, 'IDHEC');
+CREATE FUNCTION directors(film_schools) RETURNS SETOF directors LANGUAGE sql STABLE
+  AS $$ SELECT * FROM directors WHERE id IN (2, 3) $$;
+
 -- Multiple schemas (Accept-Profile / Content-Profile), exposed only where a file asks.
 CREATE SCHEMA v2;
 GRANT USAGE ON SCHEMA v2 TO anon, authenticated, service_role;

@@ -15,7 +15,12 @@ OUT="bench/results/$(date +%F)"
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 PAIRS=${PAIRS:-8}
-nice -n 10 cargo build --release --locked --bin fluxbase --example bcrypt_ref
+# With FLUXBASE_BIN (a binary built earlier) only the reference is built.
+if [ -n "${FLUXBASE_BIN:-}" ]; then
+  [ -x target/release/examples/bcrypt_ref ] || nice -n 10 cargo build --release --locked --example bcrypt_ref
+else
+  nice -n 10 cargo build --release --locked --bin fluxbase --example bcrypt_ref
+fi
 BIN=${FLUXBASE_BIN:-target/release/fluxbase}
 WORK=$(mktemp -d /tmp/fbauth.XXXXXX)
 chmod 755 "$WORK"

@@ -56,6 +56,19 @@ async fn unknown_routes_are_json_404_per_surface() {
     let r = app.http.post(app.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB002");
+
+    // /rest/v1 is a scope with its own method dispatch: an undeclared method is still a 405,
+    // and a path that only starts with the same letters is not under it.
+    let r = app
+        .http
+        .request(reqwest::Method::TRACE, app.url("/rest/v1/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "FB002");
+    let r = app.get("/rest/v1x/items").send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]

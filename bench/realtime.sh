@@ -23,6 +23,8 @@
 #   ROUNDS=3          rounds per scenario (>= 3)
 #   SECS=20           seconds of sending per run
 #   IDLE_CONNS=5000   connections of S5
+#   SCENARIOS="s1 s2 s3 s4 s5"   which scenarios to run
+#   FEATURES=         cargo features of the fluxbase build (e.g. mimalloc)
 #   BENCH_PORT=18400  Fluxbase's port; the reference uses BENCH_PORT+10
 #   CARGO_LOCK=       a lock file to hold (flock) while building, on machines shared by builds
 #
@@ -37,6 +39,7 @@ cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-20}
 IDLE_CONNS=${IDLE_CONNS:-5000}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5}
 PORT=${BENCH_PORT:-18400}
 REF_PORT=$((PORT + 10))
 
@@ -46,7 +49,7 @@ ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # --- build ------------------------------------------------------------------------------------
 ${CARGO_LOCK:+flock "$CARGO_LOCK"} nice -n 10 cargo build --release --locked --bin fluxbase \
-  --example realtime_load --example realtime_ref
+  --example realtime_load --example realtime_ref ${FEATURES:+--features "$FEATURES"}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release/fluxbase"
 LOAD="$TARGET_DIR/release/examples/realtime_load"
@@ -261,15 +264,18 @@ for target in fluxbase ref; do
   sleep 2
 done
 
+want() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for ((r = 1; r <= ROUNDS; r++)); do
-  for target in fluxbase ref; do load s1 "$target" "$r" "${S1[@]}"; done
-  for target in fluxbase ref; do load s2 "$target" "$r" "${S2[@]}"; done
-  load s3 fluxbase "$r" "${S3[@]}"
-  load s4 fluxbase "$r" "${S4[@]}"
+  if want s1; then for target in fluxbase ref; do load s1 "$target" "$r" "${S1[@]}"; done; fi
+  if want s2; then for target in fluxbase ref; do load s2 "$target" "$r" "${S2[@]}"; done; fi
+  if want s3; then load s3 fluxbase "$r" "${S3[@]}"; fi
+  if want s4; then load s4 fluxbase "$r" "${S4[@]}"; fi
 done
-for ((r = 1; r <= ROUNDS; r++)); do
-  for target in fluxbase ref; do idle "$target" "$r"; done
-done
+if want s5; then
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for target in fluxbase ref; do idle "$target" "$r"; done
+  done
+fi
 
 # --- summary ------------------------------------------------------------------------------------
 say ""

@@ -6,10 +6,10 @@ use fluxbase::server::{self, StartError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// With the `mimalloc` feature, mimalloc instead of glibc's malloc: a REST request allocates
-/// and frees a few hundred small blocks (a callgrind profile put malloc + free at a quarter of
-/// its instructions), which mimalloc's thread-local free lists serve faster; measured in
-/// docs/benchmarks.md. Off by default until its memory cost per realtime connection is known.
+/// With the `mimalloc` feature (a default), mimalloc instead of glibc's malloc: a REST request
+/// allocates and frees a few hundred small blocks (a callgrind profile put malloc + free at a
+/// quarter of its instructions), which mimalloc's thread-local free lists serve faster;
+/// measured in docs/benchmarks.md, with its memory cost.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -9,7 +9,7 @@ use crate::auth::AuthContext;
 use crate::error::ApiError;
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 const SETUP_SQL: &str =
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
@@ -125,6 +125,50 @@ pub struct RequestTx {
     authenticated: bool,
 }
 
+/// A pooled connection with the request transaction's three statements prepared (cached per
+/// connection): `BEGIN` (`READ ONLY` when `read_only`), the role/claims setup and `sql`.
+async fn prepared(
+    pool: &Pool,
+    read_only: bool,
+    sql: &str,
+    dberr: impl Fn(tokio_postgres::Error) -> ApiError + Copy,
+) -> Result<(Object, Statement, Statement, Statement), ApiError> {
+    let client = pool.get().await?;
+    // Prepared statements are cached per connection; REST generates many shapes, so the
+    // cache is emptied when it grows past a bound instead of growing without one.
+    if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+        client.statement_cache.clear();
+    }
+    let begin = client
+        .prepare_cached(if read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        })
+        .await
+        .map_err(dberr)?;
+    let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
+    let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
+    Ok((client, begin, setup, stmt))
+}
+
+/// The setup statement's values, in `SETUP_SQL`'s order.
+fn setup_values<'a>(ctx: &'a AuthContext, info: &'a RequestInfo) -> [&'a str; 6] {
+    let cookies = if info.cookies_json.is_empty() {
+        "{}"
+    } else {
+        info.cookies_json.as_str()
+    };
+    [
+        &ctx.role,
+        &ctx.claims_json,
+        &info.method,
+        &info.path,
+        &info.headers_json,
+        cookies,
+    ]
+}
+
 impl RequestTx {
     /// Begins the transaction as `ctx` and runs `sql` in the same round trip.
     pub async fn begin_with(
@@ -136,37 +180,10 @@ impl RequestTx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(RequestTx, Vec<Row>), ApiError> {
         let authenticated = ctx.is_authenticated();
-        let client = pool.get().await?;
-        // Prepared statements are cached per connection; REST generates many shapes, so the
-        // cache is emptied when it grows past a bound instead of growing without one.
-        if client.statement_cache.size() > STATEMENT_CACHE_MAX {
-            client.statement_cache.clear();
-        }
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let begin = client
-            .prepare_cached(if read_only {
-                "BEGIN READ ONLY"
-            } else {
-                "BEGIN"
-            })
-            .await
-            .map_err(dberr)?;
-        let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
-        let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
-        let claims: &str = &ctx.claims_json;
-        let cookies = if info.cookies_json.is_empty() {
-            "{}"
-        } else {
-            info.cookies_json.as_str()
-        };
-        let setup_params: [&(dyn ToSql + Sync); 6] = [
-            &ctx.role,
-            &claims,
-            &info.method,
-            &info.path,
-            &info.headers_json,
-            &cookies,
-        ];
+        let (client, begin, setup, stmt) = prepared(pool, read_only, sql, dberr).await?;
+        let values = setup_values(ctx, info);
+        let setup_params = values.each_ref().map(|v| v as &(dyn ToSql + Sync));
         // Polled together, tokio-postgres writes all three before reading: one round trip.
         let started = std::time::Instant::now();
         let (b, s, q) = tokio::join!(
@@ -242,40 +259,15 @@ impl RequestTx {
         extra: Option<(&str, &[&(dyn ToSql + Sync)])>,
     ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
         let authenticated = ctx.is_authenticated();
-        let client = pool.get().await?;
-        if client.statement_cache.size() > STATEMENT_CACHE_MAX {
-            client.statement_cache.clear();
-        }
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let begin = client
-            .prepare_cached(if read_only {
-                "BEGIN READ ONLY"
-            } else {
-                "BEGIN"
-            })
-            .await
-            .map_err(dberr)?;
-        let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
-        let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
+        let (client, begin, setup, stmt) = prepared(pool, read_only, sql, dberr).await?;
         let extra_stmt = match extra {
             Some((text, p)) => Some((client.prepare_cached(text).await.map_err(dberr)?, p)),
             None => None,
         };
         let commit = client.prepare_cached("COMMIT").await.map_err(dberr)?;
-        let claims: &str = &ctx.claims_json;
-        let cookies = if info.cookies_json.is_empty() {
-            "{}"
-        } else {
-            info.cookies_json.as_str()
-        };
-        let setup_params: [&(dyn ToSql + Sync); 6] = [
-            &ctx.role,
-            &claims,
-            &info.method,
-            &info.path,
-            &info.headers_json,
-            &cookies,
-        ];
+        let values = setup_values(ctx, info);
+        let setup_params = values.each_ref().map(|v| v as &(dyn ToSql + Sync));
         let started = std::time::Instant::now();
         let (b, s, q, x, c) = tokio::join!(
             client.execute(&begin, &[]),

@@ -286,6 +286,8 @@ pub struct AuthConfig {
     pub require_apikey: bool,
     /// Outgoing mail; with no host, mail is written to the log (development).
     pub smtp: SmtpConfig,
+    /// Phone sign-in and the SMS provider that carries its codes.
+    pub sms: SmsConfig,
     /// URLs besides `site_url` that `redirect_to` may name (exact, a path under one, or a
     /// glob: `*` within a host label or path segment, `**` across them).
     pub redirect_allow_list: Vec<String>,
@@ -374,6 +376,215 @@ impl Default for SmtpConfig {
     }
 }
 
+/// The SMS providers `auth.sms.provider` may name.
+pub const SMS_PROVIDERS: [&str; 5] = ["log", "twilio", "messagebird", "textlocal", "vonage"];
+
+/// `auth.sms.*`: phone sign-in as GoTrue's `GOTRUE_EXTERNAL_PHONE_ENABLED`,
+/// `GOTRUE_SMS_AUTOCONFIRM` and `GOTRUE_SMS_*` configure it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Offer phone sign-up and sign-in (`/settings` `external.phone`).
+    pub enabled: bool,
+    /// Confirm phone numbers at sign-up without a code.
+    pub autoconfirm: bool,
+    /// `log` (development: the code goes to the log), `twilio`, `messagebird`, `textlocal` or
+    /// `vonage`.
+    pub provider: String,
+    /// Seconds a texted code stays valid.
+    pub otp_exp: u64,
+    /// Digits of a texted code (6-10).
+    pub otp_length: u64,
+    /// The message; `{{ .Code }}` is the code.
+    pub template: String,
+    /// Seconds before another code may go to the same number for the same purpose.
+    pub max_frequency_secs: u64,
+    /// Fixed codes for test numbers, `phone:code` (digits only); no SMS is sent to them.
+    pub test_otp: Vec<String>,
+    /// Twilio Programmable Messaging.
+    pub twilio: TwilioSmsConfig,
+    /// MessageBird (Bird) SMS API.
+    pub messagebird: MessagebirdSmsConfig,
+    /// Textlocal.
+    pub textlocal: TextlocalSmsConfig,
+    /// Vonage (Nexmo) SMS API.
+    pub vonage: VonageSmsConfig,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            enabled: false,
+            autoconfirm: false,
+            provider: "log".into(),
+            otp_exp: 60,
+            otp_length: 6,
+            template: "Your code is {{ .Code }}".into(),
+            max_frequency_secs: 60,
+            test_otp: Vec::new(),
+            twilio: TwilioSmsConfig::default(),
+            messagebird: MessagebirdSmsConfig::default(),
+            textlocal: TextlocalSmsConfig::default(),
+            vonage: VonageSmsConfig::default(),
+        }
+    }
+}
+
+/// `auth.sms.twilio.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioSmsConfig {
+    /// Account SID (also the Basic auth user).
+    pub account_sid: String,
+    /// Auth token (secret).
+    pub auth_token: Option<Secret>,
+    /// Messaging service SID or sender number (`From`).
+    pub message_service_sid: String,
+    /// API base URL; empty = `https://api.twilio.com`.
+    pub api_url: String,
+}
+
+/// `auth.sms.messagebird.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagebirdSmsConfig {
+    /// Access key (secret).
+    pub access_key: Option<Secret>,
+    /// Sender name or number (`originator`).
+    pub originator: String,
+    /// API base URL; empty = `https://rest.messagebird.com`.
+    pub api_url: String,
+}
+
+/// `auth.sms.textlocal.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextlocalSmsConfig {
+    /// API key (secret).
+    pub api_key: Option<Secret>,
+    /// Sender name.
+    pub sender: String,
+    /// API base URL; empty = `https://api.textlocal.in`.
+    pub api_url: String,
+}
+
+/// `auth.sms.vonage.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VonageSmsConfig {
+    /// API key.
+    pub api_key: String,
+    /// API secret (secret).
+    pub api_secret: Option<Secret>,
+    /// Sender name or number (`from`).
+    pub from: String,
+    /// API base URL; empty = `https://rest.nexmo.com`.
+    pub api_url: String,
+}
+
+impl SmsConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !SMS_PROVIDERS.contains(&self.provider.as_str()) {
+            p.push(format!(
+                "`auth.sms.provider` must be one of {}, got {:?}",
+                SMS_PROVIDERS.join(", "),
+                self.provider
+            ));
+        }
+        if !(6..=10).contains(&self.otp_length) {
+            p.push(format!(
+                "`auth.sms.otp_length` must be between 6 and 10, got {}",
+                self.otp_length
+            ));
+        }
+        if self.otp_exp == 0 {
+            p.push("`auth.sms.otp_exp` must be positive".into());
+        }
+        for t in &self.test_otp {
+            let ok = t.split_once(':').is_some_and(|(phone, code)| {
+                !phone.is_empty()
+                    && !code.is_empty()
+                    && phone
+                        .trim_start_matches('+')
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                    && code.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !ok {
+                p.push(format!(
+                    "`auth.sms.test_otp`: {t:?} is not `phone:code` (digits)"
+                ));
+            }
+        }
+        let is_url =
+            |u: &str| u.is_empty() || u.starts_with("http://") || u.starts_with("https://");
+        let secret_set = |s: &Option<Secret>| s.as_ref().is_some_and(|s| !s.expose().is_empty());
+        for (name, url) in [
+            ("twilio", &self.twilio.api_url),
+            ("messagebird", &self.messagebird.api_url),
+            ("textlocal", &self.textlocal.api_url),
+            ("vonage", &self.vonage.api_url),
+        ] {
+            if !is_url(url) {
+                p.push(format!(
+                    "`auth.sms.{name}.api_url` must start with http:// or https://"
+                ));
+            }
+        }
+        if !self.enabled {
+            return p;
+        }
+        let missing: Vec<&str> = match self.provider.as_str() {
+            "twilio" => [
+                ("account_sid", !self.twilio.account_sid.is_empty()),
+                ("auth_token", secret_set(&self.twilio.auth_token)),
+                (
+                    "message_service_sid",
+                    !self.twilio.message_service_sid.is_empty(),
+                ),
+            ]
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(k, _)| *k)
+            .collect(),
+            "messagebird" => [
+                ("access_key", secret_set(&self.messagebird.access_key)),
+                ("originator", !self.messagebird.originator.is_empty()),
+            ]
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(k, _)| *k)
+            .collect(),
+            "textlocal" => [
+                ("api_key", secret_set(&self.textlocal.api_key)),
+                ("sender", !self.textlocal.sender.is_empty()),
+            ]
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(k, _)| *k)
+            .collect(),
+            "vonage" => [
+                ("api_key", !self.vonage.api_key.is_empty()),
+                ("api_secret", secret_set(&self.vonage.api_secret)),
+                ("from", !self.vonage.from.is_empty()),
+            ]
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(k, _)| *k)
+            .collect(),
+            _ => Vec::new(),
+        };
+        for key in missing {
+            p.push(format!(
+                "`auth.sms.{}.{key}` is required when `auth.sms.enabled` uses that provider",
+                self.provider
+            ));
+        }
+        p
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
@@ -396,6 +607,7 @@ impl Default for AuthConfig {
             rate_limit: AuthRateLimitConfig::default(),
             require_apikey: false,
             smtp: SmtpConfig::default(),
+            sms: SmsConfig::default(),
             redirect_allow_list: Vec::new(),
             external: ExternalConfig::default(),
         }
@@ -467,6 +679,8 @@ pub struct AuthRateLimitConfig {
     pub verify_per_5min: u64,
     /// `POST /recover` per IP per 5 minutes.
     pub recover_per_5min: u64,
+    /// Auth SMS sent per hour by this instance (`over_sms_send_rate_limit`).
+    pub sms_sent_per_hour: u64,
 }
 
 impl Default for AuthRateLimitConfig {
@@ -480,6 +694,7 @@ impl Default for AuthRateLimitConfig {
             otp_per_5min: 30,
             verify_per_5min: 30,
             recover_per_5min: 30,
+            sms_sent_per_hour: 30,
         }
     }
 }
@@ -1290,6 +1505,7 @@ impl Config {
             ));
         }
         p.extend(self.auth.external.validate());
+        p.extend(self.auth.sms.validate());
         if self.auth.jwt_expiry_secs == 0 {
             p.push("`auth.jwt_expiry_secs` must be positive".into());
         }

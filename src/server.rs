@@ -355,7 +355,7 @@ pub async fn start_jobs(state: &AppState) -> Result<crate::jobs::worker::RunnerH
     drop(client);
     let mut handlers = crate::jobs::Registry::default();
     crate::jobs::builtin::register(&mut handlers, &state.config);
-    crate::auth::register_jobs(&mut handlers, &state.config);
+    crate::auth::register_jobs(&mut handlers, state);
     crate::webhooks::register_jobs(&mut handlers, state.outbound.clone());
     crate::storage::register_jobs(&mut handlers, state);
     let opts = crate::jobs::worker::RunnerOptions {

@@ -231,7 +231,7 @@ async fn settings(state: web::Data<AppState>) -> HttpResponse {
     let a = &state.config.auth;
     let mut external = super::oauth::settings_external(&state.config);
     external.insert("email".into(), Value::from(true));
-    external.insert("phone".into(), Value::from(false));
+    external.insert("phone".into(), Value::from(a.sms.enabled));
     external.insert(
         "anonymous_users".into(),
         Value::from(a.enable_anonymous_sign_ins),
@@ -240,8 +240,8 @@ async fn settings(state: web::Data<AppState>) -> HttpResponse {
         "external": external,
         "disable_signup": !a.enable_signup,
         "mailer_autoconfirm": a.mailer_autoconfirm,
-        "phone_autoconfirm": false,
-        "sms_provider": "",
+        "phone_autoconfirm": a.sms.autoconfirm,
+        "sms_provider": a.sms.provider,
         "saml_enabled": false,
         "passkeys_enabled": false,
     }))
@@ -267,6 +267,7 @@ struct SignupBody {
     password: Option<String>,
     #[serde(default)]
     data: Value,
+    channel: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
 }
@@ -288,7 +289,7 @@ fn normalise_email(e: &str) -> Result<String, ApiError> {
 }
 
 /// Audits what a user did (or had done for them), in the request's transaction.
-async fn audit_user<C: tokio_postgres::GenericClient>(
+pub(super) async fn audit_user<C: tokio_postgres::GenericClient>(
     c: &C,
     req: &HttpRequest,
     user: Uuid,
@@ -401,12 +402,16 @@ async fn signup(
             "Signups not allowed for this instance",
         ));
     }
-    if b.phone.is_some() {
-        return Err(gotrue(
-            422,
-            "phone_provider_disabled",
-            "Phone signups are disabled",
-        ));
+    if let Some(phone) = b.phone.clone().filter(|p| !p.is_empty()) {
+        let s = super::phone::Signup {
+            phone,
+            password: b.password,
+            data: b.data,
+            channel: b.channel,
+            pkce: pkce.is_some(),
+            with_email: b.email.as_deref().is_some_and(|e| !e.is_empty()),
+        };
+        return super::phone::signup(&state, &req, s).await;
     }
     let mut new = NewUser {
         role: "authenticated".into(),
@@ -477,6 +482,7 @@ struct EmailBody {
     #[serde(default)]
     data: Value,
     create_user: Option<bool>,
+    channel: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
     code_challenge: Option<String>,
@@ -499,14 +505,34 @@ async fn otp(
         b.code_challenge.as_deref(),
         b.code_challenge_method.as_deref(),
     )?;
-    if b.phone.is_some() && b.email.is_none() {
+    let phone = b.phone.clone().filter(|p| !p.is_empty());
+    let email = b.email.clone().filter(|e| !e.is_empty());
+    if phone.is_some() && email.is_some() {
         return Err(gotrue(
-            422,
-            "phone_provider_disabled",
-            "Phone sign-ins are disabled",
+            400,
+            "validation_failed",
+            "Only an email address or phone number should be provided",
         ));
     }
-    let email = normalise_email(b.email.as_deref().unwrap_or_default())?;
+    if email.is_some() && b.channel.as_deref().is_some_and(|c| !c.is_empty()) {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            "Channel should only be specified with Phone OTP",
+        ));
+    }
+    if let Some(phone) = phone {
+        return super::phone::otp(
+            &state,
+            &req,
+            &phone,
+            b.create_user.unwrap_or(true),
+            b.data,
+            b.channel.as_deref(),
+        )
+        .await;
+    }
+    let email = normalise_email(email.as_deref().unwrap_or_default())?;
     let mut c = state.pool.get().await?;
     let tx = c.transaction().await.map_err(db)?;
     let (user, kind) = match service::user_by_email(&*tx, &email).await? {
@@ -583,11 +609,15 @@ async fn resend(
     match body.kind.as_deref() {
         Some("signup") => {}
         Some("email_change") => return resend_email_change(&state, &req, &body).await,
+        Some(kind @ ("sms" | "phone_change")) => {
+            return super::phone::resend(&state, kind, body.phone.as_deref(), body.email.as_deref())
+                .await
+        }
         Some(other) => {
             return Err(gotrue(
                 400,
                 "validation_failed",
-                format!("resend type {other:?} is not supported yet"),
+                format!("Missing one of these types: signup, email_change, sms, phone_change (got {other:?})"),
             ))
         }
         None => return Err(gotrue(400, "validation_failed", "type is required")),
@@ -687,15 +717,28 @@ async fn password_grant(
 ) -> Result<HttpResponse, ApiError> {
     let invalid = || gotrue(400, "invalid_credentials", "Invalid login credentials");
     let password = b.password.ok_or_else(invalid)?;
-    if b.phone.is_some() && b.email.is_none() {
-        return Err(invalid());
+    let phone = b
+        .phone
+        .filter(|p| !p.is_empty() && b.email.as_deref().is_none_or(str::is_empty));
+    if phone.is_some() {
+        super::sms::require_enabled(state, "Phone logins are disabled")?;
     }
-    let email = b
-        .email
-        .map(|e| e.trim().to_lowercase())
-        .ok_or_else(invalid)?;
+    // Who is signing in: the address, or the number in GoTrue's stored form.
+    let (email, provider) = match &phone {
+        Some(p) => (super::sms::format(p), "phone"),
+        None => (
+            b.email
+                .map(|e| e.trim().to_lowercase())
+                .ok_or_else(invalid)?,
+            "email",
+        ),
+    };
     let mut c = state.pool.get().await?;
-    let user = service::user_by_email(&**c, &email).await?;
+    let user = if phone.is_some() {
+        service::user_by_phone(&**c, &email).await?
+    } else {
+        service::user_by_email(&**c, &email).await?
+    };
     let ok = service::verify_password(
         password,
         user.as_ref().and_then(|u| u.password_hash.clone()),
@@ -713,7 +756,10 @@ async fn password_grant(
             return Err(invalid());
         }
     };
-    if !user.confirmed {
+    if phone.is_some() && !user.phone_confirmed {
+        return Err(gotrue(400, "phone_not_confirmed", "Phone not confirmed"));
+    }
+    if phone.is_none() && !user.confirmed {
         return Err(gotrue(400, "email_not_confirmed", "Email not confirmed"));
     }
     if user.banned_until.is_some_and(|t| t > chrono::Utc::now()) {
@@ -725,9 +771,12 @@ async fn password_grant(
     )
     .await
     .map_err(db)?;
-    tx.execute("UPDATE auth.identities SET last_sign_in_at = now() WHERE user_id = $1 AND provider = 'email'", &[&user.id])
-        .await
-        .map_err(db)?;
+    tx.execute(
+        "UPDATE auth.identities SET last_sign_in_at = now() WHERE user_id = $1 AND provider = $2",
+        &[&user.id, &provider],
+    )
+    .await
+    .map_err(db)?;
     let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
     let session = service::issue_session(
         &*tx,
@@ -938,6 +987,8 @@ async fn get_user(state: web::Data<AppState>, ctx: AuthContext) -> Result<HttpRe
 #[derive(Debug, Deserialize, Default)]
 struct UpdateBody {
     email: Option<String>,
+    phone: Option<String>,
+    channel: Option<String>,
     password: Option<String>,
     data: Option<Value>,
     nonce: Option<String>,
@@ -975,6 +1026,25 @@ async fn put_user(
             return Err(email_exists());
         }
     }
+    let current_phone = user.json["phone"].as_str().unwrap_or_default().to_string();
+    let new_phone = match b.phone.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Some(super::sms::normalise(p)?).filter(|p| *p != current_phone),
+        None => None,
+    };
+    let channel = match &new_phone {
+        Some(p) => {
+            let ch = super::sms::channel(&cfg.sms, b.channel.as_deref())?;
+            super::sms::require_enabled(&state, "Unsupported phone provider")?;
+            if service::user_by_phone(&**c, p)
+                .await?
+                .is_some_and(|other| other.id != uid)
+            {
+                return Err(service::phone_exists());
+            }
+            ch
+        }
+        None => "sms",
+    };
     let (stale, aal1_with_mfa): (bool, bool) = c
         .query_opt(
             "SELECT s.created_at < now() - interval '24 hours',
@@ -988,14 +1058,20 @@ async fn put_user(
         .map(|r| (r.get(0), r.get(1)))
         .unwrap_or((true, false));
     let new_password = b.password.as_deref().is_some_and(|p| !p.is_empty());
-    if aal1_with_mfa && (new_password || new_email.is_some()) {
+    if aal1_with_mfa && (new_password || new_email.is_some() || new_phone.is_some()) {
         return Err(gotrue(
             401,
             "insufficient_aal",
             "AAL2 session is required to update email or password when MFA is enabled.",
         ));
     }
-    if user.is_anonymous && new_password && new_email.is_none() && current_email.is_empty() {
+    if user.is_anonymous
+        && new_password
+        && new_email.is_none()
+        && new_phone.is_none()
+        && current_email.is_empty()
+        && current_phone.is_empty()
+    {
         return Err(gotrue(
             422,
             "validation_failed",
@@ -1037,7 +1113,13 @@ async fn put_user(
     let hash = password_hash(&state, b.password).await?;
     let tx = c.transaction().await.map_err(db)?;
     if let Some(n) = &nonce {
-        if !mail::consume_nonce(&*tx, uid, &current_email, n, cfg.otp_expiry_secs).await? {
+        // The nonce went to the address, or (users without one) texted to the number.
+        let (to, expiry) = if current_email.is_empty() {
+            (&current_phone, cfg.sms.otp_exp)
+        } else {
+            (&current_email, cfg.otp_expiry_secs)
+        };
+        if !mail::consume_nonce(&*tx, uid, to, n, expiry).await? {
             return Err(gotrue(
                 422,
                 "reauthentication_not_valid",
@@ -1093,6 +1175,10 @@ async fn put_user(
             )
             .await?;
         }
+    }
+    if let Some(p) = &new_phone {
+        super::phone::change(&*tx, &state, uid, p, channel).await?;
+        audit_user(&*tx, &req, uid, "auth.user.phone_change_requested").await?;
     }
     if password_changed {
         audit_user(&*tx, &req, uid, "auth.user.password_changed").await?;
@@ -1186,12 +1272,36 @@ async fn reauthenticate(
         .await?
         .ok_or_else(|| gotrue(404, "user_not_found", "User not found"))?;
     let email = user.json["email"].as_str().unwrap_or_default().to_string();
-    if email.is_empty() {
+    let phone = user.json["phone"].as_str().unwrap_or_default().to_string();
+    if email.is_empty() && phone.is_empty() {
         return Err(gotrue(
             400,
             "validation_failed",
             "Reauthentication requires the user to have an email or a phone number",
         ));
+    }
+    // GoTrue prefers the address; a user with only a number gets the nonce by SMS.
+    if email.is_empty() {
+        if !user.phone_confirmed {
+            return Err(gotrue(
+                422,
+                "phone_not_confirmed",
+                "Please verify your phone first.",
+            ));
+        }
+        super::sms::require_enabled(&state, "Unsupported phone provider")?;
+        super::sms::send(
+            &*tx,
+            &state,
+            uid,
+            &phone,
+            super::sms::REAUTHENTICATION,
+            "sms",
+        )
+        .await?;
+        audit_user(&*tx, &req, uid, "auth.user.reauthenticate").await?;
+        tx.commit().await.map_err(db)?;
+        return Ok(HttpResponse::Ok().json(json!({})));
     }
     if !user.confirmed {
         return Err(gotrue(
@@ -1465,6 +1575,7 @@ struct VerifyBody {
     token_hash: Option<String>,
     token: Option<String>,
     email: Option<String>,
+    phone: Option<String>,
 }
 
 /// What a used token yields: a session, or (for a PKCE flow opened by the request that sent
@@ -1620,6 +1731,23 @@ async fn verify_post(
     let b = body.into_inner();
     let kind = b.kind.clone().unwrap_or_else(|| "signup".into());
     let email = b.email.as_deref().map(|e| e.trim().to_lowercase());
+    // A texted code: the number and the code (GoTrue's phone OTP verification).
+    if let (Some(phone), None, None, Some(t)) = (
+        b.phone.as_deref().filter(|p| !p.is_empty()),
+        &email,
+        &b.token_hash,
+        &b.token,
+    ) {
+        let session = super::phone::verify(&state, &req, &kind, phone, t).await?;
+        return Ok(HttpResponse::Ok().json(session));
+    }
+    if matches!(kind.as_str(), "sms" | "phone_change") {
+        return Err(gotrue(
+            400,
+            "validation_failed",
+            "Verify of type sms or phone_change requires a phone number and a token",
+        ));
+    }
     // verifyOtp always answers with a session (PKCE codes are for link redirects).
     let confirmed = match (&b.token_hash, &email, &b.token) {
         (Some(h), _, _) => confirm(&state, &kind, Some(h), None, false).await?,
@@ -1769,8 +1897,10 @@ async fn admin_list(
 #[derive(Debug, Deserialize, Default)]
 struct AdminUserBody {
     email: Option<String>,
+    phone: Option<String>,
     password: Option<String>,
     email_confirm: Option<bool>,
+    phone_confirm: Option<bool>,
     user_metadata: Option<Value>,
     app_metadata: Option<Value>,
     role: Option<String>,
@@ -1784,7 +1914,24 @@ async fn admin_create(
     body: web::Json<AdminUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let email = b.email.as_deref().map(normalise_email).transpose()?;
+    let email = b
+        .email
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(normalise_email)
+        .transpose()?;
+    let phone = b
+        .phone
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(super::sms::normalise)
+        .transpose()?;
+    if let Some(p) = &phone {
+        let c = state.pool.get().await?;
+        if service::user_by_phone(&**c, p).await?.is_some() {
+            return Err(service::phone_exists());
+        }
+    }
     let hash = password_hash(&state, b.password).await?;
     let role = b.role.unwrap_or_else(|| "authenticated".into());
     if !state.config.allowed_roles().contains(&role) {
@@ -1796,8 +1943,10 @@ async fn admin_create(
     }
     let new = NewUser {
         email,
+        phone,
         password_hash: hash,
         confirmed: b.email_confirm.unwrap_or(false),
+        phone_confirmed: b.phone_confirm.unwrap_or(false),
         user_metadata: b.user_metadata.unwrap_or_else(|| json!({})),
         app_metadata: b.app_metadata.unwrap_or_else(|| json!({})),
         role,
@@ -1860,6 +2009,12 @@ async fn admin_update(
     let uid = parse_id(&id)?;
     let b = body.into_inner();
     let email = b.email.as_deref().map(normalise_email).transpose()?;
+    let phone = b
+        .phone
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(super::sms::normalise)
+        .transpose()?;
     let hash = password_hash(&state, b.password).await?;
     let (set_ban, ban) = match b.ban_duration.as_deref() {
         Some(d) => (true, ban_until(d)?),
@@ -1877,14 +2032,30 @@ async fn admin_update(
                 raw_app_meta_data = CASE WHEN $6::jsonb IS NULL THEN raw_app_meta_data ELSE raw_app_meta_data || $6 END,
                 role = coalesce($7, role),
                 banned_until = CASE WHEN $8 THEN $9 ELSE banned_until END,
+                phone = coalesce($10, phone),
+                phone_confirmed_at = CASE WHEN $11::bool IS TRUE THEN coalesce(phone_confirmed_at, now()) ELSE phone_confirmed_at END,
                 updated_at = now()
               WHERE id = $1 AND deleted_at IS NULL",
-            &[&uid, &email, &hash, &b.email_confirm, &b.user_metadata, &b.app_metadata, &b.role, &set_ban, &ban],
+            &[&uid, &email, &hash, &b.email_confirm, &b.user_metadata, &b.app_metadata, &b.role, &set_ban, &ban,
+              &phone, &b.phone_confirm],
         )
         .await
-        .map_err(db)?;
+        .map_err(|e| {
+            if e.as_db_error().is_some_and(|d| d.constraint() == Some("users_phone_key")) {
+                service::phone_exists()
+            } else {
+                db(e)
+            }
+        })?;
     if n == 0 {
         return Err(gotrue(404, "user_not_found", "User not found"));
+    }
+    if phone.is_some() || b.phone_confirm == Some(true) {
+        if let Some(u) = service::user_by_id(&*tx, uid).await? {
+            if let Some(p) = u.json["phone"].as_str().filter(|p| !p.is_empty()) {
+                service::upsert_phone_identity(&*tx, uid, p, u.phone_confirmed).await?;
+            }
+        }
     }
     if ban.is_some() {
         // A ban ends every session at once.

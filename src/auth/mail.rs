@@ -29,7 +29,8 @@ pub const KINDS: [&str; 7] = [
 
 pub mod templates;
 
-fn code_hash(email: &str, code: &str) -> String {
+/// The stored hash of a code sent to an address (an email address or a phone number).
+pub(super) fn code_hash(email: &str, code: &str) -> String {
     hash_token(&format!("{}:{code}", email.to_lowercase()))
 }
 

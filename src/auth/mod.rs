@@ -1,7 +1,8 @@
 //! Identity: who is calling, and the GoTrue-compatible service at `/auth/v1`. JWT
 //! verification (`jwt`), the `AuthContext` extractor every handler uses, users, sessions and
 //! refresh tokens (`service`), mail (`mail`), `fbk_` API keys (`api_keys`) and the routes
-//! (`api`), TOTP MFA (`mfa`), OAuth2 / OIDC sign-in (`oauth`).
+//! (`api`), TOTP MFA (`mfa`), OAuth2 / OIDC sign-in (`oauth`), phone sign-in (`phone`) and
+//! its texted codes (`sms`).
 //!
 //! Must not: run SQL for REST/Storage/Realtime requests (they trust a token until `exp`, as
 //! Supabase does), or accept a role outside the configured allow-list.
@@ -12,11 +13,14 @@ pub mod jwt;
 pub mod mail;
 pub mod mfa;
 pub mod oauth;
+pub mod phone;
 pub mod service;
+pub mod sms;
 
-/// Registers the auth job handlers (the mail sender).
-pub fn register_jobs(reg: &mut crate::jobs::Registry, config: &crate::config::Config) {
-    mail::register(reg, &config.auth);
+/// Registers the auth job handlers: the mail sender and the SMS sender.
+pub fn register_jobs(reg: &mut crate::jobs::Registry, state: &crate::app::AppState) {
+    mail::register(reg, &state.config.auth);
+    sms::register(reg, &state.config.auth.sms, state.outbound.clone());
 }
 
 use crate::app::AppState;

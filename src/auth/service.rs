@@ -175,7 +175,8 @@ pub const USER_COLUMNS: &str = "u.id, u.aud, u.role, u.email, u.email_confirmed_
      (SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, \
         'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, \
         'updated_at', f.updated_at) ORDER BY f.created_at) \
-      FROM auth.mfa_factors f WHERE f.user_id = u.id)";
+      FROM auth.mfa_factors f WHERE f.user_id = u.id), \
+     u.phone_change";
 
 /// A user as loaded.
 #[derive(Debug, Clone)]
@@ -186,8 +187,10 @@ pub struct User {
     pub json: Value,
     /// bcrypt hash.
     pub password_hash: Option<String>,
-    /// Email confirmed.
+    /// Email or phone confirmed (`confirmed_at`).
     pub confirmed: bool,
+    /// Phone confirmed (`phone_confirmed_at`).
+    pub phone_confirmed: bool,
     /// Banned until (in the future = banned).
     pub banned_until: Option<DateTime<Utc>>,
     /// Role for tokens.
@@ -243,12 +246,14 @@ pub fn user_from_row(r: &Row) -> User {
         "is_anonymous": is_anonymous,
         "invited_at": ts(r, 20),
         "factors": r.get::<_, Option<Value>>(23).unwrap_or(Value::Null),
+        "new_phone": r.get::<_, Option<String>>(24).filter(|s| !s.is_empty()),
     });
     let mut json = json;
     if let Some(m) = json.as_object_mut() {
         // GoTrue leaves these out when unset.
         for k in [
             "new_email",
+            "new_phone",
             "email_change_sent_at",
             "invited_at",
             "factors",
@@ -264,6 +269,7 @@ pub fn user_from_row(r: &Row) -> User {
         id,
         password_hash: r.get(21),
         confirmed: r.get::<_, Option<DateTime<Utc>>>(7).is_some(),
+        phone_confirmed: r.get::<_, Option<DateTime<Utc>>>(6).is_some(),
         banned_until: r.get(17),
         role: role.unwrap_or_else(|| "authenticated".into()),
         is_anonymous,
@@ -297,6 +303,56 @@ pub async fn user_by_email<C: GenericClient>(c: &C, email: &str) -> Result<Optio
     Ok(rows.first().map(user_from_row))
 }
 
+/// A user by phone number (as `sms::normalise` stores it).
+pub async fn user_by_phone<C: GenericClient>(c: &C, phone: &str) -> Result<Option<User>, ApiError> {
+    let rows = c
+        .query(
+            &format!("SELECT {USER_COLUMNS} FROM auth.users u WHERE u.phone = $1 AND u.deleted_at IS NULL"),
+            &[&phone],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows.first().map(user_from_row))
+}
+
+/// GoTrue's `phone_exists` (422).
+pub fn phone_exists() -> ApiError {
+    gotrue(
+        422,
+        "phone_exists",
+        "A user with this phone number has already been registered",
+    )
+}
+
+/// Creates or updates the `phone` identity of a user (GoTrue keeps one per user, its
+/// `identity_data` naming the number and whether it is verified), and lists `phone` among
+/// the user's providers.
+pub async fn upsert_phone_identity<C: GenericClient>(
+    c: &C,
+    user: Uuid,
+    phone: &str,
+    verified: bool,
+) -> Result<(), ApiError> {
+    let data = json!({"sub": user.to_string(), "phone": phone, "email_verified": false, "phone_verified": verified});
+    c.execute(
+        "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider) VALUES ($1, $2, $3, 'phone')
+         ON CONFLICT (provider_id, provider) DO UPDATE
+           SET identity_data = auth.identities.identity_data || excluded.identity_data, updated_at = now()",
+        &[&user.to_string(), &user, &data],
+    )
+    .await
+    .map_err(db)?;
+    c.execute(
+        "UPDATE auth.users SET raw_app_meta_data = raw_app_meta_data
+              || jsonb_build_object('providers', coalesce(raw_app_meta_data->'providers', '[]'::jsonb) || '[\"phone\"]'::jsonb)
+          WHERE id = $1 AND NOT coalesce(raw_app_meta_data->'providers', '[]'::jsonb) ? 'phone'",
+        &[&user],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// What a new user starts with.
 #[derive(Debug, Default)]
 pub struct NewUser {
@@ -306,8 +362,10 @@ pub struct NewUser {
     pub phone: Option<String>,
     /// bcrypt hash.
     pub password_hash: Option<String>,
-    /// Confirmed at creation.
+    /// Email confirmed at creation.
     pub confirmed: bool,
+    /// Phone confirmed at creation.
+    pub phone_confirmed: bool,
     /// user_metadata.
     pub user_metadata: Value,
     /// app_metadata additions.
@@ -327,7 +385,14 @@ pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, A
     } else {
         "phone"
     };
-    let mut app_meta = json!({"provider": provider, "providers": if n.anonymous { json!([]) } else { json!([provider]) }});
+    let providers = if n.anonymous {
+        json!([])
+    } else if n.email.is_some() && n.phone.is_some() {
+        json!(["email", "phone"])
+    } else {
+        json!([provider])
+    };
+    let mut app_meta = json!({"provider": provider, "providers": providers});
     if let (Some(m), Some(extra)) = (app_meta.as_object_mut(), n.app_metadata.as_object()) {
         for (k, v) in extra {
             m.insert(k.clone(), v.clone());
@@ -341,15 +406,20 @@ pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, A
     let row = c
         .query_one(
             "INSERT INTO auth.users (aud, role, email, phone, encrypted_password, email_confirmed_at, raw_app_meta_data,
-                                     raw_user_meta_data, is_anonymous)
+                                     raw_user_meta_data, is_anonymous, phone_confirmed_at)
              VALUES ('authenticated', $1::text, $2::text, $3::text, $4::text, CASE WHEN $5 AND $2::text IS NOT NULL THEN now() END,
-                     $6, $7, $8)
+                     $6, $7, $8, CASE WHEN $9 AND $3::text IS NOT NULL THEN now() END)
              RETURNING id",
-            &[&n.role, &n.email, &n.phone, &n.password_hash, &n.confirmed, &app_meta, &user_meta, &n.anonymous],
+            &[&n.role, &n.email, &n.phone, &n.password_hash, &n.confirmed, &app_meta, &user_meta, &n.anonymous, &n.phone_confirmed],
         )
         .await
         .map_err(|e| {
-            if e.code().is_some_and(|c| c.code() == "23505") {
+            let phone_taken = e
+                .as_db_error()
+                .is_some_and(|d| d.constraint() == Some("users_phone_key"));
+            if phone_taken {
+                phone_exists()
+            } else if e.code().is_some_and(|c| c.code() == "23505") {
                 gotrue(422, "user_already_exists", "User already registered")
             } else {
                 db(e)
@@ -364,6 +434,9 @@ pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, A
         )
         .await
         .map_err(db)?;
+    }
+    if let Some(phone) = &n.phone {
+        upsert_phone_identity(c, id, phone, n.phone_confirmed).await?;
     }
     user_by_id(c, id)
         .await?

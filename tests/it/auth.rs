@@ -57,7 +57,7 @@ async fn mail_app() -> (
     })
     .await;
     let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    fluxbase::auth::register_jobs(&mut reg, &app.state);
     let runner = start_runner(&app, reg, false);
     (sink, app, runner)
 }
@@ -100,7 +100,7 @@ async fn confirmation_mail_goes_through_the_queue_and_the_link_signs_in() {
     assert_eq!(payload["to"], "grace@example.test");
     let link = payload["link"].as_str().unwrap().to_string();
     let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    fluxbase::auth::register_jobs(&mut reg, &app.state);
     let runner = start_runner(&app, reg, false);
     let id: i64 = c
         .query_one("SELECT id FROM jobs.jobs WHERE queue = 'auth.mail'", &[])

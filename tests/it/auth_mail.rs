@@ -23,7 +23,7 @@ async fn mail_app(tweak: impl FnOnce(&mut Config)) -> (SmtpSink, TestApp, Runner
     })
     .await;
     let mut reg = fluxbase::jobs::Registry::default();
-    fluxbase::auth::register_jobs(&mut reg, &app.state.config);
+    fluxbase::auth::register_jobs(&mut reg, &app.state);
     let runner = start_runner(&app, reg, false);
     (sink, app, runner)
 }

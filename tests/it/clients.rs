@@ -151,6 +151,31 @@ async fn supabase_js_oauth_against_fluxbase() {
 }
 
 #[tokio::test]
+async fn supabase_js_phone_auth_against_fluxbase() {
+    use crate::support::sms_provider::FakeSms;
+    let fake = FakeSms::start();
+    let f = fake.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.auth.bcrypt_cost = 4;
+        c.auth.sms.enabled = true;
+        f.configure(&mut c.auth.sms, "twilio");
+        c.outbound.allow_private_networks = vec!["127.0.0.4/32".into()];
+        c.jobs.poll_interval_ms = 100;
+    })
+    .await;
+    let mut reg = fluxbase::jobs::Registry::default();
+    fluxbase::auth::register_jobs(&mut reg, &app.state);
+    let _runner = crate::support::start_runner(&app, reg, false);
+    run_node_suite_with(
+        &app,
+        "auth_phone.test.mjs",
+        &[("FAKE_SMS_PROVIDER", fake.base.as_str())],
+    )
+    .await;
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+}
+
+#[tokio::test]
 async fn supabase_js_realtime_against_fluxbase() {
     let app = TestApp::spawn_with(|c| {
         c.auth.mailer_autoconfirm = true;

@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod auth_mail;
 mod auth_oauth;
+mod auth_phone;
 mod cli;
 mod clients;
 mod database;

@@ -292,13 +292,18 @@ struct Fail {
 }
 
 impl Fail {
-    /// From a GoTrue status and code; `error` as GoTrue's `oauthErrorMap`.
+    /// From a GoTrue status and code; `error` as GoTrue's `getErrorQueryString`: refusals
+    /// of the person (signups off, banned, address to verify first) are `access_denied`
+    /// whatever their status, the rest follow `oauthErrorMap`.
     fn new(status: u16, code: &'static str, description: impl Into<String>) -> Fail {
-        let error = match status {
-            400 => "invalid_request",
-            401 => "unauthorized_client",
-            403 => "access_denied",
-            503 => "temporarily_unavailable",
+        let error = match (code, status) {
+            ("signup_disabled" | "user_banned" | "provider_email_needs_verification", _) => {
+                "access_denied"
+            }
+            (_, 400) => "invalid_request",
+            (_, 401) => "unauthorized_client",
+            (_, 403) => "access_denied",
+            (_, 503) => "temporarily_unavailable",
             _ => "server_error",
         };
         Fail {
@@ -309,15 +314,10 @@ impl Fail {
         }
     }
 
-    /// The same failure as a JSON answer (the id_token grant). GoTrue answers 422 where
-    /// an external sign-in meets disabled signups or an unverified address.
+    /// The same failure as a JSON answer (the id_token grant).
     fn into_api(self) -> ApiError {
         let code = self.code.unwrap_or("unexpected_failure");
-        let status = match code {
-            "signup_disabled" | "provider_email_needs_verification" => 422,
-            _ => self.status,
-        };
-        gotrue(status, code, self.description)
+        gotrue(self.status, code, self.description)
     }
 
     fn from_api(e: ApiError) -> Fail {
@@ -555,7 +555,7 @@ async fn finish(
             // The account (and its confirmation mail) stays; the session waits for the link.
             tx.commit().await.map_err(db)?;
             return Err(Fail::new(
-                403,
+                422,
                 "provider_email_needs_verification",
                 format!(
                     "Unverified email with {name}. A confirmation email has been sent to your {name} email"
@@ -761,7 +761,7 @@ async fn sign_in<C: GenericClient>(
                 [] => {
                     if !cfg.enable_signup {
                         return Err(Fail::new(
-                            403,
+                            422,
                             "signup_disabled",
                             "Signups not allowed for this instance",
                         )
@@ -895,6 +895,11 @@ mod tests {
             "http://app.test/cb?keep=1&error=invalid_request&error_code=bad_oauth_state&error_description=OAuth+state+is+invalid#error=invalid_request&error_code=bad_oauth_state&error_description=OAuth+state+is+invalid"
         );
         assert_eq!(Fail::new(403, "x", "").error, "access_denied");
+        // GoTrue's statuses (422) with its `error` for refusals of the person.
+        for code in ["signup_disabled", "provider_email_needs_verification"] {
+            assert_eq!(Fail::new(422, code, "").error, "access_denied");
+            assert_eq!(Fail::new(422, code, "").into_api().status.as_u16(), 422);
+        }
         assert_eq!(Fail::new(429, "x", "").error, "server_error");
         assert_eq!(clean_error("access_denied<script>"), "access_deniedscript");
         assert_eq!(

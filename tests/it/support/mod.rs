@@ -6,6 +6,7 @@
 
 pub mod oauth_provider;
 pub mod s3;
+pub mod sms_provider;
 pub mod smtp;
 pub mod venv;
 

@@ -1,0 +1,581 @@
+//! Auth SMS: phone numbers as GoTrue keeps them, texted one-time codes (issued and used up
+//! like mailed ones: only a hash of the code with the number it went to is stored), the SMS
+//! limits (`auth.sms.max_frequency_secs`, `auth.rate_limit.sms_sent_per_hour`), and delivery
+//! through the job queue: the SMS job is enqueued in the request's transaction and sent by a
+//! worker to the configured provider (`twilio`, `messagebird`, `textlocal`, `vonage`) over
+//! the SSRF-guarded outbound client, retried on failure, so a slow provider never holds a
+//! request. The `log` provider writes the message to the log instead (development).
+//!
+//! Must not: send anything itself from a request, or keep a code in clear outside the job.
+
+use super::service::{db, gotrue};
+use crate::app::AppState;
+use crate::config::SmsConfig;
+use crate::error::ApiError;
+use crate::jobs::{self, JobError, JobSpec};
+use crate::outbound::{Outbound, OutboundError};
+use serde_json::{json, Value};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+/// Queue of outgoing auth SMS.
+pub const QUEUE: &str = "auth.sms";
+
+/// Token kind of a code that confirms the user's number (sign-up, OTP sign-in).
+pub const CONFIRM: &str = "sms";
+/// Token kind of a code that confirms a new number (`users.phone_change`).
+pub const PHONE_CHANGE: &str = "phone_change";
+/// Token kind of a reauthentication nonce (shared with mailed nonces).
+pub const REAUTHENTICATION: &str = "reauthentication";
+
+/// GoTrue's phone format: a leading `+` and spaces removed, then E.164 digits (a country
+/// code that does not start with 0, at most 15 digits). Stored and compared in this form.
+pub fn normalise(phone: &str) -> Result<String, ApiError> {
+    let p = format(phone);
+    let ok =
+        (2..=15).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0');
+    if ok {
+        Ok(p)
+    } else {
+        Err(gotrue(
+            400,
+            "validation_failed",
+            "Invalid phone number format (E.164 required)",
+        ))
+    }
+}
+
+/// The lookup form of a number without validation (GoTrue's password grant does only this).
+pub fn format(phone: &str) -> String {
+    phone.trim().trim_start_matches('+').replace(' ', "")
+}
+
+/// `phone_provider_disabled` (400) with the endpoint's message.
+pub fn disabled(message: &str) -> ApiError {
+    gotrue(400, "phone_provider_disabled", message)
+}
+
+/// Fails with `phone_provider_disabled` unless phone sign-in is on.
+pub fn require_enabled(state: &AppState, message: &str) -> Result<(), ApiError> {
+    if state.config.auth.sms.enabled {
+        Ok(())
+    } else {
+        Err(disabled(message))
+    }
+}
+
+/// The message channel of a request: `sms` by default; `whatsapp` only through Twilio, as
+/// in GoTrue.
+pub fn channel(cfg: &SmsConfig, requested: Option<&str>) -> Result<&'static str, ApiError> {
+    match requested.filter(|c| !c.is_empty()).unwrap_or("sms") {
+        "sms" => Ok("sms"),
+        "whatsapp" if cfg.provider == "twilio" => Ok("whatsapp"),
+        _ => Err(gotrue(
+            400,
+            "validation_failed",
+            "Invalid channel, supported values are 'sms' or 'whatsapp'. 'whatsapp' is only supported if Twilio or Twilio Verify is used as the provider.",
+        )),
+    }
+}
+
+/// The configured fixed code of a test number (`auth.sms.test_otp`).
+fn test_otp(cfg: &SmsConfig, phone: &str) -> Option<String> {
+    cfg.test_otp.iter().find_map(|t| {
+        let (p, code) = t.split_once(':')?;
+        (format(p) == phone).then(|| code.to_string())
+    })
+}
+
+/// The message text: `{{ .Code }}` (any inner spacing) replaced by the code.
+pub fn render(template: &str, code: &str) -> String {
+    let mut out = String::with_capacity(template.len() + code.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) if after[..end].trim() == ".Code" => {
+                out.push_str(code);
+                rest = &after[end + 2..];
+            }
+            _ => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The 429 of an SMS refused by a limit.
+fn over_sms_limit(message: String, retry_after: u64) -> ApiError {
+    gotrue(429, "over_sms_send_rate_limit", message)
+        .with_header("Retry-After", retry_after.max(1).to_string())
+}
+
+/// Issues a fresh code of `kind` for `user`, to `phone` (older codes of that kind die),
+/// stamps the user's `*_sent_at` (and, for a phone change, `phone_change`), and enqueues the
+/// SMS in the same transaction. GoTrue's limits first: one code per user and purpose per
+/// `max_frequency_secs` (kept in the database, so it holds across instances), then
+/// `sms_sent_per_hour` for this instance. A test number gets its fixed code and no SMS.
+pub async fn send<C: GenericClient>(
+    c: &C,
+    state: &AppState,
+    user: Uuid,
+    phone: &str,
+    kind: &str,
+    channel: &str,
+) -> Result<(), ApiError> {
+    let cfg = &state.config.auth.sms;
+    let sent_col = match kind {
+        CONFIRM => "confirmation_sent_at",
+        PHONE_CHANGE => "phone_change_sent_at",
+        REAUTHENTICATION => "reauthentication_sent_at",
+        other => return Err(ApiError::internal(format!("unknown SMS kind {other:?}"))),
+    };
+    let wait: Option<f64> = c
+        .query_one(
+            &format!(
+                "SELECT extract(epoch FROM {sent_col} + make_interval(secs => $2) - now())::float8
+                   FROM auth.users WHERE id = $1"
+            ),
+            &[&user, &(cfg.max_frequency_secs as f64)],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if let Some(w) = wait.filter(|w| *w > 0.0) {
+        let secs = w.ceil() as u64;
+        return Err(over_sms_limit(
+            format!("For security purposes, you can only request this after {secs} seconds."),
+            secs,
+        ));
+    }
+    let rl = &state.config.auth.rate_limit;
+    if let Err(l) = state
+        .rate_limits
+        .check_per("auth.sms_sent", rl.sms_sent_per_hour, 3600, "all")
+    {
+        state.metrics.observe_rate_limited("auth.sms_sent");
+        return Err(over_sms_limit(
+            "SMS rate limit exceeded".into(),
+            l.retry_after_secs,
+        ));
+    }
+    let fixed = test_otp(cfg, phone);
+    let code = fixed.clone().unwrap_or_else(|| {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..cfg.otp_length)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect()
+    });
+    c.execute(
+        "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
+        &[&user, &kind],
+    )
+    .await
+    .map_err(db)?;
+    c.execute(
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to) VALUES ($1, $2, $3, $4)",
+        &[&user, &kind, &super::mail::code_hash(phone, &code), &phone],
+    )
+    .await
+    .map_err(db)?;
+    if kind == PHONE_CHANGE {
+        c.execute(
+            "UPDATE auth.users SET phone_change = $2, phone_change_sent_at = now() WHERE id = $1",
+            &[&user, &phone],
+        )
+        .await
+    } else {
+        c.execute(
+            &format!("UPDATE auth.users SET {sent_col} = now() WHERE id = $1"),
+            &[&user],
+        )
+        .await
+    }
+    .map_err(db)?;
+    if fixed.is_some() {
+        return Ok(());
+    }
+    let spec = JobSpec {
+        queue: QUEUE.into(),
+        payload: json!({"kind": kind, "to": phone, "channel": channel,
+                        "body": render(&cfg.template, &code)}),
+        ..Default::default()
+    };
+    jobs::enqueue(c, &spec).await.map_err(db)?;
+    Ok(())
+}
+
+/// Uses up a texted code of one of `kinds` sent to `phone`; the user and the kind it was.
+/// `None` when wrong or older than `auth.sms.otp_exp`.
+pub async fn consume<C: GenericClient>(
+    c: &C,
+    state: &AppState,
+    kinds: &[&str],
+    phone: &str,
+    code: &str,
+) -> Result<Option<(Uuid, String)>, ApiError> {
+    super::mail::consume(
+        c,
+        kinds,
+        None,
+        Some((phone, code.trim())),
+        state.config.auth.sms.otp_exp,
+    )
+    .await
+}
+
+/// Registers the SMS sender: the configured provider, through the outbound client.
+pub fn register(reg: &mut crate::jobs::Registry, cfg: &SmsConfig, outbound: Outbound) {
+    let cfg = std::sync::Arc::new(cfg.clone());
+    reg.register(QUEUE, crate::jobs::RetryPolicy::default(), move |ctx| {
+        let cfg = cfg.clone();
+        let outbound = outbound.clone();
+        async move {
+            let s = |k: &str| {
+                ctx.payload
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (to, body, channel, kind) = (s("to"), s("body"), s("channel"), s("kind"));
+            if cfg.provider == "log" {
+                tracing::info!(%to, %kind, %channel, %body, "auth SMS (log sender: auth.sms.provider is log)");
+                return Ok(Some(json!({"provider": "log"})));
+            }
+            let req = build(&cfg, &to, &body, &channel).map_err(JobError::Permanent)?;
+            let id = deliver(&outbound, &cfg.provider, req).await?;
+            Ok(Some(json!({"provider": cfg.provider, "message_id": id})))
+        }
+    });
+}
+
+/// How a request authenticates at the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderAuth {
+    /// HTTP Basic (Twilio).
+    Basic(String, String),
+    /// An `Authorization` header value (MessageBird's `AccessKey …`).
+    Header(String),
+    /// Credentials in the form itself (Textlocal, Vonage).
+    InForm,
+}
+
+/// One provider request: a form POST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRequest {
+    /// Full URL.
+    pub url: String,
+    /// Form fields, in order.
+    pub form: Vec<(String, String)>,
+    /// Authentication.
+    pub auth: ProviderAuth,
+}
+
+fn base(url: &str, default: &str) -> String {
+    if url.is_empty() { default } else { url }
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn secret(s: &Option<crate::config::Secret>) -> String {
+    s.as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default()
+}
+
+/// The request the configured provider takes for one message to `to` (digits; providers
+/// that want E.164 with `+` get it).
+pub fn build(
+    cfg: &SmsConfig,
+    to: &str,
+    body: &str,
+    channel: &str,
+) -> Result<ProviderRequest, String> {
+    let f = |k: &str, v: &str| (k.to_string(), v.to_string());
+    if channel != "sms" && cfg.provider != "twilio" {
+        return Err(format!(
+            "channel {channel:?} is not supported by {}",
+            cfg.provider
+        ));
+    }
+    Ok(match cfg.provider.as_str() {
+        "twilio" => {
+            let t = &cfg.twilio;
+            let (mut receiver, mut sender) = (format!("+{to}"), t.message_service_sid.clone());
+            if channel == "whatsapp" {
+                receiver = format!("whatsapp:{receiver}");
+                sender = format!("whatsapp:{sender}");
+            }
+            ProviderRequest {
+                url: format!(
+                    "{}/2010-04-01/Accounts/{}/Messages.json",
+                    base(&t.api_url, "https://api.twilio.com"),
+                    t.account_sid
+                ),
+                form: vec![
+                    f("To", &receiver),
+                    f("Channel", channel),
+                    f("From", &sender),
+                    f("Body", body),
+                ],
+                auth: ProviderAuth::Basic(t.account_sid.clone(), secret(&t.auth_token)),
+            }
+        }
+        "messagebird" => {
+            let m = &cfg.messagebird;
+            ProviderRequest {
+                url: format!(
+                    "{}/messages",
+                    base(&m.api_url, "https://rest.messagebird.com")
+                ),
+                form: vec![
+                    f("originator", &m.originator),
+                    f("body", body),
+                    f("recipients", to),
+                    f("type", "sms"),
+                    f("datacoding", "unicode"),
+                ],
+                auth: ProviderAuth::Header(format!("AccessKey {}", secret(&m.access_key))),
+            }
+        }
+        "textlocal" => {
+            let t = &cfg.textlocal;
+            ProviderRequest {
+                url: format!("{}/send", base(&t.api_url, "https://api.textlocal.in")),
+                form: vec![
+                    f("sender", &t.sender),
+                    f("apikey", &secret(&t.api_key)),
+                    f("message", body),
+                    f("numbers", to),
+                ],
+                auth: ProviderAuth::InForm,
+            }
+        }
+        "vonage" => {
+            let v = &cfg.vonage;
+            let mut form = vec![
+                f("from", &v.from),
+                f("to", to),
+                f("text", body),
+                f("api_key", &v.api_key),
+                f("api_secret", &secret(&v.api_secret)),
+            ];
+            if !body.is_ascii() {
+                form.push(f("type", "unicode"));
+            }
+            ProviderRequest {
+                url: format!("{}/sms/json", base(&v.api_url, "https://rest.nexmo.com")),
+                form,
+                auth: ProviderAuth::InForm,
+            }
+        }
+        other => return Err(format!("unknown SMS provider {other:?}")),
+    })
+}
+
+/// What a provider's answer means: the message id, or whether to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted (with the provider's message id when it gives one).
+    Sent(Option<String>),
+    /// A passing failure (throttled, unavailable): try again later.
+    Retry(String),
+    /// Refused for good (credentials, number, content).
+    Refused(String),
+}
+
+/// Reads a provider's answer (each in its own response shape).
+pub fn outcome(provider: &str, status: u16, body: &[u8]) -> Outcome {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    if status == 429 || status >= 500 {
+        return Outcome::Retry(format!("{provider} answered {status}"));
+    }
+    match provider {
+        "twilio" => {
+            if !(200..300).contains(&status) {
+                return Outcome::Refused(format!(
+                    "twilio {status}: {} More information: {}",
+                    text("message").unwrap_or_default(),
+                    text("more_info").unwrap_or_default()
+                ));
+            }
+            match text("status").as_deref() {
+                Some("failed" | "undelivered") => Outcome::Refused(format!(
+                    "twilio error: {} {}",
+                    text("error_message").unwrap_or_default(),
+                    v.get("error_code")
+                        .map(Value::to_string)
+                        .unwrap_or_default()
+                )),
+                _ => Outcome::Sent(text("sid")),
+            }
+        }
+        "messagebird" => {
+            if !(200..300).contains(&status) {
+                let d = v["errors"][0]["description"].as_str().unwrap_or_default();
+                return Outcome::Refused(format!("messagebird {status}: {d}"));
+            }
+            if v["recipients"]["totalSentCount"].as_i64().unwrap_or(0) == 0 {
+                return Outcome::Refused("messagebird error: total sent count is 0".into());
+            }
+            Outcome::Sent(text("id"))
+        }
+        "textlocal" => {
+            if text("status").as_deref() == Some("success")
+                && v["errors"].as_array().is_none_or(Vec::is_empty)
+            {
+                let id = match &v["messages"][0]["id"] {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                };
+                return Outcome::Sent(id);
+            }
+            Outcome::Refused(format!(
+                "textlocal error: {} (code: {})",
+                v["errors"][0]["message"]
+                    .as_str()
+                    .unwrap_or("Internal Error"),
+                v["errors"][0]["code"]
+            ))
+        }
+        "vonage" => {
+            let m = &v["messages"][0];
+            match m["status"].as_str() {
+                Some("0") => Outcome::Sent(m["message-id"].as_str().map(str::to_string)),
+                // 1 = throttled: the one status Vonage means to be retried.
+                Some("1") => Outcome::Retry("vonage: throttled (status 1)".into()),
+                Some(s) => Outcome::Refused(format!(
+                    "vonage error: {} (status: {s})",
+                    m["error-text"].as_str().unwrap_or_default()
+                )),
+                None => Outcome::Refused("vonage error: Internal Error".into()),
+            }
+        }
+        other => Outcome::Refused(format!("unknown SMS provider {other:?}")),
+    }
+}
+
+async fn deliver(
+    outbound: &Outbound,
+    provider: &str,
+    req: ProviderRequest,
+) -> Result<Option<String>, JobError> {
+    let mut rb = outbound
+        .request(reqwest::Method::POST, &req.url)
+        .header("Accept", "application/json")
+        .form(&req.form);
+    rb = match &req.auth {
+        ProviderAuth::Basic(u, p) => rb.basic_auth(u, Some(p)),
+        ProviderAuth::Header(h) => rb.header("Authorization", h),
+        ProviderAuth::InForm => rb,
+    };
+    let resp = outbound.send(rb).await.map_err(|e| match e {
+        OutboundError::InvalidUrl(_) | OutboundError::Blocked(_) | OutboundError::Redirect(_) => {
+            JobError::Permanent(format!("{provider}: {e}"))
+        }
+        _ => JobError::Retry(format!("{provider}: {e}")),
+    })?;
+    match outcome(provider, resp.status, &resp.body) {
+        Outcome::Sent(id) => Ok(id),
+        Outcome::Retry(m) => Err(JobError::Retry(m)),
+        Outcome::Refused(m) => Err(JobError::Permanent(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_normalised_as_gotrue_does() {
+        assert_eq!(normalise("+1 555 0100 200").unwrap(), "15550100200");
+        assert_eq!(normalise("4915112345678").unwrap(), "4915112345678");
+        for bad in [
+            "",
+            "+",
+            "0123456",
+            "1-555-0100",
+            "+1 (555) 0100",
+            "1234567890123456",
+            "abc",
+        ] {
+            let e = normalise(bad).unwrap_err();
+            assert_eq!(e.gotrue_code, "validation_failed", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn template_takes_the_code() {
+        assert_eq!(
+            render("Your code is {{ .Code }}", "123456"),
+            "Your code is 123456"
+        );
+        assert_eq!(
+            render("{{.Code}} / {{ .Other }} {{", "1"),
+            "1 / {{ .Other }} {{"
+        );
+    }
+
+    #[test]
+    fn whatsapp_only_through_twilio() {
+        let mut cfg = SmsConfig::default();
+        assert_eq!(channel(&cfg, None).unwrap(), "sms");
+        assert!(channel(&cfg, Some("whatsapp")).is_err());
+        assert!(channel(&cfg, Some("fax")).is_err());
+        cfg.provider = "twilio".into();
+        assert_eq!(channel(&cfg, Some("whatsapp")).unwrap(), "whatsapp");
+    }
+
+    #[test]
+    fn provider_answers_are_read_in_their_shapes() {
+        assert_eq!(
+            outcome("twilio", 201, br#"{"sid":"SM1","status":"queued"}"#),
+            Outcome::Sent(Some("SM1".into()))
+        );
+        assert!(matches!(
+            outcome("twilio", 400, br#"{"code":21211,"message":"bad To"}"#),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(outcome("twilio", 503, b""), Outcome::Retry(_)));
+        assert!(matches!(
+            outcome(
+                "messagebird",
+                201,
+                br#"{"id":"m","recipients":{"totalSentCount":0}}"#
+            ),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(
+            outcome(
+                "textlocal",
+                200,
+                br#"{"status":"success","messages":[{"id":42}]}"#
+            ),
+            Outcome::Sent(Some("42".into()))
+        );
+        assert!(matches!(
+            outcome(
+                "vonage",
+                200,
+                br#"{"messages":[{"status":"1","error-text":"Throttled"}]}"#
+            ),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(
+                "vonage",
+                200,
+                br#"{"messages":[{"status":"4","error-text":"Bad Credentials"}]}"#
+            ),
+            Outcome::Refused(_)
+        ));
+    }
+}

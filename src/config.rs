@@ -401,6 +401,8 @@ pub struct SmsConfig {
     pub max_frequency_secs: u64,
     /// Fixed codes for test numbers, `phone:code` (digits only); no SMS is sent to them.
     pub test_otp: Vec<String>,
+    /// MFA phone factors (`factor_type: phone`): enroll, and challenges texted to the number.
+    pub mfa_enabled: bool,
     /// Twilio Programmable Messaging.
     pub twilio: TwilioSmsConfig,
     /// MessageBird (Bird) SMS API.
@@ -422,6 +424,7 @@ impl Default for SmsConfig {
             template: "Your code is {{ .Code }}".into(),
             max_frequency_secs: 60,
             test_otp: Vec::new(),
+            mfa_enabled: false,
             twilio: TwilioSmsConfig::default(),
             messagebird: MessagebirdSmsConfig::default(),
             textlocal: TextlocalSmsConfig::default(),

@@ -1,7 +1,8 @@
-//! MFA with TOTP (RFC 6238) as GoTrue serves it: enroll a factor (secret, `otpauth://` URI
-//! and an SVG QR code), challenge it, verify a code (the session becomes `aal2` and its
-//! tokens say so from then on, refreshed ones too), and unenroll (a verified factor only from
-//! an `aal2` session).
+//! MFA as GoTrue serves it, with TOTP (RFC 6238) and phone factors: enroll a factor (TOTP:
+//! secret, `otpauth://` URI and an SVG QR code; phone: the number), challenge it (phone: a
+//! code texted through `sms`, its hash kept with the challenge), verify a code (the session
+//! becomes `aal2` and its tokens say so from then on, refreshed ones too), and unenroll (a
+//! verified factor only from an `aal2` session).
 
 use super::api::current;
 use super::service::{self, db, gotrue};
@@ -52,6 +53,11 @@ pub fn totp_ok(secret: &[u8], code: &str, unix_secs: u64) -> bool {
         .any(|s| hotp(secret, *s) == want)
 }
 
+/// Equality that takes the same time wherever the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn base32(bytes: &[u8]) -> String {
     data_encoding::BASE32_NOPAD.encode(bytes)
 }
@@ -66,6 +72,7 @@ pub struct EnrollBody {
     factor_type: Option<String>,
     friendly_name: Option<String>,
     issuer: Option<String>,
+    phone: Option<String>,
 }
 
 fn pct(s: &str) -> String {
@@ -84,14 +91,21 @@ pub async fn enroll(
     let b = body.into_inner();
     match b.factor_type.as_deref() {
         Some("totp") => {}
-        Some("phone") | Some("webauthn") => {
+        Some("phone") => return enroll_phone(&state, uid, b).await,
+        Some("webauthn") => {
             return Err(gotrue(
                 422,
                 "mfa_factor_type_not_supported",
-                "Only totp factors are supported",
+                "Only totp and phone factors are supported",
             ))
         }
-        _ => return Err(gotrue(400, "validation_failed", "factor_type must be totp")),
+        _ => {
+            return Err(gotrue(
+                400,
+                "validation_failed",
+                "factor_type needs to be totp or phone",
+            ))
+        }
     }
     let secret: [u8; 20] = rand::random();
     let secret_b32 = base32(&secret);
@@ -147,25 +161,120 @@ pub async fn enroll(
         "type": "totp",
         "friendly_name": friendly.unwrap_or_default(),
         "totp": {
-            "qr_code": format!("data:image/svg+xml;utf-8,{qr}"),
+            // The SVG itself, as GoTrue answers: auth-js prefixes the data URL.
+            "qr_code": qr,
             "secret": secret_b32,
             "uri": uri,
         },
     })))
 }
 
+/// `POST /factors` with `factor_type: phone`: a new unverified factor for that number.
+async fn enroll_phone(
+    state: &AppState,
+    uid: Uuid,
+    b: EnrollBody,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.auth.sms.mfa_enabled {
+        return Err(gotrue(
+            422,
+            "mfa_phone_enroll_not_enabled",
+            "MFA enroll is disabled for Phone",
+        ));
+    }
+    let phone = b
+        .phone
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            gotrue(
+                400,
+                "validation_failed",
+                "Phone number required to enroll Phone factor",
+            )
+        })
+        .and_then(super::sms::normalise)?;
+    let friendly = b.friendly_name.filter(|n| !n.is_empty());
+    let c = state.pool.get().await?;
+    let taken: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND factor_type = 'phone'
+                              AND phone = $2 AND status = 'verified')",
+            &[&uid, &phone],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if taken {
+        return Err(gotrue(
+            422,
+            "mfa_verified_factor_exists",
+            "A verified phone factor already exists, unenroll the existing factor to continue",
+        ));
+    }
+    let id: Uuid = c
+        .query_opt(
+            "INSERT INTO auth.mfa_factors (user_id, friendly_name, factor_type, secret, phone)
+             VALUES ($1, $2, 'phone', '', $3)
+             ON CONFLICT DO NOTHING RETURNING id",
+            &[&uid, &friendly, &phone],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(|| {
+            gotrue(
+                422,
+                "mfa_factor_name_conflict",
+                format!(
+                    "A factor with the friendly name \"{}\" for this user already exists",
+                    friendly.clone().unwrap_or_default()
+                ),
+            )
+        })?
+        .get(0);
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id,
+        "type": "phone",
+        "friendly_name": friendly.unwrap_or_default(),
+        "phone": phone,
+    })))
+}
+
+/// A factor of the user: TOTP secret (`''` for phone factors), status, type, number, and
+/// seconds until another SMS may be sent for it (`auth.sms.max_frequency_secs`).
+struct Factor {
+    secret: String,
+    status: String,
+    kind: String,
+    phone: Option<String>,
+    wait_secs: Option<f64>,
+}
+
 async fn own_factor(
     c: &tokio_postgres::Client,
+    state: &AppState,
     uid: Uuid,
     fid: Uuid,
-) -> Result<(String, String), ApiError> {
+) -> Result<Factor, ApiError> {
     c.query_opt(
-        "SELECT secret, status FROM auth.mfa_factors WHERE id = $1 AND user_id = $2",
-        &[&fid, &uid],
+        "SELECT secret, status, factor_type, phone,
+                extract(epoch FROM last_challenged_at + make_interval(secs => $3) - now())::float8
+           FROM auth.mfa_factors WHERE id = $1 AND user_id = $2",
+        &[
+            &fid,
+            &uid,
+            &(state.config.auth.sms.max_frequency_secs as f64),
+        ],
     )
     .await
     .map_err(db)?
-    .map(|r| (r.get(0), r.get(1)))
+    .map(|r| Factor {
+        secret: r.get(0),
+        status: r.get(1),
+        kind: r.get(2),
+        phone: r.get(3),
+        wait_secs: r.get(4),
+    })
     .ok_or_else(|| {
         gotrue(
             404,
@@ -185,24 +294,63 @@ pub async fn challenge(
     ctx: AuthContext,
     req: HttpRequest,
     path: web::Path<Uuid>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (uid, _) = current(&state, &ctx).await?;
     let fid = path.into_inner();
-    let c = state.pool.get().await?;
-    own_factor(&c, uid, fid).await?;
-    let row = c
+    let mut c = state.pool.get().await?;
+    let factor = own_factor(&c, &state, uid, fid).await?;
+    // A phone factor's challenge texts a code; only its hash is kept with the challenge.
+    let (code, phone, channel) = match factor.phone.as_deref().filter(|_| factor.kind == "phone") {
+        Some(phone) => {
+            if !state.config.auth.sms.mfa_enabled {
+                return Err(gotrue(
+                    422,
+                    "mfa_phone_verify_not_enabled",
+                    "MFA verification is disabled for Phone",
+                ));
+            }
+            let requested: Option<String> = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("channel").and_then(Value::as_str).map(str::to_string));
+            let channel = super::sms::channel(&state.config.auth.sms, requested.as_deref())?;
+            if let Some(w) = factor.wait_secs.filter(|w| *w > 0.0) {
+                let secs = w.ceil() as u64;
+                return Err(super::sms::over_sms_limit(
+                    format!(
+                        "For security purposes, you can only request this after {secs} seconds."
+                    ),
+                    secs,
+                ));
+            }
+            super::sms::check_hourly(&state)?;
+            let code = super::sms::new_code(state.config.auth.sms.otp_length);
+            (Some(code), Some(phone.to_string()), channel)
+        }
+        None => (None, None, "sms"),
+    };
+    let tx = c.transaction().await.map_err(db)?;
+    let row = tx
         .query_one(
             "WITH f AS (UPDATE auth.mfa_factors SET last_challenged_at = now() WHERE id = $1)
-             INSERT INTO auth.mfa_challenges (factor_id, ip_address) VALUES ($1, $2)
+             INSERT INTO auth.mfa_challenges (factor_id, ip_address, otp_code) VALUES ($1, $2, $3)
              RETURNING id, extract(epoch FROM created_at)::bigint",
-            &[&fid, &client_ip(&req)],
+            &[
+                &fid,
+                &client_ip(&req),
+                &code.as_deref().map(service::hash_token),
+            ],
         )
         .await
         .map_err(db)?;
+    if let (Some(code), Some(phone)) = (&code, &phone) {
+        super::sms::enqueue(&*tx, &state, phone, "mfa", channel, code).await?;
+    }
+    tx.commit().await.map_err(db)?;
     let (id, created): (Uuid, i64) = (row.get(0), row.get(1));
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
-        "type": "totp",
+        "type": factor.kind,
         "expires_at": created + CHALLENGE_SECS,
     })))
 }
@@ -232,13 +380,13 @@ pub async fn verify(
         ));
     };
     let mut c = state.pool.get().await?;
-    let (secret, _) = own_factor(&c, uid, fid).await?;
+    let factor = own_factor(&c, &state, uid, fid).await?;
     let tx = c.transaction().await.map_err(db)?;
     // The challenge is consumed in this transaction whatever the outcome of a correct code;
     // locked so two verifications of one challenge cannot both pass.
     let ch = tx
         .query_opt(
-            "SELECT created_at > now() - make_interval(secs => $3) FROM auth.mfa_challenges
+            "SELECT created_at > now() - make_interval(secs => $3), otp_code FROM auth.mfa_challenges
               WHERE id = $1 AND factor_id = $2 AND verified_at IS NULL FOR UPDATE",
             &[&cid, &fid, &(CHALLENGE_SECS as f64)],
         )
@@ -262,17 +410,38 @@ pub async fn verify(
             format!("MFA challenge {cid} has expired, verify against another challenge or create a new challenge."),
         ));
     }
-    let key =
-        unbase32(&secret).ok_or_else(|| ApiError::internal("stored TOTP secret is not base32"))?;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    if !totp_ok(&key, code.trim(), now) {
-        return Err(gotrue(
-            422,
-            "mfa_verification_failed",
-            "Invalid TOTP code entered",
-        ));
-    }
-    let amr = json!([{"method": "totp", "timestamp": now}]);
+    let method = if factor.kind == "phone" {
+        if !state.config.auth.sms.mfa_enabled {
+            return Err(gotrue(
+                422,
+                "mfa_phone_verify_not_enabled",
+                "MFA verification is disabled for Phone",
+            ));
+        }
+        let want: Option<String> = ch.get(1);
+        let got = service::hash_token(code.trim());
+        if !want.is_some_and(|w| constant_time_eq(w.as_bytes(), got.as_bytes())) {
+            return Err(gotrue(
+                422,
+                "mfa_verification_failed",
+                "Invalid MFA Phone code entered",
+            ));
+        }
+        "mfa/phone"
+    } else {
+        let key = unbase32(&factor.secret)
+            .ok_or_else(|| ApiError::internal("stored TOTP secret is not base32"))?;
+        if !totp_ok(&key, code.trim(), now) {
+            return Err(gotrue(
+                422,
+                "mfa_verification_failed",
+                "Invalid TOTP code entered",
+            ));
+        }
+        "totp"
+    };
+    let amr = json!([{"method": method, "timestamp": now}]);
     tx.execute(
         "WITH ch AS (UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = $1),
               f AS (UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = $2)
@@ -290,7 +459,7 @@ pub async fn verify(
         &state.config,
         &state.jwt,
         &user,
-        "totp",
+        method,
         Some(session),
         None,
     )
@@ -308,7 +477,7 @@ pub async fn unenroll(
     let (uid, _) = current(&state, &ctx).await?;
     let fid = path.into_inner();
     let c = state.pool.get().await?;
-    let (_, status) = own_factor(&c, uid, fid).await?;
+    let status = own_factor(&c, &state, uid, fid).await?.status;
     let aal = ctx
         .claims
         .get("aal")

@@ -174,7 +174,7 @@ pub const USER_COLUMNS: &str = "u.id, u.aud, u.role, u.email, u.email_confirmed_
       FROM auth.identities i WHERE i.user_id = u.id), \
      (SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, \
         'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, \
-        'updated_at', f.updated_at) ORDER BY f.created_at) \
+        'updated_at', f.updated_at, 'phone', coalesce(f.phone, '')) ORDER BY f.created_at) \
       FROM auth.mfa_factors f WHERE f.user_id = u.id), \
      u.phone_change";
 

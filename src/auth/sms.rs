@@ -109,7 +109,7 @@ pub fn render(template: &str, code: &str) -> String {
 }
 
 /// The 429 of an SMS refused by a limit.
-fn over_sms_limit(message: String, retry_after: u64) -> ApiError {
+pub fn over_sms_limit(message: String, retry_after: u64) -> ApiError {
     gotrue(429, "over_sms_send_rate_limit", message)
         .with_header("Retry-After", retry_after.max(1).to_string())
 }
@@ -152,25 +152,9 @@ pub async fn send<C: GenericClient>(
             secs,
         ));
     }
-    let rl = &state.config.auth.rate_limit;
-    if let Err(l) = state
-        .rate_limits
-        .check_per("auth.sms_sent", rl.sms_sent_per_hour, 3600, "all")
-    {
-        state.metrics.observe_rate_limited("auth.sms_sent");
-        return Err(over_sms_limit(
-            "SMS rate limit exceeded".into(),
-            l.retry_after_secs,
-        ));
-    }
+    check_hourly(state)?;
     let fixed = test_otp(cfg, phone);
-    let code = fixed.clone().unwrap_or_else(|| {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..cfg.otp_length)
-            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-            .collect()
-    });
+    let code = fixed.clone().unwrap_or_else(|| new_code(cfg.otp_length));
     c.execute(
         "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
         &[&user, &kind],
@@ -200,10 +184,48 @@ pub async fn send<C: GenericClient>(
     if fixed.is_some() {
         return Ok(());
     }
+    enqueue(c, state, phone, kind, channel, &code).await
+}
+
+/// `auth.rate_limit.sms_sent_per_hour` for this instance (GoTrue's `RATE_LIMIT_SMS_SENT`).
+pub fn check_hourly(state: &AppState) -> Result<(), ApiError> {
+    let rl = &state.config.auth.rate_limit;
+    if let Err(l) = state
+        .rate_limits
+        .check_per("auth.sms_sent", rl.sms_sent_per_hour, 3600, "all")
+    {
+        state.metrics.observe_rate_limited("auth.sms_sent");
+        return Err(over_sms_limit(
+            "SMS rate limit exceeded".into(),
+            l.retry_after_secs,
+        ));
+    }
+    Ok(())
+}
+
+/// A fresh code of `len` digits.
+pub fn new_code(len: u64) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
+}
+
+/// Enqueues the SMS carrying `code` (in `auth.sms.template`) to `phone`, in the caller's
+/// transaction: it is sent when that commits, and never if it rolls back.
+pub async fn enqueue<C: GenericClient>(
+    c: &C,
+    state: &AppState,
+    phone: &str,
+    kind: &str,
+    channel: &str,
+    code: &str,
+) -> Result<(), ApiError> {
     let spec = JobSpec {
         queue: QUEUE.into(),
         payload: json!({"kind": kind, "to": phone, "channel": channel,
-                        "body": render(&cfg.template, &code)}),
+                        "body": render(&state.config.auth.sms.template, code)}),
         ..Default::default()
     };
     jobs::enqueue(c, &spec).await.map_err(db)?;

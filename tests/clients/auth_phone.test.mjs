@@ -105,3 +105,30 @@ test('updateUser with a phone, then verifyOtp type phone_change', async () => {
   r = await client().auth.signInWithOtp({ phone: `+${first}`, options: { shouldCreateUser: false } });
   assert.equal(r.error.code, 'otp_disabled');
 });
+
+test('mfa.enroll a phone factor, challenge it by SMS, verify: the session is aal2', async () => {
+  const supabase = client();
+  const digits = number('05');
+  let r = await supabase.auth.signInWithOtp({ phone: `+${digits}` });
+  assert.equal(r.error, null);
+  r = await supabase.auth.verifyOtp({ phone: digits, token: await codeFor(digits), type: 'sms' });
+  assert.equal(r.error, null);
+
+  const second = number('06');
+  const enrolled = await supabase.auth.mfa.enroll({ factorType: 'phone', phone: `+${second}`, friendlyName: 'work phone' });
+  assert.equal(enrolled.error, null);
+  assert.equal(enrolled.data.type, 'phone');
+  assert.equal(enrolled.data.phone, second);
+  const ch = await supabase.auth.mfa.challenge({ factorId: enrolled.data.id, channel: 'sms' });
+  assert.equal(ch.error, null);
+  assert.equal(ch.data.type, 'phone');
+  const v = await supabase.auth.mfa.verify({ factorId: enrolled.data.id, challengeId: ch.data.id, code: await codeFor(second) });
+  assert.equal(v.error, null);
+  const aal = await supabase.auth.mfa.getAuthenticatorAssuranceLevel();
+  assert.equal(aal.data.currentLevel, 'aal2');
+  assert.ok(aal.data.currentAuthenticationMethods.some((m) => m.method === 'mfa/phone'));
+  const list = await supabase.auth.mfa.listFactors();
+  assert.equal(list.error, null);
+  assert.equal(list.data.phone.length, 1);
+  assert.equal(list.data.phone[0].phone, second);
+});

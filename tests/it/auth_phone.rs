@@ -722,3 +722,141 @@ async fn the_log_sender_completes_the_job_and_phone_users_reauthenticate_by_sms(
     let job = crate::support::wait_status(&app, id, "succeeded", Duration::from_secs(10)).await;
     assert_eq!(job["result"]["provider"], "log", "{job}");
 }
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mfa_phone_factors_text_their_challenges_and_make_the_session_aal2() {
+    let (fake, app, _runner) = phone_app("twilio", |c| {
+        c.auth.mailer_autoconfirm = true;
+        c.auth.sms.mfa_enabled = true;
+    })
+    .await;
+    let session = email_user(&app, "mfa@example.test").await;
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let authed = |m: reqwest::Method, path: String, body: Value| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let (s, _, b) = call(app, m, &path, Some(&token), Some(body)).await;
+            (s, b)
+        }
+    };
+    let (s, f) = authed(
+        reqwest::Method::POST,
+        "/auth/v1/factors".into(),
+        json!({"factor_type": "phone", "phone": "+1 555 0101 001", "friendly_name": "my phone"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(
+        (f["type"].as_str(), f["phone"].as_str()),
+        (Some("phone"), Some("15550101001"))
+    );
+    let fid = f["id"].as_str().unwrap().to_string();
+    let (s, e) = authed(
+        reqwest::Method::POST,
+        "/auth/v1/factors".into(),
+        json!({"factor_type": "phone"}),
+    )
+    .await;
+    assert_eq!((s, code_of(&e)), (400, Some("validation_failed")), "{e}");
+
+    let (s, ch) = authed(
+        reqwest::Method::POST,
+        format!("/auth/v1/factors/{fid}/challenge"),
+        json!({"channel": "sms"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ch}");
+    assert_eq!(ch["type"], "phone");
+    assert!(ch["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    let cid = ch["id"].as_str().unwrap().to_string();
+    let sms = fake.wait_for("15550101001", 1).await;
+    assert_eq!(sms.to, "+15550101001");
+    // Another challenge within max_frequency_secs.
+    let (s, e) = authed(
+        reqwest::Method::POST,
+        format!("/auth/v1/factors/{fid}/challenge"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, code_of(&e)),
+        (429, Some("over_sms_send_rate_limit")),
+        "{e}"
+    );
+
+    let wrong = if sms.code() == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let (s, e) = authed(
+        reqwest::Method::POST,
+        format!("/auth/v1/factors/{fid}/verify"),
+        json!({"challenge_id": cid, "code": wrong}),
+    )
+    .await;
+    assert_eq!(
+        (s, code_of(&e)),
+        (422, Some("mfa_verification_failed")),
+        "{e}"
+    );
+    let (s, aal2) = authed(
+        reqwest::Method::POST,
+        format!("/auth/v1/factors/{fid}/verify"),
+        json!({"challenge_id": cid, "code": sms.code()}),
+    )
+    .await;
+    assert_eq!(s, 200, "{aal2}");
+    let c = claims(aal2["access_token"].as_str().unwrap());
+    assert_eq!(c["aal"], "aal2", "{c}");
+    assert_eq!(c["amr"][0]["method"], "mfa/phone", "{c}");
+    let factors = &aal2["user"]["factors"];
+    assert_eq!(factors[0]["factor_type"], "phone", "{factors}");
+    assert_eq!(factors[0]["status"], "verified");
+    assert_eq!(factors[0]["phone"], "15550101001");
+
+    // One verified factor per number.
+    let (s, e) = authed(
+        reqwest::Method::POST,
+        "/auth/v1/factors".into(),
+        json!({"factor_type": "phone", "phone": "15550101001", "friendly_name": "again"}),
+    )
+    .await;
+    assert_eq!(
+        (s, code_of(&e)),
+        (422, Some("mfa_verified_factor_exists")),
+        "{e}"
+    );
+
+    // Off: enroll is refused.
+    let app2 = TestApp::spawn_with(|c| {
+        c.auth.bcrypt_cost = 4;
+        c.auth.mailer_autoconfirm = true;
+    })
+    .await;
+    let s2 = email_user(&app2, "nomfa@example.test").await;
+    let (s, _, e) = call(
+        &app2,
+        reqwest::Method::POST,
+        "/auth/v1/factors",
+        s2["access_token"].as_str(),
+        Some(json!({"factor_type": "phone", "phone": "+15550101002"})),
+    )
+    .await;
+    assert_eq!(
+        (s, code_of(&e)),
+        (422, Some("mfa_phone_enroll_not_enabled")),
+        "{e}"
+    );
+}

@@ -158,6 +158,7 @@ async fn supabase_js_phone_auth_against_fluxbase() {
     let app = TestApp::spawn_with(move |c| {
         c.auth.bcrypt_cost = 4;
         c.auth.sms.enabled = true;
+        c.auth.sms.mfa_enabled = true;
         f.configure(&mut c.auth.sms, "twilio");
         c.outbound.allow_private_networks = vec!["127.0.0.4/32".into()];
         c.jobs.poll_interval_ms = 100;

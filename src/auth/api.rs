@@ -42,7 +42,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/signup",
-        "Sign up with email and password, or anonymously",
+        "Sign up with email or phone and password, or anonymously",
         Key,
         signup
     );
@@ -57,7 +57,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/factors",
-        "Enroll an MFA factor (TOTP)",
+        "Enroll an MFA factor (TOTP or phone)",
         Key,
         super::mfa::enroll
     );
@@ -99,7 +99,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/otp",
-        "Send a magic link and code (passwordless sign-in)",
+        "Send a magic link and code, or a code by SMS (passwordless sign-in)",
         Key,
         otp
     );
@@ -120,7 +120,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/resend",
-        "Send the signup or email change confirmation again",
+        "Send the signup, email change, SMS or phone change confirmation again",
         Key,
         resend
     );
@@ -142,7 +142,7 @@ pub fn configure(reg: &mut Registry) {
     both!(
         Method::POST,
         "/verify",
-        "Verify a mailed token or code",
+        "Verify a mailed token or code, or a texted code",
         Public,
         verify_post
     );

@@ -184,9 +184,7 @@ pub async fn otp(
             u
         }
     };
-    if user.banned_until.is_some_and(|t| t > chrono::Utc::now()) {
-        return Err(gotrue(403, "user_banned", "User is banned"));
-    }
+    // A banned user gets the code too and is refused at `/verify`, as in GoTrue.
     sms::send(&*tx, state, user.id, &phone, sms::CONFIRM, channel).await?;
     audit_user(&*tx, req, user.id, "auth.otp.requested").await?;
     tx.commit().await.map_err(db)?;

@@ -176,7 +176,7 @@ pub const USER_COLUMNS: &str = "u.id, u.aud, u.role, u.email, u.email_confirmed_
         'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, \
         'updated_at', f.updated_at, 'phone', coalesce(f.phone, '')) ORDER BY f.created_at) \
       FROM auth.mfa_factors f WHERE f.user_id = u.id), \
-     u.phone_change";
+     u.phone_change, u.phone_change_sent_at";
 
 /// A user as loaded.
 #[derive(Debug, Clone)]
@@ -247,6 +247,7 @@ pub fn user_from_row(r: &Row) -> User {
         "invited_at": ts(r, 20),
         "factors": r.get::<_, Option<Value>>(23).unwrap_or(Value::Null),
         "new_phone": r.get::<_, Option<String>>(24).filter(|s| !s.is_empty()),
+        "phone_change_sent_at": ts(r, 25),
     });
     let mut json = json;
     if let Some(m) = json.as_object_mut() {
@@ -254,6 +255,7 @@ pub fn user_from_row(r: &Row) -> User {
         for k in [
             "new_email",
             "new_phone",
+            "phone_change_sent_at",
             "email_change_sent_at",
             "invited_at",
             "factors",

@@ -388,6 +388,7 @@ async fn a_phone_change_takes_effect_with_the_code_sent_to_the_new_number() {
     assert_eq!(s, 200, "{user}");
     assert_eq!(user["phone"], "", "unchanged until confirmed");
     assert_eq!(user["new_phone"], "4915100000301");
+    assert!(user["phone_change_sent_at"].is_string(), "{user}");
     let first = fake.wait_for("4915100000301", 1).await;
 
     // Resend, for the user named by the address; the first code dies.
@@ -409,6 +410,7 @@ async fn a_phone_change_takes_effect_with_the_code_sent_to_the_new_number() {
     assert_eq!(u["phone"], "4915100000301");
     assert!(u["phone_confirmed_at"].is_string());
     assert!(u.get("new_phone").is_none(), "{u}");
+    assert!(u.get("phone_change_sent_at").is_none(), "{u}");
     assert!(
         u["identities"]
             .as_array()

@@ -1920,12 +1920,7 @@ async fn admin_create(
         .filter(|e| !e.is_empty())
         .map(normalise_email)
         .transpose()?;
-    let phone = b
-        .phone
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .map(super::sms::normalise)
-        .transpose()?;
+    let phone = super::sms::normalise_opt(b.phone.as_deref())?;
     if let Some(p) = &phone {
         let c = state.pool.get().await?;
         if service::user_by_phone(&**c, p).await?.is_some() {
@@ -2009,12 +2004,7 @@ async fn admin_update(
     let uid = parse_id(&id)?;
     let b = body.into_inner();
     let email = b.email.as_deref().map(normalise_email).transpose()?;
-    let phone = b
-        .phone
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .map(super::sms::normalise)
-        .transpose()?;
+    let phone = super::sms::normalise_opt(b.phone.as_deref())?;
     let hash = password_hash(&state, b.password).await?;
     let (set_ban, ban) = match b.ban_duration.as_deref() {
         Some(d) => (true, ban_until(d)?),
@@ -2040,13 +2030,7 @@ async fn admin_update(
               &phone, &b.phone_confirm],
         )
         .await
-        .map_err(|e| {
-            if e.as_db_error().is_some_and(|d| d.constraint() == Some("users_phone_key")) {
-                service::phone_exists()
-            } else {
-                db(e)
-            }
-        })?;
+        .map_err(service::phone_taken_or_db)?;
     if n == 0 {
         return Err(gotrue(404, "user_not_found", "User not found"));
     }

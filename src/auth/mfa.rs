@@ -53,6 +53,18 @@ pub fn totp_ok(secret: &[u8], code: &str, unix_secs: u64) -> bool {
         .any(|s| hotp(secret, *s) == want)
 }
 
+/// GoTrue's `mfa_factor_name_conflict` (422).
+fn name_conflict(friendly: &Option<String>) -> ApiError {
+    gotrue(
+        422,
+        "mfa_factor_name_conflict",
+        format!(
+            "A factor with the friendly name \"{}\" for this user already exists",
+            friendly.clone().unwrap_or_default()
+        ),
+    )
+}
+
 /// Equality that takes the same time wherever the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -134,16 +146,7 @@ pub async fn enroll(
         )
         .await
         .map_err(db)?
-        .ok_or_else(|| {
-            gotrue(
-                422,
-                "mfa_factor_name_conflict",
-                format!(
-                    "A factor with the friendly name \"{}\" for this user already exists",
-                    friendly.clone().unwrap_or_default()
-                ),
-            )
-        })?
+        .ok_or_else(|| name_conflict(&friendly))?
         .get(0);
     let uri = format!(
         "otpauth://totp/{}:{}?secret={secret_b32}&issuer={}",
@@ -221,16 +224,7 @@ async fn enroll_phone(
         )
         .await
         .map_err(db)?
-        .ok_or_else(|| {
-            gotrue(
-                422,
-                "mfa_factor_name_conflict",
-                format!(
-                    "A factor with the friendly name \"{}\" for this user already exists",
-                    friendly.clone().unwrap_or_default()
-                ),
-            )
-        })?
+        .ok_or_else(|| name_conflict(&friendly))?
         .get(0);
     Ok(HttpResponse::Ok().json(json!({
         "id": id,

@@ -226,13 +226,7 @@ pub async fn verify(
             &[&uid, &phone],
         )
         .await
-        .map_err(|e| {
-            if e.code().is_some_and(|c| c.code() == "23505") {
-                service::phone_exists()
-            } else {
-                db(e)
-            }
-        })?
+        .map_err(service::phone_taken_or_db)?
     } else {
         tx.execute(
             "UPDATE auth.users SET phone_confirmed_at = coalesce(phone_confirmed_at, now()), is_anonymous = false,
@@ -289,13 +283,7 @@ pub async fn change<C: tokio_postgres::GenericClient>(
             &[&uid, &phone],
         )
         .await
-        .map_err(|e| {
-            if e.code().is_some_and(|c| c.code() == "23505") {
-                service::phone_exists()
-            } else {
-                db(e)
-            }
-        })?;
+        .map_err(service::phone_taken_or_db)?;
         return service::upsert_phone_identity(c, uid, phone, true).await;
     }
     sms::send(c, state, uid, phone, sms::PHONE_CHANGE, channel).await

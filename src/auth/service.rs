@@ -326,6 +326,18 @@ pub fn phone_exists() -> ApiError {
     )
 }
 
+/// A write to `auth.users` failed: `phone_exists` when the number is another user's
+/// (`users_phone_key`), else the database error.
+pub fn phone_taken_or_db(e: tokio_postgres::Error) -> ApiError {
+    if e.as_db_error()
+        .is_some_and(|d| d.constraint() == Some("users_phone_key"))
+    {
+        phone_exists()
+    } else {
+        db(e)
+    }
+}
+
 /// Creates or updates the `phone` identity of a user (GoTrue keeps one per user, its
 /// `identity_data` naming the number and whether it is verified), and lists `phone` among
 /// the user's providers.
@@ -416,15 +428,13 @@ pub async fn create_user<C: GenericClient>(c: &C, n: &NewUser) -> Result<User, A
         )
         .await
         .map_err(|e| {
-            let phone_taken = e
-                .as_db_error()
-                .is_some_and(|d| d.constraint() == Some("users_phone_key"));
-            if phone_taken {
-                phone_exists()
-            } else if e.code().is_some_and(|c| c.code() == "23505") {
+            let email_taken = e.code().is_some_and(|c| c.code() == "23505")
+                && e.as_db_error()
+                    .is_some_and(|d| d.constraint() != Some("users_phone_key"));
+            if email_taken {
                 gotrue(422, "user_already_exists", "User already registered")
             } else {
-                db(e)
+                phone_taken_or_db(e)
             }
         })?;
     let id: Uuid = row.get(0);

@@ -45,6 +45,11 @@ pub fn normalise(phone: &str) -> Result<String, ApiError> {
     }
 }
 
+/// `normalise` for an optional number (absent or empty: none).
+pub fn normalise_opt(phone: Option<&str>) -> Result<Option<String>, ApiError> {
+    phone.filter(|p| !p.is_empty()).map(normalise).transpose()
+}
+
 /// The lookup form of a number without validation (GoTrue's password grant does only this).
 pub fn format(phone: &str) -> String {
     phone.trim().trim_start_matches('+').replace(' ', "")

@@ -259,15 +259,7 @@ async fn store_upload(
             return Err(e);
         }
     };
-    row.metadata = json!({
-        "eTag": format!("\"{}\"", r.written.md5),
-        "size": r.written.size,
-        "mimetype": r.mime,
-        "cacheControl": r.cache,
-        "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "contentLength": r.written.size,
-        "httpStatusCode": 200,
-    });
+    row.metadata = r.written.metadata(&r.mime, &r.cache);
     row.user_metadata = r.user_metadata;
     commit_row(state, be, ctx, &info, &row, upsert).await
 }
@@ -476,8 +468,8 @@ fn download_name(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Answers a download: 304 on a matching `If-None-Match`, 206/416 for `Range`, no body for
-/// HEAD. The bytes are streamed from the store, except that up to `SMALL_BODY` bytes from
+/// Answers a download: 304 on a matching `If-None-Match` (or, without one, an
+/// `If-Modified-Since` not older than the object), 206/416 for `Range`, no body for HEAD. The bytes are streamed from the store, except that up to `SMALL_BODY` bytes from
 /// the local backend are read in one go and sent as one sized body.
 /// Download bodies are counted in `fluxbase_storage_bytes_total{direction="out"}` chunk by
 /// chunk as they are handed to the connection, so a range counts what it sent and a
@@ -500,7 +492,12 @@ async fn serve(state: &AppState, req: &HttpRequest, name: &str, obj: Found) -> R
             .insert_header((header::LAST_MODIFIED, last_modified.clone()))
             .insert_header((header::ACCEPT_RANGES, "bytes"));
     };
-    if !etag.is_empty() && ranges::none_match(header_str(req, "if-none-match"), &etag) {
+    if ranges::not_modified(
+        header_str(req, "if-none-match"),
+        header_str(req, "if-modified-since"),
+        &etag,
+        updated_at,
+    ) {
         let mut b = HttpResponse::NotModified();
         common(&mut b);
         return Ok(b.finish());

@@ -11,7 +11,8 @@
 #   F3  100 MiB upload, POST /storage/v1/object/bench/upload/rN.bin, raw body streamed by curl
 #       from a file on the same filesystem, service_role key: >= 0.5x the rate of
 #       `dd if=/dev/zero bs=1M count=100 conv=fdatasync` on that filesystem; Fluxbase's VmRSS
-#       (sampled every 50 ms during the upload) < 100 MB.
+#       (sampled every 50 ms during the upload) < 100 MB. Like dd's, the upload is on disk when
+#       it is answered (the local backend fdatasyncs before committing the row).
 #
 #   bench/storage.sh
 #

@@ -43,7 +43,7 @@ const PUBLIC_OBJECT_SQL: &str = "SELECT b.public, o.id, o.version, o.metadata->>
      FROM storage.buckets b LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 \
      WHERE b.id = $1";
 /// A bucket's size limit and allowed MIME types.
-pub(super) const BUCKET_LIMITS_SQL: &str =
+const BUCKET_LIMITS_SQL: &str =
     "SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1";
 const INFO_SQL: &str = "SELECT json_build_object('id', id, 'version', version, 'name', name, \
      'bucket_id', bucket_id, 'created_at', created_at, 'updated_at', updated_at, \
@@ -96,12 +96,16 @@ fn signer_ctx(owner: Option<&str>) -> AuthContext {
 
 // ---------------------------------------------------------------- upload
 
-struct Limits {
-    max: u64,
+/// What a bucket accepts: the smaller of its `file_size_limit` and
+/// `storage.file_size_limit_bytes`, and its `allowed_mime_types` (`None`: any).
+pub(super) struct Limits {
+    pub(super) max: u64,
     mimes: Option<Vec<String>>,
 }
 
-async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
+/// The bucket's limits, read as the database owner (as Supabase reads them as superuser);
+/// `NoSuchBucket` when it does not exist.
+pub(super) async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
     let c = state.pool.get().await?;
     let stmt = c
         .prepare_cached(BUCKET_LIMITS_SQL)
@@ -125,7 +129,8 @@ async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiErro
     })
 }
 
-fn check_mime(limits: &Limits, mime: &str) -> Result<(), ApiError> {
+/// `InvalidMimeType` unless the bucket accepts `mime`.
+pub(super) fn check_mime(limits: &Limits, mime: &str) -> Result<(), ApiError> {
     match &limits.mimes {
         Some(allowed) if !paths::mime_allowed(allowed, mime) => Err(ApiError::new(
             ErrorCode::InvalidMimeType,

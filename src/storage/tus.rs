@@ -58,7 +58,7 @@ pub const STAGING_PREFIX: &str = "tus";
 const OFFSET_CT: &str = "application/offset+octet-stream";
 
 // The object row statements and the bucket limits: the plain upload's (objects.rs).
-use super::objects::{BUCKET_LIMITS_SQL, INSERT_SQL, UPSERT_SQL};
+use super::objects::{bucket_limits, check_mime, INSERT_SQL, UPSERT_SQL};
 const SELECT_SQL: &str = "SELECT id, secret, bucket_id, name, role, owner_id, upsert, \
      upload_length, upload_offset, content_type, cache_control, user_metadata, parts, \
      expires_at, completed_at IS NOT NULL, expires_at <= now() \
@@ -450,32 +450,6 @@ async fn load_for(state: &AppState, ctx: &AuthContext, id: &str) -> Result<Uploa
     Ok(up)
 }
 
-struct Limits {
-    max: u64,
-    mimes: Option<Vec<String>>,
-}
-
-/// The bucket's limits, read as the database owner (as Supabase reads them as superuser).
-async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
-    let c = state.pool.get().await?;
-    let row = c
-        .query_opt(BUCKET_LIMITS_SQL, &[&bucket])
-        .await
-        .map_err(|e| ApiError::from_db(&e, true))?
-        .ok_or_else(|| ApiError::new(ErrorCode::NoSuchBucket, "Bucket not found"))?;
-    let bucket_max: Option<i64> = row.get(0);
-    let mut max = state.config.storage.file_size_limit_bytes;
-    if let Some(b) = bucket_max.filter(|b| *b > 0) {
-        max = max.min(b as u64);
-    }
-    Ok(Limits {
-        max,
-        mimes: row
-            .get::<_, Option<Vec<String>>>(1)
-            .filter(|m| !m.is_empty()),
-    })
-}
-
 /// The object row's parameters: bucket, name, owner, owner_id, version, metadata,
 /// user_metadata.
 struct RowParams {
@@ -742,14 +716,7 @@ async fn create_inner(
     if length > limits.max {
         return Err(too_large());
     }
-    if let Some(allowed) = &limits.mimes {
-        if !paths::mime_allowed(allowed, &content_type) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidMimeType,
-                format!("mime type {content_type} is not supported"),
-            ));
-        }
-    }
+    check_mime(&limits, &content_type)?;
     let upsert = header_str(req, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let mut up = Upload {
         id: Uuid::new_v4(),

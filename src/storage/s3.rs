@@ -15,12 +15,11 @@
 //! completed nor aborted, nor its marker, when it fails or its future is dropped.
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{MultipartId, ObjectStore, PutPayload};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Part size: S3's minimum, and the most one upload buffers per part.
@@ -47,7 +46,9 @@ pub struct S3Upload {
     buf_len: usize,
     sent: usize,
     parts: Vec<PartId>,
-    in_flight: FuturesOrdered<BoxFuture<'static, object_store::Result<PartId>>>,
+    /// Parts on their way, each sent by a task of its own (so they progress while the
+    /// body is read), oldest first.
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
     done: bool,
 }
 
@@ -72,7 +73,7 @@ impl S3Upload {
             buf_len: 0,
             sent: 0,
             parts: Vec::new(),
-            in_flight: FuturesOrdered::new(),
+            in_flight: VecDeque::new(),
             done: false,
         })
     }
@@ -107,17 +108,30 @@ impl S3Upload {
             self.sent,
         );
         self.sent += 1;
-        self.in_flight.push_back(Box::pin(async move {
+        self.in_flight.push_back(tokio::spawn(async move {
             s3.put_part(&key, &id, idx, payload).await
         }));
         Ok(())
     }
 
+    /// Waits for the oldest part on its way (parts finish in any order; they are
+    /// collected in order).
     async fn settle_one(&mut self) -> object_store::Result<()> {
-        if let Some(part) = self.in_flight.next().await {
-            self.parts.push(part?);
+        if let Some(task) = self.in_flight.pop_front() {
+            let part = task.await.map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })??;
+            self.parts.push(part);
         }
         Ok(())
+    }
+
+    /// Stops the parts still on their way (S3 discards them with the upload).
+    fn cancel_parts(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
     }
 
     /// Sends the last part and completes the upload, then deletes the marker.
@@ -141,8 +155,7 @@ impl S3Upload {
     /// Aborts the upload and deletes its marker, waiting for both.
     pub async fn abort(mut self) {
         self.done = true;
-        // Parts still on their way are dropped; S3 discards them with the upload.
-        self.in_flight = FuturesOrdered::new();
+        self.cancel_parts();
         abort(
             self.s3.clone(),
             self.key.clone(),
@@ -171,6 +184,7 @@ async fn abort(s3: Arc<dyn S3Store>, key: Path, id: MultipartId, marker: Path) {
 
 impl Drop for S3Upload {
     fn drop(&mut self) {
+        self.cancel_parts();
         if self.done {
             return;
         }

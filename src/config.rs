@@ -772,6 +772,9 @@ pub struct StorageConfig {
     pub signed_upload_expiry_secs: u64,
     /// Minutes before unfinished upload data and replaced or deleted bytes are removed.
     pub cleanup_after_minutes: u64,
+    /// How the local backend makes ETags: `mtime` (`"<ms>-<size>"` in hex, no hashing) or
+    /// `md5` (of the bytes), as Supabase's `STORAGE_FILE_ETAG_ALGORITHM`.
+    pub local_etag_algorithm: String,
     /// The S3-compatible backend.
     pub s3: S3Config,
 }
@@ -785,6 +788,7 @@ impl Default for StorageConfig {
             file_size_limit_bytes: 50 * 1024 * 1024,
             signed_upload_expiry_secs: 7200,
             cleanup_after_minutes: 15,
+            local_etag_algorithm: "mtime".into(),
             s3: S3Config::default(),
         }
     }
@@ -1573,6 +1577,12 @@ impl Config {
                 "`storage.backend` must be one of {}, got {:?}",
                 STORAGE_BACKENDS.join(", "),
                 self.storage.backend
+            ));
+        }
+        if !["md5", "mtime"].contains(&self.storage.local_etag_algorithm.as_str()) {
+            p.push(format!(
+                "`storage.local_etag_algorithm` must be md5 or mtime, got {:?}",
+                self.storage.local_etag_algorithm
             ));
         }
         if self.storage.backend == "s3" && self.storage.s3.bucket.is_empty() {

@@ -69,3 +69,17 @@ $$;
 DROP TRIGGER IF EXISTS objects_changed ON storage.objects;
 CREATE TRIGGER objects_changed AFTER INSERT OR UPDATE OR DELETE ON storage.objects
   FOR EACH ROW EXECUTE FUNCTION storage.objects_changed();
+
+-- updated_at follows every UPDATE of a row, as Supabase's `update_objects_updated_at` trigger
+-- does (a policy-driven UPDATE, or one made in SQL, counts as a change too).
+CREATE OR REPLACE FUNCTION storage.update_updated_at_column() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.updated_at = now();
+  RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS update_objects_updated_at ON storage.objects;
+CREATE TRIGGER update_objects_updated_at BEFORE UPDATE ON storage.objects
+  FOR EACH ROW EXECUTE FUNCTION storage.update_updated_at_column();

@@ -4,22 +4,20 @@
 //! Keys never contain user input. An object's bytes live at `objects/<version>` (a uuid the
 //! server chose); an upload streams to `uploads/<version>` first and is renamed into place
 //! only after its row committed. Moving an object is a metadata change; nothing outside the
-//! configured root can be named.
+//! configured root can be named. On the local backend uploads (and staged TUS parts) are
+//! written by `local::LocalFile` and are on disk before they count; everything else goes
+//! through `object_store`.
 
+use super::s3::{S3Store, S3Upload};
 use crate::config::Config;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore};
 use std::ops::Range;
 use std::sync::Arc;
-
-/// Part size of streamed uploads: S3's minimum, and the most one upload buffers.
-const PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// Read size of local downloads. `object_store`'s own stream reads 8 KiB per blocking task
 /// (12,800 thread hand-offs for 100 MiB); this is the most one download buffers.
@@ -80,6 +78,10 @@ pub struct Backend {
     store: Arc<dyn ObjectStore>,
     /// Where the local backend keeps its files (`None` for S3).
     pub local_root: Option<std::path::PathBuf>,
+    /// The same store as `store` on S3, through its multipart interface (uploads).
+    s3: Option<Arc<dyn S3Store>>,
+    /// How uploads get their ETag (always MD5 on S3).
+    etag: EtagAlgorithm,
 }
 
 impl std::fmt::Debug for Backend {
@@ -194,58 +196,175 @@ pub enum UploadError {
 pub struct Written {
     /// Bytes.
     pub size: u64,
-    /// Hex MD5 of the bytes (the object's ETag, as Supabase computes it).
-    pub md5: String,
+    /// The object's ETag, quoted (see `EtagAlgorithm`).
+    pub etag: String,
+    /// When the last byte was stored (the object's `lastModified`).
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// A multipart upload that is aborted unless finished: dropping it unfinished (the request's
-/// future dropped when its client disconnects) spawns the abort, since S3 keeps the parts
-/// of an unfinished upload, invisible but stored, until someone aborts it.
-struct PendingUpload(Option<WriteMultipart>);
-
-impl PendingUpload {
-    async fn wait_for_capacity(&mut self) -> Result<(), object_store::Error> {
-        match &mut self.0 {
-            // At most two parts in flight: with PART_BYTES, what one upload buffers.
-            Some(w) => w.wait_for_capacity(2).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Hands the chunk to the part being filled without copying it.
-    fn put(&mut self, chunk: Bytes) {
-        if let Some(w) = &mut self.0 {
-            w.put(chunk);
-        }
-    }
-
-    async fn finish(mut self) -> Result<(), object_store::Error> {
-        match self.0.take() {
-            Some(w) => w.finish().await.map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
-    async fn abort(mut self) {
-        if let Some(w) = self.0.take() {
-            if let Err(e) = w.abort().await {
-                tracing::warn!(error = %e, "cannot abort an unfinished upload");
-            }
-        }
+impl Written {
+    /// The `metadata` of an object row with these bytes, in Supabase's shape.
+    pub fn metadata(&self, mimetype: &str, cache_control: &str) -> serde_json::Value {
+        serde_json::json!({
+            "eTag": self.etag,
+            "size": self.size,
+            "mimetype": mimetype,
+            "cacheControl": cache_control,
+            "lastModified": self
+                .last_modified
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "contentLength": self.size,
+            "httpStatusCode": 200,
+        })
     }
 }
 
-impl Drop for PendingUpload {
-    fn drop(&mut self) {
-        let Some(w) = self.0.take() else { return };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = w.abort().await {
-                    tracing::warn!(error = %e, "cannot abort a dropped upload");
-                }
-            });
+/// How an object's ETag is made (`storage.local_etag_algorithm` for the local backend,
+/// as Supabase's `STORAGE_FILE_ETAG_ALGORITHM` for its file backend; the S3 backend always
+/// hashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtagAlgorithm {
+    /// `"<hex MD5 of the bytes>"`: what Supabase's S3 backend answers for single-part
+    /// uploads and its file backend by default. Costs an MD5 pass over every upload (about
+    /// 600 MB/s on one core).
+    Md5,
+    /// `"<lastModified in ms, hex>-<size, hex>"`: Supabase's file backend with
+    /// `STORAGE_FILE_ETAG_ALGORITHM=mtime`. New for every upload (but two of the same size
+    /// in the same millisecond), no hashing.
+    Mtime,
+}
+
+impl EtagAlgorithm {
+    /// Parses a config value (`md5` or `mtime`).
+    pub fn parse(s: &str) -> Option<EtagAlgorithm> {
+        match s {
+            "md5" => Some(EtagAlgorithm::Md5),
+            "mtime" => Some(EtagAlgorithm::Mtime),
+            _ => None,
         }
     }
+
+    fn etag(md5: Option<String>, size: u64, at: chrono::DateTime<chrono::Utc>) -> String {
+        match md5 {
+            Some(hex) => format!("\"{hex}\""),
+            None => format!("\"{:x}-{size:x}\"", at.timestamp_millis()),
+        }
+    }
+}
+
+/// Where a stream of bytes goes (see `Backend::sink`). Dropped unfinished, it removes what
+/// it wrote.
+enum Sink {
+    Local(super::local::LocalFile),
+    S3(S3Upload),
+}
+
+impl Sink {
+    /// Hands over `chunk` (shared, not copied), waiting while the sink is full
+    /// (`LocalFile`'s queue, or two S3 parts on their way).
+    async fn put(&mut self, chunk: Bytes) -> Result<(), object_store::Error> {
+        match self {
+            Sink::Local(f) => f.push(chunk).await.map_err(local_error),
+            Sink::S3(u) => u.put(chunk).await,
+        }
+    }
+
+    async fn finish(self) -> Result<(), object_store::Error> {
+        match self {
+            Sink::Local(f) => f.finish().await.map_err(local_error),
+            Sink::S3(u) => u.finish().await,
+        }
+    }
+
+    /// Drops what was written, and waits until it is gone.
+    async fn abort(self) {
+        match self {
+            Sink::Local(f) => f.abort().await,
+            Sink::S3(u) => u.abort().await,
+        }
+    }
+}
+
+/// Streams `body` into the sink `open` makes (at once, or with `lazy` at the first
+/// non-empty chunk, so an empty body creates nothing), at most `limit` bytes, counting
+/// stored bytes in `counted` and, with `hash`, computing their MD5. On any failure the sink
+/// is aborted. Returns the size and the hex MD5.
+async fn stream_to<S, E, F, Fut>(
+    body: S,
+    limit: u64,
+    counted: Option<&prometheus::IntCounter>,
+    hash: bool,
+    lazy: bool,
+    open: F,
+) -> Result<(u64, Option<String>), UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Sink, object_store::Error>>,
+{
+    let mut sink = match lazy {
+        true => None,
+        false => Some(open().await.map_err(UploadError::Store)?),
+    };
+    let mut md5 = hash.then(Hasher::new);
+    let mut size: u64 = 0;
+    let mut body = std::pin::pin!(body);
+    let failed = |sink: Option<Sink>, e: UploadError| async move {
+        if let Some(s) = sink {
+            s.abort().await;
+        }
+        Err::<(u64, Option<String>), UploadError>(e)
+    };
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return failed(sink, UploadError::Client(e.to_string())).await,
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        size += chunk.len() as u64;
+        if size > limit {
+            return failed(sink, UploadError::TooLarge).await;
+        }
+        if let Some(h) = md5.as_mut() {
+            h.update(&chunk).await;
+        }
+        if sink.is_none() {
+            sink = Some(open().await.map_err(UploadError::Store)?);
+        }
+        let n = chunk.len() as u64;
+        if let Some(Err(e)) = match sink.as_mut() {
+            Some(s) => Some(s.put(chunk).await),
+            None => None,
+        } {
+            return failed(sink, UploadError::Store(e)).await;
+        }
+        if let Some(c) = counted {
+            c.inc_by(n);
+        }
+    }
+    let md5 = match md5 {
+        Some(h) => match h.finish().await {
+            Ok(m) => Some(m),
+            Err(e) => return failed(sink, UploadError::Store(e)).await,
+        },
+        None => None,
+    };
+    if let Some(s) = sink {
+        s.finish().await.map_err(UploadError::Store)?;
+    }
+    Ok((size, md5))
+}
+
+/// Whether `version` is a plain key name (the server's uuids are), so it can name a file
+/// under the local root directly.
+fn plain_version(version: &str) -> bool {
+    !version.is_empty()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn data_key(version: &str) -> Path {
@@ -277,12 +396,20 @@ impl Backend {
             if let Some(secret) = &s3.secret_access_key {
                 b = b.with_secret_access_key(secret.expose());
             }
-            let store = b.build().map_err(|e| format!("storage.s3: {e}"))?;
+            let store = Arc::new(b.build().map_err(|e| format!("storage.s3: {e}"))?);
             return Ok(Backend {
-                store: Arc::new(store),
+                store: store.clone(),
                 local_root: None,
+                s3: Some(store),
+                etag: EtagAlgorithm::Md5,
             });
         }
+        let etag = EtagAlgorithm::parse(&s.local_etag_algorithm).ok_or_else(|| {
+            format!(
+                "storage.local_etag_algorithm must be md5 or mtime, got {:?}",
+                s.local_etag_algorithm
+            )
+        })?;
         let root = if s.local_path.is_empty() {
             std::path::Path::new(&cfg.server.data_dir).join("storage")
         } else {
@@ -296,13 +423,16 @@ impl Backend {
         Ok(Backend {
             store: Arc::new(store),
             local_root: Some(root),
+            s3: None,
+            etag,
         })
     }
 
     /// Streams `body` to the upload key of `version`, at most `limit` bytes. On any failure
     /// the partial upload is aborted; if this future is dropped instead (the client went
-    /// away), the abort runs in the background (`PendingUpload`): the local store removes
-    /// its staging file, S3 drops the parts of its multipart upload.
+    /// away), the abort runs in the background (`Sink`'s drop): the local file is removed,
+    /// S3 drops the parts of its multipart upload. The ETag is the MD5 of the bytes on S3,
+    /// and as `storage.local_etag_algorithm` says on the local backend.
     pub async fn write_upload<S, E>(
         &self,
         version: &str,
@@ -329,53 +459,67 @@ impl Backend {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let upload = self
-            .store
-            .put_multipart(&upload_key(version))
-            .await
-            .map_err(UploadError::Store)?;
-        let mut w = PendingUpload(Some(WriteMultipart::new_with_chunk_size(
-            upload, PART_BYTES,
-        )));
-        let mut md5 = Hasher::new();
-        let mut size: u64 = 0;
-        let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    w.abort().await;
-                    return Err(UploadError::Client(e.to_string()));
-                }
-            };
-            if chunk.is_empty() {
-                continue;
-            }
-            size += chunk.len() as u64;
-            if size > limit {
-                w.abort().await;
-                return Err(UploadError::TooLarge);
-            }
-            md5.update(&chunk).await;
-            if let Err(e) = w.wait_for_capacity().await {
-                w.abort().await;
-                return Err(UploadError::Store(e));
-            }
-            let n = chunk.len() as u64;
-            w.put(chunk);
-            if let Some(c) = counted {
-                c.inc_by(n);
-            }
+        let hash = self.local_root.is_none() || self.etag == EtagAlgorithm::Md5;
+        let key = upload_key(version);
+        // Opened before the first byte: an empty upload is an empty object too.
+        let (size, md5) = stream_to(body, limit, counted, hash, false, || self.sink(&key)).await?;
+        let last_modified = chrono::Utc::now();
+        Ok(Written {
+            size,
+            etag: EtagAlgorithm::etag(md5, size, last_modified),
+            last_modified,
+        })
+    }
+
+    /// Streams `body` into a new object at `key` (a key the server made, such as a staged
+    /// TUS part), at most `limit` bytes, adding what it stores to `counted`. Nothing is
+    /// created for an empty body. Returns the size.
+    pub async fn write_part<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        limit: u64,
+        counted: &prometheus::IntCounter,
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let key = Path::from(key);
+        let (size, _) =
+            stream_to(body, limit, Some(counted), false, true, || self.sink(&key)).await?;
+        Ok(size)
+    }
+
+    /// Where the bytes of `key` go: on the local backend a file written by `LocalFile`
+    /// (durable once finished), on S3 a multipart upload in 5 MiB parts (`S3Upload`).
+    async fn sink(&self, key: &Path) -> Result<Sink, object_store::Error> {
+        if let Some(path) = self.local_path(key) {
+            return super::local::LocalFile::create(path)
+                .await
+                .map(Sink::Local)
+                .map_err(local_error);
         }
-        let md5 = match md5.finish().await {
-            Ok(m) => m,
-            Err(e) => {
-                w.abort().await;
-                return Err(UploadError::Store(e));
+        match &self.s3 {
+            Some(s3) => S3Upload::start(s3.clone(), key.clone()).await.map(Sink::S3),
+            None => Err(local_error(std::io::Error::other(format!(
+                "no place to write {key}"
+            )))),
+        }
+    }
+
+    /// The file of `key` under the local root, for keys made only of plain segments (the
+    /// server's own keys are); `None` on S3.
+    fn local_path(&self, key: &Path) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut path = root.clone();
+        for part in key.parts() {
+            if !plain_version(part.as_ref()) {
+                return None;
             }
-        };
-        w.finish().await.map_err(UploadError::Store)?;
-        Ok(Written { size, md5 })
+            path.push(part.as_ref());
+        }
+        Some(path)
     }
 
     /// Moves a committed upload into place. Idempotent: an upload already moved (by the
@@ -429,11 +573,10 @@ impl Backend {
         range: Range<u64>,
     ) -> Option<Result<Bytes, object_store::Error>> {
         let root = self.local_root.as_ref()?;
-        let plain = !version.is_empty()
-            && version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !plain || range.end < range.start || range.end - range.start > SMALL_BODY {
+        if !plain_version(version)
+            || range.end < range.start
+            || range.end - range.start > SMALL_BODY
+        {
             return None;
         }
         let data = root.join("objects").join(version);
@@ -503,6 +646,48 @@ impl Backend {
             }
         }
         Ok(out)
+    }
+
+    /// Aborts S3 multipart uploads whose process died (their markers are older than
+    /// `before`; see `s3.rs`). Returns how many; always 0 on the local backend.
+    pub async fn abort_stale_multipart(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, object_store::Error> {
+        match &self.s3 {
+            Some(s3) => super::s3::abort_stale(s3, before).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Deletes `object_store`'s staging files (`<key>#<n>`) older than `before` on the local
+    /// backend: left when the process died while the store wrote one (a copy, a staged TUS
+    /// part), and invisible to `list`. Returns how many went; always 0 on S3 (an upload cut
+    /// off there leaves an unfinished multipart upload, see docs/compatibility.md).
+    pub async fn remove_stale_staging(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, object_store::Error> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(0);
+        };
+        let sweep = move || -> std::io::Result<u64> {
+            let dirs = ["uploads", "objects", super::tus::STAGING_PREFIX];
+            let files = super::local::stale_staging_files(&root, &dirs, before.into())?;
+            let mut n = 0;
+            for f in files {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(n)
+        };
+        tokio::task::spawn_blocking(sweep)
+            .await
+            .map_err(|e| local_error(std::io::Error::other(e)))?
+            .map_err(local_error)
     }
 
     /// The store itself, for storage code that keeps keys of its own (TUS staging under

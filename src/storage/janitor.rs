@@ -1,7 +1,9 @@
 //! The `storage.janitor` job: removes upload data no row points at (interrupted uploads,
-//! failed commits), finishes moves a crash interrupted, and deletes the bytes of replaced
-//! or deleted objects, each after `storage.cleanup_after_minutes`; removes expired TUS
-//! uploads (row and staged parts) and staged parts whose upload row is gone. Runs from
+//! failed commits, a process killed mid-upload), finishes moves a crash interrupted, and
+//! deletes the bytes of replaced or deleted objects, each after
+//! `storage.cleanup_after_minutes`; removes expired TUS uploads (row and staged parts),
+//! staged parts whose upload row is gone, the local store's own staging files a killed
+//! process left, and (S3) the multipart uploads a killed process left unfinished. Runs from
 //! cron every five minutes; every step is idempotent, so overlapping runs are harmless.
 
 use super::{tus, Backend};
@@ -26,6 +28,10 @@ pub struct Sweep {
     pub tus_expired: u64,
     /// Staged TUS parts deleted (of expired uploads, or whose upload row is gone).
     pub tus_parts_removed: u64,
+    /// The local store's own staging files left by a killed process, deleted.
+    pub staging_removed: u64,
+    /// S3 multipart uploads of a killed process, aborted.
+    pub multipart_aborted: u64,
 }
 
 /// One sweep over data older than `older_than`.
@@ -55,6 +61,14 @@ pub async fn sweep(
             out.uploads_removed += 1;
         }
     }
+    out.staging_removed = be
+        .remove_stale_staging(cutoff)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.multipart_aborted = be
+        .abort_stale_multipart(cutoff)
+        .await
+        .map_err(|e| e.to_string())?;
     let secs = older_than.as_secs_f64();
     let tx = c.transaction().await.map_err(|e| e.to_string())?;
     let rows = tx
@@ -148,6 +162,8 @@ pub fn register_jobs(reg: &mut Registry, state: &AppState) {
                     "garbage_removed": s.garbage_removed,
                     "tus_expired": s.tus_expired,
                     "tus_parts_removed": s.tus_parts_removed,
+                    "staging_removed": s.staging_removed,
+                    "multipart_aborted": s.multipart_aborted,
                 })))
             }
         },

@@ -15,9 +15,11 @@
 pub mod backend;
 pub mod buckets;
 pub mod janitor;
+pub mod local;
 pub mod objects;
 pub mod paths;
 pub mod ranges;
+pub mod s3;
 pub mod tus;
 
 pub use backend::Backend;

@@ -43,7 +43,7 @@ const PUBLIC_OBJECT_SQL: &str = "SELECT b.public, o.id, o.version, o.metadata->>
      FROM storage.buckets b LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 \
      WHERE b.id = $1";
 /// A bucket's size limit and allowed MIME types.
-pub(super) const BUCKET_LIMITS_SQL: &str =
+const BUCKET_LIMITS_SQL: &str =
     "SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1";
 const INFO_SQL: &str = "SELECT json_build_object('id', id, 'version', version, 'name', name, \
      'bucket_id', bucket_id, 'created_at', created_at, 'updated_at', updated_at, \
@@ -96,12 +96,16 @@ fn signer_ctx(owner: Option<&str>) -> AuthContext {
 
 // ---------------------------------------------------------------- upload
 
-struct Limits {
-    max: u64,
+/// What a bucket accepts: the smaller of its `file_size_limit` and
+/// `storage.file_size_limit_bytes`, and its `allowed_mime_types` (`None`: any).
+pub(super) struct Limits {
+    pub(super) max: u64,
     mimes: Option<Vec<String>>,
 }
 
-async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
+/// The bucket's limits, read as the database owner (as Supabase reads them as superuser);
+/// `NoSuchBucket` when it does not exist.
+pub(super) async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
     let c = state.pool.get().await?;
     let stmt = c
         .prepare_cached(BUCKET_LIMITS_SQL)
@@ -125,7 +129,8 @@ async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiErro
     })
 }
 
-fn check_mime(limits: &Limits, mime: &str) -> Result<(), ApiError> {
+/// `InvalidMimeType` unless the bucket accepts `mime`.
+pub(super) fn check_mime(limits: &Limits, mime: &str) -> Result<(), ApiError> {
     match &limits.mimes {
         Some(allowed) if !paths::mime_allowed(allowed, mime) => Err(ApiError::new(
             ErrorCode::InvalidMimeType,
@@ -259,15 +264,7 @@ async fn store_upload(
             return Err(e);
         }
     };
-    row.metadata = json!({
-        "eTag": format!("\"{}\"", r.written.md5),
-        "size": r.written.size,
-        "mimetype": r.mime,
-        "cacheControl": r.cache,
-        "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "contentLength": r.written.size,
-        "httpStatusCode": 200,
-    });
+    row.metadata = r.written.metadata(&r.mime, &r.cache);
     row.user_metadata = r.user_metadata;
     commit_row(state, be, ctx, &info, &row, upsert).await
 }
@@ -476,8 +473,8 @@ fn download_name(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Answers a download: 304 on a matching `If-None-Match`, 206/416 for `Range`, no body for
-/// HEAD. The bytes are streamed from the store, except that up to `SMALL_BODY` bytes from
+/// Answers a download: 304 on a matching `If-None-Match` (or, without one, an
+/// `If-Modified-Since` not older than the object), 206/416 for `Range`, no body for HEAD. The bytes are streamed from the store, except that up to `SMALL_BODY` bytes from
 /// the local backend are read in one go and sent as one sized body.
 /// Download bodies are counted in `fluxbase_storage_bytes_total{direction="out"}` chunk by
 /// chunk as they are handed to the connection, so a range counts what it sent and a
@@ -500,7 +497,12 @@ async fn serve(state: &AppState, req: &HttpRequest, name: &str, obj: Found) -> R
             .insert_header((header::LAST_MODIFIED, last_modified.clone()))
             .insert_header((header::ACCEPT_RANGES, "bytes"));
     };
-    if !etag.is_empty() && ranges::none_match(header_str(req, "if-none-match"), &etag) {
+    if ranges::not_modified(
+        header_str(req, "if-none-match"),
+        header_str(req, "if-modified-since"),
+        &etag,
+        updated_at,
+    ) {
         let mut b = HttpResponse::NotModified();
         common(&mut b);
         return Ok(b.finish());

@@ -65,6 +65,36 @@ pub fn none_match(header: Option<&str>, etag: &str) -> bool {
     h.split(',').any(|t| t.trim() == "*" || bare(t) == mine)
 }
 
+/// Whether a conditional GET/HEAD is answered 304 (RFC 9110 §13.2.2): a matching
+/// `If-None-Match`; or, only when there is no `If-None-Match`, an `If-Modified-Since` date
+/// not older than `modified` (compared in whole seconds, the resolution of `Last-Modified`).
+/// An unparsable date is ignored.
+pub fn not_modified(
+    if_none_match: Option<&str>,
+    if_modified_since: Option<&str>,
+    etag: &str,
+    modified: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    if let Some(inm) = if_none_match {
+        return !etag.is_empty() && none_match(Some(inm), etag);
+    }
+    let Some(since) = if_modified_since.and_then(parse_http_date) else {
+        return false;
+    };
+    modified.timestamp() <= since.timestamp()
+}
+
+/// An HTTP date in any of the three forms recipients must accept (IMF-fixdate, RFC 850,
+/// asctime), through actix's `HttpDate`.
+fn parse_http_date(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t: std::time::SystemTime = s
+        .trim()
+        .parse::<actix_web::http::header::HttpDate>()
+        .ok()?
+        .into();
+    Some(t.into())
+}
+
 /// An HTTP date (`Last-Modified`). The format is parsed once, not on every download.
 pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
     use chrono::format::{Item, StrftimeItems};
@@ -123,6 +153,40 @@ mod tests {
         assert!(none_match(Some("*"), "\"abc\""));
         assert!(!none_match(Some("\"abd\""), "\"abc\""));
         assert!(!none_match(None, "\"abc\""));
+    }
+
+    #[test]
+    fn conditional_gets() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-02T09:05:03.75Z")
+            .unwrap()
+            .to_utc();
+        let lm = http_date(t);
+        // The object's own Last-Modified (its fraction of a second cut off) is not older.
+        assert!(not_modified(None, Some(&lm), "\"e\"", t));
+        assert!(not_modified(
+            None,
+            Some("Mon, 02 Nov 2026 10:00:00 GMT"),
+            "\"e\"",
+            t
+        ));
+        assert!(not_modified(
+            None,
+            Some("Monday, 02-Nov-26 10:00:00 GMT"),
+            "",
+            t
+        ));
+        assert!(not_modified(None, Some("Mon Nov  2 10:00:00 2026"), "", t));
+        assert!(!not_modified(
+            None,
+            Some("Mon, 02 Nov 2026 09:05:02 GMT"),
+            "\"e\"",
+            t
+        ));
+        assert!(!not_modified(None, Some("yesterday"), "\"e\"", t));
+        assert!(!not_modified(None, None, "\"e\"", t));
+        // If-None-Match decides alone when present (a mismatch wins over a fresh date).
+        assert!(not_modified(Some("\"e\""), None, "\"e\"", t));
+        assert!(!not_modified(Some("\"x\""), Some(&lm), "\"e\"", t));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   counts if the offset is still the one it started from, so nothing is held (no lock, no
 //!   pooled connection) while a body streams.
 //! - **Bytes staged in the store.** Each accepted PATCH body is one staged object
-//!   `tus/<upload>/<offset>-<attempt>` (any size, streamed through `WriteMultipart`), listed
+//!   `tus/<upload>/<offset>-<attempt>` (any size, streamed by `Backend::write_part`), listed
 //!   in the row's `parts`. A request that brings the last byte streams the staged parts and
 //!   its own body, in order, through `Backend::write_upload` into a fresh upload key (5 MiB
 //!   parts, so on S3 no multipart part is ever below the minimum, however small the PATCHes
@@ -21,7 +21,8 @@
 //!   `allowed_mime_types` on `contentType`. The final commit inserts the row under the
 //!   caller's role in the same transaction as `storage.tus_finish()`, so the object and
 //!   the finished state appear together. HEAD, PATCH and DELETE must come from the creator
-//!   (same role and `sub`) or service_role.
+//!   (same role and `sub`) or service_role, and PATCH and DELETE run the rolled-back
+//!   INSERT again (Supabase checks every request but OPTIONS and HEAD).
 //! - **Errors** carry the real HTTP status (TUS clients act on it: 409 → HEAD and resume,
 //!   404/410 → start over) with Storage's `{statusCode, code, error, message}` body.
 //!
@@ -40,7 +41,6 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::WriteMultipart;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,14 +53,12 @@ pub const TUS_VERSION: &str = "1.0.0";
 pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
 /// How long an upload may take from its creation (Supabase's default URL expiry, a day).
 pub const EXPIRY_HOURS: i64 = 24;
-/// Part size of staged PATCH bodies (what one request buffers at most per part).
-const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Prefix of staged parts in the store.
 pub const STAGING_PREFIX: &str = "tus";
 const OFFSET_CT: &str = "application/offset+octet-stream";
 
 // The object row statements and the bucket limits: the plain upload's (objects.rs).
-use super::objects::{BUCKET_LIMITS_SQL, INSERT_SQL, UPSERT_SQL};
+use super::objects::{bucket_limits, check_mime, INSERT_SQL, UPSERT_SQL};
 const SELECT_SQL: &str = "SELECT id, secret, bucket_id, name, role, owner_id, upsert, \
      upload_length, upload_offset, content_type, cache_control, user_metadata, parts, \
      expires_at, completed_at IS NOT NULL, expires_at <= now() \
@@ -290,91 +288,6 @@ fn location(req: &HttpRequest, id: Uuid) -> String {
 
 // ---------------------------------------------------------------- store side
 
-/// A staged part being written: aborted unless finished, also when dropped (the request's
-/// future dropped mid-body), since S3 keeps the parts of an unfinished multipart upload.
-struct Staging(Option<WriteMultipart>);
-
-impl Staging {
-    async fn abort(&mut self) {
-        if let Some(w) = self.0.take() {
-            if let Err(e) = w.abort().await {
-                tracing::warn!(error = %e, "cannot abort a staged TUS part");
-            }
-        }
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let Some(w) = self.0.take() else { return };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = w.abort().await {
-                    tracing::warn!(error = %e, "cannot abort a dropped TUS part");
-                }
-            });
-        }
-    }
-}
-
-/// Streams `body` into a new staged object at `key`, at most `limit` bytes, adding what it
-/// hands to the store to `counted`. Nothing is created for an empty body; on failure the
-/// partial object is aborted.
-async fn stage<S, E>(
-    be: &Backend,
-    key: &str,
-    body: S,
-    limit: u64,
-    counted: &prometheus::IntCounter,
-) -> Result<u64, UploadError>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    let mut body = std::pin::pin!(body);
-    let mut w = Staging(None);
-    let mut size: u64 = 0;
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                w.abort().await;
-                return Err(UploadError::Client(e.to_string()));
-            }
-        };
-        if chunk.is_empty() {
-            continue;
-        }
-        size += chunk.len() as u64;
-        if size > limit {
-            w.abort().await;
-            return Err(UploadError::TooLarge);
-        }
-        if w.0.is_none() {
-            let up = be
-                .store()
-                .put_multipart(&Path::from(key))
-                .await
-                .map_err(UploadError::Store)?;
-            w.0 = Some(WriteMultipart::new_with_chunk_size(up, PART_BYTES));
-        }
-        if let Some(writer) = w.0.as_mut() {
-            // At most two parts in flight: what one request buffers.
-            if let Err(e) = writer.wait_for_capacity(2).await {
-                w.abort().await;
-                return Err(UploadError::Store(e));
-            }
-            let n = chunk.len() as u64;
-            writer.put(chunk);
-            counted.inc_by(n);
-        }
-    }
-    if let Some(writer) = w.0.take() {
-        writer.finish().await.map_err(UploadError::Store)?;
-    }
-    Ok(size)
-}
-
 /// The staged parts' bytes, in order. A failing read sets `failed`, so the caller can tell
 /// a store failure from a client that went away.
 fn staged_stream(
@@ -499,6 +412,25 @@ async fn load(state: &AppState, id: &str) -> Result<Upload, ApiError> {
     Ok(Upload::from_row(&row))
 }
 
+/// Supabase's `canUpload`, which it runs on every TUS request but OPTIONS and HEAD: the
+/// object row's INSERT (or upsert) under the caller's role and claims, rolled back. So a
+/// policy change, or a token whose claims changed, stops an upload at its next request,
+/// before any more bytes are stored.
+async fn can_upload(
+    state: &AppState,
+    req: &HttpRequest,
+    ctx: &AuthContext,
+    up: &Upload,
+) -> Result<(), ApiError> {
+    let info = RequestInfo::from_request(req);
+    let probe = RowParams::of(up, Uuid::new_v4().to_string(), json!({}));
+    let sql = if up.upsert { UPSERT_SQL } else { INSERT_SQL };
+    let (tx, _) = RequestTx::begin_with(&state.pool, ctx, &info, false, sql, &probe.params())
+        .await
+        .map_err(storage_db_error)?;
+    tx.rollback().await
+}
+
 /// Loads an upload the caller may touch and that is still open to it.
 async fn load_for(state: &AppState, ctx: &AuthContext, id: &str) -> Result<Upload, ApiError> {
     let up = load(state, id).await?;
@@ -516,32 +448,6 @@ async fn load_for(state: &AppState, ctx: &AuthContext, id: &str) -> Result<Uploa
         ));
     }
     Ok(up)
-}
-
-struct Limits {
-    max: u64,
-    mimes: Option<Vec<String>>,
-}
-
-/// The bucket's limits, read as the database owner (as Supabase reads them as superuser).
-async fn bucket_limits(state: &AppState, bucket: &str) -> Result<Limits, ApiError> {
-    let c = state.pool.get().await?;
-    let row = c
-        .query_opt(BUCKET_LIMITS_SQL, &[&bucket])
-        .await
-        .map_err(|e| ApiError::from_db(&e, true))?
-        .ok_or_else(|| ApiError::new(ErrorCode::NoSuchBucket, "Bucket not found"))?;
-    let bucket_max: Option<i64> = row.get(0);
-    let mut max = state.config.storage.file_size_limit_bytes;
-    if let Some(b) = bucket_max.filter(|b| *b > 0) {
-        max = max.min(b as u64);
-    }
-    Ok(Limits {
-        max,
-        mimes: row
-            .get::<_, Option<Vec<String>>>(1)
-            .filter(|m| !m.is_empty()),
-    })
 }
 
 /// The object row's parameters: bucket, name, owner, owner_id, version, metadata,
@@ -621,7 +527,7 @@ where
         return Ok(up.length);
     }
     let key = part_key(up.id, up.offset);
-    let n = match stage(be, &key, body, remaining, &bytes_in).await {
+    let n = match be.write_part(&key, body, remaining, &bytes_in).await {
         Ok(n) => n,
         Err(e) => {
             delete_key(be, &key).await;
@@ -706,15 +612,7 @@ where
             });
         }
     };
-    let metadata = json!({
-        "eTag": format!("\"{}\"", written.md5),
-        "size": written.size,
-        "mimetype": up.content_type,
-        "cacheControl": up.cache_control,
-        "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "contentLength": written.size,
-        "httpStatusCode": 200,
-    });
+    let metadata = written.metadata(&up.content_type, &up.cache_control);
     let row = RowParams::of(up, version.clone(), metadata);
     let info = RequestInfo::from_request(req);
     let sql = if up.upsert { UPSERT_SQL } else { INSERT_SQL };
@@ -818,14 +716,7 @@ async fn create_inner(
     if length > limits.max {
         return Err(too_large());
     }
-    if let Some(allowed) = &limits.mimes {
-        if !paths::mime_allowed(allowed, &content_type) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidMimeType,
-                format!("mime type {content_type} is not supported"),
-            ));
-        }
-    }
+    check_mime(&limits, &content_type)?;
     let upsert = header_str(req, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let mut up = Upload {
         id: Uuid::new_v4(),
@@ -845,15 +736,7 @@ async fn create_inner(
         completed: false,
         expired: false,
     };
-    // Supabase's canUpload: the row's INSERT (or upsert) under RLS, rolled back, before
-    // anything is stored.
-    let info = RequestInfo::from_request(req);
-    let probe = RowParams::of(&up, Uuid::new_v4().to_string(), json!({}));
-    let sql = if upsert { UPSERT_SQL } else { INSERT_SQL };
-    let (tx, _) = RequestTx::begin_with(&state.pool, ctx, &info, false, sql, &probe.params())
-        .await
-        .map_err(storage_db_error)?;
-    tx.rollback().await?;
+    can_upload(state, req, ctx, &up).await?;
     {
         let c = state.pool.get().await?;
         let row = c
@@ -974,6 +857,7 @@ pub async fn patch(
             }
             up.offset
         } else {
+            can_upload(&state, &req, &ctx, &up).await?;
             receive(&state, be, &req, &ctx, &up, payload).await?
         };
         let mut b = reply(StatusCode::NO_CONTENT);
@@ -1002,6 +886,7 @@ pub async fn terminate(
         if up.completed {
             return Err(bad("Cannot terminate an already completed upload"));
         }
+        can_upload(&state, &req, &ctx, &up).await?;
         let c = state.pool.get().await?;
         let n = c
             .execute(

@@ -53,6 +53,8 @@ on_both_backends!(
     storage_bytes_metrics_count_streamed_bodies,
     small_bodies_read_whole_big_ones_streamed,
     supabase_js_storage_against_fluxbase,
+    every_route_answers_under_both_mounts,
+    killed_mid_upload_leaves_no_row_and_the_janitor_removes_its_bytes,
 );
 
 struct St {
@@ -202,6 +204,32 @@ impl St {
 async fn err(r: Response) -> (u16, Value) {
     let s = r.status().as_u16();
     (s, r.json().await.unwrap())
+}
+
+/// Checks an ETag as the default config makes it for `body`: with `hashed` (the S3
+/// backend, or `storage.local_etag_algorithm: md5`) the quoted hex MD5 of the bytes;
+/// otherwise (the local backend's default, `mtime`) `"<lastModified ms>-<size>"` in hex.
+pub(crate) fn check_etag(hashed: bool, etag: &str, body: &[u8]) {
+    use md5::Digest;
+    if hashed {
+        assert_eq!(etag, format!("\"{}\"", hex::encode(md5::Md5::digest(body))));
+        return;
+    }
+    let inner = etag
+        .strip_prefix('"')
+        .and_then(|e| e.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("unquoted ETag {etag}"));
+    let (ms, size) = inner
+        .split_once('-')
+        .unwrap_or_else(|| panic!("ETag {etag} is not <ms>-<size>"));
+    let ms = i64::from_str_radix(ms, 16).unwrap_or_else(|_| panic!("ETag {etag}"));
+    let age = chrono::Utc::now().timestamp_millis() - ms;
+    assert!((0..600_000).contains(&age), "ETag {etag}: {age} ms old");
+    assert_eq!(
+        u64::from_str_radix(size, 16).ok(),
+        Some(body.len() as u64),
+        "{etag}"
+    );
 }
 
 async fn buckets_crud_under_rls(be: Be) {
@@ -379,7 +407,7 @@ async fn upload_download_range_etag_info(be: Be) {
     assert_eq!(h["content-type"], "text/plain");
     assert_eq!(h["cache-control"], "max-age=60");
     assert_eq!(h["content-length"], "11");
-    assert_eq!(h["etag"], "\"5eb63bbbe01eeed093cb22bb8f5acdc3\""); // md5("hello world")
+    check_etag(be == Be::S3, h["etag"].to_str().unwrap(), b"hello world");
     assert!(h.contains_key("last-modified"));
     assert_eq!(r.text().await.unwrap(), "hello world");
 
@@ -394,6 +422,41 @@ async fn upload_download_range_etag_info(be: Be) {
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
+    // If-Modified-Since (without If-None-Match): the object's own Last-Modified or later
+    // is 304, an earlier date 200; If-None-Match decides alone when both are sent.
+    let lm = h["last-modified"].to_str().unwrap().to_string();
+    let earlier = {
+        let t = chrono::DateTime::parse_from_rfc2822(&lm).unwrap() - chrono::Duration::seconds(1);
+        t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    };
+    for (ims, inm, want) in [
+        (lm.as_str(), None, 304),
+        ("Fri, 01 Jan 2100 00:00:00 GMT", None, 304),
+        (earlier.as_str(), None, 200),
+        ("not a date", None, 200),
+        (lm.as_str(), Some("\"other\""), 200),
+        (earlier.as_str(), Some(h["etag"].to_str().unwrap()), 304),
+    ] {
+        for route in ["/object/", "/object/authenticated/"] {
+            let mut q = st
+                .req(Method::GET, &format!("{route}b/dir/hello.txt"), Some(&svc))
+                .header("if-modified-since", ims);
+            if let Some(inm) = inm {
+                q = q.header("if-none-match", inm);
+            }
+            let r = q.send().await.unwrap();
+            assert_eq!(
+                r.status(),
+                want,
+                "{route} If-Modified-Since {ims}, If-None-Match {inm:?}"
+            );
+            if want == 304 {
+                assert_eq!(r.headers()["last-modified"], lm.as_str());
+                assert_eq!(r.headers()["etag"], h["etag"]);
+                assert!(r.bytes().await.unwrap().is_empty());
+            }
+        }
+    }
     let r = st
         .req(Method::GET, "/object/b/dir/hello.txt", Some(&svc))
         .header("range", "bytes=6-")
@@ -1400,7 +1463,6 @@ fn gen_body(len: u64, chunk: u64) -> reqwest::Body {
 /// 12 MiB streamed in without a Content-Length: three S3 parts (5 + 5 + 2 MiB), read back
 /// whole and across a part boundary.
 async fn streams_many_parts_both_ways(be: Be) {
-    use md5::Digest;
     const LEN: u64 = 12 * 1024 * 1024;
     let st = spawn(be).await;
     st.bucket(json!({"name": "b"})).await;
@@ -1414,14 +1476,13 @@ async fn streams_many_parts_both_ways(be: Be) {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let want: Vec<u8> = (0..LEN).map(gen_byte).collect();
-    let want_md5 = hex::encode(md5::Md5::digest(&want));
     let r = st
         .req(Method::GET, "/object/b/big.bin", Some(&svc))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["etag"], format!("\"{want_md5}\"").as_str());
+    check_etag(be == Be::S3, r.headers()["etag"].to_str().unwrap(), &want);
     let got = r.bytes().await.unwrap();
     assert_eq!(got.len() as u64, LEN);
     assert!(got[..] == want[..], "downloaded bytes differ");
@@ -1591,12 +1652,28 @@ async fn object_events_are_notified(be: Be) {
         .unwrap();
     let svc = st.svc();
     st.put(&svc, "b/e.txt", b"1", "text/plain").await;
-    st.req(Method::DELETE, "/object/b/e.txt", Some(&svc))
+    // An upsert and a move are updates (a move names where the object was).
+    let r = st
+        .req(Method::PUT, "/object/b/e.txt", Some(&svc))
+        .header("content-type", "text/plain")
+        .body("22")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = st
+        .req(Method::POST, "/object/move", Some(&svc))
+        .json(&json!({"bucketId": "b", "sourceKey": "e.txt", "destinationKey": "f.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    st.req(Method::DELETE, "/object/b/f.txt", Some(&svc))
         .send()
         .await
         .unwrap();
     let mut got = Vec::new();
-    while got.len() < 2 {
+    while got.len() < 4 {
         let p = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()
@@ -1612,7 +1689,33 @@ async fn object_events_are_notified(be: Be) {
         ),
         (Some("b"), Some("e.txt"), Some(1))
     );
-    assert_eq!(got[1]["type"], "storage.object.deleted");
+    assert_eq!(got[1]["type"], "storage.object.updated");
+    assert_eq!(got[1]["size"], 2);
+    assert_eq!(got[2]["type"], "storage.object.updated");
+    assert_eq!(
+        (got[2]["name"].as_str(), got[2]["old_name"].as_str()),
+        (Some("f.txt"), Some("e.txt"))
+    );
+    assert_eq!(got[3]["type"], "storage.object.deleted");
+    assert_eq!(got[3]["name"], "f.txt");
+    // The events come from AFTER triggers on the table: a change made in SQL, not through
+    // the API, is announced too.
+    let c = st.app.db.client().await;
+    c.batch_execute(
+        "INSERT INTO storage.objects (bucket_id, name, version, metadata) \
+         VALUES ('b', 'sql.txt', 'v-sql', '{\"size\": 3}')",
+    )
+    .await
+    .unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let e: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(
+        (e["type"].as_str(), e["name"].as_str()),
+        (Some("storage.object.created"), Some("sql.txt"))
+    );
 }
 
 #[tokio::test]
@@ -1638,7 +1741,6 @@ async fn supabase_js_storage_against_fluxbase(be: Be) {
 /// object too), HEAD, the public route and `?download` answer the same bytes and headers,
 /// and count what they send; an object whose bytes are gone is a 404 either way.
 async fn small_bodies_read_whole_big_ones_streamed(be: Be) {
-    use md5::Digest;
     const SMALL: u64 = 256 * 1024;
     let st = spawn(be).await;
     st.bucket(json!({"name": "p", "public": true})).await;
@@ -1656,7 +1758,16 @@ async fn small_bodies_read_whole_big_ones_streamed(be: Be) {
             .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         let want: Vec<u8> = (0..len).map(gen_byte).collect();
-        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&want)));
+        let etag = st
+            .req(Method::HEAD, &format!("/object/{path}"), Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .headers()["etag"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        check_etag(be == Be::S3, &etag, &want);
         for route in ["/object/", "/object/public/"] {
             let r = st
                 .req(Method::GET, &format!("{route}{path}"), Some(&svc))
@@ -1748,4 +1859,618 @@ async fn small_bodies_read_whole_big_ones_streamed(be: Be) {
         assert_eq!((s, b["statusCode"].as_str()), (400, Some("404")), "{b}");
     }
     assert_eq!(st.storage_bytes("out").await, sent);
+}
+
+/// `storage.local_etag_algorithm`: `mtime` by default (`"<lastModified ms>-<size>"` in hex,
+/// as Supabase's file backend with `STORAGE_FILE_ETAG_ALGORITHM=mtime`; a new one for every
+/// upload, equal to the row's `metadata.lastModified`), `md5` on request (the bytes' MD5,
+/// the same for the same bytes). Conditional GETs work with either.
+#[tokio::test]
+async fn local_etags_mtime_by_default_and_md5_on_request() {
+    for algorithm in ["mtime", "md5"] {
+        let st = spawn_with(Be::Local, |c| {
+            if algorithm == "md5" {
+                c.storage.local_etag_algorithm = "md5".into();
+            }
+        })
+        .await;
+        st.bucket(json!({"name": "b"})).await;
+        let svc = st.svc();
+        let mut etags = Vec::new();
+        for name in ["one.txt", "two.txt"] {
+            let r = st
+                .put(&svc, &format!("b/{name}"), b"same bytes", "text/plain")
+                .await;
+            assert_eq!(r.status(), 200);
+            let r = st
+                .req(Method::GET, &format!("/object/b/{name}"), Some(&svc))
+                .send()
+                .await
+                .unwrap();
+            let etag = r.headers()["etag"].to_str().unwrap().to_string();
+            check_etag(algorithm == "md5", &etag, b"same bytes");
+            let c = st.app.db.client().await;
+            let row = c
+                .query_one(
+                    "SELECT metadata->>'eTag', (extract(epoch FROM (metadata->>'lastModified')::timestamptz) * 1000)::bigint \
+                     FROM storage.objects WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), etag);
+            if algorithm == "mtime" {
+                let ms: i64 = row.get(1);
+                assert!(etag.starts_with(&format!("\"{ms:x}-")), "{etag} vs {ms}");
+            }
+            let r = st
+                .req(Method::GET, &format!("/object/b/{name}"), Some(&svc))
+                .header("if-none-match", &etag)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 304);
+            etags.push(etag);
+            // Distinct milliseconds for the two uploads.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(etags[0] == etags[1], algorithm == "md5", "{etags:?}");
+    }
+    // An unknown algorithm is a configuration error.
+    let mut c = fluxbase::config::Config::default();
+    c.storage.local_etag_algorithm = "sha1".into();
+    assert!(c
+        .validate()
+        .iter()
+        .any(|p| p.contains("storage.local_etag_algorithm")));
+}
+
+/// `storage.objects` as Supabase has it: `last_accessed_at` nullable with `now()` as its
+/// default, set on writes (insert, upsert) and not on reads; `updated_at` kept current by
+/// a BEFORE UPDATE trigger, also for updates made in SQL.
+#[tokio::test]
+async fn objects_columns_as_supabase() {
+    let st = spawn(Be::Local).await;
+    st.bucket(json!({"name": "b"})).await;
+    let svc = st.svc();
+    let c = st.app.db.client().await;
+    let col = c
+        .query_one(
+            "SELECT is_nullable, column_default FROM information_schema.columns \
+             WHERE table_schema = 'storage' AND table_name = 'objects' AND column_name = 'last_accessed_at'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            col.get::<_, String>(0).as_str(),
+            col.get::<_, Option<String>>(1).as_deref()
+        ),
+        ("YES", Some("now()"))
+    );
+    assert_eq!(
+        st.put(&svc, "b/a.txt", b"1", "text/plain").await.status(),
+        200
+    );
+    let stamps = || async {
+        let r = c
+            .query_one(
+                "SELECT last_accessed_at, updated_at FROM storage.objects WHERE name = 'a.txt'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0),
+            r.get::<_, chrono::DateTime<chrono::Utc>>(1),
+        )
+    };
+    let (accessed, updated) = stamps().await;
+    assert!(accessed.is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Reads leave both alone (Supabase does not track reads in last_accessed_at).
+    for path in ["/object/b/a.txt", "/object/info/b/a.txt"] {
+        let r = st.req(Method::GET, path, Some(&svc)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(stamps().await, (accessed, updated));
+    // An upsert sets both.
+    let r = st
+        .req(Method::PUT, "/object/b/a.txt", Some(&svc))
+        .header("content-type", "text/plain")
+        .body("2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (accessed2, updated2) = stamps().await;
+    assert!(accessed2 > accessed && updated2 > updated);
+    // An UPDATE in SQL moves updated_at (the trigger), even one that does not name it;
+    // last_accessed_at may be NULL.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.batch_execute(
+        "UPDATE storage.objects SET user_metadata = '{\"k\": 1}', last_accessed_at = NULL \
+         WHERE name = 'a.txt'",
+    )
+    .await
+    .unwrap();
+    let (accessed3, updated3) = stamps().await;
+    assert_eq!(accessed3, None);
+    assert!(updated3 > updated2);
+    let r = st
+        .req(Method::POST, "/object/list/b", Some(&svc))
+        .json(&json!({"prefix": ""}))
+        .send()
+        .await
+        .unwrap();
+    let l: Value = r.json().await.unwrap();
+    assert_eq!(l[0]["last_accessed_at"], Value::Null, "{l}");
+}
+
+/// A server killed (`kill -9`) in the middle of an upload: no row, nothing to download,
+/// and the janitor removes what the upload had stored: the local file, or on S3 the
+/// unfinished multipart upload (through the marker the upload wrote). Locally it also
+/// removes the store's own staging files (`<key>#<n>`) that a process killed during a copy
+/// or a staged TUS part leaves, which the store never lists.
+async fn killed_mid_upload_leaves_no_row_and_the_janitor_removes_its_bytes(be: Be) {
+    use crate::support::{short_tempdir, ServeProcess, TEST_SECRET};
+    use tokio::io::AsyncWriteExt;
+    let st = spawn(be).await;
+    st.bucket(json!({"name": "b"})).await;
+    let storage = match (&st.dir, &st.bucket) {
+        (Some(dir), _) => format!("  local_path: \"{}\"\n", dir.path().display()),
+        (None, Some(bucket)) => {
+            let s3 = crate::support::s3::server();
+            format!(
+                "  backend: s3\n  s3:\n    bucket: \"{bucket}\"\n    endpoint: \"{}\"\n    region: \"{}\"\n    force_path_style: true\n    access_key_id: \"{}\"\n    secret_access_key: \"{}\"\n",
+                s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
+            )
+        }
+        (None, None) => unreachable!(),
+    };
+    let tmp = short_tempdir();
+    let cfg = tmp.path().join("fluxbase.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "auth:\n  jwt_secret: \"{TEST_SECRET}\"\njobs:\n  enabled: false\nstorage:\n{storage}"
+        ),
+    )
+    .unwrap();
+    let mut child = ServeProcess::start(
+        tmp.path(),
+        "killed",
+        &[
+            "--database-url",
+            &st.app.db.url,
+            "--config",
+            &cfg.to_string_lossy(),
+        ],
+    );
+    child.wait_ready(Duration::from_secs(60)).await;
+    let addr = child.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {S}/object/b/killed.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 20000000\r\n\r\n",
+        st.svc()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&vec![7u8; 3_000_000]).await.unwrap();
+    sock.flush().await.unwrap();
+    // The upload has stored something when the process dies: bytes under uploads/, or an
+    // S3 multipart upload in progress.
+    let started = crate::support::eventually(Duration::from_secs(20), || async {
+        match &st.dir {
+            Some(dir) => std::fs::read_dir(dir.path().join("uploads"))
+                .map(|d| d.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)))
+                .unwrap_or(false),
+            None => {
+                st.pending_multipart_uploads().await == 1
+                    && st.keys().await.iter().any(|k| k.starts_with("multipart/"))
+            }
+        }
+    })
+    .await;
+    assert!(started, "the upload stored nothing: {:?}", st.keys().await);
+    child.signal(nix::sys::signal::Signal::SIGKILL);
+    child.wait_exit(Duration::from_secs(10));
+    drop(sock);
+
+    assert_eq!(st.rows("SELECT count(*) FROM storage.objects").await, 0);
+    let (_, b) = err(st
+        .req(Method::GET, "/object/b/killed.bin", Some(&st.svc()))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(b["code"], "NoSuchKey");
+    let left = st.keys().await;
+    let prefix = if be == Be::Local {
+        "uploads/"
+    } else {
+        "multipart/"
+    };
+    assert!(left.len() == 1 && left[0].starts_with(prefix), "{left:?}");
+    if let Some(dir) = &st.dir {
+        // What an interrupted store copy or staged TUS part looks like.
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("tus/0b8e4a4e-5f3c-4f0e-9a55-6f3f3b7d1c2a")).unwrap();
+        for f in [
+            "uploads/6f3f3b7d-5f3c-4f0e-9a55-0b8e4a4e1c2a#1",
+            "tus/0b8e4a4e-5f3c-4f0e-9a55-6f3f3b7d1c2a/00000000000000000000-x#1",
+        ] {
+            std::fs::write(root.join(f), b"partial").unwrap();
+        }
+    }
+    let be_ = fluxbase::storage::Backend::from_config(&st.app.state.config).unwrap();
+    let s = fluxbase::storage::janitor::sweep(&st.app.state.pool, &be_, Duration::ZERO)
+        .await
+        .unwrap();
+    let swept = (s.uploads_removed, s.staging_removed, s.multipart_aborted);
+    match be {
+        Be::Local => assert_eq!(swept, (1, 2, 0), "{s:?}"),
+        Be::S3 => assert_eq!(swept, (0, 0, 1), "{s:?}"),
+    }
+    assert_eq!(st.keys().await, Vec::<String>::new());
+    assert_eq!(st.pending_multipart_uploads().await, 0);
+}
+
+/// Every storage route, under both mounts (`/storage/v1` and `/api/v1/storage`), answers
+/// its success status for a valid request; the routes called are checked against the
+/// route table, so a route added without a call here fails this test.
+async fn every_route_answers_under_both_mounts(be: Be) {
+    use base64::Engine;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    let st = spawn(be).await;
+    let svc = st.svc();
+    let hit: RefCell<BTreeSet<String>> = RefCell::new(BTreeSet::new());
+    async fn want(r: RequestBuilder, status: u16) -> Response {
+        let r = r.send().await.unwrap();
+        let got = r.status().as_u16();
+        if got != status {
+            let path = r.url().path().to_string();
+            panic!("{path} → {got}: {}", r.text().await.unwrap_or_default());
+        }
+        r
+    }
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    for (i, prefix) in fluxbase::storage::PREFIXES.iter().enumerate() {
+        let b = format!("r{i}");
+        // A request on this mount to `path`, recorded as a call of route `pattern`.
+        let call = |m: Method, pattern: &str, path: &str, key: Option<&str>| {
+            hit.borrow_mut().insert(format!("{m} {prefix}{pattern}"));
+            let r = st
+                .app
+                .http
+                .request(m, st.app.url(&format!("{prefix}{path}")));
+            match key {
+                Some(k) => r.header("apikey", st.app.anon_key()).bearer_auth(k),
+                None => r,
+            }
+        };
+        let k = Some(svc.as_str());
+        let obj = "/object/{bucket}/{name:.*}";
+        want(
+            call(Method::POST, "/bucket", "/bucket", k).json(&json!({"name": b, "public": true})),
+            200,
+        )
+        .await;
+        let l: Value = want(call(Method::GET, "/bucket", "/bucket", k), 200)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            l.as_array().unwrap().iter().any(|x| x["id"] == b.as_str()),
+            "{l}"
+        );
+        want(
+            call(Method::GET, "/bucket/{id}", &format!("/bucket/{b}"), k),
+            200,
+        )
+        .await;
+        want(
+            call(Method::PUT, "/bucket/{id}", &format!("/bucket/{b}"), k)
+                .json(&json!({"public": true})),
+            200,
+        )
+        .await;
+        let a = format!("/{b}/a.txt");
+        want(
+            call(Method::POST, obj, &format!("/object{a}"), k)
+                .header("content-type", "text/plain")
+                .body("hello"),
+            200,
+        )
+        .await;
+        want(
+            call(Method::PUT, obj, &format!("/object{a}"), k)
+                .header("content-type", "text/plain")
+                .body("hello!"),
+            200,
+        )
+        .await;
+        for (m, pattern, path, key) in [
+            (Method::GET, obj, format!("/object{a}"), k),
+            (Method::HEAD, obj, format!("/object{a}"), k),
+            (
+                Method::GET,
+                "/object/authenticated/{bucket}/{name:.*}",
+                format!("/object/authenticated{a}"),
+                k,
+            ),
+            (
+                Method::HEAD,
+                "/object/authenticated/{bucket}/{name:.*}",
+                format!("/object/authenticated{a}"),
+                k,
+            ),
+            (
+                Method::GET,
+                "/object/public/{bucket}/{name:.*}",
+                format!("/object/public{a}"),
+                None,
+            ),
+            (
+                Method::HEAD,
+                "/object/public/{bucket}/{name:.*}",
+                format!("/object/public{a}"),
+                None,
+            ),
+        ] {
+            let head = m == Method::HEAD;
+            let r = want(call(m, pattern, &path, key), 200).await;
+            assert_eq!(r.headers()["content-length"], "6", "{path}");
+            let body = r.bytes().await.unwrap();
+            assert_eq!(
+                &body[..],
+                if head { &b""[..] } else { &b"hello!"[..] },
+                "{path}"
+            );
+        }
+        for (pattern, path, key) in [
+            (
+                "/object/info/{bucket}/{name:.*}",
+                format!("/object/info{a}"),
+                k,
+            ),
+            (
+                "/object/info/authenticated/{bucket}/{name:.*}",
+                format!("/object/info/authenticated{a}"),
+                k,
+            ),
+            (
+                "/object/info/public/{bucket}/{name:.*}",
+                format!("/object/info/public{a}"),
+                None,
+            ),
+        ] {
+            let info: Value = want(call(Method::GET, pattern, &path, key), 200)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                (info["name"].as_str(), info["size"].as_i64()),
+                (Some("a.txt"), Some(6)),
+                "{path}"
+            );
+        }
+        let l: Value = want(
+            call(
+                Method::POST,
+                "/object/list/{bucket}",
+                &format!("/object/list/{b}"),
+                k,
+            )
+            .json(&json!({"prefix": ""})),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(l[0]["name"], "a.txt");
+        let l: Value = want(
+            call(
+                Method::POST,
+                "/object/list-v2/{bucket}",
+                &format!("/object/list-v2/{b}"),
+                k,
+            )
+            .json(&json!({})),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(l["objects"][0]["name"], "a.txt");
+        want(
+            call(Method::POST, "/object/copy", "/object/copy", k)
+                .json(&json!({"bucketId": b, "sourceKey": "a.txt", "destinationKey": "c.txt"})),
+            200,
+        )
+        .await;
+        want(
+            call(Method::POST, "/object/move", "/object/move", k)
+                .json(&json!({"bucketId": b, "sourceKey": "c.txt", "destinationKey": "m.txt"})),
+            200,
+        )
+        .await;
+        let signed: Value = want(
+            call(
+                Method::POST,
+                "/object/sign/{bucket}/{name:.*}",
+                &format!("/object/sign{a}"),
+                k,
+            )
+            .json(&json!({"expiresIn": 60})),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let url = signed["signedURL"].as_str().unwrap().to_string();
+        let r = want(
+            call(Method::GET, "/object/sign/{bucket}/{name:.*}", &url, None),
+            200,
+        )
+        .await;
+        assert_eq!(r.text().await.unwrap(), "hello!");
+        want(
+            call(Method::HEAD, "/object/sign/{bucket}/{name:.*}", &url, None),
+            200,
+        )
+        .await;
+        let many: Value = want(
+            call(
+                Method::POST,
+                "/object/sign/{bucket}",
+                &format!("/object/sign/{b}"),
+                k,
+            )
+            .json(&json!({"expiresIn": 60, "paths": ["a.txt", "m.txt"]})),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert!(many[1]["signedURL"].as_str().is_some(), "{many}");
+        let up: Value = want(
+            call(
+                Method::POST,
+                "/object/upload/sign/{bucket}/{name:.*}",
+                &format!("/object/upload/sign/{b}/u.txt"),
+                k,
+            ),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        want(
+            call(
+                Method::PUT,
+                "/object/upload/sign/{bucket}/{name:.*}",
+                up["url"].as_str().unwrap(),
+                None,
+            )
+            .header("content-type", "text/plain")
+            .body("up"),
+            200,
+        )
+        .await;
+        want(
+            call(Method::DELETE, obj, &format!("/object/{b}/u.txt"), k),
+            200,
+        )
+        .await;
+        let gone: Value = want(
+            call(
+                Method::DELETE,
+                "/object/{bucket}",
+                &format!("/object/{b}"),
+                k,
+            )
+            .json(&json!({"prefixes": ["m.txt"]})),
+            200,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(gone[0]["name"], "m.txt");
+        // TUS.
+        let tus = |m: Method, pattern: &str, path: &str| {
+            call(m, pattern, path, k).header("tus-resumable", "1.0.0")
+        };
+        let metadata = format!("bucketName {},objectName {}", b64(&b), b64("t.txt"));
+        want(
+            tus(Method::OPTIONS, "/upload/resumable", "/upload/resumable"),
+            204,
+        )
+        .await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let r = want(
+                tus(Method::POST, "/upload/resumable", "/upload/resumable")
+                    .header("upload-length", "2")
+                    .header("upload-metadata", &metadata)
+                    .header("x-upsert", "true"),
+                201,
+            )
+            .await;
+            let loc = r.headers()["location"].to_str().unwrap().to_string();
+            assert!(
+                loc.contains(&format!("{prefix}/upload/resumable/")),
+                "{loc}"
+            );
+            ids.push(loc.rsplit('/').next().unwrap().to_string());
+        }
+        let id = "/upload/resumable/{id}";
+        want(
+            tus(
+                Method::OPTIONS,
+                id,
+                &format!("/upload/resumable/{}", ids[0]),
+            ),
+            204,
+        )
+        .await;
+        let r = want(
+            tus(Method::HEAD, id, &format!("/upload/resumable/{}", ids[0])),
+            200,
+        )
+        .await;
+        assert_eq!(r.headers()["upload-offset"], "0");
+        want(
+            tus(Method::PATCH, id, &format!("/upload/resumable/{}", ids[0]))
+                .header("content-type", "application/offset+octet-stream")
+                .header("upload-offset", "0")
+                .body("hi"),
+            204,
+        )
+        .await;
+        want(
+            tus(Method::DELETE, id, &format!("/upload/resumable/{}", ids[1])),
+            204,
+        )
+        .await;
+        let r = want(
+            call(Method::GET, obj, &format!("/object/{b}/t.txt"), k),
+            200,
+        )
+        .await;
+        assert_eq!(r.text().await.unwrap(), "hi");
+        want(
+            call(
+                Method::POST,
+                "/bucket/{id}/empty",
+                &format!("/bucket/{b}/empty"),
+                k,
+            ),
+            200,
+        )
+        .await;
+        want(
+            call(Method::DELETE, "/bucket/{id}", &format!("/bucket/{b}"), k),
+            200,
+        )
+        .await;
+    }
+    let mut reg = fluxbase::routes::Registry::default();
+    fluxbase::storage::configure(&mut reg);
+    let table: BTreeSet<String> = reg
+        .routes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(hit.into_inner(), table);
 }

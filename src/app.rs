@@ -23,6 +23,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Connection pool (as the database owner; requests switch role per transaction).
     pub pool: deadpool_postgres::Pool,
+    /// The request hot path's pipelining client (`db::wire`), same database and bounds;
+    /// `None` when the connection settings need TLS, which only the main pool speaks.
+    pub wire: Option<crate::db::wire::Pool>,
     /// JWT signing/verification keys.
     pub jwt: JwtKeys,
     /// Prometheus collectors.

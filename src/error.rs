@@ -438,16 +438,54 @@ impl ApiError {
             }
             return ApiError::internal(e);
         };
-        let code = db.code().code();
+        Self::from_db_parts(
+            db.code().code(),
+            db.message(),
+            db.detail(),
+            db.hint(),
+            authenticated,
+            &db,
+        )
+    }
+
+    /// From an error of the hot path's own protocol client (`db::wire`), mapped exactly as
+    /// [`ApiError::from_db`] maps tokio-postgres's.
+    pub fn from_wire(e: &crate::db::wire::WireError, authenticated: bool) -> Self {
+        use crate::db::wire::WireError;
+        match e {
+            WireError::Db(db) => Self::from_db_parts(
+                &db.code,
+                &db.message,
+                db.detail.as_deref(),
+                db.hint.as_deref(),
+                authenticated,
+                db,
+            ),
+            WireError::Io(_) | WireError::Timeout => {
+                tracing::warn!(error = %e, "database connection error");
+                ApiError::new(ErrorCode::DatabaseUnavailable, "Database unavailable")
+            }
+            WireError::Protocol(_) => ApiError::internal(e),
+        }
+    }
+
+    fn from_db_parts(
+        code: &str,
+        message: &str,
+        detail: Option<&str>,
+        hint: Option<&str>,
+        authenticated: bool,
+        shown: &dyn std::fmt::Display,
+    ) -> Self {
         let status = status_for_sqlstate(code, authenticated);
         if status >= 500 && !code.starts_with("PT") {
-            tracing::error!(sqlstate = code, error = %db, "database error");
+            tracing::error!(sqlstate = code, error = %shown, "database error");
         }
-        let mut err = ApiError::new(ErrorCode::Internal, db.message());
+        let mut err = ApiError::new(ErrorCode::Internal, message);
         err.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         err.code = code.to_string();
-        err.details = db.detail().map(str::to_string);
-        err.hint = db.hint().map(str::to_string);
+        err.details = detail.map(str::to_string);
+        err.hint = hint.map(str::to_string);
         // A data exception (class 22: a value out of range, a bad format) is the caller's.
         err.gotrue_code = if code.starts_with("22") {
             "validation_failed"

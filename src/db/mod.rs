@@ -6,6 +6,7 @@
 
 pub mod migrate;
 pub mod tx;
+pub mod wire;
 
 use crate::config::DatabaseConfig;
 use crate::error::{ApiError, ErrorCode};

@@ -11,10 +11,22 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-const SETUP_SQL: &str =
-    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-     set_config('request.method', $3, true), set_config('request.path', $4, true), \
-     set_config('request.headers', $5, true), set_config('request.cookies', $6, true)";
+macro_rules! setup_sql {
+    () => {
+        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+         set_config('request.method', $3, true), set_config('request.path', $4, true), \
+         set_config('request.headers', $5, true), set_config('request.cookies', $6, true)"
+    };
+}
+
+const SETUP_SQL: &str = setup_sql!();
+
+/// The setup of a read-only request on the wire client, where no `BEGIN READ ONLY` opens
+/// the (implicit) transaction: making it read-only is always allowed, even after it began.
+const SETUP_READ_ONLY_SQL: &str = concat!(
+    setup_sql!(),
+    ", set_config('transaction_read_only', 'on', true)"
+);
 
 /// Prepared statements kept per connection before the cache is reset.
 pub const STATEMENT_CACHE_MAX: usize = 512;
@@ -299,6 +311,61 @@ impl RequestTx {
             }
             (None, Ok(rows), Ok(extra_rows), Ok(_)) => Ok((rows, extra_rows)),
         }
+    }
+
+    /// [`RequestTx::pipelined`] on the hot path's own protocol client (`db::wire`): the
+    /// role/claims setup, the statement and the optional `extra` statement in one pipeline
+    /// with ONE `Sync`, so they run as one implicit transaction — no `BEGIN`/`COMMIT`, and
+    /// one `ReadyForQuery` instead of four. Same outcomes: a failing statement leaves
+    /// nothing behind, a failing commit (a deferred constraint) is the error. Parameters and
+    /// result columns are text.
+    pub async fn pipelined_wire(
+        wire: &super::wire::Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        read_only: bool,
+        sql: &str,
+        params: &[Option<String>],
+        extra: Option<(&str, &[Option<String>])>,
+    ) -> Result<(Vec<super::wire::Row>, Option<Vec<super::wire::Row>>), ApiError> {
+        use super::wire::Query;
+        let authenticated = ctx.is_authenticated();
+        let werr = |e: super::wire::WireError| ApiError::from_wire(&e, authenticated);
+        let mut conn = wire.get().await.map_err(werr)?;
+        let setup = setup_values(ctx, info).map(Some);
+        let params: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
+        let extra_params: Option<Vec<Option<&str>>> =
+            extra.map(|(_, p)| p.iter().map(Option::as_deref).collect());
+        let mut queries = Vec::with_capacity(3);
+        queries.push(Query {
+            sql: if read_only {
+                SETUP_READ_ONLY_SQL
+            } else {
+                SETUP_SQL
+            },
+            params: &setup,
+        });
+        queries.push(Query {
+            sql,
+            params: &params,
+        });
+        if let (Some((text, _)), Some(p)) = (extra, extra_params.as_deref()) {
+            queries.push(Query {
+                sql: text,
+                params: p,
+            });
+        }
+        let started = std::time::Instant::now();
+        let r = conn.pipeline(&queries).await;
+        let took = started.elapsed();
+        let kind = if read_only { "read" } else { "write" };
+        crate::metrics::observe_query(kind, sql, took, &info.request_id, info.slow_query_ms);
+        if let Some(t) = &info.trace {
+            t.statement(kind, sql, took);
+        }
+        let mut results = r.map_err(werr)?.into_iter().skip(1);
+        let rows = results.next().unwrap_or_default();
+        Ok((rows, results.next()))
     }
 
     /// Another statement in the same transaction.

@@ -24,8 +24,13 @@ pub struct Count {
 impl Count {
     /// The total to answer, from the statement's total and the plan rows.
     fn total(&self, exact: Option<i64>, plan: Option<&[tokio_postgres::Row]>) -> Option<i64> {
-        let planned = plan.and_then(|rows| {
-            let v: serde_json::Value = rows.first()?.try_get(0).ok()?;
+        let plan = plan.and_then(|rows| rows.first()?.try_get::<_, serde_json::Value>(0).ok());
+        self.total_from(exact, plan.as_ref())
+    }
+
+    /// [`Count::total`] from the `EXPLAIN (FORMAT JSON)` document itself.
+    fn total_from(&self, exact: Option<i64>, plan: Option<&serde_json::Value>) -> Option<i64> {
+        let planned = plan.and_then(|v| {
             let n = v.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()?;
             Some(n.max(0.0).round() as i64)
         });
@@ -35,6 +40,33 @@ impl Count {
             (None, _) => planned.or(exact),
         }
     }
+}
+
+/// [`outcome`] from the wire client's text columns.
+fn outcome_text(rows: &[crate::db::wire::Row]) -> Result<Outcome, ApiError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
+    let col = |i: usize| row.get(i).cloned().flatten();
+    let int = |i: usize| -> Result<Option<i64>, ApiError> {
+        col(i)
+            .map(|v| v.parse::<i64>())
+            .transpose()
+            .map_err(|e| ApiError::internal(format!("REST statement column {i}: {e}")))
+    };
+    Ok(Outcome {
+        total: int(0)?,
+        n: int(1)?.unwrap_or(0),
+        body: col(2).ok_or_else(|| ApiError::internal("REST statement returned no body"))?,
+        status: col(3),
+        headers: col(4),
+    })
+}
+
+/// The planned count's `EXPLAIN (FORMAT JSON)` from the wire client's text column.
+fn plan_text(rows: &[crate::db::wire::Row]) -> Option<Vec<serde_json::Value>> {
+    let text = rows.first()?.first()?.as_deref()?;
+    serde_json::from_str(text).ok()
 }
 
 fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
@@ -62,6 +94,7 @@ pub struct Mode {
 /// Runs one statement for `req`.
 pub async fn run(
     pool: &deadpool_postgres::Pool,
+    wire: Option<&crate::db::wire::Pool>,
     ctx: &AuthContext,
     info: &RequestInfo,
     req: &ApiRequest,
@@ -90,6 +123,26 @@ pub async fn run(
     let decides_after = wants_object(req)
         || (is_write && req.preferences.max_affected.is_some() && req.preferences.strict())
         || rolls_back(req);
+    if let (true, Some(wire)) = (read_only || !decides_after, wire) {
+        let extra = count.explain.as_ref().map(|s| (s.text.as_str(), &s.params[..]));
+        let (rows, plan) = RequestTx::pipelined_wire(
+            wire,
+            ctx,
+            info,
+            read_only,
+            &stmt.text,
+            &stmt.params,
+            extra,
+        )
+        .await?;
+        let mut o = outcome_text(&rows)?;
+        if count.explain.is_some() {
+            let plan = plan.as_deref().and_then(plan_text).map(serde_json::Value::Array);
+            o.total = count.total_from(o.total, plan.as_ref());
+        }
+        check_object(req, &o)?;
+        return Ok(o);
+    }
     if read_only || !decides_after {
         let (rows, plan) =
             RequestTx::pipelined(pool, ctx, info, read_only, &stmt.text, &params, explain).await?;

@@ -244,6 +244,7 @@ async fn serve(
     let info = RequestInfo::from_request(req);
     let outcome = execute::run(
         &state.pool,
+        state.wire.as_ref(),
         ctx,
         &info,
         &api,

@@ -20,6 +20,7 @@ pub async fn reload(pool: &Pool, holder: &SchemaHolder, schemas: &[String]) -> R
     let n = cache.tables.len();
     holder.set(cache);
     pool.manager().statement_caches.clear();
+    crate::db::wire::invalidate_statements();
     tracing::info!(
         tables = n,
         ms = started.elapsed().as_millis() as u64,

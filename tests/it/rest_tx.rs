@@ -17,6 +17,12 @@ GRANT ALL ON dq, mine TO anon, authenticated;
 GRANT USAGE ON SEQUENCE mine_id_seq TO authenticated;
 CREATE FUNCTION whoami() RETURNS text LANGUAGE sql STABLE
   AS $$ SELECT current_user || ':' || coalesce(auth.uid()::text, '-') $$;
+-- A STABLE function that calls a volatile one that writes: Postgres lets it, so only the
+-- read-only transaction of a GET stops the write.
+CREATE FUNCTION write_inner() RETURNS int LANGUAGE plpgsql VOLATILE
+  AS $$ BEGIN INSERT INTO dq VALUES (99, 99); RETURN 1; END $$;
+CREATE FUNCTION sneaky_write() RETURNS int LANGUAGE plpgsql STABLE
+  AS $$ BEGIN RETURN write_inner(); END $$;
 NOTIFY pgrst, 'reload schema';
 ";
 
@@ -162,4 +168,57 @@ async fn a_failing_commit_or_statement_writes_nothing_and_leaves_the_connection_
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
     assert_eq!(count(&app, "dq").await, 1, "the 406 write was rolled back");
+}
+
+#[tokio::test]
+async fn reads_run_read_only_and_survive_terminated_connections() {
+    let app = app().await;
+    let service = app.service_key();
+
+    // A GET runs in a read-only transaction even though no BEGIN READ ONLY is sent (the
+    // setup statement makes the implicit transaction read-only): a stable function that
+    // calls a writing one cannot write through it.
+    let r = app
+        .get("/rest/v1/rpc/sneaky_write")
+        .header("apikey", &service)
+        .bearer_auth(&service)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "25006", "{status} {b}");
+    assert_eq!(count(&app, "dq").await, 0, "nothing written by a GET");
+    // The same function through POST (a read-write transaction) does write.
+    let (s, b) = post(&app, "/rest/v1/rpc/sneaky_write", &service, "", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(count(&app, "dq").await, 1);
+
+    // The server's connections are terminated under it (a failover, an admin's
+    // pg_terminate_backend): the idle pooled connection is noticed dead at checkout and
+    // replaced, so requests keep succeeding.
+    for round in 0..3 {
+        let c = app.db.client().await;
+        let killed: i64 = c
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed > 0, "round {round}: no server connection to terminate");
+        // Let the terminations arrive before the next checkout (not a timing assertion).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = app
+            .get("/rest/v1/rpc/whoami")
+            .header("apikey", app.anon_key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "round {round}");
+        assert_eq!(r.json::<Value>().await.unwrap(), json!("anon:-"));
+    }
 }

@@ -47,8 +47,9 @@ read -r -a CALLS <<<"${CALLS:-single list embed insert rpc health}"
 nice -n 10 cargo build --release --locked --bin fluxbase --example ref_server
 # FLUXBASE_BIN: measure another fluxbase binary (e.g. a copy built from another commit)
 # against the same reference.
-BIN="${FLUXBASE_BIN:-$ROOT/target/release/fluxbase}"
-REF="$ROOT/target/release/examples/ref_server"
+TGT="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${FLUXBASE_BIN:-$TGT/release/fluxbase}"
+REF="$TGT/release/examples/ref_server"
 # What was built: the commit and any uncommitted change to what goes into the binaries.
 BUILT_FROM="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=$(git status --porcelain -- src migrations Cargo.toml Cargo.lock bench/ref_server.rs 2>/dev/null |

@@ -192,6 +192,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout_secs: u64,
     /// Seconds `serve` keeps retrying an unreachable database at start before giving up.
     pub startup_retry_secs: u64,
+    /// REST requests that need no decision after their result run on the one-`Sync`
+    /// pipelining client (`db::wire`); off, they take the four-statement path of the main
+    /// pool (`BEGIN`, setup, statement, `COMMIT`).
+    pub wire: bool,
     /// The managed local Postgres (used when `url` is empty).
     pub managed: ManagedPgConfig,
 }
@@ -203,6 +207,7 @@ impl Default for DatabaseConfig {
             pool_size: 16,
             acquire_timeout_secs: 3,
             startup_retry_secs: 30,
+            wire: true,
             managed: ManagedPgConfig::default(),
         }
     }

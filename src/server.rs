@@ -154,11 +154,14 @@ pub async fn prepare(
     };
     let otlp = crate::otlp::Tracer::start(&config.otlp, &metrics.registry)
         .map_err(|e| StartError::new(2, e))?;
-    let wire = crate::db::wire::Pool::new(
+    let wire = config.database.wire.then(|| {
+        crate::db::wire::Pool::new(
         &pg_config,
         config.database.pool_size as usize,
-        Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
-    );
+            Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
+        )
+    });
+    let wire = wire.flatten();
     Ok(AppState {
         wire,
         otlp,

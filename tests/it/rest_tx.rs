@@ -27,8 +27,16 @@ NOTIFY pgrst, 'reload schema';
 ";
 
 async fn app() -> TestApp {
+    app_with(true).await
+}
+
+async fn app_with(wire: bool) -> TestApp {
     // One pooled connection, so every request below reuses the one the previous used.
-    let app = TestApp::spawn_with(|c| c.database.pool_size = 1).await;
+    let app = TestApp::spawn_with(|c| {
+        c.database.pool_size = 1;
+        c.database.wire = wire;
+    })
+    .await;
     app.db.client().await.batch_execute(FIXTURE).await.unwrap();
     let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         let s = app.state.schema.get();
@@ -73,7 +81,16 @@ async fn post(
 
 #[tokio::test]
 async fn a_failing_commit_or_statement_writes_nothing_and_leaves_the_connection_clean() {
-    let app = app().await;
+    failing_writes_leave_nothing(app().await).await;
+}
+
+/// The same outcomes on the four-statement path (`database.wire: false`).
+#[tokio::test]
+async fn without_the_wire_client_failing_writes_leave_nothing_either() {
+    failing_writes_leave_nothing(app_with(false).await).await;
+}
+
+async fn failing_writes_leave_nothing(app: TestApp) {
     let service = app.service_key();
     let anon = app.anon_key();
 
@@ -172,7 +189,15 @@ async fn a_failing_commit_or_statement_writes_nothing_and_leaves_the_connection_
 
 #[tokio::test]
 async fn reads_run_read_only_and_survive_terminated_connections() {
-    let app = app().await;
+    reads_read_only_and_terminations(app().await).await;
+}
+
+#[tokio::test]
+async fn without_the_wire_client_reads_run_read_only_and_survive_terminations() {
+    reads_read_only_and_terminations(app_with(false).await).await;
+}
+
+async fn reads_read_only_and_terminations(app: TestApp) {
     let service = app.service_key();
 
     // A GET runs in a read-only transaction even though no BEGIN READ ONLY is sent (the

@@ -53,6 +53,15 @@ pub struct RequestInfo {
 /// Appends `s` escaped as the inside of a JSON string (RFC 8259: `"`, `\\` and control
 /// characters); one pass, no allocation, for the hot path of every request.
 fn push_json_escaped(out: &mut String, s: &str) {
+    // Header values almost never need escaping (tokens, keys, user agents): check the
+    // whole value first with a branch-free fold the compiler vectorises, and copy it as is.
+    let needs_escape = s
+        .bytes()
+        .fold(false, |acc, b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !needs_escape {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -121,7 +130,7 @@ impl RequestInfo {
             trace,
             request_id,
             slow_query_ms,
-            method: req.method().to_string(),
+            method: req.method().as_str().to_owned(),
             path: req.path().to_string(),
             headers_json: headers,
             cookies_json,

@@ -156,8 +156,8 @@ pub async fn prepare(
         .map_err(|e| StartError::new(2, e))?;
     let wire = config.database.wire.then(|| {
         crate::db::wire::Pool::new(
-        &pg_config,
-        config.database.pool_size as usize,
+            &pg_config,
+            config.database.pool_size as usize,
             Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
         )
     });

@@ -55,9 +55,9 @@ pub struct RequestInfo {
 fn push_json_escaped(out: &mut String, s: &str) {
     // Header values almost never need escaping (tokens, keys, user agents): check the
     // whole value first with a branch-free fold the compiler vectorises, and copy it as is.
-    let needs_escape = s
-        .bytes()
-        .fold(false, |acc, b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if !needs_escape {
         out.push_str(s);
         return;

@@ -182,7 +182,9 @@ impl Conn {
             })
         })
         .await
-        .map_err(|_| WireError::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))??;
+        .map_err(|_| {
+            WireError::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        })??;
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -460,16 +462,13 @@ pub struct Pooled {
     _permit: OwnedSemaphorePermit,
 }
 
-impl std::ops::Deref for Pooled {
-    type Target = Conn;
-    fn deref(&self) -> &Conn {
-        self.conn.as_ref().expect("connection present until drop")
-    }
-}
-
-impl std::ops::DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("connection present until drop")
+impl Pooled {
+    /// [`Conn::pipeline`] on this connection.
+    pub async fn pipeline(&mut self, queries: &[Query<'_>]) -> Result<Vec<Vec<Row>>, WireError> {
+        match self.conn.as_mut() {
+            Some(c) => c.pipeline(queries).await,
+            None => Err(WireError::Protocol("connection already returned".into())),
+        }
     }
 }
 
@@ -517,10 +516,11 @@ impl Pool {
 
     /// A connection: an idle one that is still alive, or a new one.
     pub async fn get(&self) -> Result<Pooled, WireError> {
-        let permit = tokio::time::timeout(self.inner.wait, self.inner.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| WireError::Timeout)?
-            .map_err(|_| WireError::Timeout)?;
+        let permit =
+            tokio::time::timeout(self.inner.wait, self.inner.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| WireError::Timeout)?
+                .map_err(|_| WireError::Timeout)?;
         loop {
             let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
             match idle {

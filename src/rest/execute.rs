@@ -93,8 +93,7 @@ pub struct Mode {
 
 /// Runs one statement for `req`.
 pub async fn run(
-    pool: &deadpool_postgres::Pool,
-    wire: Option<&crate::db::wire::Pool>,
+    state: &crate::app::AppState,
     ctx: &AuthContext,
     info: &RequestInfo,
     req: &ApiRequest,
@@ -123,21 +122,21 @@ pub async fn run(
     let decides_after = wants_object(req)
         || (is_write && req.preferences.max_affected.is_some() && req.preferences.strict())
         || rolls_back(req);
-    if let (true, Some(wire)) = (read_only || !decides_after, wire) {
-        let extra = count.explain.as_ref().map(|s| (s.text.as_str(), &s.params[..]));
-        let (rows, plan) = RequestTx::pipelined_wire(
-            wire,
-            ctx,
-            info,
-            read_only,
-            &stmt.text,
-            &stmt.params,
-            extra,
-        )
-        .await?;
+    let pool = &state.pool;
+    if let (true, Some(wire)) = (read_only || !decides_after, state.wire.as_ref()) {
+        let extra = count
+            .explain
+            .as_ref()
+            .map(|s| (s.text.as_str(), &s.params[..]));
+        let (rows, plan) =
+            RequestTx::pipelined_wire(wire, ctx, info, read_only, &stmt.text, &stmt.params, extra)
+                .await?;
         let mut o = outcome_text(&rows)?;
         if count.explain.is_some() {
-            let plan = plan.as_deref().and_then(plan_text).map(serde_json::Value::Array);
+            let plan = plan
+                .as_deref()
+                .and_then(plan_text)
+                .map(serde_json::Value::Array);
             o.total = count.total_from(o.total, plan.as_ref());
         }
         check_object(req, &o)?;

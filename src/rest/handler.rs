@@ -243,8 +243,7 @@ async fn serve(
     };
     let info = RequestInfo::from_request(req);
     let outcome = execute::run(
-        &state.pool,
-        state.wire.as_ref(),
+        state,
         ctx,
         &info,
         &api,

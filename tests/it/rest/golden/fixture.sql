@@ -109,6 +109,9 @@ CREATE TABLE employees (id serial PRIMARY KEY, name text UNIQUE, salary int);
 INSERT INTO employees VALUES (1, 'Old employee 1', 10000), (2, 'Old employee 2', 20000);
 SELECT setval('employees_id_seq', 100);
 CREATE VIEW rich_employees AS SELECT id, name, salary FROM employees WHERE salary > 25000;
+-- A view renaming the key column: PostgREST infers the view's primary key (staff_no) from
+-- the base table's, for PUT, upserts and Location.
+CREATE VIEW crew AS SELECT id AS staff_no, name, salary FROM employees;
 CREATE TABLE users (id int PRIMARY KEY, last_login date, status text);
 INSERT INTO users SELECT g, date '2016-12-01' + g, 'active' FROM generate_series(1, 6) g;
 CREATE TABLE visitors (id serial PRIMARY KEY, name text, age int, weight int);

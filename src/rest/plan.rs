@@ -360,7 +360,6 @@ pub fn plan(
         (Target::Routine(name), Action::Call { read_only, .. }) => {
             let name = name.clone();
             let overloads = cache.functions(&schema, &name);
-            let given: Vec<String> = arg_names(req)?;
             // One unnamed argument of a body type: it receives the whole body.
             let single = overloads.iter().find(|f| {
                 f.args.len() == 1
@@ -394,6 +393,7 @@ pub fn plan(
                     }));
                 }
             }
+            let given: Vec<String> = arg_names(req)?;
             // GET/HEAD: a parameter that is no argument of an overload is a filter on its
             // result, when it reads as one.
             let f = pick_function(overloads, &given).or_else(|| {
@@ -597,6 +597,18 @@ fn payload_columns(req: &ApiRequest, table: &Table) -> Result<Vec<String>, RestE
 fn arg_names(req: &ApiRequest) -> Result<Vec<String>, RestError> {
     Ok(match &req.payload {
         Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.keys.clone(),
+        // A JSON array of objects (PostgREST 12 dropped `params=multiple-objects`): the
+        // function is called once, with the first object's arguments; every object must
+        // have the same keys, and anything but objects is refused, as PostgREST does.
+        Some(Payload::Json(j)) if matches!(j.kind, JsonKind::Array { .. }) => {
+            if !j.uniform {
+                return Err(all_keys_must_match());
+            }
+            j.keys.clone()
+        }
+        Some(Payload::Json(j)) if j.kind == JsonKind::Other && j.raw.trim_start().starts_with('[') => {
+            return Err(all_keys_must_match());
+        }
         Some(Payload::Form(pairs)) => pairs.iter().map(|(k, _)| k.clone()).collect(),
         Some(_) => Vec::new(),
         None => req
@@ -617,9 +629,22 @@ fn raw_body(req: &ApiRequest) -> Option<String> {
     }
 }
 
+/// PostgREST's answer to a body whose objects do not share their keys (400 `PGRST102`).
+fn all_keys_must_match() -> RestError {
+    RestError::new(400, "PGRST102", "All object keys must match")
+}
+
 fn args_json(req: &ApiRequest, f: &Function) -> Result<String, RestError> {
     Ok(match &req.payload {
         Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.raw.clone(),
+        // The first object of an array (`[]` calls with no arguments).
+        Some(Payload::Json(j)) if matches!(j.kind, JsonKind::Array { .. }) => {
+            match serde_json::from_str::<Vec<serde_json::Value>>(&j.raw) {
+                Ok(mut rows) if !rows.is_empty() => rows.swap_remove(0).to_string(),
+                Ok(_) => "{}".into(),
+                Err(_) => return Err(all_keys_must_match()),
+            }
+        }
         Some(Payload::Form(pairs)) => {
             let m: serde_json::Map<String, serde_json::Value> = pairs
                 .iter()

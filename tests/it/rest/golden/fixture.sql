@@ -158,6 +158,7 @@ END $$;
 CREATE FUNCTION request_info() RETURNS json LANGUAGE sql STABLE AS $$
   SELECT json_build_object(
     'method', current_setting('request.method', true),
+    'path', current_setting('request.path', true),
     'header', current_setting('request.headers', true)::json ->> 'x-golden',
     'role', current_setting('role', true),
     'sub', current_setting('request.jwt.claims', true)::json ->> 'role')
@@ -230,5 +231,27 @@ INSERT INTO v2.projects VALUES (1, 'v2 project');
 GRANT ALL ON v2.projects TO anon, authenticated, service_role;
 
 -- Readiness marker: the last table created.
+-- Two junction tables between the same pair: a many-to-many embed needs a hint (PGRST201).
+CREATE TABLE courses (id int PRIMARY KEY, name text);
+CREATE TABLE students (id int PRIMARY KEY, name text);
+CREATE TABLE enrollments (course_id int REFERENCES courses, student_id int REFERENCES students,
+  PRIMARY KEY (course_id, student_id));
+CREATE TABLE waitlist (course_id int REFERENCES courses, student_id int REFERENCES students,
+  PRIMARY KEY (course_id, student_id));
+INSERT INTO courses VALUES (1, 'Rust');
+INSERT INTO students VALUES (1, 'Ada'), (2, 'Grace');
+INSERT INTO enrollments VALUES (1, 1);
+INSERT INTO waitlist VALUES (1, 2);
+-- response.headers that are not a JSON array of one-key objects of strings (PGRST111).
+CREATE FUNCTION bad_headers() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.headers', '[{"X-Count": 1}]', true);
+  RETURN 1;
+END $$;
+CREATE FUNCTION bad_headers_text() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.headers', 'not json', true);
+  RETURN 1;
+END $$;
 CREATE TABLE golden_ready (id int);
 NOTIFY pgrst, 'reload schema';

@@ -140,6 +140,10 @@ CREATE FUNCTION film_place() RETURNS coordinates LANGUAGE sql STABLE
   AS $$ SELECT ROW(48.5, 2.25)::coordinates $$;
 CREATE FUNCTION languages() RETURNS SETOF text LANGUAGE sql STABLE
   AS $$ SELECT DISTINCT language FROM films ORDER BY 1 $$;
+CREATE FUNCTION numbers(n int) RETURNS SETOF int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT generate_series(1, n) $$;
+CREATE FUNCTION tag_docs() RETURNS SETOF jsonb LANGUAGE sql STABLE
+  AS $$ VALUES ('{"t": "a", "n": 2}'::jsonb), ('{"t": "b", "n": 1}') $$;
 CREATE FUNCTION first_film() RETURNS films LANGUAGE sql STABLE AS $$ SELECT * FROM films WHERE id = 1 $$;
 CREATE FUNCTION rental_duration(customer_id integer) RETURNS integer LANGUAGE sql STABLE
   AS $$ SELECT customer_id * 10 $$;

@@ -639,7 +639,9 @@ fn arg_names(req: &ApiRequest) -> Result<Vec<String>, RestError> {
             }
             j.keys.clone()
         }
-        Some(Payload::Json(j)) if j.kind == JsonKind::Other && j.raw.trim_start().starts_with('[') => {
+        Some(Payload::Json(j))
+            if j.kind == JsonKind::Other && j.raw.trim_start().starts_with('[') =>
+        {
             return Err(all_keys_must_match());
         }
         Some(Payload::Form(pairs)) => pairs.iter().map(|(k, _)| k.clone()).collect(),

@@ -473,17 +473,29 @@ mod tests {
         let keys = HashMap::from([(10, vec![1]), (20, vec![2, 1]), (30, vec![1])]);
         let views = vec![
             // Renamed key column.
-            view(100, "movies", &[(1, "movie_id", 10, 1), (2, "title", 10, 2)]),
+            view(
+                100,
+                "movies",
+                &[(1, "movie_id", 10, 1), (2, "title", 10, 2)],
+            ),
             // A view of that view.
             view(101, "movies2", &[(1, "title", 100, 2), (2, "mid", 100, 1)]),
             // Composite key, reordered; the key order is kept.
-            view(102, "casting", &[(1, "a", 20, 1), (2, "f", 20, 2), (3, "x", 0, 0)]),
+            view(
+                102,
+                "casting",
+                &[(1, "a", 20, 1), (2, "f", 20, 2), (3, "x", 0, 0)],
+            ),
             // Half of a composite key: no key.
             view(103, "half", &[(1, "f", 20, 2)]),
             // Key behind an expression: no key.
             view(104, "expr", &[(1, "id", 0, 0), (2, "title", 10, 2)]),
             // A join: the first base table whose whole key is exposed, by column order.
-            view(105, "joined", &[(1, "t", 10, 2), (2, "other", 30, 1), (3, "fid", 10, 1)]),
+            view(
+                105,
+                "joined",
+                &[(1, "t", 10, 2), (2, "other", 30, 1), (3, "fid", 10, 1)],
+            ),
             // A key column copied twice: the first name.
             view(106, "twice", &[(1, "b", 10, 1), (2, "a", 10, 1)]),
         ];

@@ -241,7 +241,8 @@ async fn serve(
         Plan::Insert(w) => location_pk(&api, w).map(|pk| (w.table.name.clone(), pk.to_vec())),
         _ => None,
     };
-    let info = RequestInfo::from_request(req);
+    let mut info = RequestInfo::from_request(req);
+    info.path = rest_path(req.path(), segs.len());
     let outcome = execute::run(
         state,
         ctx,
@@ -381,6 +382,14 @@ fn raised_response(e: &ApiError) -> Result<HttpResponse, ApiError> {
 }
 
 /// The identity of a request without a token under `rest.anon_role`.
+/// `request.path` as PostgREST sets it: the path below the REST root (`/rpc/f`, `/films`), as
+/// sent (still percent-encoded), whichever mount (`/rest/v1`, `/api/v1/…`) was used. `segs`
+/// path segments make the resource.
+fn rest_path(full: &str, segs: usize) -> String {
+    let parts: Vec<&str> = full.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", parts[parts.len().saturating_sub(segs)..].join("/"))
+}
+
 fn anonymous_as(role: &str) -> AuthContext {
     let mut claims = crate::auth::jwt::Claims::new();
     claims.insert("role".into(), serde_json::Value::from(role));
@@ -518,5 +527,14 @@ mod tests {
             "a%20b%26c%3Dd%2F%C3%A9~_-."
         );
         assert_eq!(super::location_escape("42"), "42");
+    }
+
+    #[test]
+    fn request_path_is_below_the_rest_root() {
+        assert_eq!(super::rest_path("/rest/v1/rpc/f", 2), "/rpc/f");
+        assert_eq!(super::rest_path("/api/v1/rpc/f", 2), "/rpc/f");
+        assert_eq!(super::rest_path("/api/v1/tables/public/films", 1), "/films");
+        assert_eq!(super::rest_path("/rest/v1/caf%C3%A9", 1), "/caf%C3%A9");
+        assert_eq!(super::rest_path("/rest/v1/", 0), "/");
     }
 }

@@ -9,7 +9,7 @@ use super::parse::{
     SelectItem, Target,
 };
 use super::RestError;
-use crate::schema::{ForeignKey, Function, SchemaCache, Table};
+use crate::schema::{Column, ForeignKey, Function, SchemaCache, Table};
 use std::sync::Arc;
 
 /// A relation read (table, view, or the rows a function returns).
@@ -37,6 +37,10 @@ pub struct ReadPlan {
     /// The rows come from a data-modifying CTE (the representation of a write), whose
     /// rows are records: a function of the row gets them cast to the relation's type.
     pub row_cast: bool,
+    /// The rows are single values of a function returning `SETOF` a scalar, in one column
+    /// named `pgrst_scalar` (PostgREST's name for it, usable in filters and `order`); the
+    /// body is the array of those values, not of row objects.
+    pub scalar: bool,
 }
 
 /// A computed column (PostgREST's computed field): `schema.name(row)`, a function taking
@@ -360,7 +364,6 @@ pub fn plan(
         (Target::Routine(name), Action::Call { read_only, .. }) => {
             let name = name.clone();
             let overloads = cache.functions(&schema, &name);
-            let given: Vec<String> = arg_names(req)?;
             // One unnamed argument of a body type: it receives the whole body.
             let single = overloads.iter().find(|f| {
                 f.args.len() == 1
@@ -394,6 +397,7 @@ pub fn plan(
                     }));
                 }
             }
+            let given: Vec<String> = arg_names(req)?;
             // GET/HEAD: a parameter that is no argument of an overload is a filter on its
             // result, when it reads as one.
             let f = pick_function(overloads, &given).or_else(|| {
@@ -455,8 +459,32 @@ pub fn plan(
             // `select`, filters, order and embedding apply; one row is answered as an object.
             // Rows of `RETURNS TABLE (…)`, OUT arguments or a composite type: the same,
             // over a relation made of those columns (no keys, so no embedding from them).
+            // `SETOF` a scalar: rows of one column, `pgrst_scalar`, as PostgREST reads them
+            // (filters, `order`, `limit`/`offset` and counts apply; `select` does not shape
+            // the body, which stays an array of values).
+            let scalar_set = f.return_relation.is_none()
+                && f.returns_set
+                && !f.returns_composite
+                && f.return_type != "void";
             let row_type = match &f.return_relation {
                 Some(_) => None,
+                None if scalar_set => Some(Arc::new(Table {
+                    schema: f.schema.clone(),
+                    name: f.name.clone(),
+                    kind: 'c',
+                    insertable: false,
+                    updatable: false,
+                    deletable: false,
+                    columns: vec![Column {
+                        name: "pgrst_scalar".into(),
+                        type_name: f.return_type.clone(),
+                        nullable: true,
+                        default: None,
+                        generated: false,
+                    }],
+                    primary_key: Vec::new(),
+                    description: None,
+                })),
                 None if f.returns_composite && !f.return_columns.is_empty() => {
                     Some(Arc::new(Table {
                         schema: f.schema.clone(),
@@ -475,7 +503,11 @@ pub fn plan(
             match (&f.return_relation, row_type) {
                 (None, Some(table)) => {
                     let mut counter = 0usize;
-                    let select = req.query.select.clone();
+                    let select = if scalar_set {
+                        Vec::new()
+                    } else {
+                        req.query.select.clone()
+                    };
                     let mut read = read_plan(
                         cache,
                         Source::Call(Box::new(call)),
@@ -487,6 +519,7 @@ pub fn plan(
                     )?;
                     read.range = cap(req.range, max_rows);
                     read.timezone = timezone(req);
+                    read.scalar = scalar_set;
                     Ok(Plan::Read(read))
                 }
                 (Some((rs, rn)), _) => {
@@ -597,6 +630,20 @@ fn payload_columns(req: &ApiRequest, table: &Table) -> Result<Vec<String>, RestE
 fn arg_names(req: &ApiRequest) -> Result<Vec<String>, RestError> {
     Ok(match &req.payload {
         Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.keys.clone(),
+        // A JSON array of objects (PostgREST 12 dropped `params=multiple-objects`): the
+        // function is called once, with the first object's arguments; every object must
+        // have the same keys, and anything but objects is refused, as PostgREST does.
+        Some(Payload::Json(j)) if matches!(j.kind, JsonKind::Array { .. }) => {
+            if !j.uniform {
+                return Err(all_keys_must_match());
+            }
+            j.keys.clone()
+        }
+        Some(Payload::Json(j))
+            if j.kind == JsonKind::Other && j.raw.trim_start().starts_with('[') =>
+        {
+            return Err(all_keys_must_match());
+        }
         Some(Payload::Form(pairs)) => pairs.iter().map(|(k, _)| k.clone()).collect(),
         Some(_) => Vec::new(),
         None => req
@@ -617,9 +664,22 @@ fn raw_body(req: &ApiRequest) -> Option<String> {
     }
 }
 
+/// PostgREST's answer to a body whose objects do not share their keys (400 `PGRST102`).
+fn all_keys_must_match() -> RestError {
+    RestError::new(400, "PGRST102", "All object keys must match")
+}
+
 fn args_json(req: &ApiRequest, f: &Function) -> Result<String, RestError> {
     Ok(match &req.payload {
         Some(Payload::Json(j)) if j.kind == JsonKind::Object => j.raw.clone(),
+        // The first object of an array (`[]` calls with no arguments).
+        Some(Payload::Json(j)) if matches!(j.kind, JsonKind::Array { .. }) => {
+            match serde_json::from_str::<Vec<serde_json::Value>>(&j.raw) {
+                Ok(mut rows) if !rows.is_empty() => rows.swap_remove(0).to_string(),
+                Ok(_) => "{}".into(),
+                Err(_) => return Err(all_keys_must_match()),
+            }
+        }
         Some(Payload::Form(pairs)) => {
             let m: serde_json::Map<String, serde_json::Value> = pairs
                 .iter()
@@ -846,6 +906,7 @@ fn read_plan(
         timezone: None,
         computed,
         row_cast: false,
+        scalar: false,
     })
 }
 

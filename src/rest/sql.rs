@@ -341,11 +341,13 @@ fn source_sql(b: &mut Builder, r: &ReadPlan) -> String {
             qi(parent),
             qi(&r.alias)
         ),
+        // A set of scalars: its one column is named `pgrst_scalar`.
         Source::Call(call) => format!(
-            "{} LATERAL {} AS {}",
+            "{} LATERAL {} AS {}{}",
             args_from(b, call),
             call_expr(call),
-            qi(&r.alias)
+            qi(&r.alias),
+            if r.scalar { "(pgrst_scalar)" } else { "" }
         ),
     }
 }
@@ -658,10 +660,20 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
             )
         }
     };
+    // A set of scalars is answered as the array of its values (CSV keeps the
+    // `pgrst_scalar` column, as PostgREST's does).
+    let body = match (r.scalar, shape) {
+        (true, BodyShape::Array | BodyShape::ArrayStripped) => {
+            "coalesce(json_agg(_fx_t.pgrst_scalar), '[]')::text"
+        }
+        (true, BodyShape::Object | BodyShape::ObjectStripped) => {
+            "coalesce((json_agg(_fx_t.pgrst_scalar) -> 0)::text, '')"
+        }
+        _ => body_sql(shape),
+    };
     Statement {
         text: format!(
-            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t",
-            body_sql(shape)
+            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {body} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t"
         ),
         params: b.params,
     }

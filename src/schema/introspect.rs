@@ -1,4 +1,4 @@
-//! The introspection queries: five statements, each a single pass over the catalogs.
+//! The introspection queries: six statements, each a single pass over the catalogs.
 
 use super::relationships::{self, RawForeignKey, RawView};
 use super::{Arg, Column, Function, SchemaCache, Table};
@@ -75,6 +75,17 @@ SELECT v.oid, n.nspname::text, c.relname::text, n.nspname = ANY($1),
   JOIN pg_class c ON c.oid = v.oid JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_rewrite r ON r.ev_class = v.oid AND r.rulename = '_RETURN'";
 
+// The primary keys (attnums in key order) of the tables views are built on, whatever their
+// schema: `relationships::view_primary_keys` gives a view the key of a base table whose key
+// columns it copies.
+const VIEW_BASE_KEYS: &str = "
+SELECT con.conrelid, con.conkey
+  FROM pg_constraint con
+ WHERE con.contype = 'p'
+   AND EXISTS (SELECT 1 FROM pg_depend d
+                WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = con.conrelid
+                  AND d.classid = 'pg_rewrite'::regclass)";
+
 const FUNCTIONS: &str = "
 SELECT n.nspname::text, p.proname::text,
        coalesce(p.proargnames::text[], '{}'),
@@ -105,29 +116,31 @@ pub async fn load(
     schemas: &[String],
 ) -> Result<SchemaCache, tokio_postgres::Error> {
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&schemas];
-    // Five statements in one round trip, in ONE snapshot: run as separate statements they
+    // Six statements in one round trip, in ONE snapshot: run as separate statements they
     // could straddle a DDL commit and yield a cache that has a new function but not the new
     // table created in the same transaction (seen in CI). They are prepared first: a query
     // given as text is prepared (a round trip) before its Bind/Execute is sent, so in the
     // pipeline below they would run after the COMMIT, each in its own snapshot.
-    let (rels, cols, fks, views, funcs) = tokio::try_join!(
+    let (rels, cols, fks, views, funcs, keys) = tokio::try_join!(
         client.prepare(RELATIONS),
         client.prepare(COLUMNS),
         client.prepare(FOREIGN_KEYS),
         client.prepare(VIEWS),
         client.prepare(FUNCTIONS),
+        client.prepare(VIEW_BASE_KEYS),
     )?;
-    let (begin, rels, cols, fks, views, funcs, commit) = tokio::join!(
+    let (begin, rels, cols, fks, views, funcs, keys, commit) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         client.query(&rels, &p),
         client.query(&cols, &p),
         client.query(&fks, &p),
         client.query(&views, &p),
         client.query(&funcs, &p),
+        client.query(&keys, &[]),
         client.batch_execute("COMMIT"),
     );
     begin?;
-    let (rels, cols, fks, views, funcs) = (rels?, cols?, fks?, views?, funcs?);
+    let (rels, cols, fks, views, funcs, keys) = (rels?, cols?, fks?, views?, funcs?, keys?);
     commit?;
     let mut tables: HashMap<(String, String), Table> = HashMap::with_capacity(rels.len());
     for r in rels {
@@ -193,6 +206,12 @@ pub async fn load(
             }
         })
         .collect();
+    let table_keys: HashMap<u32, Vec<i16>> = keys.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (key, pk) in relationships::view_primary_keys(&views, &table_keys) {
+        if let Some(t) = tables.get_mut(&key) {
+            t.primary_key = pk;
+        }
+    }
     let foreign_keys = relationships::relationships(fks, &views);
     let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
     for r in funcs {

@@ -113,6 +113,47 @@ pub(super) fn relationships(fks: Vec<RawForeignKey>, views: &[RawView]) -> Vec<F
     out
 }
 
+/// The primary keys PostgREST infers for views: a view whose columns copy every column of a
+/// base table's primary key (through renames, joins, subqueries and views of views) has that
+/// key, named by its own columns in the key's order. `table_keys` maps a table's oid to its
+/// primary key's attnums in key order. With several such base tables (a join), the one whose
+/// key column comes first among the view's columns wins; a key column copied under several
+/// names is taken under the first.
+pub(super) fn view_primary_keys(
+    views: &[RawView],
+    table_keys: &HashMap<u32, Vec<i16>>,
+) -> HashMap<(String, String), Vec<String>> {
+    let by_oid: HashMap<u32, &RawView> = views.iter().map(|v| (v.oid, v)).collect();
+    let mut out = HashMap::new();
+    for v in views.iter().filter(|v| v.exposed) {
+        // (base table, base attnum) → the first of this view's columns copying it, in the
+        // view's column order.
+        let mut columns = v.columns.clone();
+        columns.sort_by_key(|(attnum, _)| *attnum);
+        let bases: Vec<((u32, i16), &str)> = columns
+            .iter()
+            .filter_map(|(attnum, name)| {
+                resolve(&by_oid, v.oid, *attnum).map(|b| (b, name.as_str()))
+            })
+            .collect();
+        let key = bases.iter().find_map(|((rel, attnum), _)| {
+            let pk = table_keys.get(rel).filter(|pk| pk.contains(attnum))?;
+            pk.iter()
+                .map(|a| {
+                    bases
+                        .iter()
+                        .find(|(b, _)| *b == (*rel, *a))
+                        .map(|(_, n)| (*n).to_string())
+                })
+                .collect::<Option<Vec<String>>>()
+        });
+        if let Some(key) = key {
+            out.insert((v.schema.clone(), v.name.clone()), key);
+        }
+    }
+    out
+}
+
 /// The table column a view column copies, following views of views.
 fn resolve(views: &HashMap<u32, &RawView>, mut rel: u32, mut attnum: i16) -> Option<(u32, i16)> {
     for _ in 0..MAX_DEPTH {
@@ -424,6 +465,53 @@ mod tests {
         let got = relationships(vec![k], &views);
         assert_eq!(summary(&got), vec!["v(dir)->directors(id) view"]);
         assert!(got[0].one_to_one, "the base key's cardinality is kept");
+    }
+
+    #[test]
+    fn views_copying_a_whole_primary_key_have_it() {
+        // films(id) oid 10, key attnum 1; roles(film_id, actor_id) oid 20, key (2, 1).
+        let keys = HashMap::from([(10, vec![1]), (20, vec![2, 1]), (30, vec![1])]);
+        let views = vec![
+            // Renamed key column.
+            view(
+                100,
+                "movies",
+                &[(1, "movie_id", 10, 1), (2, "title", 10, 2)],
+            ),
+            // A view of that view.
+            view(101, "movies2", &[(1, "title", 100, 2), (2, "mid", 100, 1)]),
+            // Composite key, reordered; the key order is kept.
+            view(
+                102,
+                "casting",
+                &[(1, "a", 20, 1), (2, "f", 20, 2), (3, "x", 0, 0)],
+            ),
+            // Half of a composite key: no key.
+            view(103, "half", &[(1, "f", 20, 2)]),
+            // Key behind an expression: no key.
+            view(104, "expr", &[(1, "id", 0, 0), (2, "title", 10, 2)]),
+            // A join: the first base table whose whole key is exposed, by column order.
+            view(
+                105,
+                "joined",
+                &[(1, "t", 10, 2), (2, "other", 30, 1), (3, "fid", 10, 1)],
+            ),
+            // A key column copied twice: the first name.
+            view(106, "twice", &[(1, "b", 10, 1), (2, "a", 10, 1)]),
+        ];
+        let got = view_primary_keys(&views, &keys);
+        let pk = |n: &str| got.get(&("public".to_string(), n.to_string())).cloned();
+        assert_eq!(pk("movies"), Some(vec!["movie_id".to_string()]));
+        assert_eq!(pk("movies2"), Some(vec!["mid".to_string()]));
+        assert_eq!(pk("casting"), Some(vec!["f".to_string(), "a".to_string()]));
+        assert_eq!(pk("half"), None);
+        assert_eq!(pk("expr"), None);
+        assert_eq!(pk("joined"), Some(vec!["other".to_string()]));
+        assert_eq!(pk("twice"), Some(vec!["b".to_string()]));
+        // Views outside the exposed schemas get nothing.
+        let mut hidden = view(107, "hidden", &[(1, "id", 10, 1)]);
+        hidden.exposed = false;
+        assert!(view_primary_keys(&[hidden], &keys).is_empty());
     }
 
     #[test]

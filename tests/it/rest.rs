@@ -791,6 +791,66 @@ async fn ddl_reloads_the_schema_cache() {
     assert_eq!(b, json!([{"id": 7}]));
 }
 
+/// `NOTIFY pgrst, 'reload schema'` (or an empty payload) sent by hand reloads the cache, the
+/// only path when the database user cannot create event triggers; other payloads do not.
+/// The DDL event triggers are disabled first, so only the hand-sent NOTIFY can reload.
+#[tokio::test]
+async fn notify_pgrst_by_hand_reloads_the_schema_cache() {
+    let app = app().await;
+    let db = app.db.client().await;
+    db.batch_execute(
+        "DO $$ DECLARE t text; BEGIN
+           FOR t IN SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'fluxbase_ddl_%' LOOP
+             EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', t);
+           END LOOP;
+         END $$;
+         CREATE TABLE by_hand (id int); INSERT INTO by_hand VALUES (1);",
+    )
+    .await
+    .unwrap();
+    let status = |path: &'static str| {
+        let app = &app;
+        async move {
+            app.get(path)
+                .header("apikey", app.anon_key())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Nothing reloads on its own, nor on another payload.
+    db.batch_execute("NOTIFY pgrst, 'reload config'")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(status("/rest/v1/by_hand").await, 404);
+    // An empty payload reloads.
+    db.batch_execute("NOTIFY pgrst").await.unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        status("/rest/v1/by_hand").await == 200
+    })
+    .await;
+    assert!(ok, "NOTIFY pgrst (empty payload) did not reload the cache");
+    // So does 'reload schema'.
+    db.batch_execute("CREATE TABLE by_hand_too (id int)")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(status("/rest/v1/by_hand_too").await, 404);
+    db.batch_execute("NOTIFY pgrst, 'reload schema'")
+        .await
+        .unwrap();
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        status("/rest/v1/by_hand_too").await == 200
+    })
+    .await;
+    assert!(ok, "NOTIFY pgrst, 'reload schema' did not reload the cache");
+    let (_, _, b) = get(&app, "/rest/v1/by_hand").await;
+    assert_eq!(b, json!([{"id": 1}]));
+}
+
 #[tokio::test]
 async fn aggregates_many_to_many_csv_and_response_settings() {
     let app = app().await;

@@ -587,7 +587,10 @@ fn parse_schema(
     }
 }
 
-/// The media types each action can answer with.
+/// The media types each action can answer with. `application/vnd.pgrst.plan` is not
+/// offered: PostgREST answers it only with `db-plan-enabled` (off by default) and Fluxbase
+/// does not run `EXPLAIN` for requests yet, so it is refused (406 `PGRST107`) as PostgREST's
+/// default configuration refuses it, rather than answered with rows under another label.
 fn offers(action: Action) -> (fn(&MediaType) -> bool, MediaType) {
     fn rows(m: &MediaType) -> bool {
         matches!(
@@ -597,7 +600,6 @@ fn offers(action: Action) -> (fn(&MediaType) -> bool, MediaType) {
                 | MediaType::Csv
                 | MediaType::Object { .. }
                 | MediaType::ArrayStripped
-                | MediaType::Plan { .. }
                 | MediaType::TextPlain
                 | MediaType::TextXml
                 | MediaType::OctetStream
@@ -611,7 +613,6 @@ fn offers(action: Action) -> (fn(&MediaType) -> bool, MediaType) {
                 | MediaType::Csv
                 | MediaType::Object { .. }
                 | MediaType::ArrayStripped
-                | MediaType::Plan { .. }
         )
     }
     fn spec(m: &MediaType) -> bool {

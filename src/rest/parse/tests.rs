@@ -884,15 +884,13 @@ fn accept_negotiation_per_action() {
             "text/csv;q=0.2, application/json;q=0.8",
             MediaType::Json,
         ),
+        // The plan is not offered (PostgREST's default, `db-plan-enabled` off): the next
+        // acceptable type is chosen.
         (
             "GET",
             TODOS,
-            "application/vnd.pgrst.plan+json; for=\"application/json\"; options=analyze",
-            MediaType::Plan {
-                json: true,
-                for_media: Some("application/json".into()),
-                options: vec![PlanOption::Analyze],
-            },
+            "application/vnd.pgrst.plan+json, application/json;q=0.5",
+            MediaType::Json,
         ),
         (
             "POST",
@@ -925,6 +923,13 @@ fn accept_negotiation_per_action() {
         ("POST", TODOS, "text/plain"),
         ("GET", &[], "text/csv"),
         ("GET", TODOS, "application/json;q=0"),
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan+json; for=\"application/json\"; options=analyze",
+        ),
+        ("GET", RPC, "application/vnd.pgrst.plan+text"),
+        ("POST", TODOS, "application/vnd.pgrst.plan"),
     ];
     for (method, path, header) in cases {
         let e = accept(method, path, header).unwrap_err();

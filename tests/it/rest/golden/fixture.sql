@@ -109,6 +109,9 @@ CREATE TABLE employees (id serial PRIMARY KEY, name text UNIQUE, salary int);
 INSERT INTO employees VALUES (1, 'Old employee 1', 10000), (2, 'Old employee 2', 20000);
 SELECT setval('employees_id_seq', 100);
 CREATE VIEW rich_employees AS SELECT id, name, salary FROM employees WHERE salary > 25000;
+-- A view renaming the key column: PostgREST infers the view's primary key (staff_no) from
+-- the base table's, for PUT, upserts and Location.
+CREATE VIEW crew AS SELECT id AS staff_no, name, salary FROM employees;
 CREATE TABLE users (id int PRIMARY KEY, last_login date, status text);
 INSERT INTO users SELECT g, date '2016-12-01' + g, 'active' FROM generate_series(1, 6) g;
 CREATE TABLE visitors (id serial PRIMARY KEY, name text, age int, weight int);
@@ -137,6 +140,10 @@ CREATE FUNCTION film_place() RETURNS coordinates LANGUAGE sql STABLE
   AS $$ SELECT ROW(48.5, 2.25)::coordinates $$;
 CREATE FUNCTION languages() RETURNS SETOF text LANGUAGE sql STABLE
   AS $$ SELECT DISTINCT language FROM films ORDER BY 1 $$;
+CREATE FUNCTION numbers(n int) RETURNS SETOF int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT generate_series(1, n) $$;
+CREATE FUNCTION tag_docs() RETURNS SETOF jsonb LANGUAGE sql STABLE
+  AS $$ VALUES ('{"t": "a", "n": 2}'::jsonb), ('{"t": "b", "n": 1}') $$;
 CREATE FUNCTION first_film() RETURNS films LANGUAGE sql STABLE AS $$ SELECT * FROM films WHERE id = 1 $$;
 CREATE FUNCTION rental_duration(customer_id integer) RETURNS integer LANGUAGE sql STABLE
   AS $$ SELECT customer_id * 10 $$;
@@ -155,6 +162,7 @@ END $$;
 CREATE FUNCTION request_info() RETURNS json LANGUAGE sql STABLE AS $$
   SELECT json_build_object(
     'method', current_setting('request.method', true),
+    'path', current_setting('request.path', true),
     'header', current_setting('request.headers', true)::json ->> 'x-golden',
     'role', current_setting('role', true),
     'sub', current_setting('request.jwt.claims', true)::json ->> 'role')
@@ -227,5 +235,27 @@ INSERT INTO v2.projects VALUES (1, 'v2 project');
 GRANT ALL ON v2.projects TO anon, authenticated, service_role;
 
 -- Readiness marker: the last table created.
+-- Two junction tables between the same pair: a many-to-many embed needs a hint (PGRST201).
+CREATE TABLE courses (id int PRIMARY KEY, name text);
+CREATE TABLE students (id int PRIMARY KEY, name text);
+CREATE TABLE enrollments (course_id int REFERENCES courses, student_id int REFERENCES students,
+  PRIMARY KEY (course_id, student_id));
+CREATE TABLE waitlist (course_id int REFERENCES courses, student_id int REFERENCES students,
+  PRIMARY KEY (course_id, student_id));
+INSERT INTO courses VALUES (1, 'Rust');
+INSERT INTO students VALUES (1, 'Ada'), (2, 'Grace');
+INSERT INTO enrollments VALUES (1, 1);
+INSERT INTO waitlist VALUES (1, 2);
+-- response.headers that are not a JSON array of one-key objects of strings (PGRST111).
+CREATE FUNCTION bad_headers() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.headers', '[{"X-Count": 1}]', true);
+  RETURN 1;
+END $$;
+CREATE FUNCTION bad_headers_text() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.headers', 'not json', true);
+  RETURN 1;
+END $$;
 CREATE TABLE golden_ready (id int);
 NOTIFY pgrst, 'reload schema';

@@ -234,7 +234,10 @@ async fn reads_read_only_and_terminations(app: TestApp) {
             .await
             .unwrap()
             .get(0);
-        assert!(killed > 0, "round {round}: no server connection to terminate");
+        assert!(
+            killed > 0,
+            "round {round}: no server connection to terminate"
+        );
         // Let the terminations arrive before the next checkout (not a timing assertion).
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let r = app

@@ -40,6 +40,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Connection settings for dedicated (non-pooled) connections: LISTEN, cron leader.
     pub pg_config: tokio_postgres::Config,
+    /// The process's one LISTEN connection (schema reloads, realtime, job wake-ups).
+    pub listener: crate::db::listen::Listener,
     /// The SSRF-guarded outbound HTTP client.
     pub outbound: crate::outbound::Outbound,
     /// Rate limiters of this process.

@@ -43,6 +43,60 @@ impl SocketHandle {
     }
 }
 
+/// One open websocket of a client IP (see [`Hub::admit_ip`]).
+#[derive(Debug)]
+pub struct IpGuard {
+    ip: String,
+    map: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut m = lock(&self.map);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` per second, bursts up to `rate` (0 = no limit).
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u64) -> Bucket {
+        Bucket {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// One `postgres_changes` binding of a channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgBinding {
@@ -235,6 +289,8 @@ pub struct Hub {
     /// Members with postgres_changes bindings (the change listener scans these).
     pg_members: RwLock<HashMap<u64, Arc<Member>>>,
     next_id: AtomicU64,
+    /// Open websockets per client IP (`realtime.max_connections_per_ip`).
+    per_ip: Arc<Mutex<HashMap<String, usize>>>,
     /// This process's id (cluster broadcasts skip their own origin).
     pub instance: uuid::Uuid,
     /// Collectors.
@@ -278,9 +334,28 @@ impl Hub {
             cluster: std::sync::OnceLock::new(),
             pg_members: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            per_ip: Arc::default(),
             instance: uuid::Uuid::new_v4(),
             metrics,
         }
+    }
+
+    /// Counts a new websocket of `ip` unless it already has `limit` open (0 = no limit);
+    /// the guard uncounts it when dropped.
+    pub fn admit_ip(&self, ip: &str, limit: u64) -> Option<IpGuard> {
+        let mut m = lock(&self.per_ip);
+        let n = m.entry(ip.to_string()).or_insert(0);
+        if limit > 0 && *n as u64 >= limit {
+            if *n == 0 {
+                m.remove(ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard {
+            ip: ip.to_string(),
+            map: self.per_ip.clone(),
+        })
     }
 
     /// A fresh process-unique id (sockets, members, bindings).
@@ -674,11 +749,13 @@ impl Hub {
                     let slot = &mut text[m.socket.vsn as usize];
                     Some(
                         slot.get_or_insert_with(|| {
-                            let p =
-                                json!({"type": "broadcast", "event": b.event, "payload": payload});
+                            let p = format!(
+                                r#"{{"type":"broadcast","event":{},"payload":{}}}"#,
+                                Value::from(b.event.as_str()),
+                                payload.get()
+                            );
                             Frame::Text(
-                                protocol::push(m.socket.vsn, &b.topic, "broadcast", &p.to_string())
-                                    .into(),
+                                protocol::push(m.socket.vsn, &b.topic, "broadcast", &p).into(),
                             )
                         })
                         .clone(),
@@ -706,6 +783,23 @@ impl Hub {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Sends every channel with postgres_changes bindings a `system` push
+    /// `{extension: "postgres_changes", status: "error", message, channel}` (the shape
+    /// realtime-js hands to `channel.on('system', …)`). Returns how many channels got it.
+    pub fn postgres_changes_error(&self, message: &str) -> usize {
+        let mut n = 0;
+        for m in self.pg_members() {
+            let sub = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
+            let p = json!({"extension": "postgres_changes", "status": "error",
+                           "message": message, "channel": sub});
+            let f = protocol::push(m.socket.vsn, &m.topic, "system", &p.to_string());
+            if m.socket.send(Frame::Text(f.into())) {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Number of topics with members.
@@ -811,7 +905,7 @@ mod tests {
             key: "realtime:r".into(),
             topic: "realtime:r".into(),
             event: "ev".into(),
-            body: BroadcastBody::Json(json!({"n": 1})),
+            body: BroadcastBody::json(&json!({"n": 1})),
             binary: false,
             from: Some(a.id),
         };
@@ -867,7 +961,7 @@ mod tests {
             key: "realtime:s".into(),
             topic: "realtime:s".into(),
             event: "e".into(),
-            body: BroadcastBody::Json(json!(1)),
+            body: BroadcastBody::json(&json!(1)),
             binary: false,
             from: None,
         };
@@ -950,6 +1044,27 @@ mod tests {
         // The expired peer counts as unknown again (its next message triggers a resync).
         assert!(!h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
         assert!(h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
+    }
+
+    #[test]
+    fn ip_limits_and_buckets() {
+        let h = hub();
+        let a = h.admit_ip("1.2.3.4", 2).unwrap();
+        let b = h.admit_ip("1.2.3.4", 2).unwrap();
+        assert!(h.admit_ip("1.2.3.4", 2).is_none());
+        assert!(h.admit_ip("5.6.7.8", 2).is_some());
+        drop(a);
+        let _c = h.admit_ip("1.2.3.4", 2).unwrap();
+        drop(b);
+        assert!(h.admit_ip("1.2.3.4", 0).is_some(), "0 = no limit");
+        let t0 = std::time::Instant::now();
+        let mut k = Bucket::new(3);
+        assert!((0..3).all(|_| k.take(t0)));
+        assert!(!k.take(t0));
+        assert!(k.take(t0 + std::time::Duration::from_millis(400)));
+        assert!(!k.take(t0 + std::time::Duration::from_millis(400)));
+        let mut free = Bucket::new(0);
+        assert!((0..10_000).all(|_| free.take(t0)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! it. A socket is closed when its peer goes quiet for `realtime.heartbeat_timeout_secs`,
 //! when its outbox overflows, or when the peer closes it.
 
-use super::hub::{Broadcast, Member, PgBinding, SocketHandle};
+use super::hub::{Broadcast, Bucket, IpGuard, Member, PgBinding, SocketHandle};
 use super::protocol::{self, BroadcastBody, Frame, Incoming, Vsn};
 use super::{hub_key, Identity, Realtime};
 use crate::app::AppState;
@@ -46,6 +46,13 @@ pub async fn websocket(
             "too many realtime connections on this instance",
         ));
     }
+    let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
+    let Some(ip_guard) = rt.hub.admit_ip(&ip, cfg.max_connections_per_ip) else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many realtime connections from this address",
+        ));
+    };
     // The socket's default identity: the apikey (a JWT or an fbk_ key); channels may
     // present a user token in their join payload.
     let identity = match query.apikey.as_deref().filter(|k| !k.is_empty()) {
@@ -64,6 +71,9 @@ pub async fn websocket(
         .aggregate_continuations()
         .max_continuation_size(max);
     let conn = Connection {
+        joins: Bucket::new(cfg.max_joins_per_second),
+        messages: Bucket::new(cfg.max_messages_per_second),
+        _ip: ip_guard,
         state: state.into_inner(),
         rt,
         vsn,
@@ -81,6 +91,12 @@ struct Connection {
     identity: Arc<Identity>,
     /// Joined channels by topic.
     channels: HashMap<String, Arc<Member>>,
+    /// `realtime.max_joins_per_second`.
+    joins: Bucket,
+    /// `realtime.max_messages_per_second`.
+    messages: Bucket,
+    /// Counts this socket against `realtime.max_connections_per_ip` until it ends.
+    _ip: IpGuard,
 }
 
 /// What handling a frame asks the loop to do.
@@ -119,7 +135,8 @@ impl Connection {
                                 Ok(m) => self.handle(&mut session, &handle, m).await,
                                 Err(e) => {
                                     tracing::debug!(error = %e, "realtime: bad frame");
-                                    Next::Continue
+                                    let r = protocol::bad_frame_reply(self.vsn, Some(&t), &e.to_string());
+                                    self.send(&mut session, r).await
                                 }
                             }
                         }
@@ -128,7 +145,12 @@ impl Connection {
                                 (Vsn::V2, Ok(m)) => self.handle(&mut session, &handle, m).await,
                                 (_, r) => {
                                     tracing::debug!(ok = r.is_ok(), "realtime: unusable binary frame");
-                                    Next::Continue
+                                    let reason = match r {
+                                        Err(e) => e.to_string(),
+                                        Ok(_) => "binary frames need vsn 2.0.0".into(),
+                                    };
+                                    let r = protocol::bad_frame_reply(self.vsn, None, &reason);
+                                    self.send(&mut session, r).await
                                 }
                             }
                         }
@@ -219,8 +241,27 @@ impl Connection {
                 Next::Continue
             };
         }
+        let now = Instant::now();
         match m.event.as_str() {
+            "phx_join" if !self.joins.take(now) => {
+                self.reply(
+                    session,
+                    &m,
+                    "error",
+                    json!({"reason": "Too many joins per second"}),
+                )
+                .await
+            }
             "phx_join" => self.join(session, handle, m).await,
+            _ if !self.messages.take(now) => {
+                self.reply(
+                    session,
+                    &m,
+                    "error",
+                    json!({"reason": "Too many messages per second"}),
+                )
+                .await
+            }
             _ => {
                 let Some(member) = self.channels.get(&m.topic).cloned() else {
                     return self
@@ -517,7 +558,7 @@ impl Connection {
                     .unwrap_or_default()
                     .to_string();
                 let body = m.payload.get("payload").cloned().unwrap_or(json!({}));
-                (event, BroadcastBody::Json(body), false)
+                (event, BroadcastBody::json(&body), false)
             }
         };
         self.rt.publish(Broadcast {

@@ -274,18 +274,32 @@ async fn run(
         match connected {
             Ok((client, mut conn)) => {
                 let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<String>();
+                // Notifications that arrive before the subscribers are told `Listening` are
+                // held until then, so after a gap the news comes before what follows it.
+                let (arm, mut armed_rx) = tokio::sync::oneshot::channel::<()>();
                 let pump_inner = inner.clone();
                 let pump = tokio::spawn(async move {
                     let mut messages =
                         futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    let mut held: Option<Vec<(String, String)>> = Some(Vec::new());
                     let why = loop {
-                        match messages.next().await {
-                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                                pump_inner.dispatch(n.channel(), n.payload());
+                        tokio::select! {
+                            m = messages.next() => match m {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                    match held.as_mut() {
+                                        Some(h) => h.push((n.channel().into(), n.payload().into())),
+                                        None => pump_inner.dispatch(n.channel(), n.payload()),
+                                    }
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => break e.to_string(),
+                                None => break "connection closed".to_string(),
+                            },
+                            _ = &mut armed_rx, if held.is_some() => {
+                                for (c, p) in held.take().unwrap_or_default() {
+                                    pump_inner.dispatch(&c, &p);
+                                }
                             }
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => break e.to_string(),
-                            None => break "connection closed".to_string(),
                         }
                     };
                     let _ = gone_tx.send(why);
@@ -301,6 +315,7 @@ async fn run(
                     failures = 0;
                     inner.connected.store(true, Ordering::Release);
                     inner.announce(&listening, None);
+                    let _ = arm.send(());
                     let mut ping = tokio::time::interval(PING_EVERY);
                     ping.reset();
                     let why = loop {

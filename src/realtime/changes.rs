@@ -712,10 +712,10 @@ impl Changes {
         }
     }
 
-    /// The frames of a prepared (and RLS-filtered) change.
-    pub fn frames(&self, p: Prepared) -> Outgoing {
+    /// Sends a prepared (and RLS-filtered) change to its members; returns how many got it.
+    pub fn deliver(&self, p: Prepared) -> usize {
         if p.targets.is_empty() {
-            return Outgoing::None;
+            return 0;
         }
         let c = &p.change;
         let record_text = p.record_text;
@@ -748,29 +748,52 @@ impl Changes {
         data.push('}');
         // Members with the same version, topic and matching bindings get the same bytes:
         // binding ids are hashes of what they select, so identical subscriptions (the common
-        // case: many clients of one app) share one frame.
+        // case: many clients of one app) share one frame. Consecutive members usually share
+        // it too, so the previous frame is tried before the map.
         let mut shared: HashMap<(super::protocol::Vsn, &str, Vec<u64>), Frame> = HashMap::new();
-        let mut frames = Vec::with_capacity(p.targets.len());
-        for (m, ids) in &p.targets {
-            let mut ids = ids.clone();
+        let mut last: Option<(super::protocol::Vsn, &str, &[u64], Frame)> = None;
+        let mut targets = p.targets;
+        for (_, ids) in targets.iter_mut() {
             ids.sort_unstable();
             ids.dedup();
-            let key = (m.socket.vsn, m.topic.as_str(), ids);
-            let frame = match shared.get(&key) {
-                Some(f) => f.clone(),
-                None => {
-                    let ids_json = Value::from(key.2.clone()).to_string();
-                    let payload = format!(r#"{{"ids":{ids_json},"data":{data}}}"#);
-                    let f = Frame::Text(
-                        protocol::push(m.socket.vsn, &m.topic, "postgres_changes", &payload).into(),
-                    );
-                    shared.insert(key, f.clone());
+        }
+        let mut n = 0usize;
+        for (m, ids) in &targets {
+            let vsn = m.socket.vsn;
+            let frame = match &last {
+                Some((v, t, i, f))
+                    if *v == vsn && *t == m.topic.as_str() && *i == ids.as_slice() =>
+                {
+                    f.clone()
+                }
+                _ => {
+                    let key = (vsn, m.topic.as_str(), ids.clone());
+                    let f = match shared.get(&key) {
+                        Some(f) => f.clone(),
+                        None => {
+                            let ids_json = Value::from(ids.clone()).to_string();
+                            let payload = format!(r#"{{"ids":{ids_json},"data":{data}}}"#);
+                            let f = Frame::Text(
+                                protocol::push(vsn, &m.topic, "postgres_changes", &payload).into(),
+                            );
+                            shared.insert(key, f.clone());
+                            f
+                        }
+                    };
+                    last = Some((vsn, m.topic.as_str(), ids.as_slice(), f.clone()));
                     f
                 }
             };
-            frames.push((m.socket.clone(), frame));
+            if m.socket.send(frame) {
+                n += 1;
+            }
         }
-        Outgoing::Changes(frames)
+        self.hub
+            .metrics
+            .messages
+            .with_label_values(&["postgres_changes"])
+            .inc_by(n as u64);
+        n
     }
 
     async fn reread(
@@ -932,16 +955,6 @@ pub async fn run(changes: Arc<Changes>, mut sub: Subscription) {
 /// Notifications handled as one run at most.
 const MAX_RUN: usize = 512;
 
-/// What one notification produced, sent in notification order by the listener.
-pub enum Outgoing {
-    /// Nothing to send.
-    None,
-    /// postgres_changes frames.
-    Changes(Vec<(super::hub::SocketHandle, Frame)>),
-    /// A broadcast from another instance or from SQL.
-    Broadcast(ClusterBroadcast),
-}
-
 /// One notification, parsed.
 enum Item {
     Change(Box<Change>),
@@ -1063,36 +1076,16 @@ impl Changes {
         let mut next_slot = slots.into_iter().peekable();
         for (i, item) in items.into_iter().enumerate() {
             match item {
-                Item::Broadcast(b) => self.send(Outgoing::Broadcast(b)),
+                Item::Broadcast(b) => self.cluster_broadcast(b),
                 Item::Presence(k, p) => self.cluster_presence(&k, p),
                 Item::Change(_) => {
                     if next_slot.peek() == Some(&i) {
                         next_slot.next();
                         if let Some(p) = ready.next() {
-                            let out = self.frames(p);
-                            self.send(out);
+                            self.deliver(p);
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// Sends what a notification produced.
-    pub fn send(&self, out: Outgoing) {
-        match out {
-            Outgoing::None => {}
-            Outgoing::Broadcast(b) => self.cluster_broadcast(b),
-            Outgoing::Changes(frames) => {
-                let n = frames
-                    .into_iter()
-                    .filter(|(s, f)| s.send(f.clone()))
-                    .count();
-                self.hub
-                    .metrics
-                    .messages
-                    .with_label_values(&["postgres_changes"])
-                    .inc_by(n as u64);
             }
         }
     }

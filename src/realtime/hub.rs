@@ -8,37 +8,91 @@ use super::protocol::{self, BroadcastBody, Frame, Vsn};
 use super::Identity;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
 /// Frames a socket may have queued before it counts as too slow and is closed.
 pub const OUTBOX_CAPACITY: usize = 1024;
 
+/// A websocket's own send queue (actix-ws's session), for frames written without a detour
+/// through the socket task; `None` once the socket is closing.
+pub type DirectSink = Arc<Mutex<Option<actix_ws::Session>>>;
+
 /// The sending side of one websocket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SocketHandle {
     /// Process-unique socket id.
     pub id: u64,
     /// Protocol version of the socket.
     pub vsn: Vsn,
-    /// The socket's outbox.
+    /// The socket's outbox, drained by the socket task: where frames wait while the
+    /// websocket's own queue is full.
     pub tx: mpsc::Sender<Frame>,
     /// Set when the outbox overflowed; the socket closes itself.
     pub overflowed: Arc<AtomicBool>,
+    /// Frames put in the outbox and not yet handed to the websocket (the socket task counts
+    /// down after each write). While nonzero, new frames queue behind them, so one
+    /// sender's frames keep their order.
+    pub pending: Arc<AtomicUsize>,
+    /// The websocket's session for direct writes (`None`: outbox only, as in unit tests).
+    pub direct: Option<DirectSink>,
+    /// Set while the socket task handles one of its client's messages: frames queue behind
+    /// the reply it is about to write (its own broadcast with `self`, its presence diff).
+    pub busy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketHandle")
+            .field("id", &self.id)
+            .field("vsn", &self.vsn)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SocketHandle {
-    /// Queues a frame; a full outbox marks the socket for closing, a closed one is ignored
-    /// (the socket is going away and its channels are being removed).
+    /// Hands a frame to the websocket: straight into its session's queue when nothing waits
+    /// in the outbox and that queue has room (the common case: no task hop), else into the
+    /// outbox. A full outbox marks the socket for closing, a closed socket is ignored (it is
+    /// going away and its channels are being removed).
     pub fn send(&self, frame: Frame) -> bool {
+        if let Some(direct) = &self.direct {
+            if self.pending.load(Ordering::Acquire) == 0 && !self.busy.load(Ordering::Acquire) {
+                use futures_util::FutureExt;
+                let mut guard = lock(direct);
+                let Some(session) = guard.as_mut() else {
+                    return false;
+                };
+                // Polled once: it completes at once when the queue has room. Unconstrained:
+                // tokio's cooperative budget would otherwise refuse all but the first 128
+                // sends of one fan-out.
+                let sent = match &frame {
+                    Frame::Text(t) => {
+                        tokio::task::unconstrained(session.text(t.clone())).now_or_never()
+                    }
+                    Frame::Binary(b) => {
+                        tokio::task::unconstrained(session.binary(b.clone())).now_or_never()
+                    }
+                };
+                match sent {
+                    Some(Ok(())) => return true,
+                    Some(Err(_)) => return false,
+                    None => {}
+                }
+            }
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflowed.store(true, Ordering::Relaxed);
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.overflowed.store(true, Ordering::Relaxed);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -870,6 +924,9 @@ mod tests {
                 vsn,
                 tx,
                 overflowed: Arc::new(AtomicBool::new(false)),
+                pending: Arc::default(),
+                direct: None,
+                busy: Arc::default(),
             },
             topic: topic.into(),
             key: topic.into(),

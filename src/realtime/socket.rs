@@ -114,11 +114,15 @@ impl Connection {
         let hub = self.rt.hub.clone();
         hub.metrics.connections.inc();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(super::hub::OUTBOX_CAPACITY);
+        let direct: super::hub::DirectSink = Arc::new(std::sync::Mutex::new(Some(session.clone())));
         let handle = SocketHandle {
             id: hub.next_id(),
             vsn: self.vsn,
             tx,
             overflowed: Arc::new(AtomicBool::new(false)),
+            pending: Arc::default(),
+            direct: Some(direct.clone()),
+            busy: Arc::default(),
         };
         let timeout = Duration::from_secs(self.state.config.realtime.heartbeat_timeout_secs.max(1));
         let mut last_seen = Instant::now();
@@ -129,6 +133,9 @@ impl Connection {
                 msg = stream.recv() => {
                     let Some(msg) = msg else { break };
                     last_seen = Instant::now();
+                    // What this message makes the hub send to this very socket goes after
+                    // the reply (through the outbox).
+                    handle.busy.store(true, Ordering::Release);
                     let next = match msg {
                         Ok(AggregatedMessage::Text(t)) => {
                             match protocol::decode_text(self.vsn, &t) {
@@ -168,16 +175,28 @@ impl Connection {
                             Next::Close
                         }
                     };
+                    handle.busy.store(false, Ordering::Release);
                     if matches!(next, Next::Close) {
                         break;
                     }
                 }
+                // Frames that found the websocket's queue full (or queued behind such).
                 Some(frame) = rx.recv() => {
-                    let sent = match frame {
-                        Frame::Text(t) => session.text(t).await,
-                        Frame::Binary(b) => session.binary(b).await,
-                    };
-                    if sent.is_err() {
+                    let mut next = Some(frame);
+                    let mut ok = true;
+                    while let Some(frame) = next.take() {
+                        let sent = match frame {
+                            Frame::Text(t) => session.text(t).await,
+                            Frame::Binary(b) => session.binary(b).await,
+                        };
+                        handle.pending.fetch_sub(1, Ordering::AcqRel);
+                        if sent.is_err() {
+                            ok = false;
+                            break;
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if !ok {
                         break;
                     }
                 }
@@ -203,6 +222,8 @@ impl Connection {
                 }
             }
         }
+        // No more direct writes; the session's queue closes with the last sender.
+        direct.lock().unwrap_or_else(|p| p.into_inner()).take();
         for (_, m) in self.channels.drain() {
             hub.leave(&m);
         }

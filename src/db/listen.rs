@@ -171,7 +171,7 @@ impl Listener {
     /// connection (reconnecting with backoff) until [`Listener::stop`] or the runtime ends.
     pub fn start(pg: &tokio_postgres::Config) -> Listener {
         let mut pg = pg.clone();
-        pg.application_name(&application_name(&pg));
+        pg.application_name(application_name(&pg));
         let (cmd, cmds) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {

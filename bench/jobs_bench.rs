@@ -69,6 +69,7 @@ fn runner_opts(pg: &tokio_postgres::Config, poll_ms: u64) -> worker::RunnerOptio
         },
         clock: Arc::new(jobs::cron::SystemClock),
         pg_config: pg.clone(),
+        listener: fluxbase::db::listen::Listener::start(pg),
         cron: false,
     }
 }

@@ -26,6 +26,9 @@
 #   SCENARIOS="s1 s2 s3 s4 s5"   which scenarios to run
 #   FEATURES=         cargo features of the fluxbase build (e.g. mimalloc)
 #   BENCH_PORT=18400  Fluxbase's port; the reference uses BENCH_PORT+10
+#   PERF=             1: sample both servers with `perf record -e cpu-clock` during round 1
+#                     of S1 (binaries built unstripped; reports under realtime/ as
+#                     s1-<target>-perf.txt; needs perf, e.g. Debian's linux-perf)
 #   CARGO_LOCK=       a lock file to hold (flock) while building, on machines shared by builds
 #
 # Output: RESULT lines and the summary in bench/results/<date>/realtime.txt, raw tool output
@@ -48,6 +51,8 @@ REF_PORT=$((PORT + 10))
 ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # --- build ------------------------------------------------------------------------------------
+# Symbols change no code; PERF needs them to name functions.
+[ -z "${PERF:-}" ] || export CARGO_PROFILE_RELEASE_STRIP=none
 ${CARGO_LOCK:+flock "$CARGO_LOCK"} nice -n 10 cargo build --release --locked --bin fluxbase \
   --example realtime_load --example realtime_ref ${FEATURES:+--features "$FEATURES"}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -116,6 +121,8 @@ port_free "$REF_PORT" || { echo "error: port $REF_PORT is in use (set BENCH_PORT
 unset FLUXBASE_CONFIG FLUXBASE_DATABASE__URL FLUXBASE_SERVER__DATA_DIR FLUXBASE_SERVER__PORT \
   FLUXBASE_DATABASE__MANAGED__FSYNC DATABASE_URL
 export FLUXBASE_RATE_LIMITS__ENABLED=false FLUXBASE_LOG__LEVEL=warn FLUXBASE_JOBS__ENABLED=false
+# Every client of the load tool comes from 127.0.0.1 (up to 5,001 sockets).
+export FLUXBASE_REALTIME__MAX_CONNECTIONS_PER_IP=0
 
 FX_STARTS=0
 start_fx() {
@@ -198,6 +205,12 @@ load() {
   # One thread snapshot of the server midway through the sending (first round only).
   if [ "$round" = 1 ]; then
     (sleep $((SECS / 2 + 5)); top -b -n1 -H -w 200 -p "$pid" | head -n 25 >"$RAW_DIR/$sc-$target-top.txt" 2>&1) &
+    if [ -n "${PERF:-}" ] && [ "$sc" = s1 ]; then
+      # The middle of the sending: after the joins, before the drain.
+      (sleep 8; perf record -q -e cpu-clock -F 999 -g -p "$pid" -o "$LOG_DIR/$sc-$target.perf.data" -- sleep $((SECS / 2)) >/dev/null 2>&1
+       perf report -q --stdio -i "$LOG_DIR/$sc-$target.perf.data" --no-children --sort dso,symbol --percent-limit 0.5 -g none 2>/dev/null | head -n 80 >"$RAW_DIR/$sc-$target-perf.txt"
+       perf report -q --stdio -i "$LOG_DIR/$sc-$target.perf.data" --no-children --sort comm --percent-limit 0.5 -g none 2>/dev/null | head -n 20 >>"$RAW_DIR/$sc-$target-perf.txt") &
+    fi
   fi
   wait "$LOAD_PID" || { echo "error: realtime_load failed ($sc $target r$round); see $f" >&2; tail -5 "$f" >&2; exit 1; }
   LOAD_PID=''

@@ -747,6 +747,13 @@ pub struct RealtimeConfig {
     pub max_frame_bytes: u64,
     /// A socket that sends nothing (not even a heartbeat) for this long is closed.
     pub heartbeat_timeout_secs: u64,
+    /// Most concurrent websocket connections from one client IP per instance (0 = no limit).
+    pub max_connections_per_ip: u64,
+    /// Most channel joins per second on one connection (bursts up to this many).
+    pub max_joins_per_second: u64,
+    /// Most messages (broadcast, presence, access_token, leave) per second one connection
+    /// may push; heartbeats and joins are not counted here.
+    pub max_messages_per_second: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -757,6 +764,9 @@ impl Default for RealtimeConfig {
             max_channels_per_connection: 100,
             max_frame_bytes: 1_048_576,
             heartbeat_timeout_secs: 60,
+            max_connections_per_ip: 1_000,
+            max_joins_per_second: 100,
+            max_messages_per_second: 500,
         }
     }
 }

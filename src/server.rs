@@ -133,16 +133,19 @@ pub async fn prepare(
             .map_err(|e| StartError::new(1, format!("cannot load the schema cache: {e}")))?
     };
     let schema = Arc::new(crate::schema::SchemaHolder::new(schema));
+    // One LISTEN connection for the whole process: the schema cache, realtime and the job
+    // workers subscribe to it.
+    let listener = db::listen::Listener::start(&pg_config);
     tokio::spawn(crate::schema::listener::run(
         pool.clone(),
         schema.clone(),
         config.rest.schemas.clone(),
-        pg_config.clone(),
+        listener.subscribe(&[crate::schema::listener::CHANNEL]),
     ));
     let realtime = if config.realtime.enabled {
         let rt = crate::realtime::Realtime::new(pool.clone(), &metrics.registry)
             .map_err(|e| StartError::new(1, format!("metrics: {e}")))?;
-        rt.start(pg_config.clone());
+        rt.start(&listener);
         Some(Arc::new(rt))
     } else {
         None
@@ -169,6 +172,7 @@ pub async fn prepare(
         schema,
         realtime,
         pg_config,
+        listener,
         outbound,
         rate_limits: Arc::new(crate::ratelimit::RateLimiters::new(&config.rate_limits)),
         jobs_metrics: Arc::new(jobs_metrics),
@@ -311,6 +315,7 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
         })
     };
     let otlp = state.otlp.clone();
+    let listener = state.listener.clone();
     let (server, addrs) = start_http(state).map_err(|e| {
         StartError::new(
             1,
@@ -342,6 +347,8 @@ async fn run_server(config: Arc<Config>, url: &str, managed: bool) -> Result<(),
         r.shutdown(Duration::from_secs(config.server.shutdown_timeout_secs))
             .await;
     }
+    // Before a managed Postgres stops: no "connection lost; reconnecting" at shutdown.
+    listener.stop();
     if let Some(t) = otlp {
         t.flush(Duration::from_secs(3)).await;
     }
@@ -379,6 +386,7 @@ pub async fn start_jobs(state: &AppState) -> Result<crate::jobs::worker::RunnerH
         cfg: state.config.jobs.clone(),
         clock: state.clock.clone(),
         pg_config: state.pg_config.clone(),
+        listener: state.listener.clone(),
         cron: state.config.jobs.cron_enabled,
     };
     Ok(crate::jobs::worker::start(
@@ -407,6 +415,7 @@ pub async fn worker(config: Config) -> Result<(), StartError> {
     runner
         .shutdown(Duration::from_secs(config.server.shutdown_timeout_secs))
         .await;
+    state.listener.stop();
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! Must not: build SQL from user values (every value is a bind parameter; identifiers go
 //! through `quote_ident`), or keep per-process state another instance needs.
 
+pub mod listen;
 pub mod migrate;
 pub mod tx;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! Workers: per-queue dispatchers that claim with SKIP LOCKED, run handlers with bounded
 //! concurrency and a heartbeat-extended lease, record outcomes with backoff or dead letters;
-//! a LISTEN connection that wakes idle dispatchers (polling is the fallback); lease recovery
+//! a subscription to the process's LISTEN connection (`db::listen`) that wakes idle
+//! dispatchers (polling is the fallback, and every slot looks once after a gap); lease recovery
 //! for jobs of dead workers; and the cron leader.
 
 use super::cron::{self, Clock};
@@ -8,7 +9,6 @@ use super::queue::{self, Claimed, CHANNEL};
 use super::{Backoff, JobContext, JobError, JobMetrics, Registry as Handlers};
 use crate::config::JobsConfig;
 use deadpool_postgres::Pool;
-use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,10 @@ pub struct RunnerOptions {
     pub cfg: JobsConfig,
     /// Where "now" comes from for cron.
     pub clock: Arc<dyn Clock>,
-    /// Connection settings for the LISTEN and cron-leader connections (never pooled).
+    /// Connection settings for the cron-leader connection (never pooled).
     pub pg_config: tokio_postgres::Config,
+    /// The process's LISTEN connection (NOTIFY on `fluxbase_jobs` wakes idle slots).
+    pub listener: crate::db::listen::Listener,
     /// Run the cron leader election.
     pub cron: bool,
 }
@@ -134,7 +136,8 @@ pub fn start(
             tasks.push(tokio::spawn(slot(shared.clone(), q.clone(), rx.clone())));
         }
     }
-    tasks.push(tokio::spawn(listen(shared.clone(), rx.clone())));
+    let sub = opts.listener.subscribe(&[CHANNEL]);
+    tasks.push(tokio::spawn(listen(shared.clone(), sub, rx.clone())));
     tasks.push(tokio::spawn(heartbeat(shared.clone(), rx.clone())));
     tasks.push(tokio::spawn(recover(shared.clone(), rx.clone())));
     if opts.cron {
@@ -333,55 +336,32 @@ async fn record(
     next
 }
 
-async fn listen(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(100);
+/// Wakes the idle slots of a queue on its NOTIFY, and every slot whenever the LISTEN
+/// connection (re)starts listening or is lost (jobs enqueued meanwhile sent their NOTIFY to
+/// nobody: look now, then poll until it is back).
+async fn listen(
+    s: Arc<Shared>,
+    mut sub: crate::db::listen::Subscription,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::db::listen::Event;
     loop {
-        if *stop.borrow() {
-            return;
-        }
-        match s.opts.pg_config.connect(tokio_postgres::NoTls).await {
-            Ok((client, mut conn)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let pump = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                    while let Some(m) = messages.next().await {
-                        match m {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                let _ = tx.send(n.payload().to_string());
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                });
-                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                } else {
-                    backoff = Duration::from_millis(100);
-                    // Anything enqueued while we were not listening: look now.
-                    wake_all(&s);
-                    loop {
-                        tokio::select! {
-                            q = rx.recv() => match q {
-                                Some(q) => if let Some(n) = s.wake.get(&q) { n.notify_waiters() },
-                                None => break,
-                            },
-                            _ = stopped(&mut stop) => { pump.abort(); return; }
-                        }
-                    }
-                    tracing::warn!("job notification connection lost; polling until it is back");
-                }
-                pump.abort();
-            }
-            Err(e) => tracing::debug!(error = %e, "job listener cannot connect"),
-        }
-        wake_all(&s);
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {},
+            ev = sub.recv() => match ev {
+                Some(Event::Notification { payload, .. }) => {
+                    if let Some(n) = s.wake.get(&payload) {
+                        n.notify_waiters();
+                    }
+                }
+                Some(Event::Listening { .. }) => wake_all(&s),
+                Some(Event::Lost) => {
+                    tracing::warn!("job notifications lost; polling until the listener is back");
+                    wake_all(&s);
+                }
+                None => return,
+            },
             _ = stopped(&mut stop) => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -25,8 +25,9 @@ fn realtime(state: &AppState) -> Result<std::sync::Arc<super::Realtime>, ApiErro
 pub struct RestMessage {
     topic: String,
     event: String,
+    /// Passed through as text (never re-read as numbers).
     #[serde(default)]
-    payload: Value,
+    payload: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     private: bool,
 }
@@ -75,7 +76,7 @@ pub async fn broadcast(
             key: hub_key(&topic, m.private),
             topic,
             event: m.event,
-            body: BroadcastBody::Json(m.payload),
+            body: BroadcastBody::Json(m.payload.unwrap_or_else(super::protocol::null)),
             binary: false,
             from: None,
         });
@@ -116,9 +117,14 @@ pub async fn broadcast_event(
     let payload = if binary {
         BroadcastBody::Binary(body)
     } else {
-        BroadcastBody::Json(serde_json::from_slice(&body).map_err(|e| {
+        let text = std::str::from_utf8(&body).map_err(|e| {
             ApiError::new(ErrorCode::BadRequest, format!("payload is not JSON: {e}"))
-        })?)
+        })?;
+        BroadcastBody::Json(
+            serde_json::value::RawValue::from_string(text.trim().to_string()).map_err(|e| {
+                ApiError::new(ErrorCode::BadRequest, format!("payload is not JSON: {e}"))
+            })?,
+        )
     };
     let topic = format!("realtime:{sub}");
     if query.private {

@@ -8,37 +8,145 @@ use super::protocol::{self, BroadcastBody, Frame, Vsn};
 use super::Identity;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
 /// Frames a socket may have queued before it counts as too slow and is closed.
 pub const OUTBOX_CAPACITY: usize = 1024;
 
+/// A websocket's own send queue (actix-ws's session), for frames written without a detour
+/// through the socket task; `None` once the socket is closing.
+pub type DirectSink = Arc<Mutex<Option<actix_ws::Session>>>;
+
 /// The sending side of one websocket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SocketHandle {
     /// Process-unique socket id.
     pub id: u64,
     /// Protocol version of the socket.
     pub vsn: Vsn,
-    /// The socket's outbox.
+    /// The socket's outbox, drained by the socket task: where frames wait while the
+    /// websocket's own queue is full.
     pub tx: mpsc::Sender<Frame>,
     /// Set when the outbox overflowed; the socket closes itself.
     pub overflowed: Arc<AtomicBool>,
+    /// Frames put in the outbox and not yet handed to the websocket (the socket task counts
+    /// down after each write). While nonzero, new frames queue behind them, so one
+    /// sender's frames keep their order.
+    pub pending: Arc<AtomicUsize>,
+    /// The websocket's session for direct writes (`None`: outbox only, as in unit tests).
+    pub direct: Option<DirectSink>,
+    /// Set while the socket task handles one of its client's messages: frames queue behind
+    /// the reply it is about to write (its own broadcast with `self`, its presence diff).
+    pub busy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketHandle")
+            .field("id", &self.id)
+            .field("vsn", &self.vsn)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SocketHandle {
-    /// Queues a frame; a full outbox marks the socket for closing, a closed one is ignored
-    /// (the socket is going away and its channels are being removed).
+    /// Hands a frame to the websocket: straight into its session's queue when nothing waits
+    /// in the outbox and that queue has room (the common case: no task hop), else into the
+    /// outbox. A full outbox marks the socket for closing, a closed socket is ignored (it is
+    /// going away and its channels are being removed).
     pub fn send(&self, frame: Frame) -> bool {
+        if let Some(direct) = &self.direct {
+            if self.pending.load(Ordering::Acquire) == 0 && !self.busy.load(Ordering::Acquire) {
+                use futures_util::FutureExt;
+                let mut guard = lock(direct);
+                let Some(session) = guard.as_mut() else {
+                    return false;
+                };
+                // Polled once: it completes at once when the queue has room. Unconstrained:
+                // tokio's cooperative budget would otherwise refuse all but the first 128
+                // sends of one fan-out.
+                let sent = match &frame {
+                    Frame::Text(t) => {
+                        tokio::task::unconstrained(session.text(t.clone())).now_or_never()
+                    }
+                    Frame::Binary(b) => {
+                        tokio::task::unconstrained(session.binary(b.clone())).now_or_never()
+                    }
+                };
+                match sent {
+                    Some(Ok(())) => return true,
+                    Some(Err(_)) => return false,
+                    None => {}
+                }
+            }
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflowed.store(true, Ordering::Relaxed);
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.overflowed.store(true, Ordering::Relaxed);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// One open websocket of a client IP (see [`Hub::admit_ip`]).
+#[derive(Debug)]
+pub struct IpGuard {
+    ip: String,
+    map: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut m = lock(&self.map);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` per second, bursts up to `rate` (0 = no limit).
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u64) -> Bucket {
+        Bucket {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -235,6 +343,8 @@ pub struct Hub {
     /// Members with postgres_changes bindings (the change listener scans these).
     pg_members: RwLock<HashMap<u64, Arc<Member>>>,
     next_id: AtomicU64,
+    /// Open websockets per client IP (`realtime.max_connections_per_ip`).
+    per_ip: Arc<Mutex<HashMap<String, usize>>>,
     /// This process's id (cluster broadcasts skip their own origin).
     pub instance: uuid::Uuid,
     /// Collectors.
@@ -278,9 +388,28 @@ impl Hub {
             cluster: std::sync::OnceLock::new(),
             pg_members: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            per_ip: Arc::default(),
             instance: uuid::Uuid::new_v4(),
             metrics,
         }
+    }
+
+    /// Counts a new websocket of `ip` unless it already has `limit` open (0 = no limit);
+    /// the guard uncounts it when dropped.
+    pub fn admit_ip(&self, ip: &str, limit: u64) -> Option<IpGuard> {
+        let mut m = lock(&self.per_ip);
+        let n = m.entry(ip.to_string()).or_insert(0);
+        if limit > 0 && *n as u64 >= limit {
+            if *n == 0 {
+                m.remove(ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard {
+            ip: ip.to_string(),
+            map: self.per_ip.clone(),
+        })
     }
 
     /// A fresh process-unique id (sockets, members, bindings).
@@ -674,11 +803,13 @@ impl Hub {
                     let slot = &mut text[m.socket.vsn as usize];
                     Some(
                         slot.get_or_insert_with(|| {
-                            let p =
-                                json!({"type": "broadcast", "event": b.event, "payload": payload});
+                            let p = format!(
+                                r#"{{"type":"broadcast","event":{},"payload":{}}}"#,
+                                Value::from(b.event.as_str()),
+                                payload.get()
+                            );
                             Frame::Text(
-                                protocol::push(m.socket.vsn, &b.topic, "broadcast", &p.to_string())
-                                    .into(),
+                                protocol::push(m.socket.vsn, &b.topic, "broadcast", &p).into(),
                             )
                         })
                         .clone(),
@@ -706,6 +837,23 @@ impl Hub {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Sends every channel with postgres_changes bindings a `system` push
+    /// `{extension: "postgres_changes", status: "error", message, channel}` (the shape
+    /// realtime-js hands to `channel.on('system', …)`). Returns how many channels got it.
+    pub fn postgres_changes_error(&self, message: &str) -> usize {
+        let mut n = 0;
+        for m in self.pg_members() {
+            let sub = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
+            let p = json!({"extension": "postgres_changes", "status": "error",
+                           "message": message, "channel": sub});
+            let f = protocol::push(m.socket.vsn, &m.topic, "system", &p.to_string());
+            if m.socket.send(Frame::Text(f.into())) {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Number of topics with members.
@@ -776,6 +924,9 @@ mod tests {
                 vsn,
                 tx,
                 overflowed: Arc::new(AtomicBool::new(false)),
+                pending: Arc::default(),
+                direct: None,
+                busy: Arc::default(),
             },
             topic: topic.into(),
             key: topic.into(),
@@ -811,7 +962,7 @@ mod tests {
             key: "realtime:r".into(),
             topic: "realtime:r".into(),
             event: "ev".into(),
-            body: BroadcastBody::Json(json!({"n": 1})),
+            body: BroadcastBody::json(&json!({"n": 1})),
             binary: false,
             from: Some(a.id),
         };
@@ -867,7 +1018,7 @@ mod tests {
             key: "realtime:s".into(),
             topic: "realtime:s".into(),
             event: "e".into(),
-            body: BroadcastBody::Json(json!(1)),
+            body: BroadcastBody::json(&json!(1)),
             binary: false,
             from: None,
         };
@@ -950,6 +1101,27 @@ mod tests {
         // The expired peer counts as unknown again (its next message triggers a resync).
         assert!(!h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
         assert!(h.peer_seen(peer, t0 + PRESENCE_TTL * 2));
+    }
+
+    #[test]
+    fn ip_limits_and_buckets() {
+        let h = hub();
+        let a = h.admit_ip("1.2.3.4", 2).unwrap();
+        let b = h.admit_ip("1.2.3.4", 2).unwrap();
+        assert!(h.admit_ip("1.2.3.4", 2).is_none());
+        assert!(h.admit_ip("5.6.7.8", 2).is_some());
+        drop(a);
+        let _c = h.admit_ip("1.2.3.4", 2).unwrap();
+        drop(b);
+        assert!(h.admit_ip("1.2.3.4", 0).is_some(), "0 = no limit");
+        let t0 = std::time::Instant::now();
+        let mut k = Bucket::new(3);
+        assert!((0..3).all(|_| k.take(t0)));
+        assert!(!k.take(t0));
+        assert!(k.take(t0 + std::time::Duration::from_millis(400)));
+        assert!(!k.take(t0 + std::time::Duration::from_millis(400)));
+        let mut free = Bucket::new(0);
+        assert!((0..10_000).all(|_| free.take(t0)));
     }
 
     #[test]

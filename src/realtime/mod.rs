@@ -111,9 +111,9 @@ impl Realtime {
         })
     }
 
-    /// Starts the change listener (one LISTEN connection) and the cluster-broadcast sender
-    /// on the current runtime.
-    pub fn start(&self, pg: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
+    /// Starts the change pipeline (a subscription to the process's LISTEN connection) and
+    /// the cluster-broadcast sender on the current runtime.
+    pub fn start(&self, listener: &crate::db::listen::Listener) -> tokio::task::JoinHandle<()> {
         let rx = self
             .cluster_rx
             .lock()
@@ -123,7 +123,8 @@ impl Realtime {
             tokio::spawn(cluster_sender(self.changes.pool.clone(), rx));
             tokio::spawn(cluster_upkeep(self.changes.pool.clone(), self.hub.clone()));
         }
-        tokio::spawn(changes::run(self.changes.clone(), pg))
+        let sub = listener.subscribe(&[changes::CHANNEL, crate::schema::listener::CHANNEL]);
+        tokio::spawn(changes::run(self.changes.clone(), sub))
     }
 
     /// Sends a broadcast to this instance's members at once and queues it for the other
@@ -132,25 +133,50 @@ impl Realtime {
     /// Returns how many local members got it.
     pub fn publish(&self, b: hub::Broadcast) -> usize {
         let n = self.hub.broadcast(&b);
-        let sub = b.topic.strip_prefix("realtime:").unwrap_or(&b.topic);
-        let private = b.key.starts_with("private:");
-        let mut msg = serde_json::json!({
-            "k": "b", "i": self.hub.instance, "topic": sub, "event": b.event,
-            "binary": b.binary, "private": private,
-        });
-        match &b.body {
-            protocol::BroadcastBody::Json(v) => msg["payload"] = v.clone(),
+        let bin = match &b.body {
+            protocol::BroadcastBody::Json(_) => None,
             protocol::BroadcastBody::Binary(bytes) => {
                 use base64::Engine;
-                msg["bin"] = base64::engine::general_purpose::STANDARD
-                    .encode(bytes)
-                    .into();
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
             }
+        };
+        let msg = ClusterOut {
+            k: "b",
+            i: self.hub.instance,
+            topic: b.topic.strip_prefix("realtime:").unwrap_or(&b.topic),
+            event: &b.event,
+            binary: b.binary,
+            private: b.key.starts_with("private:"),
+            payload: match &b.body {
+                protocol::BroadcastBody::Json(v) => Some(v),
+                protocol::BroadcastBody::Binary(_) => None,
+            },
+            bin,
+        };
+        match serde_json::to_string(&msg) {
+            Ok(text) => {
+                let _ = self.cluster_tx.send(text);
+            }
+            Err(e) => tracing::warn!(error = %e, "realtime: cluster broadcast not encodable"),
         }
-        let text = msg.to_string();
-        let _ = self.cluster_tx.send(text);
         n
     }
+}
+
+/// A broadcast as it travels to the other instances (read back as
+/// [`changes::ClusterBroadcast`]); the JSON payload is passed through as text.
+#[derive(serde::Serialize)]
+struct ClusterOut<'a> {
+    k: &'static str,
+    i: uuid::Uuid,
+    topic: &'a str,
+    event: &'a str,
+    binary: bool,
+    private: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bin: Option<String>,
 }
 
 /// The largest NOTIFY payload sent as such (Postgres refuses 8000 bytes and more); larger

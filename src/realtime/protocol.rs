@@ -6,6 +6,7 @@
 //!   client broadcast), whose layout realtime-js's `serializer.ts` defines.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The protocol version a socket negotiated with `?vsn=`.
@@ -38,12 +39,41 @@ pub const ENCODING_BINARY: u8 = 0;
 pub const ENCODING_JSON: u8 = 1;
 
 /// A user broadcast's payload: JSON, or raw bytes (binary frames with encoding 0).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum BroadcastBody {
-    /// JSON value (text frames, or binary frames with encoding 1).
-    Json(Value),
+    /// JSON text (text frames, or binary frames with encoding 1), passed through as it came:
+    /// never re-read as numbers (jsonb prints numerics up to 1e131072 as digits, which an
+    /// f64 cannot hold) and serialised once per broadcast.
+    Json(Box<RawValue>),
     /// Opaque bytes (binary frames with encoding 0).
     Binary(Bytes),
+}
+
+impl PartialEq for BroadcastBody {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (BroadcastBody::Json(a), BroadcastBody::Json(b)) => a.get() == b.get(),
+            (BroadcastBody::Binary(a), BroadcastBody::Binary(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl BroadcastBody {
+    /// A JSON body from a value.
+    pub fn json(v: &Value) -> BroadcastBody {
+        BroadcastBody::Json(raw(v))
+    }
+}
+
+/// A value as JSON text (serialising a `Value` cannot fail: its keys are strings).
+pub fn raw(v: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| null())
+}
+
+/// JSON `null`.
+pub fn null() -> Box<RawValue> {
+    Box::default()
 }
 
 /// One message from a client.
@@ -144,7 +174,12 @@ pub fn decode_binary(buf: &[u8]) -> Result<Incoming, DecodeError> {
         .map_err(|_| malformed("binary frame header"))?;
     let body = match encoding {
         ENCODING_JSON => BroadcastBody::Json(
-            serde_json::from_slice(body).map_err(|e| malformed(format!("payload: {e}")))?,
+            std::str::from_utf8(body)
+                .map_err(|e| malformed(format!("payload: {e}")))
+                .and_then(|t| {
+                    RawValue::from_string(t.trim().to_string())
+                        .map_err(|e| malformed(format!("payload: {e}")))
+                })?,
         ),
         ENCODING_BINARY => BroadcastBody::Binary(Bytes::copy_from_slice(body)),
         e => return Err(malformed(format!("unknown payload encoding {e}"))),
@@ -225,6 +260,40 @@ pub fn reply(vsn: Vsn, to: &Incoming, status: &str, response: &Value) -> String 
     )
 }
 
+/// The error reply to a frame that could not be read (`reason`): addressed with whatever
+/// refs and topic can be found in it, else to topic `phoenix` with null refs.
+pub fn bad_frame_reply(vsn: Vsn, frame: Option<&str>, reason: &str) -> String {
+    let v: Value = frame
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    let (jr, r, topic) = match (vsn, &v) {
+        (Vsn::V2, Value::Array(a)) => (
+            a.first().cloned(),
+            a.get(1).cloned(),
+            a.get(2).and_then(Value::as_str),
+        ),
+        (Vsn::V1, Value::Object(o)) => (
+            o.get("join_ref").cloned(),
+            o.get("ref").cloned(),
+            o.get("topic").and_then(Value::as_str),
+        ),
+        _ => (None, None, None),
+    };
+    let scalar = |x: Option<Value>| match x {
+        Some(v @ (Value::String(_) | Value::Number(_))) => v,
+        _ => Value::Null,
+    };
+    let payload = serde_json::json!({"status": "error", "response": {"reason": reason}});
+    encode(
+        vsn,
+        &scalar(jr),
+        &scalar(r),
+        topic.unwrap_or("phoenix"),
+        "phx_reply",
+        &payload.to_string(),
+    )
+}
+
 /// A kind-4 user broadcast frame (vsn 2). Fields longer than 255 bytes cannot be encoded
 /// (realtime-js refuses them on the way in, so they never occur from it).
 pub fn encode_user_broadcast(
@@ -236,7 +305,7 @@ pub fn encode_user_broadcast(
     let len = |s: &str| u8::try_from(s.len()).ok();
     let (tl, el, ml) = (len(topic)?, len(event)?, len(meta)?);
     let (encoding, payload): (u8, std::borrow::Cow<'_, [u8]>) = match body {
-        BroadcastBody::Json(v) => (ENCODING_JSON, v.to_string().into_bytes().into()),
+        BroadcastBody::Json(v) => (ENCODING_JSON, v.get().as_bytes().into()),
         BroadcastBody::Binary(b) => (ENCODING_BINARY, b.as_ref().into()),
     };
     let mut out =
@@ -324,7 +393,7 @@ mod tests {
         assert_eq!(m.payload, json!({"type":"broadcast","event":"cursor"}));
         assert_eq!(
             m.binary_broadcast,
-            Some(("cursor".into(), BroadcastBody::Json(json!({"x":3}))))
+            Some(("cursor".into(), BroadcastBody::json(&json!({"x":3}))))
         );
         let f = kind3("", "", "realtime:r", "bin", r#"{"k":1}"#, 0, &[0, 159, 146]);
         let m = decode_binary(&f).unwrap();
@@ -373,14 +442,35 @@ mod tests {
     }
 
     #[test]
+    fn bad_frames_get_addressed_error_replies() {
+        let r = bad_frame_reply(Vsn::V2, Some(r#"["1","7","realtime:a","x"]"#), "bad");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r).unwrap(),
+            json!(["1", "7", "realtime:a", "phx_reply", {"status":"error","response":{"reason":"bad"}}])
+        );
+        let r = bad_frame_reply(Vsn::V1, Some("not json"), "bad");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r).unwrap(),
+            json!({"join_ref":null,"ref":null,"topic":"phoenix","event":"phx_reply","payload":{"status":"error","response":{"reason":"bad"}}})
+        );
+        let r = bad_frame_reply(Vsn::V2, Some(r#"[{"a":1},[],3,"e",{}]"#), "bad");
+        assert_eq!(serde_json::from_str::<Value>(&r).unwrap()[2], "phoenix");
+    }
+
+    #[test]
     fn encodes_kind4_as_realtime_js_reads_it() {
-        let f = encode_user_broadcast("realtime:r", "ev", "", &BroadcastBody::Json(json!({"a":1})))
-            .unwrap();
+        let f = encode_user_broadcast(
+            "realtime:r",
+            "ev",
+            "",
+            &BroadcastBody::json(&json!({"a":1})),
+        )
+        .unwrap();
         assert_eq!(&f[..5], &[4, 10, 2, 0, 1]);
         assert_eq!(&f[5..15], b"realtime:r");
         assert_eq!(&f[15..17], b"ev");
         assert_eq!(&f[17..], br#"{"a":1}"#);
         let long = "x".repeat(300);
-        assert!(encode_user_broadcast(&long, "e", "", &BroadcastBody::Json(json!(1))).is_none());
+        assert!(encode_user_broadcast(&long, "e", "", &BroadcastBody::json(&json!(1))).is_none());
     }
 }

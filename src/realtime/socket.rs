@@ -3,7 +3,7 @@
 //! it. A socket is closed when its peer goes quiet for `realtime.heartbeat_timeout_secs`,
 //! when its outbox overflows, or when the peer closes it.
 
-use super::hub::{Broadcast, Member, PgBinding, SocketHandle};
+use super::hub::{Broadcast, Bucket, IpGuard, Member, PgBinding, SocketHandle};
 use super::protocol::{self, BroadcastBody, Frame, Incoming, Vsn};
 use super::{hub_key, Identity, Realtime};
 use crate::app::AppState;
@@ -46,6 +46,13 @@ pub async fn websocket(
             "too many realtime connections on this instance",
         ));
     }
+    let ip = state.rate_limits.client_ip(req.headers(), req.peer_addr());
+    let Some(ip_guard) = rt.hub.admit_ip(&ip, cfg.max_connections_per_ip) else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many realtime connections from this address",
+        ));
+    };
     // The socket's default identity: the apikey (a JWT or an fbk_ key); channels may
     // present a user token in their join payload.
     let identity = match query.apikey.as_deref().filter(|k| !k.is_empty()) {
@@ -64,6 +71,9 @@ pub async fn websocket(
         .aggregate_continuations()
         .max_continuation_size(max);
     let conn = Connection {
+        joins: Bucket::new(cfg.max_joins_per_second),
+        messages: Bucket::new(cfg.max_messages_per_second),
+        _ip: ip_guard,
         state: state.into_inner(),
         rt,
         vsn,
@@ -81,6 +91,12 @@ struct Connection {
     identity: Arc<Identity>,
     /// Joined channels by topic.
     channels: HashMap<String, Arc<Member>>,
+    /// `realtime.max_joins_per_second`.
+    joins: Bucket,
+    /// `realtime.max_messages_per_second`.
+    messages: Bucket,
+    /// Counts this socket against `realtime.max_connections_per_ip` until it ends.
+    _ip: IpGuard,
 }
 
 /// What handling a frame asks the loop to do.
@@ -98,11 +114,15 @@ impl Connection {
         let hub = self.rt.hub.clone();
         hub.metrics.connections.inc();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(super::hub::OUTBOX_CAPACITY);
+        let direct: super::hub::DirectSink = Arc::new(std::sync::Mutex::new(Some(session.clone())));
         let handle = SocketHandle {
             id: hub.next_id(),
             vsn: self.vsn,
             tx,
             overflowed: Arc::new(AtomicBool::new(false)),
+            pending: Arc::default(),
+            direct: Some(direct.clone()),
+            busy: Arc::default(),
         };
         let timeout = Duration::from_secs(self.state.config.realtime.heartbeat_timeout_secs.max(1));
         let mut last_seen = Instant::now();
@@ -113,13 +133,17 @@ impl Connection {
                 msg = stream.recv() => {
                     let Some(msg) = msg else { break };
                     last_seen = Instant::now();
+                    // What this message makes the hub send to this very socket goes after
+                    // the reply (through the outbox).
+                    handle.busy.store(true, Ordering::Release);
                     let next = match msg {
                         Ok(AggregatedMessage::Text(t)) => {
                             match protocol::decode_text(self.vsn, &t) {
                                 Ok(m) => self.handle(&mut session, &handle, m).await,
                                 Err(e) => {
                                     tracing::debug!(error = %e, "realtime: bad frame");
-                                    Next::Continue
+                                    let r = protocol::bad_frame_reply(self.vsn, Some(&t), &e.to_string());
+                                    self.send(&mut session, r).await
                                 }
                             }
                         }
@@ -128,7 +152,12 @@ impl Connection {
                                 (Vsn::V2, Ok(m)) => self.handle(&mut session, &handle, m).await,
                                 (_, r) => {
                                     tracing::debug!(ok = r.is_ok(), "realtime: unusable binary frame");
-                                    Next::Continue
+                                    let reason = match r {
+                                        Err(e) => e.to_string(),
+                                        Ok(_) => "binary frames need vsn 2.0.0".into(),
+                                    };
+                                    let r = protocol::bad_frame_reply(self.vsn, None, &reason);
+                                    self.send(&mut session, r).await
                                 }
                             }
                         }
@@ -146,16 +175,28 @@ impl Connection {
                             Next::Close
                         }
                     };
+                    handle.busy.store(false, Ordering::Release);
                     if matches!(next, Next::Close) {
                         break;
                     }
                 }
+                // Frames that found the websocket's queue full (or queued behind such).
                 Some(frame) = rx.recv() => {
-                    let sent = match frame {
-                        Frame::Text(t) => session.text(t).await,
-                        Frame::Binary(b) => session.binary(b).await,
-                    };
-                    if sent.is_err() {
+                    let mut next = Some(frame);
+                    let mut ok = true;
+                    while let Some(frame) = next.take() {
+                        let sent = match frame {
+                            Frame::Text(t) => session.text(t).await,
+                            Frame::Binary(b) => session.binary(b).await,
+                        };
+                        handle.pending.fetch_sub(1, Ordering::AcqRel);
+                        if sent.is_err() {
+                            ok = false;
+                            break;
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if !ok {
                         break;
                     }
                 }
@@ -181,6 +222,8 @@ impl Connection {
                 }
             }
         }
+        // No more direct writes; the session's queue closes with the last sender.
+        direct.lock().unwrap_or_else(|p| p.into_inner()).take();
         for (_, m) in self.channels.drain() {
             hub.leave(&m);
         }
@@ -219,8 +262,27 @@ impl Connection {
                 Next::Continue
             };
         }
+        let now = Instant::now();
         match m.event.as_str() {
+            "phx_join" if !self.joins.take(now) => {
+                self.reply(
+                    session,
+                    &m,
+                    "error",
+                    json!({"reason": "Too many joins per second"}),
+                )
+                .await
+            }
             "phx_join" => self.join(session, handle, m).await,
+            _ if !self.messages.take(now) => {
+                self.reply(
+                    session,
+                    &m,
+                    "error",
+                    json!({"reason": "Too many messages per second"}),
+                )
+                .await
+            }
             _ => {
                 let Some(member) = self.channels.get(&m.topic).cloned() else {
                     return self
@@ -517,7 +579,7 @@ impl Connection {
                     .unwrap_or_default()
                     .to_string();
                 let body = m.payload.get("payload").cloned().unwrap_or(json!({}));
-                (event, BroadcastBody::Json(body), false)
+                (event, BroadcastBody::json(&body), false)
             }
         };
         self.rt.publish(Broadcast {

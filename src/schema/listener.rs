@@ -1,10 +1,12 @@
-//! Keeps the schema cache current: a dedicated connection LISTENs on `pgrst` and reloads
-//! the cache on `reload schema` (sent by the DDL event trigger, or by hand as in PostgREST).
-//! Reloads are coalesced: a burst of DDL causes one reload after it settles.
+//! Keeps the schema cache current: subscribes to `pgrst` on the process's LISTEN connection
+//! (`db::listen`) and reloads the cache on `reload schema` (sent by the DDL event trigger, or
+//! by hand as in PostgREST), and after every (re)connect of that connection (DDL may have
+//! happened while nobody listened). Reloads are coalesced: a burst of DDL causes one reload
+//! after it settles.
 
 use super::SchemaHolder;
+use crate::db::listen::{Event, Subscription};
 use deadpool_postgres::Pool;
-use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,57 +31,29 @@ pub async fn reload(pool: &Pool, holder: &SchemaHolder, schemas: &[String]) -> R
     Ok(())
 }
 
-/// Runs until the process ends: listen, reload on notification, reconnect with backoff.
+/// Runs until the listener stops: reload on notification and after every (re)connect.
 pub async fn run(
     pool: Pool,
     holder: Arc<SchemaHolder>,
     schemas: Vec<String>,
-    pg: tokio_postgres::Config,
+    mut sub: Subscription,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match pg.connect(tokio_postgres::NoTls).await {
-            Ok((client, mut conn)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let pump = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                    while let Some(m) = messages.next().await {
-                        match m {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                let _ = tx.send(n.payload().to_string());
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                });
-                if client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .is_ok()
-                {
-                    backoff = Duration::from_millis(200);
-                    // Changes made while we were not listening.
-                    let _ = reload(&pool, &holder, &schemas).await;
-                    while let Some(msg) = rx.recv().await {
-                        if !(msg.is_empty() || msg == "reload schema") {
-                            continue;
-                        }
-                        // Coalesce a burst of DDL into one reload.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        while rx.try_recv().is_ok() {}
-                        if let Err(e) = reload(&pool, &holder, &schemas).await {
-                            tracing::warn!(error = %e, "schema reload failed");
-                        }
-                    }
-                    tracing::warn!("schema listener connection lost; reconnecting");
-                }
-                pump.abort();
+    while let Some(ev) = sub.recv().await {
+        match ev {
+            Event::Lost => continue,
+            Event::Notification { payload, .. }
+                if !(payload.is_empty() || payload == "reload schema") =>
+            {
+                continue
             }
-            Err(e) => tracing::debug!(error = %e, "schema listener cannot connect"),
+            // `Listening`: changes made while we were not listening.
+            Event::Listening { .. } | Event::Notification { .. } => {}
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Coalesce a burst of DDL into one reload.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while sub.try_recv().is_some() {}
+        if let Err(e) = reload(&pool, &holder, &schemas).await {
+            tracing::warn!(error = %e, "schema reload failed");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Realtime over real websockets (tokio-tungstenite): the Phoenix protocol in both versions,
 //! binary broadcast frames, heartbeats and bad frames, broadcast, presence, postgres_changes
 //! (filters, RLS, large rows, enable/disable), private channels, REST and SQL broadcasts,
-//! token expiry, and fan-out between two instances on one database.
+//! token expiry, fan-out between two instances on one database, the process's one LISTEN
+//! connection and its recovery, and numbers past f64 in payloads.
 
 use crate::support::TestApp;
 use futures_util::{SinkExt, StreamExt};
@@ -162,6 +163,23 @@ impl Client {
         self.reply(&r).await
     }
 
+    /// The text of the next text frame containing `needle`, unparsed (frames whose numbers
+    /// serde_json cannot read as `f64` included).
+    async fn text_until(&mut self, needle: &str) -> String {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(t) = m {
+                if t.contains(needle) {
+                    return t.to_string();
+                }
+            }
+        }
+    }
+
     /// Asserts nothing but heartbeat replies arrive for a while.
     async fn quiet(&mut self, d: Duration) {
         if let Some(f) = self.recv_within(d).await {
@@ -193,10 +211,31 @@ async fn protocol_v2_heartbeat_join_leave_and_bad_frames() {
     let mut c = Client::connect(&app, &app.anon_key(), "2.0.0").await;
     let r = c.push("phoenix", "heartbeat", json!({})).await;
     assert_eq!(c.reply(&r).await, json!({"status": "ok", "response": {}}));
-    // Garbage, a wrong-shaped frame and a binary frame of a server-only kind are ignored.
+    // Garbage, wrong-shaped frames and a binary frame of a server-only kind each get an
+    // error reply (addressed as far as the frame tells) and the socket lives on.
     c.raw(Message::Text("not json".into())).await;
     c.raw(Message::Text(r#"{"topic":"x"}"#.into())).await;
+    c.raw(Message::Text(r#"["5","6","realtime:q",7,{}]"#.into()))
+        .await;
     c.raw(Message::Binary(vec![4u8, 0, 0, 0, 1].into())).await;
+    for want_topic in ["phoenix", "phoenix", "realtime:q", "phoenix"] {
+        let In::Msg {
+            event,
+            topic,
+            payload,
+            msg_ref,
+            ..
+        } = c.recv().await
+        else {
+            panic!("binary frame")
+        };
+        assert_eq!((event.as_str(), topic.as_str()), ("phx_reply", want_topic));
+        assert_eq!(payload["status"], "error", "{payload}");
+        assert!(payload["response"]["reason"].is_string(), "{payload}");
+        if want_topic == "realtime:q" {
+            assert_eq!(msg_ref, json!("6"));
+        }
+    }
     // Pushes to a topic the socket never joined are refused.
     let r = c
         .push(
@@ -1218,4 +1257,323 @@ async fn large_broadcasts_cross_instances() {
         .await;
     assert!(denied.is_err());
     let _ = db.batch_execute("ROLLBACK").await;
+}
+
+/// The listener connection's rows in `pg_stat_activity` for the app's database, and the
+/// other connections whose last statement was a LISTEN (a module with a LISTEN connection
+/// of its own runs nothing else on it).
+async fn listen_connections(db: &tokio_postgres::Client, app: &TestApp) -> (i64, i64) {
+    let name = fluxbase::db::listen::application_name(&app.state.pg_config);
+    let r = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE application_name = $1), \
+                    count(*) FILTER (WHERE application_name <> $1 AND query ~* '^\\s*LISTEN') \
+               FROM pg_stat_activity WHERE datname = current_database()",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// ARCHITECTURE §5: one LISTEN connection per process. The schema cache, realtime and the
+/// job workers all wait on it; killed with `pg_terminate_backend`, it comes back for all
+/// three: realtime tells each postgres_changes channel of the gap (a `system` error push)
+/// and delivers again, the schema cache reloads (a table created during the gap and one
+/// created after it are both served), and an idle worker is woken by NOTIFY again.
+#[tokio::test]
+async fn one_listener_connection_serves_schema_realtime_and_jobs_and_recovers() {
+    // Jobs poll every 10 minutes: only a NOTIFY can wake a worker within the deadlines.
+    let app = TestApp::spawn_with(|c| c.jobs.poll_interval_ms = 600_000).await;
+    listening(&app).await;
+    let db = app.db.client().await;
+    db.batch_execute(TABLES).await.unwrap();
+    let mut reg = fluxbase::jobs::Registry::default();
+    reg.register("wake", fluxbase::jobs::RetryPolicy::default(), |_| async {
+        Ok(None)
+    });
+    let runner = crate::support::start_runner(&app, reg, false);
+    async fn enqueue(db: &tokio_postgres::Client) -> i64 {
+        let spec = fluxbase::jobs::JobSpec {
+            queue: "wake".into(),
+            payload: json!({}),
+            ..Default::default()
+        };
+        fluxbase::jobs::enqueue(db, &spec).await.unwrap().id
+    }
+    let mut c = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    c.join(
+        "realtime:gap",
+        json!({"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "items"}]}),
+    )
+    .await;
+    assert_eq!(c.until("system").await.payload()["status"], "ok");
+
+    // One listener connection serves all three; nothing else LISTENs.
+    let mut counts = (0, 0);
+    for _ in 0..100 {
+        counts = listen_connections(&db, &app).await;
+        if counts == (1, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        counts,
+        (1, 0),
+        "(listener connections, other LISTENing connections)"
+    );
+    // All three are served by it: a change, a reload, a job.
+    db.batch_execute("INSERT INTO items VALUES (1, 'a', 1, '')")
+        .await
+        .unwrap();
+    assert_eq!(
+        change(&c.until("postgres_changes").await)["record"]["id"],
+        1
+    );
+    let id = enqueue(&db).await;
+    crate::support::wait_status(&app, id, "succeeded", Duration::from_secs(10)).await;
+    let served = |path: &'static str| {
+        let app = &app;
+        async move {
+            crate::support::eventually(Duration::from_secs(10), || async move {
+                app.get(path)
+                    .header("apikey", app.anon_key())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await
+        }
+    };
+    db.batch_execute("CREATE TABLE before_gap (id int); GRANT SELECT ON before_gap TO anon")
+        .await
+        .unwrap();
+    assert!(served("/rest/v1/before_gap").await);
+
+    // Kill it.
+    let name = fluxbase::db::listen::application_name(&app.state.pg_config);
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = current_database() AND application_name = $1) k",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    // Made while it may be down: the reload after the reconnect picks it up.
+    db.batch_execute("CREATE TABLE during_gap (id int); GRANT SELECT ON during_gap TO anon")
+        .await
+        .unwrap();
+    // Realtime tells the channel once the listener is back.
+    let sys = c.until("system").await;
+    assert_eq!(
+        sys.payload()["extension"],
+        "postgres_changes",
+        "{:?}",
+        sys.payload()
+    );
+    assert_eq!(sys.payload()["status"], "error");
+    assert_eq!(sys.payload()["channel"], "gap");
+    assert!(sys.payload()["message"].as_str().unwrap().len() > 10);
+    // Back for all three, on one connection again.
+    db.batch_execute("INSERT INTO items VALUES (2, 'b', 1, '')")
+        .await
+        .unwrap();
+    assert_eq!(
+        change(&c.until("postgres_changes").await)["record"]["id"],
+        2
+    );
+    let id = enqueue(&db).await;
+    crate::support::wait_status(&app, id, "succeeded", Duration::from_secs(10)).await;
+    assert!(served("/rest/v1/during_gap").await);
+    db.batch_execute("CREATE TABLE after_gap (id int); GRANT SELECT ON after_gap TO anon")
+        .await
+        .unwrap();
+    assert!(served("/rest/v1/after_gap").await);
+    assert_eq!(listen_connections(&db, &app).await, (1, 0));
+    runner.shutdown(Duration::from_secs(1)).await;
+}
+
+/// jsonb prints numerics as all their digits: ±1.8e308 is 309 of them, past what serde_json
+/// reads as a number. Such a row is still delivered whole (filters and RLS keys read it),
+/// and so are SQL and REST broadcasts carrying one.
+#[tokio::test]
+async fn payloads_with_numbers_past_f64_are_delivered() {
+    let app = pg_app().await;
+    let db = app.db.client().await;
+    db.batch_execute(
+        "CREATE TABLE huge (id numeric PRIMARY KEY, owner uuid, n numeric);
+         ALTER TABLE huge ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own ON huge FOR SELECT USING (auth.uid() = owner);
+         GRANT ALL ON huge TO anon, authenticated, service_role;
+         ALTER PUBLICATION supabase_realtime ADD TABLE huge;",
+    )
+    .await
+    .unwrap();
+    let user = uuid::Uuid::new_v4().to_string();
+    let token = app.token(json!({"sub": user, "role": "authenticated"}));
+    let mut c = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    let reply = c
+        .join_with(
+            "realtime:huge",
+            json!({"config": {"postgres_changes": [
+                {"event": "*", "schema": "public", "table": "huge", "filter": "n=gt.1"}
+            ]}, "access_token": token}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    c.until("system").await;
+    let digits = format!("18{}", "0".repeat(307));
+    assert_eq!(digits.len(), 309);
+    // The key itself is such a number (the RLS check looks the row up by it), and so is
+    // the filtered column.
+    db.execute(
+        "INSERT INTO huge VALUES (-1.8e308, $1::text::uuid, 1.8e308)",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let t = c.text_until("postgres_changes").await;
+    assert!(t.contains(&format!(r#""id":-{digits}"#)), "{t}");
+    assert!(t.contains(&format!(r#""n":{digits}"#)), "{t}");
+    assert!(
+        serde_json::from_str::<Value>(&t).is_err(),
+        "serde_json reads it after all: this test proves nothing"
+    );
+    // Broadcasts from SQL and REST carrying one.
+    c.join("realtime:nums", json!({})).await;
+    db.execute(
+        "SELECT realtime.send(jsonb_build_object('v', 1.8e308::numeric), 'sql', 'nums', false)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let t = c.text_until(r#""sql""#).await;
+    // jsonb's own rendering (a space after the colon), passed through as it came.
+    assert!(t.contains(&format!(r#""v": {digits}"#)), "{t}");
+    let body = format!(
+        r#"{{"messages":[{{"topic":"nums","event":"rest","payload":{{"v":-{digits}}}}}]}}"#
+    );
+    let r = app
+        .http
+        .post(app.url("/realtime/v1/api/broadcast"))
+        .header("apikey", app.service_key())
+        .header("authorization", format!("Bearer {}", app.service_key()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t = c.text_until(r#""rest""#).await;
+    assert!(t.contains(&format!(r#""v":-{digits}"#)), "{t}");
+}
+
+/// The status of a refused websocket upgrade (None when it was accepted).
+async fn upgrade_status(app: &TestApp) -> Option<u16> {
+    let url = format!(
+        "{}/realtime/v1/websocket?apikey={}&vsn=2.0.0",
+        app.base.replace("http://", "ws://"),
+        app.anon_key()
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Some(r.status().as_u16()),
+        Err(e) => panic!("upgrade failed otherwise: {e}"),
+    }
+}
+
+/// Limits from config: connections per process and per IP (429 before the upgrade),
+/// channels per connection, joins and messages per second per connection (error replies;
+/// the socket lives on). Pipelined bursts far past a small rate, so the outcome does not
+/// depend on timing.
+#[tokio::test]
+async fn limits_per_process_ip_channels_joins_and_messages() {
+    let app = TestApp::spawn_with(|c| {
+        c.realtime.max_connections_per_ip = 2;
+        c.realtime.max_channels_per_connection = 3;
+        c.realtime.max_joins_per_second = 4;
+    })
+    .await;
+    let mut a = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    let b = Client::connect(&app, &app.anon_key(), "2.0.0").await;
+    assert_eq!(
+        upgrade_status(&app).await,
+        Some(429),
+        "a third socket from one IP"
+    );
+    drop(b);
+    let freed = crate::support::eventually(Duration::from_secs(10), || async {
+        upgrade_status(&app).await.is_none()
+    })
+    .await;
+    assert!(freed, "a closed socket no longer counts against its IP");
+
+    // 20 joins at once against 4 per second (bursts of 4) and 3 channels per connection:
+    // three joins, then the channel limit, then the join rate.
+    let mut refs = Vec::new();
+    for i in 0..20 {
+        refs.push(
+            a.push(&format!("realtime:j{i}"), "phx_join", json!({"config": {}}))
+                .await,
+        );
+    }
+    let mut reasons = Vec::new();
+    for r in &refs {
+        let reply = a.reply(r).await;
+        reasons.push(
+            reply["response"]["reason"]
+                .as_str()
+                .unwrap_or("ok")
+                .to_string(),
+        );
+    }
+    assert_eq!(&reasons[..3], ["ok", "ok", "ok"], "{reasons:?}");
+    assert!(reasons[3].starts_with("Too many channels"), "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "ok").count(), 3);
+    assert!(
+        reasons.iter().any(|r| r == "Too many joins per second"),
+        "{reasons:?}"
+    );
+
+    // 50 broadcasts at once against 5 per second.
+    let app2 = TestApp::spawn_with(|c| c.realtime.max_messages_per_second = 5).await;
+    let mut s = Client::connect(&app2, &app2.anon_key(), "2.0.0").await;
+    s.join("realtime:m", json!({"broadcast": {"ack": true}}))
+        .await;
+    let mut refs = Vec::new();
+    for i in 0..50 {
+        refs.push(
+            s.push(
+                "realtime:m",
+                "broadcast",
+                json!({"type": "broadcast", "event": "e", "payload": {"i": i}}),
+            )
+            .await,
+        );
+    }
+    let mut refused = 0;
+    for r in &refs {
+        let reply = s.reply(r).await;
+        if reply["status"] == "error" {
+            assert_eq!(reply["response"]["reason"], "Too many messages per second");
+            refused += 1;
+        }
+    }
+    assert!((1..50).contains(&refused), "{refused} of 50 refused");
+    // Heartbeats are not counted, and the socket is still open.
+    let r = s.push("phoenix", "heartbeat", json!({})).await;
+    assert_eq!(s.reply(&r).await["status"], "ok");
+
+    // Connections per process.
+    let app3 = TestApp::spawn_with(|c| c.realtime.max_connections = 1).await;
+    let _one = Client::connect(&app3, &app3.anon_key(), "2.0.0").await;
+    let counted = crate::support::eventually(Duration::from_secs(10), || async {
+        upgrade_status(&app3).await == Some(429)
+    })
+    .await;
+    assert!(counted, "a second socket on a 1-connection instance");
 }

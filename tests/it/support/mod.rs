@@ -559,6 +559,7 @@ pub fn start_runner_with(
         cfg: app.state.config.jobs.clone(),
         clock,
         pg_config: app.state.pg_config.clone(),
+        listener: app.state.listener.clone(),
         cron,
     };
     fluxbase::jobs::worker::start(

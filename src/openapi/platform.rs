@@ -953,12 +953,26 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 ("connections", int()),
                 ("channels", int()),
                 ("topics", int()),
+                ("subscriptions", int()),
                 (
                     "messages",
                     record(&[
                         ("broadcast", int()),
                         ("presence", int()),
                         ("postgres_changes", int()),
+                    ]),
+                ),
+                (
+                    "messages_in",
+                    record(&[
+                        ("heartbeat", int()),
+                        ("join", int()),
+                        ("leave", int()),
+                        ("broadcast", int()),
+                        ("presence", int()),
+                        ("access_token", int()),
+                        ("other", int()),
+                        ("malformed", int()),
                     ]),
                 ),
                 ("slow_disconnects", int()),

@@ -174,14 +174,27 @@ pub async fn stats(
     let rt = realtime(&state)?;
     let m = &rt.hub.metrics;
     let by_kind = |k: &str| m.messages.with_label_values(&[k]).get();
+    let received = |k: &str| m.received.with_label_values(&[k]).get();
     Ok(HttpResponse::Ok().json(json!({
         "connections": m.connections.get(),
         "channels": m.channels.get(),
         "topics": rt.hub.topic_count(),
+        "subscriptions": m.subscriptions.get(),
+        // Out: frames queued to sockets.
         "messages": {
             "broadcast": by_kind("broadcast"),
             "presence": by_kind("presence"),
             "postgres_changes": by_kind("postgres_changes"),
+        },
+        "messages_in": {
+            "heartbeat": received("heartbeat"),
+            "join": received("join"),
+            "leave": received("leave"),
+            "broadcast": received("broadcast"),
+            "presence": received("presence"),
+            "access_token": received("access_token"),
+            "other": received("other"),
+            "malformed": received("malformed"),
         },
         "slow_disconnects": m.slow_disconnects.get(),
     })))

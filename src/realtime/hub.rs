@@ -297,6 +297,11 @@ pub struct HubMetrics {
     pub messages: prometheus::IntCounterVec,
     /// Sockets closed because their outbox overflowed.
     pub slow_disconnects: prometheus::IntCounter,
+    /// postgres_changes bindings of joined channels.
+    pub subscriptions: prometheus::IntGauge,
+    /// Messages received from clients, by kind (heartbeat, join, leave, broadcast,
+    /// presence, access_token, other, malformed).
+    pub received: prometheus::IntCounterVec,
 }
 
 impl HubMetrics {
@@ -320,12 +325,27 @@ impl HubMetrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(channels.clone()))?;
         registry.register(Box::new(messages.clone()))?;
+        let subscriptions = prometheus::IntGauge::new(
+            "fluxbase_realtime_subscriptions",
+            "postgres_changes bindings of joined realtime channels",
+        )?;
+        let received = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "fluxbase_realtime_messages_received_total",
+                "Realtime messages received from clients, by kind",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(slow_disconnects.clone()))?;
+        registry.register(Box::new(subscriptions.clone()))?;
+        registry.register(Box::new(received.clone()))?;
         Ok(HubMetrics {
             connections,
             channels,
             messages,
             slow_disconnects,
+            subscriptions,
+            received,
         })
     }
 }
@@ -425,6 +445,7 @@ impl Hub {
     /// Adds a member; returns the topic's presence state (`presence_state` payload).
     pub fn join(&self, member: Arc<Member>) -> String {
         if !member.pg.is_empty() {
+            self.metrics.subscriptions.add(member.pg.len() as i64);
             self.pg_members
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -456,10 +477,14 @@ impl Hub {
 
     /// Removes a member and its presences (others get the `presence_diff`).
     pub fn leave(&self, member: &Member) {
-        self.pg_members
+        let had = self
+            .pg_members
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&member.id);
+        if let Some(m) = had {
+            self.metrics.subscriptions.sub(m.pg.len() as i64);
+        }
         let emptied = self
             .with_topic(&member.key, |t| {
                 let before = t.members.len();

@@ -142,6 +142,7 @@ impl Connection {
                                 Ok(m) => self.handle(&mut session, &handle, m).await,
                                 Err(e) => {
                                     tracing::debug!(error = %e, "realtime: bad frame");
+                                    hub.metrics.received.with_label_values(&["malformed"]).inc();
                                     let r = protocol::bad_frame_reply(self.vsn, Some(&t), &e.to_string());
                                     self.send(&mut session, r).await
                                 }
@@ -152,6 +153,7 @@ impl Connection {
                                 (Vsn::V2, Ok(m)) => self.handle(&mut session, &handle, m).await,
                                 (_, r) => {
                                     tracing::debug!(ok = r.is_ok(), "realtime: unusable binary frame");
+                                    hub.metrics.received.with_label_values(&["malformed"]).inc();
                                     let reason = match r {
                                         Err(e) => e.to_string(),
                                         Ok(_) => "binary frames need vsn 2.0.0".into(),
@@ -255,6 +257,19 @@ impl Connection {
         handle: &SocketHandle,
         m: Incoming,
     ) -> Next {
+        let kind = match (m.topic.as_str(), m.event.as_str()) {
+            ("phoenix", "heartbeat") => "heartbeat",
+            (_, "phx_join") => "join",
+            (_, "phx_leave") => "leave",
+            (_, e @ ("broadcast" | "presence" | "access_token")) => e,
+            _ => "other",
+        };
+        self.rt
+            .hub
+            .metrics
+            .received
+            .with_label_values(&[kind])
+            .inc();
         if m.topic == "phoenix" {
             return if m.event == "heartbeat" {
                 self.reply(session, &m, "ok", json!({})).await

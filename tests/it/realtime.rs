@@ -1030,8 +1030,30 @@ async fn stats_and_require_apikey_on_websockets() {
             .await
             .is_err()
     );
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE st (id int PRIMARY KEY); GRANT SELECT ON st TO anon;
+             ALTER PUBLICATION supabase_realtime ADD TABLE st;",
+        )
+        .await
+        .unwrap();
     let mut c = Client::connect(&app, &app.anon_key(), "2.0.0").await;
     c.join("realtime:s", json!({})).await;
+    let r = c
+        .join(
+            "realtime:t",
+            json!({"postgres_changes": [
+                {"event": "INSERT", "schema": "public", "table": "st"},
+                {"event": "DELETE", "schema": "public", "table": "st"}
+            ]}),
+        )
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    c.raw(Message::Text("nope".into())).await;
+    let h = c.push("phoenix", "heartbeat", json!({})).await;
+    c.reply(&h).await;
     let stats: Value = app
         .get("/api/v1/realtime/stats")
         .header("apikey", app.service_key())
@@ -1043,7 +1065,26 @@ async fn stats_and_require_apikey_on_websockets() {
         .await
         .unwrap();
     assert_eq!(stats["connections"], 1);
-    assert_eq!(stats["channels"], 1);
+    assert_eq!(stats["channels"], 2);
+    assert_eq!(stats["subscriptions"], 2, "{stats}");
+    assert_eq!(stats["messages_in"]["join"], 2, "{stats}");
+    assert_eq!(stats["messages_in"]["heartbeat"], 1, "{stats}");
+    assert_eq!(stats["messages_in"]["malformed"], 1, "{stats}");
+    // Leaving gives the subscriptions back.
+    let r = c.push("realtime:t", "phx_leave", json!({})).await;
+    c.reply(&r).await;
+    let stats: Value = app
+        .get("/api/v1/realtime/stats")
+        .header("apikey", app.service_key())
+        .header("Authorization", format!("Bearer {}", app.service_key()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["subscriptions"], 0, "{stats}");
+    assert_eq!(stats["messages_in"]["leave"], 1, "{stats}");
     let metrics = app
         .get("/metrics")
         .send()
@@ -1053,6 +1094,8 @@ async fn stats_and_require_apikey_on_websockets() {
         .await
         .unwrap();
     assert!(metrics.contains("fluxbase_realtime_connections 1"));
+    assert!(metrics.contains("fluxbase_realtime_subscriptions 0"));
+    assert!(metrics.contains("fluxbase_realtime_messages_received_total{kind=\"join\"} 2"));
 }
 
 /// Reads frames until a `presence_diff` satisfying `ok` (others are skipped).

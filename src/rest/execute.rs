@@ -42,24 +42,27 @@ impl Count {
     }
 }
 
-/// [`outcome`] from the wire client's text columns.
-fn outcome_text(rows: &[crate::db::wire::Row]) -> Result<Outcome, ApiError> {
-    let row = rows
-        .first()
+/// [`outcome`] from the wire client's text columns, moved out of the row (the body is not
+/// copied).
+fn outcome_text(rows: Vec<crate::db::wire::Row>) -> Result<Outcome, ApiError> {
+    let mut row = rows
+        .into_iter()
+        .next()
         .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
-    let col = |i: usize| row.get(i).cloned().flatten();
-    let int = |i: usize| -> Result<Option<i64>, ApiError> {
-        col(i)
-            .map(|v| v.parse::<i64>())
+    row.resize(5, None);
+    let int = |v: Option<String>, i: usize| -> Result<Option<i64>, ApiError> {
+        v.map(|v| v.parse::<i64>())
             .transpose()
             .map_err(|e| ApiError::internal(format!("REST statement column {i}: {e}")))
     };
     Ok(Outcome {
-        total: int(0)?,
-        n: int(1)?.unwrap_or(0),
-        body: col(2).ok_or_else(|| ApiError::internal("REST statement returned no body"))?,
-        status: col(3),
-        headers: col(4),
+        total: int(row[0].take(), 0)?,
+        n: int(row[1].take(), 1)?.unwrap_or(0),
+        body: row[2]
+            .take()
+            .ok_or_else(|| ApiError::internal("REST statement returned no body"))?,
+        status: row[3].take(),
+        headers: row[4].take(),
     })
 }
 
@@ -131,7 +134,7 @@ pub async fn run(
         let (rows, plan) =
             RequestTx::pipelined_wire(wire, ctx, info, read_only, &stmt.text, &stmt.params, extra)
                 .await?;
-        let mut o = outcome_text(&rows)?;
+        let mut o = outcome_text(rows)?;
         if count.explain.is_some() {
             let plan = plan
                 .as_deref()

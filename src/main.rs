@@ -85,6 +85,15 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
+    // The password-hashing worker this binary starts for itself (src/auth/hasher.rs).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(fluxbase::auth::hasher::WORKER_ARG))
+    {
+        return fluxbase::auth::hasher::worker_main();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        fluxbase::auth::hasher::use_worker_program(exe);
+    }
     let code = real_main();
     // Log lines are written by a background thread: let it finish before the process ends.
     fluxbase::telemetry::flush();

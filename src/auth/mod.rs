@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod api_keys;
+pub mod hasher;
 pub mod jwt;
 pub mod mail;
 pub mod mfa;

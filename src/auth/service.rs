@@ -5,13 +5,13 @@
 //! runs on dedicated threads, one per core, at a lower scheduling priority, so sign-in storms
 //! never occupy the request executor nor starve it of CPU.
 
+use super::hasher;
 use super::jwt::{Claims, JwtKeys};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, OnceLock};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -42,108 +42,23 @@ pub fn new_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-type HashJob = Box<dyn FnOnce() + Send>;
-
-/// Nice value of the password-hashing threads (Linux; 0 is the default of every other thread).
-const HASH_THREAD_NICE: i32 = 10;
-
-/// The password-hashing threads: one per core, fed from one queue, each at nice
-/// `HASH_THREAD_NICE`. bcrypt is pure CPU: on a machine otherwise idle the threads use every
-/// core (sign-in throughput is bcrypt's rate), but under contention the scheduler gives the
-/// request executor, Postgres and everything else at nice 0 about ten times their share, so a
-/// sign-in storm cannot push other requests' latency up with it. Dedicated threads (not
-/// tokio's blocking pool) because the priority stays with the thread, and the blocking pool
-/// also serves file I/O.
-fn hash_pool() -> &'static std::sync::mpsc::Sender<HashJob> {
-    static POOL: OnceLock<std::sync::mpsc::Sender<HashJob>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..n {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("fluxbase-bcrypt-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        // The lock is held while waiting, so one idle thread waits on the
-                        // queue and the others on the lock; a job frees it at once.
-                        let job = match rx.lock() {
-                            Ok(q) => q.recv(),
-                            Err(poisoned) => poisoned.into_inner().recv(),
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a password-hashing thread");
-            }
-        }
-        tx
-    })
-}
-
-/// Lowers the calling thread's scheduling priority to `HASH_THREAD_NICE` (a thread's nice value
-/// is its own on Linux). Failing only costs the isolation, so it is logged, not fatal.
-fn lower_priority() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue};
-    // The crate maps 0..=99 onto nice 19..=-20: 22 is nice 10.
-    let r = ThreadPriorityValue::try_from(22u8)
-        .map_err(|e| e.to_string())
-        .and_then(|v| {
-            thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(v))
-                .map_err(|e| format!("{e:?}"))
-        });
-    if let Err(e) = r {
-        tracing::warn!(error = %e, nice = HASH_THREAD_NICE, "password hashing runs at normal priority");
-    }
-}
-
-/// Runs `f` on a password-hashing thread.
-async fn on_hash_thread<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    hash_pool()
-        .send(Box::new(move || {
-            // A panic ends this job, not the thread: the caller gets an internal error.
-            if let Ok(v) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                let _ = tx.send(v);
-            }
-        }))
-        .map_err(|_| ApiError::internal("password hashing threads are gone"))?;
-    rx.await
-        .map_err(|_| ApiError::internal("password hashing failed"))
-}
-
-/// bcrypt hash, off the executor.
+/// bcrypt hash, off the executor, on the low-priority hashing worker (`hasher`).
 pub async fn hash_password(password: String, cost: u32) -> Result<String, ApiError> {
-    on_hash_thread(move || bcrypt::hash(password, cost))
-        .await?
-        .map_err(ApiError::internal)
+    match hasher::run(hasher::Op::Hash { password, cost }).await {
+        Some(hasher::Answer::Hashed(h)) => Ok(h),
+        Some(hasher::Answer::Failed(e)) => Err(ApiError::internal(e)),
+        _ => Err(ApiError::internal("password hashing failed")),
+    }
 }
 
 /// bcrypt verify, off the executor. A missing hash verifies nothing, at the same cost, so
 /// timing does not tell whether the account exists.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    on_hash_thread(move || match hash {
-        Some(h) => bcrypt::verify(password, &h).unwrap_or(false),
-        None => {
-            static DUMMY: OnceLock<String> = OnceLock::new();
-            let dummy = DUMMY.get_or_init(|| {
-                bcrypt::hash("not a password", bcrypt::DEFAULT_COST).unwrap_or_default()
-            });
-            let _ = bcrypt::verify(&password, dummy);
-            false
-        }
-    })
-    .await
+    match hasher::run(hasher::Op::Verify { password, hash }).await {
+        Some(hasher::Answer::Verified(ok)) => Ok(ok),
+        Some(hasher::Answer::Failed(e)) => Err(ApiError::internal(e)),
+        _ => Err(ApiError::internal("password hashing failed")),
+    }
 }
 
 /// Checks the password policy; GoTrue's `weak_password` (422) with reasons otherwise.
@@ -607,6 +522,8 @@ pub async fn session_alive<C: GenericClient>(
 
 #[cfg(test)]
 mod hash_thread_tests {
+    // No worker program is set in unit tests, so this covers the in-process fallback; the
+    // worker process is covered by tests/it/auth_hashing.rs.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_runs_on_threads_at_the_lower_priority() {
@@ -621,6 +538,7 @@ mod hash_thread_tests {
         assert!(!super::verify_password("wrong".into(), Some(h))
             .await
             .unwrap());
+        assert!(!super::verify_password("wrong".into(), None).await.unwrap());
         // Every hashing thread (comm is cut to 15 bytes) has nice HASH_THREAD_NICE: field 19
         // of /proc/self/task/TID/stat, counted after the ")" that ends the name.
         let mut seen = 0;
@@ -633,7 +551,7 @@ mod hash_thread_tests {
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
             let after = &stat[stat.rfind(')').unwrap() + 2..];
             let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
-            assert_eq!(nice, super::HASH_THREAD_NICE, "{comm}: {stat}");
+            assert_eq!(nice, super::hasher::HASH_THREAD_NICE, "{comm}: {stat}");
             seen += 1;
         }
         assert!(seen >= 1, "no hashing thread found");

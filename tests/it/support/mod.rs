@@ -273,6 +273,8 @@ impl TestApp {
     pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut cfg = test_config(&db.url);
         tweak(&mut cfg);
+        // Password hashing in the real worker process, as the binary does.
+        fluxbase::auth::hasher::use_worker_program(env!("CARGO_BIN_EXE_fluxbase").into());
         fluxbase::telemetry::init(&cfg.log);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let url = db.url.clone();

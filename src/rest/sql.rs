@@ -673,7 +673,7 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
     };
     Statement {
         text: format!(
-            "SELECT {total} AS total, count(_fx_t)::int8 AS n, {body} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t"
+            "SELECT {total} AS total, count(*)::int8 AS n, {body} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t"
         ),
         params: b.params,
     }
@@ -873,7 +873,7 @@ pub fn write(
         .map(|g| format!(" WHERE {g}"))
         .unwrap_or_default();
     let text = format!(
-        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
+        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(*)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
          FROM (SELECT {list} FROM _fx_rows AS {alias}{guard}) _fx_t"
     );
     Statement {
@@ -1143,7 +1143,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"id\" AS \"id\", \"books\".\"title\" AS \"title\" FROM \"public\".\"books\" AS \"books\" \
                  WHERE (\"books\".\"title\")::text ilike $1::text AND \"books\".\"author_id\" = ANY(CAST($2::text AS integer[])) \
                  ORDER BY \"books\".\"id\" DESC LIMIT 20) _fx_t"
@@ -1167,7 +1167,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"title\" AS \"title\", to_jsonb(\"books\".\"meta\")->>'lang' AS \"lang\", \
                  (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" FROM \"public\".\"authors\" AS \"authors_2\" \
                  WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") _fx_e) AS \"authors\" \
@@ -1306,7 +1306,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(_fx_t)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"id\" AS \"id\", CAST(\"public\".\"title_upper\"(\"books\".*) AS varchar) AS \"big\" \
                  FROM \"public\".\"books\" AS \"books\" \
                  WHERE (\"public\".\"title_upper\"(\"books\".*))::text like $1::text \

@@ -23,6 +23,9 @@ CREATE FUNCTION write_inner() RETURNS int LANGUAGE plpgsql VOLATILE
   AS $$ BEGIN INSERT INTO dq VALUES (99, 99); RETURN 1; END $$;
 CREATE FUNCTION sneaky_write() RETURNS int LANGUAGE plpgsql STABLE
   AS $$ BEGIN RETURN write_inner(); END $$;
+-- Changes the role for the whole session, as careless SQL might (`SET ROLE NONE`).
+CREATE FUNCTION drop_role() RETURNS text LANGUAGE plpgsql VOLATILE
+  AS $$ BEGIN PERFORM set_config('role', 'none', false); RETURN current_user; END $$;
 NOTIFY pgrst, 'reload schema';
 ";
 
@@ -249,4 +252,94 @@ async fn reads_read_only_and_terminations(app: TestApp) {
         assert_eq!(r.status(), StatusCode::OK, "round {round}");
         assert_eq!(r.json::<Value>().await.unwrap(), json!("anon:-"));
     }
+}
+
+#[tokio::test]
+async fn a_role_left_on_the_connection_is_never_inherited() {
+    role_never_inherited(app().await).await;
+}
+
+#[tokio::test]
+async fn without_the_wire_client_a_role_left_behind_is_never_inherited() {
+    role_never_inherited(app_with(false).await).await;
+}
+
+/// The wire client keeps the last role on its connection for the session and replaces it
+/// when the next request's differs; whatever a request leaves behind (another role, no role
+/// at all after a function's `SET ROLE NONE`, a failed transaction), the next request on the
+/// single pooled connection runs as its own role.
+async fn role_never_inherited(app: TestApp) {
+    let service = app.service_key();
+    let anon = app.anon_key();
+    let uid = "00000000-0000-0000-0000-00000000000a";
+    let user = app.token(json!({"sub": uid, "role": "authenticated", "exp": 4_000_000_000u64}));
+    let whoami = |key: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get("/rest/v1/rpc/whoami")
+                .header("apikey", &key)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(whoami(service.clone()).await, json!("service_role:-"));
+    assert_eq!(whoami(anon.clone()).await, json!("anon:-"));
+    assert_eq!(
+        whoami(user.clone()).await,
+        json!(format!("authenticated:{uid}"))
+    );
+    assert_eq!(
+        whoami(user.clone()).await,
+        json!(format!("authenticated:{uid}"))
+    );
+    assert_eq!(whoami(anon.clone()).await, json!("anon:-"));
+
+    // A function drops the role for the session: the connection now runs as the superuser it
+    // logged in as. The next request still runs as its own role.
+    let (s, b) = post(&app, "/rest/v1/rpc/drop_role", &anon, "", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_ne!(b, json!("anon"), "the function did drop the role");
+    assert_eq!(whoami(anon.clone()).await, json!("anon:-"));
+    let (s, _) = post(&app, "/rest/v1/rpc/drop_role", &user, "", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        whoami(user.clone()).await,
+        json!(format!("authenticated:{uid}"))
+    );
+
+    // A failed request as service_role (its role change rolled back with it), then anon.
+    let (s, _) = post(
+        &app,
+        "/rest/v1/dq",
+        &service,
+        "return=minimal",
+        json!([{"id": 1, "k": 1}, {"id": 1, "k": 2}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(whoami(anon.clone()).await, json!("anon:-"));
+    // Reads and writes as anon after a service_role request see anon's privileges: RLS on
+    // `mine` hides the row a user wrote.
+    let (s, b) = post(
+        &app,
+        "/rest/v1/mine",
+        &user,
+        "return=minimal",
+        json!({"body": "u"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(whoami(service.clone()).await, json!("service_role:-"));
+    let r = app
+        .get("/rest/v1/mine?select=body")
+        .header("apikey", &anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }

@@ -7,7 +7,6 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode, Surface};
 use crate::metrics::{Metrics, UNMATCHED};
 use crate::routes::Registry;
-use actix_cors::Cors;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
@@ -61,6 +60,8 @@ pub struct AppState {
     pub storage: Option<crate::storage::Backend>,
     /// Trace export (`None` unless `otlp.endpoint` is set).
     pub otlp: Option<Arc<crate::otlp::Tracer>>,
+    /// The CORS policy (`server.cors`), applied by `observe`.
+    pub cors: Arc<crate::cors::Cors>,
 }
 
 /// Every route of the server. Modules declare theirs in `configure`.
@@ -99,7 +100,13 @@ fn request_id(req: &ServiceRequest) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        // A v4 UUID from the thread's RNG: `Uuid::new_v4` asks the kernel (one `getrandom`
+        // system call per request).
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        })
 }
 
 /// The outermost middleware: request id, early body-limit check, error rendering, metrics
@@ -135,10 +142,29 @@ async fn observe(
         Some(s) => rate_check(s, &req).await,
         None => Ok(None),
     };
+    let cors = state
+        .as_ref()
+        .map(|s| s.cors.decide(req.method(), req.headers()));
     let missing_key = state.as_ref().is_some_and(|s| {
         s.config.auth.require_apikey && needs_apikey(req.path()) && !has_apikey(&req)
     });
-    let mut res = if missing_key {
+    let mut res = if let Some(crate::cors::Decision::Preflight(h)) = &cors {
+        let (http_req, _) = req.into_parts();
+        let mut resp = HttpResponse::Ok().finish();
+        for (k, v) in h {
+            resp.headers_mut().insert(k.clone(), v.clone());
+        }
+        ServiceResponse::new(http_req, resp)
+    } else if matches!(cors, Some(crate::cors::Decision::Refused)) {
+        // A preflight from an origin that is not allowed.
+        let (http_req, _) = req.into_parts();
+        let err = ApiError::new(
+            ErrorCode::BadRequest,
+            "Origin is not allowed to make this request",
+        );
+        let resp = err.render(Surface::for_request(&http_req));
+        ServiceResponse::new(http_req, resp)
+    } else if missing_key {
         // Supabase's gateway (Kong) answers exactly this, before any service sees the request.
         let (http_req, _) = req.into_parts();
         let resp = HttpResponse::Unauthorized()
@@ -174,6 +200,15 @@ async fn observe(
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(s) = &state {
+        match cors {
+            Some(crate::cors::Decision::Allowed(origin)) => {
+                s.cors.finish(Some(origin), res.headers_mut())
+            }
+            Some(crate::cors::Decision::Preflight(_)) => {}
+            _ => s.cors.finish(None, res.headers_mut()),
+        }
     }
     if crate::routes::under(res.request().path(), "/admin") {
         res.headers_mut().insert(
@@ -350,26 +385,6 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> 
     ))
 }
 
-fn cors(cfg: &Config) -> Cors {
-    let c = &cfg.server.cors;
-    let mut cors = Cors::default()
-        .allow_any_method()
-        .allow_any_header()
-        .expose_any_header()
-        .max_age(c.max_age_secs as usize);
-    if c.allowed_origins.iter().any(|o| o == "*") {
-        cors = cors.allow_any_origin();
-    } else {
-        for o in &c.allowed_origins {
-            cors = cors.allowed_origin(o);
-        }
-    }
-    if c.allow_credentials {
-        cors = cors.supports_credentials();
-    }
-    cors
-}
-
 /// Mounts the whole app on an actix `App`.
 pub fn configure_app(
     state: web::Data<AppState>,
@@ -393,7 +408,6 @@ pub fn start_http(
     let cfg = state.config.clone();
     let data = web::Data::new(state);
     let mount = configure_app(data, reg);
-    let app_cfg = cfg.clone();
     let tls = if cfg.server.tls.enabled() {
         Some(tls_config(&cfg.server.tls)?)
     } else {
@@ -417,7 +431,6 @@ pub fn start_http(
             .configure(mount.clone())
             .default_service(web::to(not_found))
             .wrap(headers)
-            .wrap(cors(&app_cfg))
             .wrap(from_fn(observe))
     })
     .disable_signals()

@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod embedded_pg;
 pub mod error;

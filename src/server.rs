@@ -166,6 +166,7 @@ pub async fn prepare(
     });
     let wire = wire.flatten();
     Ok(AppState {
+        cors: Arc::new(crate::cors::Cors::new(&config.server.cors)),
         wire,
         otlp,
         storage,

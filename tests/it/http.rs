@@ -87,7 +87,9 @@ async fn request_ids_are_echoed_or_generated() {
         r1.headers()["x-request-id"].clone(),
         r2.headers()["x-request-id"].clone(),
     );
-    assert!(uuid::Uuid::parse_str(a.to_str().unwrap()).is_ok());
+    let id = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 4, "{id}");
+    assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
     assert_ne!(a, b);
 }
 
@@ -158,6 +160,24 @@ async fn security_headers_and_cors() {
         .await
         .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "http://ok.test");
+    // Every response header is exposed to the allowed page, the request id included.
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    // A preflight from another origin is refused; without Origin only Vary is added.
+    let r = strict
+        .http
+        .request(reqwest::Method::OPTIONS, strict.url("/rest/v1/"))
+        .header("Origin", "http://evil.test")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = strict.get("/health").send().await.unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    assert!(!r.headers().contains_key("access-control-expose-headers"));
+    assert!(r.headers()["vary"].to_str().unwrap().contains("Origin"));
 }
 
 #[tokio::test]

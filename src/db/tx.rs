@@ -110,11 +110,13 @@ impl RequestInfo {
     /// Facts from an actix request; header values that are not text are skipped.
     pub fn from_request(req: &actix_web::HttpRequest) -> Self {
         // Written directly (no intermediate `Value`): this runs on every request. Header
-        // names are lower-case ASCII; values are escaped by serde_json.
+        // names are lower-case ASCII; values are JSON-escaped by `push_json_escaped`.
         let mut headers = String::with_capacity(256);
         headers.push('{');
         for (k, v) in req.headers() {
-            if let Ok(v) = v.to_str() {
+            // UTF-8 check rather than `HeaderValue::to_str` (visible ASCII, byte by byte:
+            // ~3% of a single-row GET's instructions); control characters are escaped below.
+            if let Ok(v) = std::str::from_utf8(v.as_bytes()) {
                 if headers.len() > 1 {
                     headers.push(',');
                 }

@@ -161,7 +161,9 @@ async fn security_headers_and_cors() {
         .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "http://ok.test");
     // Every response header is exposed to the allowed page, the request id included.
-    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap();
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
     assert!(exposed.contains("x-request-id"), "{exposed}");
     // A preflight from another origin is refused; without Origin only Vary is added.
     let r = strict

@@ -167,6 +167,7 @@ pub async fn prepare(
     let wire = wire.flatten();
     Ok(AppState {
         cors: Arc::new(crate::cors::Cors::new(&config.server.cors)),
+        security_headers: Arc::new(crate::app::security_headers(&config)),
         wire,
         otlp,
         storage,

@@ -162,6 +162,15 @@ impl RequestInfo {
     }
 }
 
+/// What `RequestTx::pipelined_wire` got back: the statement's rows and the row count of its
+/// command tag, and the rows of the extra statement, if one was sent.
+#[derive(Debug, Default)]
+pub struct WireOutcome {
+    pub rows: Vec<super::wire::Row>,
+    pub affected: u64,
+    pub extra: Option<Vec<super::wire::Row>>,
+}
+
 /// An open request transaction. Commit or roll back explicitly; if dropped open (a panic or
 /// a cancelled request), the connection is discarded instead of returned to the pool, so
 /// the server rolls the transaction back.
@@ -360,7 +369,7 @@ impl RequestTx {
         sql: &str,
         params: &[Option<String>],
         extra: Option<(&str, &[Option<String>])>,
-    ) -> Result<(Vec<super::wire::Row>, Option<Vec<super::wire::Row>>), ApiError> {
+    ) -> Result<WireOutcome, ApiError> {
         use super::wire::Query;
         let authenticated = ctx.is_authenticated();
         let werr = |e: super::wire::WireError| ApiError::from_wire(&e, authenticated);
@@ -397,8 +406,12 @@ impl RequestTx {
             t.statement(kind, sql, took);
         }
         let mut results = r.map_err(werr)?.into_iter().skip(1);
-        let rows = results.next().unwrap_or_default();
-        Ok((rows, results.next()))
+        let main = results.next().unwrap_or_default();
+        Ok(WireOutcome {
+            rows: main.rows,
+            affected: main.affected,
+            extra: results.next().map(|d| d.rows),
+        })
     }
 
     /// Another statement in the same transaction.

@@ -109,6 +109,22 @@ pub struct Query<'a> {
 /// A result row: every column as text (`None` for NULL).
 pub type Row = Vec<Option<String>>;
 
+/// One statement's result: its rows and the row count of its command tag (`INSERT 0 3`,
+/// `UPDATE 2`, `DELETE 1`, `SELECT 5`: the last number; 0 for tags without one).
+#[derive(Debug, Default)]
+pub struct Done {
+    pub rows: Vec<Row>,
+    pub affected: u64,
+}
+
+/// The row count at the end of a command tag.
+fn tag_count(tag: &str) -> u64 {
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -305,7 +321,7 @@ impl Conn {
     /// Runs `queries` in one pipeline ending in one `Sync`: one implicit transaction,
     /// committed by the `Sync` unless a statement fails (then nothing of it is kept). Returns
     /// each statement's rows, or the first error.
-    pub async fn pipeline(&mut self, queries: &[Query<'_>]) -> Result<Vec<Vec<Row>>, WireError> {
+    pub async fn pipeline(&mut self, queries: &[Query<'_>]) -> Result<Vec<Done>, WireError> {
         self.clean = false;
         let generation = GENERATION.load(Ordering::Relaxed);
         if generation != self.generation || self.statements.len() > STATEMENT_CACHE_MAX {
@@ -355,7 +371,7 @@ impl Conn {
         frontend::sync(&mut self.wbuf);
         self.flush().await?;
 
-        let mut results: Vec<Vec<Row>> = Vec::with_capacity(queries.len());
+        let mut results: Vec<Done> = Vec::with_capacity(queries.len());
         let mut rows: Vec<Row> = Vec::new();
         let mut error: Option<DbError> = None;
         loop {
@@ -368,9 +384,17 @@ impl Conn {
                 }
                 Message::BindComplete | Message::CloseComplete => {}
                 Message::DataRow(body) => rows.push(decode_row(&body)?),
-                Message::CommandComplete(_) | Message::EmptyQueryResponse => {
-                    results.push(std::mem::take(&mut rows));
+                Message::CommandComplete(body) => {
+                    let affected = body.tag().map(tag_count).unwrap_or(0);
+                    results.push(Done {
+                        rows: std::mem::take(&mut rows),
+                        affected,
+                    });
                 }
+                Message::EmptyQueryResponse => results.push(Done {
+                    rows: std::mem::take(&mut rows),
+                    affected: 0,
+                }),
                 Message::ErrorResponse(body) => {
                     let e = db_error(&body)?;
                     if error.is_none() {
@@ -466,7 +490,7 @@ pub struct Pooled {
 
 impl Pooled {
     /// [`Conn::pipeline`] on this connection.
-    pub async fn pipeline(&mut self, queries: &[Query<'_>]) -> Result<Vec<Vec<Row>>, WireError> {
+    pub async fn pipeline(&mut self, queries: &[Query<'_>]) -> Result<Vec<Done>, WireError> {
         match self.conn.as_mut() {
             Some(c) => c.pipeline(queries).await,
             None => Err(WireError::Protocol("connection already returned".into())),

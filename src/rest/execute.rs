@@ -92,6 +92,19 @@ pub struct Mode {
     pub read_only: bool,
     /// The statement changes rows (max-affected applies).
     pub is_write: bool,
+    /// The statement is a plain write (`sql::write(…, plain: true)`): its command tag is the
+    /// row count and `sql::PLAIN_WRITE_SETTINGS` follows it. Only set where
+    /// [`one_round_trip`] holds and the wire client exists.
+    pub plain_write: bool,
+}
+
+/// Whether a request runs in one round trip, committed in the pipeline: nothing to decide
+/// after seeing the result (reads, and writes and calls that need no rollback on the row
+/// count — single object, strict max-affected — and no `tx=rollback`).
+pub fn one_round_trip(req: &ApiRequest, is_write: bool) -> bool {
+    !(wants_object(req)
+        || (is_write && req.preferences.max_affected.is_some() && req.preferences.strict())
+        || rolls_back(req))
 }
 
 /// Runs one statement for `req`.
@@ -107,6 +120,7 @@ pub async fn run(
     let Mode {
         read_only,
         is_write,
+        plain_write,
     } = mode;
     fn as_params(s: &Statement) -> Vec<&(dyn ToSql + Sync)> {
         s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
@@ -122,18 +136,41 @@ pub async fn run(
     // calls that need no rollback on the row count (single object, strict max-affected)
     // and no `tx=rollback`. Then the whole transaction is one round trip, committed in the
     // pipeline; a planned count's EXPLAIN rides in the same pipeline.
-    let decides_after = wants_object(req)
-        || (is_write && req.preferences.max_affected.is_some() && req.preferences.strict())
-        || rolls_back(req);
+    let decides_after = !one_round_trip(req, is_write);
     let pool = &state.pool;
     if let (true, Some(wire)) = (read_only || !decides_after, state.wire.as_ref()) {
         let extra = count
             .explain
             .as_ref()
             .map(|s| (s.text.as_str(), &s.params[..]));
-        let (rows, plan) =
+        if plain_write {
+            let done = RequestTx::pipelined_wire(
+                wire,
+                ctx,
+                info,
+                read_only,
+                &stmt.text,
+                &stmt.params,
+                Some((super::sql::PLAIN_WRITE_SETTINGS, &[])),
+            )
+            .await?;
+            let mut settings = done
+                .extra
+                .and_then(|rows| rows.into_iter().next())
+                .unwrap_or_default();
+            settings.resize(2, None);
+            return Ok(Outcome {
+                total: None,
+                n: i64::try_from(done.affected).unwrap_or(i64::MAX),
+                body: String::new(),
+                status: settings[0].take(),
+                headers: settings[1].take(),
+            });
+        }
+        let done =
             RequestTx::pipelined_wire(wire, ctx, info, read_only, &stmt.text, &stmt.params, extra)
                 .await?;
+        let (rows, plan) = (done.rows, done.extra);
         let mut o = outcome_text(rows)?;
         if count.explain.is_some() {
             let plan = plan

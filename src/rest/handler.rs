@@ -177,6 +177,15 @@ async fn serve(
             None => CountSql::Exact,
         },
     };
+    // A write that answers nothing but its row count, in one round trip on the wire client,
+    // is sent as the plain DML (`sql::PLAIN_WRITE_SETTINGS`).
+    let plain = |w: &plan::WritePlan| {
+        state.wire.is_some()
+            && shape(&api, true) == BodyShape::None
+            && location_pk(&api, w).is_none()
+            && w.returning.timezone.is_none()
+            && execute::one_round_trip(&api, true)
+    };
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
             let c = count_sql(r, &mut count);
@@ -204,6 +213,7 @@ async fn serve(
                     body_json(&api),
                     shape(&api, true),
                     location_pk(&api, w),
+                    plain(w),
                 ),
                 true,
                 false,
@@ -216,6 +226,7 @@ async fn serve(
                 body_json(&api),
                 shape(&api, true),
                 None,
+                plain(w),
             ),
             true,
             false,
@@ -227,12 +238,20 @@ async fn serve(
                 body_json(&api),
                 shape(&api, true),
                 None,
+                plain(w),
             ),
             true,
             false,
         ),
         Plan::Delete(w) => (
-            sql::write(WriteKind::Delete, w, None, shape(&api, true), None),
+            sql::write(
+                WriteKind::Delete,
+                w,
+                None,
+                shape(&api, true),
+                None,
+                plain(w),
+            ),
             true,
             false,
         ),
@@ -253,6 +272,10 @@ async fn serve(
         execute::Mode {
             read_only: api.action.read_only(),
             is_write,
+            plain_write: match &plan {
+                Plan::Insert(w) | Plan::Upsert(w) | Plan::Update(w) | Plan::Delete(w) => plain(w),
+                _ => false,
+            },
         },
     )
     .await;

@@ -22,6 +22,15 @@ pub struct Statement {
     pub params: Vec<Option<String>>,
 }
 
+/// Read after a plain write (`write(…, plain: true)`, a write answering nothing but its
+/// row count, on the wire client): the response settings the statement (its triggers) may
+/// have set. The plain DML's command tag gives the row count, so neither `RETURNING` rows,
+/// the CTE around them nor the count aggregate are needed: Postgres instructions per
+/// single-row `return=minimal` insert with its setup, callgrind on a backend, 218k → 193k
+/// (the reference server's one insert: 89k).
+pub const PLAIN_WRITE_SETTINGS: &str =
+    "SELECT current_setting('response.status', true), current_setting('response.headers', true)";
+
 /// Besides `total` (int8, NULL unless counted), `n` (int8 rows in the body) and `body`
 /// (text), every statement returns `response.status` and `response.headers` as the SQL set
 /// them (PostgREST's way for functions to choose a status and headers).
@@ -699,6 +708,7 @@ pub fn write(
     body_json: Option<String>,
     shape: BodyShape,
     location: Option<&[String]>,
+    plain: bool,
 ) -> Statement {
     let mut b = Builder { params: Vec::new() };
     let target = format!(
@@ -845,6 +855,17 @@ pub fn write(
             format!("DELETE FROM {target}{wh} RETURNING {alias}.*")
         }
     };
+    if plain {
+        // The DML alone (see `PLAIN_WRITE_SETTINGS`): its command tag counts the rows.
+        let text = match dml.strip_suffix(&format!(" RETURNING {alias}.*")) {
+            Some(t) => t.to_string(),
+            None => dml,
+        };
+        return Statement {
+            text,
+            params: b.params,
+        };
+    }
     // The returned representation reads the affected rows under the same alias, so
     // embeds and select lists work as on reads.
     let mut ret = w.returning.clone();
@@ -1109,6 +1130,7 @@ mod golden {
                 Some(body.into()),
                 BodyShape::None,
                 None,
+                false,
             ),
             Plan::Update(w) => write(
                 WriteKind::Update,
@@ -1116,14 +1138,16 @@ mod golden {
                 Some(body.into()),
                 BodyShape::None,
                 None,
+                false,
             ),
-            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None, None),
+            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None, None, false),
             Plan::Upsert(w) => write(
                 WriteKind::Upsert,
                 &w,
                 Some(body.into()),
                 BodyShape::None,
                 None,
+                false,
             ),
             other => panic!("unexpected plan {other:?}"),
         }

@@ -23,6 +23,16 @@ CREATE FUNCTION write_inner() RETURNS int LANGUAGE plpgsql VOLATILE
   AS $$ BEGIN INSERT INTO dq VALUES (99, 99); RETURN 1; END $$;
 CREATE FUNCTION sneaky_write() RETURNS int LANGUAGE plpgsql STABLE
   AS $$ BEGIN RETURN write_inner(); END $$;
+-- A trigger that sets the response status and a header (PostgREST's response settings).
+CREATE TABLE trig (id int PRIMARY KEY, v text);
+GRANT ALL ON trig TO anon, authenticated;
+CREATE FUNCTION trig_says() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('response.status', '202', true);
+  PERFORM set_config('response.headers', json_build_array(json_build_object('X-Trig', TG_OP))::text, true);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER trig_says BEFORE INSERT OR UPDATE ON trig FOR EACH ROW EXECUTE FUNCTION trig_says();
 -- Changes the role for the whole session, as careless SQL might (`SET ROLE NONE`).
 CREATE FUNCTION drop_role() RETURNS text LANGUAGE plpgsql VOLATILE
   AS $$ BEGIN PERFORM set_config('role', 'none', false); RETURN current_user; END $$;
@@ -342,4 +352,154 @@ async fn role_never_inherited(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+}
+
+/// Writes answering only their row count run as the plain DML on the wire client (its
+/// command tag counts the rows; a trailing read gets the response settings). They must
+/// answer exactly as the CTE statement of the four-statement path does.
+#[tokio::test]
+async fn plain_writes_answer_as_the_cte_statement_does() {
+    let wire = app().await;
+    let classic = app_with(false).await;
+    async fn run(app: &TestApp) -> Vec<String> {
+        let key = app.service_key();
+        let mut seen = Vec::new();
+        let reqs: Vec<(reqwest::Method, &str, &str, Option<Value>)> = vec![
+            (
+                reqwest::Method::POST,
+                "/rest/v1/dq",
+                "return=minimal",
+                Some(json!([{"id": 1, "k": 1}, {"id": 2, "k": 2}, {"id": 3, "k": 3}])),
+            ),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/dq",
+                "",
+                Some(json!({"id": 4, "k": 4})),
+            ),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/dq",
+                "return=minimal",
+                Some(json!([])),
+            ),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/dq?on_conflict=id",
+                "return=minimal,resolution=ignore-duplicates",
+                Some(json!([{"id": 1, "k": 9}, {"id": 5, "k": 5}])),
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/rest/v1/dq?id=eq.2",
+                "return=minimal",
+                Some(json!({"k": 20})),
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/rest/v1/dq?id=gte.2",
+                "return=minimal,count=exact",
+                Some(json!({"id": 2})),
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/rest/v1/dq?id=eq.99",
+                "",
+                Some(json!({"k": 1})),
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/rest/v1/dq?id=gt.3",
+                "return=minimal",
+                None,
+            ),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/trig",
+                "return=minimal",
+                Some(json!({"id": 1, "v": "a"})),
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/rest/v1/trig?id=eq.1",
+                "",
+                Some(json!({"v": "b"})),
+            ),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/dq",
+                "return=minimal",
+                Some(json!({"id": 1, "k": 1})),
+            ),
+        ];
+        for (method, path, prefer, body) in reqs {
+            let mut r = app
+                .http
+                .request(method.clone(), app.url(path))
+                .header("apikey", &key)
+                .bearer_auth(&key);
+            if !prefer.is_empty() {
+                r = r.header("Prefer", prefer);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            let h = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            };
+            let line = format!(
+                "{method} {path} [{prefer}] -> {} range={} applied={} trig={}",
+                r.status(),
+                h("content-range"),
+                h("preference-applied"),
+                h("x-trig"),
+            );
+            let body = r.text().await.unwrap();
+            // Error bodies are compared by code only (messages may name the statement).
+            let body = match serde_json::from_str::<Value>(&body) {
+                Ok(v) if v.get("code").is_some() => format!("code={}", v["code"]),
+                _ => body,
+            };
+            seen.push(format!("{line} body={body}"));
+        }
+        let c = app.db.client().await;
+        let rows: Vec<(i32, i32)> = c
+            .query("SELECT id, k FROM dq ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        seen.push(format!("dq={rows:?}"));
+        seen
+    }
+    let a = run(&wire).await;
+    let b = run(&classic).await;
+    assert_eq!(a, b);
+    // And the outcomes are the expected ones, not merely equal.
+    assert!(a[0].contains("-> 201 Created range=0-2/*"), "{}", a[0]);
+    assert!(
+        a[3].contains("range=0-0/*"),
+        "one row of two inserted: {}",
+        a[3]
+    );
+    assert!(a[4].contains("-> 204 No Content range=0-0/*"), "{}", a[4]);
+    assert!(a[5].contains("-> 409"), "a duplicate key: {}", a[5]);
+    assert!(a[7].contains("range=0-1/*"), "two rows deleted: {}", a[7]);
+    assert!(
+        a[8].contains("-> 202 Accepted") && a[8].contains("trig=INSERT"),
+        "{}",
+        a[8]
+    );
+    assert!(a[9].contains("trig=UPDATE"), "{}", a[9]);
+    assert!(
+        a[10].contains("-> 409") && a[10].contains("23505"),
+        "{}",
+        a[10]
+    );
+    assert_eq!(a[11], "dq=[(1, 1), (2, 20), (3, 3)]");
 }

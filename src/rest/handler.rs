@@ -131,6 +131,7 @@ async fn serve(
     let cfg = ParseConfig {
         schemas: state.config.rest.schemas.clone(),
         aggregates: state.config.rest.aggregates,
+        plan: state.config.rest.plan_enabled,
         ..Default::default()
     };
     let mut api = parse_request(&input, &cfg).map_err(RestError::from)?;
@@ -143,6 +144,9 @@ async fn serve(
     }
     let max_rows = (state.config.rest.max_rows > 0).then_some(state.config.rest.max_rows);
     let plan = plan::plan(&mut api, &cache, max_rows)?;
+    // `Accept: application/vnd.pgrst.plan`: the statement for the `for` media type is
+    // explained instead of answered.
+    let explain = execute::Explain::take(&mut api);
     let shape = |api: &ApiRequest, write: bool| {
         if write && api.preferences.return_ != Some(ReturnPref::Representation) {
             BodyShape::None
@@ -243,6 +247,12 @@ async fn serve(
     };
     let mut info = RequestInfo::from_request(req);
     info.path = rest_path(req.path(), segs.len());
+    if let Some(explain) = explain {
+        let body = explain.run(&state.pool, ctx, &info, &api, &stmt).await?;
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Content-Type", explain.content_type()))
+            .body(body));
+    }
     let outcome = execute::run(
         state,
         ctx,

@@ -283,12 +283,12 @@ impl Explain {
         tx.rollback().await?;
         let bad = |e: tokio_postgres::Error| ApiError::internal(format!("EXPLAIN output: {e}"));
         if self.json {
-            let plan: serde_json::Value = rows
+            let plan: JsonText = rows
                 .first()
                 .ok_or_else(|| ApiError::internal("EXPLAIN returned no row"))?
                 .try_get(0)
                 .map_err(bad)?;
-            Ok(plan.to_string())
+            Ok(plan.0)
         } else {
             let lines = rows
                 .iter()
@@ -297,6 +297,23 @@ impl Explain {
                 .map_err(bad)?;
             Ok(lines.join("\n"))
         }
+    }
+}
+
+/// A `json` value as Postgres wrote it (the binary format of `json` is its text), so the
+/// plan is passed through untouched, key order and indentation included.
+struct JsonText(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSON
     }
 }
 

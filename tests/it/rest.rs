@@ -1639,10 +1639,10 @@ async fn aggregates_beside_embeds_group_by_the_embed() {
     assert_eq!(
         rows,
         vec![
-            json!({"count": 2, "author": {"name": "Ursula"}}),
+            json!({"count": 1, "author": null}),
             json!({"count": 1, "author": {"name": "Octavia"}}),
             json!({"count": 1, "author": {"name": "Terry"}}),
-            json!({"count": 1, "author": null}),
+            json!({"count": 2, "author": {"name": "Ursula"}}),
         ]
     );
     // Grouped by the value of the embed, as PostgREST does: two authors named alike are

@@ -720,6 +720,11 @@ pub struct RestConfig {
     /// Role of REST requests that carry no token at all (PostgREST's `db-anon-role`); empty =
     /// such requests are refused with 401 `PGRST302`.
     pub anon_role: String,
+    /// Answer `Accept: application/vnd.pgrst.plan[+json|+text]` with the `EXPLAIN` of the
+    /// statement the request would run (PostgREST's `db-plan-enabled`); off, such a request
+    /// is refused with 406 `PGRST107`. Plans reveal the schema and data sizes: keep it off
+    /// in production.
+    pub plan_enabled: bool,
 }
 
 impl Default for RestConfig {
@@ -729,6 +734,7 @@ impl Default for RestConfig {
             max_rows: 0,
             aggregates: true,
             anon_role: "anon".into(),
+            plan_enabled: false,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! in the same round trip), checks `max-affected` and single-object cardinality before
 //! committing, and honours `tx=rollback`.
 
-use super::parse::ApiRequest;
+use super::parse::{parse_media_type, ApiRequest, MediaType, PlanOption};
 use super::render::{check_object, rolls_back, wants_object, Outcome};
 use super::sql::Statement;
 use super::RestError;
@@ -227,6 +227,130 @@ pub async fn run(
             tx.commit().await?;
             Ok(o)
         }
+    }
+}
+
+/// `Accept: application/vnd.pgrst.plan[+json|+text]` (with `rest.plan_enabled`): the
+/// request's statement is explained, not answered.
+#[derive(Debug, Clone)]
+pub struct Explain {
+    json: bool,
+    options: Vec<PlanOption>,
+    /// The media type whose statement is explained (`for="…"`, default `application/json`).
+    for_media: MediaType,
+}
+
+impl Explain {
+    /// Takes the plan media type out of `req.accept`, leaving there the media type it is
+    /// `for` (so the statement is the one that media type would run).
+    pub fn take(req: &mut ApiRequest) -> Option<Explain> {
+        let MediaType::Plan {
+            json,
+            for_media,
+            options,
+        } = &req.accept
+        else {
+            return None;
+        };
+        let for_media = match for_media.as_deref().map(|f| parse_media_type(f).0) {
+            None | Some(MediaType::Any) => MediaType::Json,
+            Some(m) => m,
+        };
+        let e = Explain {
+            json: *json,
+            options: options.clone(),
+            for_media: for_media.clone(),
+        };
+        req.accept = for_media;
+        Some(e)
+    }
+
+    /// The answer's `Content-Type`, as PostgREST gives it.
+    pub fn content_type(&self) -> String {
+        format!(
+            "application/vnd.pgrst.plan+{}; for=\"{}\"; charset=utf-8",
+            if self.json { "json" } else { "text" },
+            self.for_media.mime()
+        )
+    }
+
+    /// `EXPLAIN (FORMAT …, options) statement`.
+    fn statement(&self, stmt: &str) -> String {
+        let mut opts = vec![if self.json {
+            "FORMAT JSON"
+        } else {
+            "FORMAT TEXT"
+        }];
+        for o in &self.options {
+            let name = match o {
+                PlanOption::Analyze => "ANALYZE",
+                PlanOption::Verbose => "VERBOSE",
+                PlanOption::Settings => "SETTINGS",
+                PlanOption::Buffers => "BUFFERS",
+                PlanOption::Wal => "WAL",
+            };
+            if !opts.contains(&name) {
+                opts.push(name);
+            }
+        }
+        format!("EXPLAIN ({}) {stmt}", opts.join(", "))
+    }
+
+    /// Explains `stmt` in the request transaction (role and claims set as for the request
+    /// itself), then rolls the transaction back: with `analyze` the statement really runs,
+    /// and a write explained that way must leave nothing behind. Plans are not hot: this
+    /// takes the tokio-postgres path whatever `database.wire` says. The body is the plan:
+    /// Postgres's JSON document, or its text lines.
+    pub async fn run(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        ctx: &AuthContext,
+        info: &RequestInfo,
+        req: &ApiRequest,
+        stmt: &Statement,
+    ) -> Result<String, ApiError> {
+        let text = self.statement(&stmt.text);
+        let params: Vec<&(dyn ToSql + Sync)> = stmt
+            .params
+            .iter()
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect();
+        let (tx, rows) =
+            RequestTx::begin_with(pool, ctx, info, req.action.read_only(), &text, &params).await?;
+        tx.rollback().await?;
+        let bad = |e: tokio_postgres::Error| ApiError::internal(format!("EXPLAIN output: {e}"));
+        if self.json {
+            let plan: JsonText = rows
+                .first()
+                .ok_or_else(|| ApiError::internal("EXPLAIN returned no row"))?
+                .try_get(0)
+                .map_err(bad)?;
+            Ok(plan.0)
+        } else {
+            let lines = rows
+                .iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            Ok(lines.join("\n"))
+        }
+    }
+}
+
+/// A `json` value as Postgres wrote it (the binary format of `json` is its text), so the
+/// plan is passed through untouched, key order and indentation included.
+struct JsonText(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSON
     }
 }
 

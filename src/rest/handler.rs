@@ -131,6 +131,7 @@ async fn serve(
     let cfg = ParseConfig {
         schemas: state.config.rest.schemas.clone(),
         aggregates: state.config.rest.aggregates,
+        plan: state.config.rest.plan_enabled,
         ..Default::default()
     };
     let mut api = parse_request(&input, &cfg).map_err(RestError::from)?;
@@ -143,6 +144,9 @@ async fn serve(
     }
     let max_rows = (state.config.rest.max_rows > 0).then_some(state.config.rest.max_rows);
     let plan = plan::plan(&mut api, &cache, max_rows)?;
+    // `Accept: application/vnd.pgrst.plan`: the statement for the `for` media type is
+    // explained instead of answered.
+    let explain = execute::Explain::take(&mut api);
     let shape = |api: &ApiRequest, write: bool| {
         if write && api.preferences.return_ != Some(ReturnPref::Representation) {
             BodyShape::None
@@ -185,6 +189,7 @@ async fn serve(
             && location_pk(&api, w).is_none()
             && w.returning.timezone.is_none()
             && execute::one_round_trip(&api, true)
+            && explain.is_none()
     };
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
@@ -262,6 +267,12 @@ async fn serve(
     };
     let mut info = RequestInfo::from_request(req);
     info.path = rest_path(req.path(), segs.len());
+    if let Some(explain) = explain {
+        let body = explain.run(&state.pool, ctx, &info, &api, &stmt).await?;
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Content-Type", explain.content_type()))
+            .body(body));
+    }
     let outcome = execute::run(
         state,
         ctx,

@@ -1189,6 +1189,30 @@ fn find_relationship(
     }
 }
 
+/// Whether a level has aggregates that a spread lifts to its parent: its own, and those of
+/// the to-one spreads inside it (PostgREST hoists them up to the first level that is not a
+/// spread).
+fn lifts_aggregates(r: &ReadPlan) -> bool {
+    r.select.iter().any(|s| match s {
+        Selected::Aggregate { .. } => true,
+        Selected::Embed(e) => e.spread && e.to_one && lifts_aggregates(&e.child),
+        _ => false,
+    })
+}
+
+/// A to-many spread turns each of its columns into an array of the related rows' values;
+/// PostgREST 13 has no meaning for an aggregate there and refuses it (400 `PGRST127`).
+fn check_to_many_spread(child: &ReadPlan) -> Result<(), RestError> {
+    if lifts_aggregates(child) {
+        return Err(
+            RestError::new(400, "PGRST127", "Feature not implemented").with_details(
+                "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Plans an embedded resource: its relationship to `parent`, then its own read.
 ///
 /// A computed relationship (a function of the parent's schema named like the embed, taking
@@ -1228,6 +1252,9 @@ fn embed_plan(
             path,
             counter,
         )?;
+        if e.spread && !f.single_row {
+            check_to_many_spread(&child)?;
+        }
         return Ok(EmbedPlan {
             label: e.label().to_string(),
             to_one: f.single_row,
@@ -1248,6 +1275,9 @@ fn embed_plan(
         path,
         counter,
     )?;
+    if e.spread && !rel.to_one {
+        check_to_many_spread(&child)?;
+    }
     Ok(EmbedPlan {
         label: e.label().to_string(),
         to_one: rel.to_one,
@@ -1533,5 +1563,38 @@ mod tests {
             ..(*films).clone()
         };
         assert!(field_type(&c, &fake, "label", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn aggregates_in_to_many_spreads_are_refused() {
+        use crate::rest::parse::{parse_request, ParseConfig, RequestInput};
+        let c = cache();
+        let try_plan = |query: &str| {
+            let input = RequestInput {
+                method: "GET",
+                path: &["directors"],
+                path_schema: None,
+                query,
+                headers: &[],
+                body: b"",
+            };
+            let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
+            plan(&mut req, &c, None).map(|_| ())
+        };
+        for q in [
+            "select=...films(count())",
+            "select=id,...films(id.sum())",
+            "select=...films(...posters(id.max()))",
+        ] {
+            let e = try_plan(q).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (400, "PGRST127"), "{q}");
+        }
+        for q in [
+            "select=...films(id,...posters(id))",
+            "select=id,films(count())",
+            "select=...films(id,posters(count()))",
+        ] {
+            assert!(try_plan(q).is_ok(), "{q}");
+        }
     }
 }

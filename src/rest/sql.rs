@@ -491,32 +491,61 @@ fn range_sql(r: &ReadPlan) -> String {
     s
 }
 
-fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
-    let mut items = Vec::new();
+/// One output of a level's select list once its spreads are flattened into it: a column,
+/// an embed's JSON, an aggregate, or a value lifted from a spread's lateral join.
+struct Out {
+    /// The SQL expression at this level (for an aggregate, its input; `*` for `count()`).
+    expr: String,
+    /// The output key; `None` for `"alias".*` (a star no one needs expanded).
+    label: Option<String>,
+    /// The aggregate applied at the level the output lands on, with its result cast.
+    agg: Option<(super::parse::AggregateFn, Option<String>)>,
+    /// `json`: an embed, cast to `jsonb` when it is a grouping key (`json` has no equality).
+    json: bool,
+}
+
+impl Out {
+    fn plain(expr: String, label: &str) -> Out {
+        Out {
+            expr,
+            label: Some(label.to_string()),
+            agg: None,
+            json: false,
+        }
+    }
+}
+
+/// Every column of a level, one output each (a star that must be named: inside a spread,
+/// or as grouping keys).
+fn star_outs(r: &ReadPlan) -> Vec<Out> {
+    r.table
+        .columns
+        .iter()
+        .map(|c| Out::plain(format!("{}.{}", qi(&r.alias), qi(&c.name)), &c.name))
+        .collect()
+}
+
+/// The outputs of a level, its spreads flattened in: each spread adds a lateral join to
+/// `joins` and lifts its columns (and, from a to-one spread, its aggregates) to this level,
+/// as PostgREST 13 does. `name_star`: a star is expanded into its columns.
+fn level_outs(b: &mut Builder, r: &ReadPlan, name_star: bool, joins: &mut String) -> Vec<Out> {
+    let mut outs = Vec::new();
     for s in &r.select {
         match s {
-            Selected::Star => items.push(format!("{}.*", qi(&r.alias))),
+            Selected::Star if name_star => outs.extend(star_outs(r)),
+            Selected::Star => outs.push(Out {
+                expr: format!("{}.*", qi(&r.alias)),
+                label: None,
+                agg: None,
+                json: false,
+            }),
             Selected::Column { field, label, cast } => {
                 let e = field_expr(r, field);
                 let e = match cast {
                     Some(c) => format!("CAST({e} AS {c})"),
                     None => e,
                 };
-                items.push(format!("{e} AS {}", qi(label)));
-            }
-            Selected::Embed(e) if e.spread && e.to_one => {
-                // One subquery per spread column keeps the parent row flat.
-                for cs in &e.child.select {
-                    if let Selected::Column { field, label, cast } = cs {
-                        let mut col = field_expr(&e.child, field);
-                        if let Some(c) = cast {
-                            col = format!("CAST({col} AS {c})");
-                        }
-                        let (from, join) = embed_source(r, e);
-                        let w = where_sql(b, &e.child, join);
-                        items.push(format!("(SELECT {col} FROM {from}{w}) AS {}", qi(label)));
-                    }
-                }
+                outs.push(Out::plain(e, label));
             }
             Selected::Aggregate {
                 func,
@@ -525,7 +554,7 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
                 result_cast,
                 label,
             } => {
-                let input = match field {
+                let expr = match field {
                     Some(f) => {
                         let e = field_expr(r, f);
                         match cast {
@@ -535,22 +564,130 @@ fn select_list(b: &mut Builder, r: &ReadPlan) -> String {
                     }
                     None => "*".into(),
                 };
-                let agg = format!("{}({input})", func.as_str());
-                let agg = match result_cast {
-                    Some(c) => format!("CAST({agg} AS {c})"),
-                    None => agg,
-                };
-                items.push(format!("{agg} AS {}", qi(label)));
+                outs.push(Out {
+                    expr,
+                    label: Some(label.clone()),
+                    agg: Some((*func, result_cast.clone())),
+                    json: false,
+                });
             }
-            Selected::Embed(e) => items.push(format!("{} AS {}", embed_sql(b, r, e), qi(&e.label))),
+            Selected::Embed(e) if e.spread => outs.extend(spread_outs(b, r, e, joins)),
+            Selected::Embed(e) => outs.push(Out {
+                expr: embed_sql(b, r, e),
+                label: Some(e.label.clone()),
+                agg: None,
+                json: true,
+            }),
         }
     }
-    if items.is_empty() {
-        // `select=` with only embeds spread away, or `rel()`: an empty object per row.
+    outs
+}
+
+/// A spread `...rel(…)`: a `LEFT JOIN LATERAL` (appended to `joins`) whose columns are
+/// `_fx_c0`, `_fx_c1`, … and the outputs that read them at the parent level.
+///
+/// To-one: the related row's outputs as they are (nested spreads flattened the same way);
+/// an aggregate's input is selected raw and the aggregate applies at the parent level.
+/// To-many: each output becomes the JSON array of its values over the related rows, in
+/// the embed's order (`[]` without rows).
+fn spread_outs(b: &mut Builder, parent: &ReadPlan, e: &EmbedPlan, joins: &mut String) -> Vec<Out> {
+    let c = &e.child;
+    let mut inner_joins = String::new();
+    let outs = level_outs(b, c, true, &mut inner_joins);
+    if outs.is_empty() {
+        return outs;
+    }
+    let (from, join) = embed_source(parent, e);
+    let items: Vec<String> = outs
+        .iter()
+        .enumerate()
+        .map(|(k, o)| {
+            // `count()` lifted from a to-one spread counts the parents with a related row.
+            let expr = if o.expr == "*" { "1" } else { o.expr.as_str() };
+            format!("{expr} AS \"_fx_c{k}\"")
+        })
+        .collect();
+    let w = where_sql(b, c, join);
+    let mut inner = format!(
+        "SELECT {} FROM {from}{inner_joins}{w}{}{}",
+        items.join(", "),
+        order_sql(c),
+        range_sql(c)
+    );
+    if !e.to_one {
+        let arrays: Vec<String> = (0..outs.len())
+            .map(|k| format!("coalesce(json_agg(_fx_s.\"_fx_c{k}\"), '[]')::jsonb AS \"_fx_c{k}\""))
+            .collect();
+        inner = format!("SELECT {} FROM ({inner}) _fx_s", arrays.join(", "));
+    }
+    let lateral = qi(&c.alias);
+    joins.push_str(&format!(
+        " LEFT JOIN LATERAL ({inner}) AS {lateral} ON TRUE"
+    ));
+    outs.into_iter()
+        .enumerate()
+        .map(|(k, o)| Out {
+            expr: format!("{lateral}.\"_fx_c{k}\""),
+            label: o.label,
+            agg: if e.to_one { o.agg } else { None },
+            json: e.to_one && o.json,
+        })
+        .collect()
+}
+
+/// A level's select list, the lateral joins of its spreads (to follow its FROM item) and,
+/// when it aggregates, its `GROUP BY`: every other output (columns, embeds, spread
+/// columns) is a grouping key, named by position, as PostgREST groups by them.
+fn select_parts(b: &mut Builder, r: &ReadPlan) -> (String, String, String) {
+    let mut joins = String::new();
+    let mut outs = level_outs(b, r, false, &mut joins);
+    let grouping = outs.iter().any(|o| o.agg.is_some());
+    if grouping && outs.iter().any(|o| o.label.is_none()) {
+        outs = outs
+            .into_iter()
+            .flat_map(|o| match o.label {
+                None => star_outs(r),
+                Some(_) => vec![o],
+            })
+            .collect();
+    }
+    let mut keys = Vec::new();
+    let mut items = Vec::with_capacity(outs.len());
+    for (i, o) in outs.iter().enumerate() {
+        let e = match &o.agg {
+            Some((func, cast)) => {
+                let agg = format!("{}({})", func.as_str(), o.expr);
+                match cast {
+                    Some(c) => format!("CAST({agg} AS {c})"),
+                    None => agg,
+                }
+            }
+            None => {
+                keys.push((i + 1).to_string());
+                if grouping && o.json {
+                    format!("({})::jsonb", o.expr)
+                } else {
+                    o.expr.clone()
+                }
+            }
+        };
+        items.push(match &o.label {
+            Some(l) => format!("{e} AS {}", qi(l)),
+            None => e,
+        });
+    }
+    // `select=` with only embeds spread away, or `rel()`: an empty object per row.
+    let list = if items.is_empty() {
         "NULL::int AS \"_fx_none\"".into()
     } else {
         items.join(", ")
-    }
+    };
+    let group = if grouping && !keys.is_empty() {
+        format!(" GROUP BY {}", keys.join(", "))
+    } else {
+        String::new()
+    };
+    (list, joins, group)
 }
 
 fn embed_sql(b: &mut Builder, parent: &ReadPlan, e: &EmbedPlan) -> String {
@@ -564,44 +701,13 @@ fn embed_sql(b: &mut Builder, parent: &ReadPlan, e: &EmbedPlan) -> String {
 }
 
 fn subquery(b: &mut Builder, r: &ReadPlan, from: String, extra_where: Vec<String>) -> String {
-    let list = select_list(b, r);
+    let (list, joins, group) = select_parts(b, r);
     let w = where_sql(b, r, extra_where);
     format!(
-        "SELECT {list} FROM {from}{w}{}{}{}",
-        group_sql(r),
+        "SELECT {list} FROM {from}{joins}{w}{group}{}{}",
         order_sql(r),
         range_sql(r)
     )
-}
-
-/// With an aggregate in `select`, every plain column of the level is a grouping key.
-fn group_sql(r: &ReadPlan) -> String {
-    if !r
-        .select
-        .iter()
-        .any(|s| matches!(s, Selected::Aggregate { .. }))
-    {
-        return String::new();
-    }
-    let keys: Vec<String> = r
-        .select
-        .iter()
-        .filter_map(|s| match s {
-            Selected::Column { field, cast, .. } => {
-                let e = field_expr(r, field);
-                Some(match cast {
-                    Some(c) => format!("CAST({e} AS {c})"),
-                    None => e,
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    if keys.is_empty() {
-        String::new()
-    } else {
-        format!(" GROUP BY {}", keys.join(", "))
-    }
 }
 
 /// CSV from each row's JSON, so column order and labels match the JSON body: a header line
@@ -874,7 +980,7 @@ pub fn write(
     ret.order.clear();
     ret.range = Default::default();
     ret.row_cast = true;
-    let list = select_list(&mut b, &ret);
+    let (list, joins, group) = select_parts(&mut b, &ret);
     let body = match location {
         // `return=headers-only` on an insert: the body carries the primary key of the first
         // row (a JSON array of text) for the `Location` header.
@@ -895,7 +1001,7 @@ pub fn write(
         .unwrap_or_default();
     let text = format!(
         "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(*)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
-         FROM (SELECT {list} FROM _fx_rows AS {alias}{guard}) _fx_t"
+         FROM (SELECT {list} FROM _fx_rows AS {alias}{joins}{guard}{group}) _fx_t"
     );
     Statement {
         text,
@@ -1440,6 +1546,103 @@ mod golden {
                  (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
                  FROM \"public\".\"authors\"(CAST(ROW(\"books\".*) AS \"public\".\"books\")) AS \"authors_2\") _fx_e) AS \"authors\" \
                  FROM _fx_rows AS \"books\""
+            ),
+            "{}",
+            s.text
+        );
+    }
+
+    #[test]
+    fn spreads_are_lateral_joins_lifted_into_the_parent() {
+        // To-one: the related row's outputs, read by the parent from the lateral join.
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=title,...authors(who:name)",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "SELECT \"books\".\"title\" AS \"title\", \"authors_2\".\"_fx_c0\" AS \"who\" \
+                 FROM \"public\".\"books\" AS \"books\" LEFT JOIN LATERAL (SELECT \"authors_2\".\"name\" AS \"_fx_c0\" \
+                 FROM \"public\".\"authors\" AS \"authors_2\" WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") \
+                 AS \"authors_2\" ON TRUE) _fx_t"
+            ),
+            "{}",
+            s.text
+        );
+        // To-many: one JSON array per output, in the embed's order.
+        let s = stmt(
+            "GET",
+            &["authors"],
+            "select=name,...books(*)&books.order=id",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "LEFT JOIN LATERAL (SELECT coalesce(json_agg(_fx_s.\"_fx_c0\"), '[]')::jsonb AS \"_fx_c0\", \
+                 coalesce(json_agg(_fx_s.\"_fx_c1\"), '[]')::jsonb AS \"_fx_c1\", \
+                 coalesce(json_agg(_fx_s.\"_fx_c2\"), '[]')::jsonb AS \"_fx_c2\", \
+                 coalesce(json_agg(_fx_s.\"_fx_c3\"), '[]')::jsonb AS \"_fx_c3\" \
+                 FROM (SELECT \"books_2\".\"id\" AS \"_fx_c0\", \"books_2\".\"title\" AS \"_fx_c1\", \
+                 \"books_2\".\"author_id\" AS \"_fx_c2\", \"books_2\".\"meta\" AS \"_fx_c3\" \
+                 FROM \"public\".\"books\" AS \"books_2\" WHERE \"books_2\".\"author_id\" = \"authors\".\"id\" \
+                 ORDER BY \"books_2\".\"id\") _fx_s) AS \"books_2\" ON TRUE"
+            ),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains("\"books_2\".\"_fx_c1\" AS \"title\""),
+            "{}",
+            s.text
+        );
+        // An aggregate in a to-one spread applies at the parent level.
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=title,...authors(n:count(),id.max())",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "SELECT \"books\".\"title\" AS \"title\", count(\"authors_2\".\"_fx_c0\") AS \"n\", \
+                 max(\"authors_2\".\"_fx_c1\") AS \"max\" FROM \"public\".\"books\" AS \"books\" \
+                 LEFT JOIN LATERAL (SELECT 1 AS \"_fx_c0\", \"authors_2\".\"id\" AS \"_fx_c1\""
+            ),
+            "{}",
+            s.text
+        );
+        assert!(s.text.contains("ON TRUE GROUP BY 1) _fx_t"), "{}", s.text);
+    }
+
+    #[test]
+    fn an_embed_beside_an_aggregate_is_a_grouping_key() {
+        let s = stmt(
+            "GET",
+            &["books"],
+            "select=count(),authors(name),title",
+            &[],
+            "",
+        );
+        assert!(
+            s.text.contains(
+                "SELECT count(*) AS \"count\", ((SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" \
+                 FROM \"public\".\"authors\" AS \"authors_2\" WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") _fx_e))::jsonb \
+                 AS \"authors\", \"books\".\"title\" AS \"title\" FROM \"public\".\"books\" AS \"books\" GROUP BY 2, 3"
+            ),
+            "{}",
+            s.text
+        );
+        // `*` beside an aggregate is expanded: each column is a key.
+        let s = stmt("GET", &["authors"], "select=*,count()", &[], "");
+        assert!(
+            s.text.contains(
+                "SELECT \"authors\".\"id\" AS \"id\", \"authors\".\"name\" AS \"name\", count(*) AS \"count\" \
+                 FROM \"public\".\"authors\" AS \"authors\" GROUP BY 1, 2"
             ),
             "{}",
             s.text

@@ -118,3 +118,49 @@ test('errors carry the PostgREST shape', async () => {
   assert.equal(bad.status, 400);
   assert.equal(bad.error.code, '42703');
 });
+
+test('spreads, as PostgREST 13 shapes them', async () => {
+  let r = await db.from('books').select('title, ...authors(author:name)').eq('id', 3);
+  assert.equal(r.error, null);
+  assert.deepEqual(r.data, [{ title: 'Small Gods', author: 'Terry' }]);
+  // A to-many spread: each column becomes the array of the related rows' values.
+  r = await db.from('authors').select('name, ...books(titles:title, years:year)').eq('id', 3);
+  assert.equal(r.error, null);
+  assert.deepEqual(r.data, [{ name: 'Octavia', titles: ['Kindred'], years: [1979] }]);
+  // An aggregate in a to-one spread is lifted to the parent.
+  r = await db.from('books').select('...authors(born.min())');
+  assert.equal(r.error, null);
+  assert.deepEqual(r.data, [{ min: 1929 }]);
+  // …and refused in a to-many spread.
+  r = await db.from('authors').select('name, ...books(count())');
+  assert.equal(r.status, 400);
+  assert.equal(r.error.code, 'PGRST127');
+  assert.equal(r.error.details, 'Aggregates are not implemented for one-to-many or many-to-many spreads.');
+});
+
+test('explain() with rest.plan_enabled', async () => {
+  // Text by default: postgrest-js hands the plan over as a string.
+  let r = await db.from('books').select('title').explain();
+  assert.equal(r.error, null);
+  assert.equal(r.status, 200);
+  assert.equal(typeof r.data, 'string');
+  assert.match(r.data, /^Aggregate/);
+  // JSON, for the single-object media type, analyzed.
+  r = await db.from('books').select('title').eq('id', 1).single().explain({ format: 'json', analyze: true, verbose: true });
+  assert.equal(r.error, null);
+  assert.equal(r.data[0].Plan['Node Type'], 'Aggregate');
+  assert.ok('Execution Time' in r.data[0]);
+  r = await db.rpc('add', { a: 1, b: 2 }).explain({ format: 'json' });
+  assert.equal(r.error, null);
+  assert.equal(typeof r.data[0].Plan['Node Type'], 'string');
+  // An analyzed insert runs and is rolled back.
+  const before = await admin.from('authors').select('*', { count: 'exact', head: true });
+  r = await admin.from('authors').insert({ name: 'Ghost' }).select('id').explain({ analyze: true, format: 'json' });
+  assert.equal(r.error, null);
+  assert.equal(r.status, 200);
+  assert.ok('Execution Time' in r.data[0]);
+  const after = await admin.from('authors').select('*', { count: 'exact', head: true });
+  assert.equal(after.count, before.count);
+  const ghost = await admin.from('authors').select('id').eq('name', 'Ghost');
+  assert.deepEqual(ghost.data, []);
+});

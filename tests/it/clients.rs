@@ -64,7 +64,8 @@ pub(crate) async fn run_node_suite_with(app: &TestApp, file: &str, env: &[(&str,
 
 #[tokio::test]
 async fn postgrest_js_against_fluxbase() {
-    let app = TestApp::spawn().await;
+    // `rest.plan_enabled` for the suite's `explain()` test.
+    let app = TestApp::spawn_with(|c| c.rest.plan_enabled = true).await;
     // A computed column and a computed relationship for the suite's "computed" test.
     let sql = format!(
         "{FIXTURE}

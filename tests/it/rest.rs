@@ -41,7 +41,11 @@ NOTIFY pgrst, 'reload schema';
 ";
 
 async fn app() -> TestApp {
-    let app = TestApp::spawn().await;
+    app_with(|_| {}).await
+}
+
+async fn app_with(tweak: impl FnOnce(&mut fluxbase::config::Config)) -> TestApp {
+    let app = TestApp::spawn_with(tweak).await;
     app.db.client().await.batch_execute(FIXTURE).await.unwrap();
     // The cache reloads on the NOTIFY (and the DDL event trigger); wait for it.
     let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
@@ -1472,4 +1476,359 @@ NOTIFY pgrst, 'reload schema';
     let (s, _, b) = get(&app, "/rest/v1/authors?select=any_book(title)&id=eq.1").await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["code"], "21000");
+}
+
+/// GET with an `Accept` header: status, `Content-Type` and the body text.
+async fn get_as(app: &TestApp, path: &str, accept: &str) -> (StatusCode, String, String) {
+    let r = app
+        .get(path)
+        .header("apikey", app.anon_key())
+        .header("Accept", accept)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (s, ct, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn spreads_lift_columns_stars_embeds_and_aggregates() {
+    let app = app().await;
+    let cases: Vec<(&str, Value)> = vec![
+        // To-one: aliases, `*` (every column of the related row), nested embeds and nested
+        // spreads are lifted into the parent object.
+        (
+            "/rest/v1/books?select=title,...authors(author:name)&id=eq.3",
+            json!([{"title": "Small Gods", "author": "Terry"}]),
+        ),
+        (
+            "/rest/v1/books?select=title,...authors(*)&id=eq.3",
+            json!([{"title": "Small Gods", "id": 2, "name": "Terry", "born": 1948, "meta": {"country": "UK"}}]),
+        ),
+        (
+            "/rest/v1/book_tags?select=tag_id,...books(title,authors(name))&book_id=eq.3",
+            json!([{"tag_id": 1, "title": "Small Gods", "authors": {"name": "Terry"}}]),
+        ),
+        (
+            "/rest/v1/book_tags?select=tag_id,...books(title,...authors(author:name))&book_id=eq.3",
+            json!([{"tag_id": 1, "title": "Small Gods", "author": "Terry"}]),
+        ),
+        // No related row: the spread columns are null.
+        (
+            "/rest/v1/books?select=title,...authors(name)&id=eq.5",
+            json!([{"title": "Orphan", "name": null}]),
+        ),
+        // To-many (one-to-many and many-to-many): each column becomes the array of the related
+        // rows' values, correlated and in the embed's order; `[]` without related rows.
+        (
+            "/rest/v1/authors?select=name,...books(titles:title,years:year)&id=eq.1&books.order=year",
+            json!([{"name": "Ursula", "titles": ["A Wizard of Earthsea", "The Dispossessed"], "years": [1968, 1974]}]),
+        ),
+        (
+            "/rest/v1/authors?select=name,...books(titles:title)&id=eq.1&books.order=year.desc&books.limit=1",
+            json!([{"name": "Ursula", "titles": ["The Dispossessed"]}]),
+        ),
+        (
+            "/rest/v1/books?select=title,...tags(labels:label)&id=eq.1&tags.order=id",
+            json!([{"title": "The Dispossessed", "labels": ["classic", "award"]}]),
+        ),
+        (
+            "/rest/v1/books?select=title,...tags(labels:label)&id=eq.2",
+            json!([{"title": "A Wizard of Earthsea", "labels": []}]),
+        ),
+        // Nested in a to-many spread: a to-many spread gives arrays of arrays, an embed an
+        // array of its objects.
+        (
+            "/rest/v1/authors?select=name,...books(title,...tags(label))&id=eq.1&books.order=year&books.tags.order=id",
+            json!([{"name": "Ursula", "title": ["A Wizard of Earthsea", "The Dispossessed"], "label": [[], ["classic", "award"]]}]),
+        ),
+        (
+            "/rest/v1/tags?select=label,...books(title,authors(name))&id=eq.1&books.order=id",
+            json!([{"label": "classic", "title": ["The Dispossessed", "Small Gods"], "authors": [{"name": "Ursula"}, {"name": "Terry"}]}]),
+        ),
+        // Aggregates in a to-one spread are lifted to the parent (grouped by its columns).
+        (
+            "/rest/v1/books?select=...authors(born.min(),born.max())",
+            json!([{"min": 1929, "max": 1948}]),
+        ),
+        (
+            "/rest/v1/book_tags?select=tag_id,...books(total:year.sum())&order=tag_id",
+            json!([{"tag_id": 1, "total": 3966}, {"tag_id": 2, "total": 1974}]),
+        ),
+        (
+            "/rest/v1/books?select=...authors(count())",
+            json!([{"count": 4}]),
+        ),
+    ];
+    for (path, want) in cases {
+        let (s, _, b) = get(&app, path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+        assert_eq!(b, want, "{path}");
+    }
+    // …but not in a to-many spread, as PostgREST 13 refuses them.
+    for path in [
+        "/rest/v1/authors?select=name,...books(count())",
+        "/rest/v1/authors?select=name,...books(year.sum())",
+        "/rest/v1/tags?select=label,...books(...authors(born.max()))",
+    ] {
+        let (s, _, b) = get(&app, path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert_eq!(
+            b,
+            json!({"code": "PGRST127", "message": "Feature not implemented",
+                   "details": "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+                   "hint": null}),
+            "{path}"
+        );
+    }
+    // Spreads in the representation of a write.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/books?select=title,...authors(author:name)"))
+        .header("apikey", app.service_key())
+        .header("Prefer", "return=representation")
+        .json(&json!({"title": "Night Watch", "author_id": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"title": "Night Watch", "author": "Terry"}])
+    );
+}
+
+#[tokio::test]
+async fn aggregates_beside_embeds_group_by_the_embed() {
+    let app = app().await;
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/authors?select=name,books(title),count()&id=eq.1&books.order=title",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!([{"name": "Ursula", "books": [{"title": "A Wizard of Earthsea"}, {"title": "The Dispossessed"}], "count": 1}])
+    );
+    // The embed is a grouping key: the books per author (and the one without).
+    let (s, _, b) = get(&app, "/rest/v1/books?select=count(),author:authors(name)").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut rows = b.as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["author"].to_string());
+    assert_eq!(
+        rows,
+        vec![
+            json!({"count": 1, "author": null}),
+            json!({"count": 1, "author": {"name": "Octavia"}}),
+            json!({"count": 1, "author": {"name": "Terry"}}),
+            json!({"count": 2, "author": {"name": "Ursula"}}),
+        ]
+    );
+    // Grouped by the value of the embed, as PostgREST does: two authors named alike are
+    // one group.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO authors (id, name) VALUES (10, 'Terry');
+             INSERT INTO books (title, author_id) VALUES ('Mort', 10);",
+        )
+        .await
+        .unwrap();
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=n:count(),authors(name)&authors.name=eq.Terry&authors=not.is.null",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b, json!([{"n": 2, "authors": {"name": "Terry"}}]));
+    // A spread's columns group too.
+    let (s, _, b) = get(
+        &app,
+        "/rest/v1/books?select=year.max(),...authors(name)&authors=not.is.null",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut rows = b.as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["name"].to_string());
+    assert_eq!(
+        rows,
+        vec![
+            json!({"max": 1979, "name": "Octavia"}),
+            json!({"max": 1992, "name": "Terry"}),
+            json!({"max": 1974, "name": "Ursula"}),
+        ]
+    );
+    // `*` beside an aggregate: every column is a grouping key.
+    let (s, _, b) = get(&app, "/rest/v1/tags?select=*,count()&order=id").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!([{"id": 1, "label": "classic", "count": 1}, {"id": 2, "label": "award", "count": 1}])
+    );
+}
+
+#[tokio::test]
+async fn plans_need_plan_enabled() {
+    let app = app().await;
+    let (s, _, b) = get_as(&app, "/rest/v1/books", "application/vnd.pgrst.plan+json").await;
+    assert_eq!(s, StatusCode::NOT_ACCEPTABLE, "{b}");
+    assert!(b.contains("PGRST107"), "{b}");
+}
+
+async fn plans_explain_the_statement(wire: bool) {
+    let app = app_with(|c| {
+        c.rest.plan_enabled = true;
+        c.database.wire = wire;
+    })
+    .await;
+    // A plan answered 200 with its `Content-Type`, as PostgREST gives them.
+    let explained = |path: &'static str, accept: &'static str, ct: &'static str| {
+        let app = &app;
+        async move {
+            let (s, got_ct, b) = get_as(app, path, accept).await;
+            assert_eq!(
+                (s, got_ct.as_str()),
+                (StatusCode::OK, ct),
+                "{path} {accept}: {b}"
+            );
+            b
+        }
+    };
+    // JSON: Postgres's EXPLAIN document of the statement the read runs.
+    let b = explained(
+        "/rest/v1/books?select=title,...authors(name)&id=gt.1",
+        "application/vnd.pgrst.plan+json",
+        "application/vnd.pgrst.plan+json; for=\"application/json\"; charset=utf-8",
+    )
+    .await;
+    let plan: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(plan[0]["Plan"]["Node Type"], "Aggregate", "{b}");
+    assert!(plan[0].get("Execution Time").is_none(), "{b}");
+    // Text is the default; `for` names the media type whose statement is explained.
+    let b = explained(
+        "/rest/v1/books",
+        "application/vnd.pgrst.plan",
+        "application/vnd.pgrst.plan+text; for=\"application/json\"; charset=utf-8",
+    )
+    .await;
+    assert!(b.starts_with("Aggregate"), "{b}");
+    assert!(b.contains("Seq Scan on books"), "{b}");
+    let b = explained(
+        "/rest/v1/books?id=eq.1",
+        "application/vnd.pgrst.plan+text; for=\"application/vnd.pgrst.object+json\"; options=analyze|verbose",
+        "application/vnd.pgrst.plan+text; for=\"application/vnd.pgrst.object+json\"; charset=utf-8",
+    )
+    .await;
+    for part in ["actual time=", "Output:", "Execution Time"] {
+        assert!(b.contains(part), "{part}: {b}");
+    }
+    // A media type the request cannot be answered with is still 406.
+    let (s, _, b) = get_as(
+        &app,
+        "/rest/v1/books",
+        "application/vnd.pgrst.plan+json; for=\"image/png\"",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_ACCEPTABLE, "{b}");
+    // Functions.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/rpc/add"))
+        .header("apikey", app.anon_key())
+        .header("Accept", "application/vnd.pgrst.plan+json")
+        .json(&json!({"a": 1, "b": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let plan: Value = r.json().await.unwrap();
+    assert!(plan[0]["Plan"]["Node Type"].is_string(), "{plan}");
+    // Writes, analyzed: the statement really runs, and is rolled back.
+    fn modify_node(plan: &Value) -> Option<&Value> {
+        if plan["Node Type"] == "ModifyTable" {
+            return Some(plan);
+        }
+        plan.get("Plans")?.as_array()?.iter().find_map(modify_node)
+    }
+    for (method, path, body, rows) in [
+        (
+            "POST",
+            "/rest/v1/authors",
+            Some(json!({"name": "Ghost"})),
+            1,
+        ),
+        (
+            "PATCH",
+            "/rest/v1/books?id=eq.5",
+            Some(json!({"title": "Renamed"})),
+            1,
+        ),
+        ("DELETE", "/rest/v1/book_tags?book_id=eq.1", None, 2),
+    ] {
+        let mut rb = app
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .header("apikey", app.service_key())
+            .header("Prefer", "return=representation")
+            .header(
+                "Accept",
+                "application/vnd.pgrst.plan+json; options=analyze|buffers",
+            );
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method} {path}");
+        let plan: Value = r.json().await.unwrap();
+        assert!(plan[0].get("Execution Time").is_some(), "{plan}");
+        let m = modify_node(&plan[0]["Plan"]).unwrap_or_else(|| panic!("{plan}"));
+        assert_eq!(m["Actual Rows"], json!(rows), "{method} {path}: {plan}");
+    }
+    // Nothing of the analyzed writes persists: no Ghost, book 5 keeps its title, book 1
+    // keeps its two tags.
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM authors WHERE name = 'Ghost'),
+                    (SELECT title FROM books WHERE id = 5),
+                    (SELECT count(*) FROM book_tags WHERE book_id = 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kept: (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(kept, (0, "Orphan".to_string(), 2));
+    // An anonymous write is explained as anon: its privileges still apply.
+    let r = app
+        .http
+        .post(app.url("/rest/v1/notes"))
+        .header("apikey", app.anon_key())
+        .header("Accept", "application/vnd.pgrst.plan+json; options=analyze")
+        .json(&json!({"owner": "00000000-0000-4000-8000-000000000001", "body": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}
+
+#[tokio::test]
+async fn plans_explain_the_statement_on_the_wire_client() {
+    plans_explain_the_statement(true).await;
+}
+
+#[tokio::test]
+async fn plans_explain_the_statement_on_tokio_postgres() {
+    plans_explain_the_statement(false).await;
 }

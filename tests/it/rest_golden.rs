@@ -18,7 +18,8 @@
 //! multisets), `keys_only` (`body` is a list of keys; the answer is an object with exactly
 //! these keys, or an array of such objects), `subset` (every key of the expected object has
 //! that value in the answer; used for error bodies whose message the doc does not fix),
-//! `text` (the raw body text), `empty` (no body). Expected headers are compared by value;
+//! `text` (the raw body text), `prefix` (the raw body text starts with `body`; execution
+//! plans, whose costs vary), `empty` (no body). Expected headers are compared by value;
 //! `content-type` only by its media type (before `;`); `null` means the header is absent.
 
 use crate::support::TestApp;
@@ -38,6 +39,9 @@ async fn app_for(file: &Value) -> TestApp {
     let app = TestApp::spawn_with(|c| {
         if let Some(m) = cfg.get("max_rows").and_then(Value::as_u64) {
             c.rest.max_rows = m;
+        }
+        if let Some(p) = cfg.get("plan_enabled").and_then(Value::as_bool) {
+            c.rest.plan_enabled = p;
         }
         if let Some(s) = cfg.get("schemas").and_then(Value::as_array) {
             c.rest.schemas = s.iter().map(|v| v.as_str().unwrap().to_string()).collect();
@@ -158,6 +162,7 @@ fn mismatch(expect: &Value, got: &Outcome) -> Option<String> {
     let body_ok = match (matcher, expect.get("body")) {
         ("empty", _) => got.text.is_empty(),
         ("text", Some(Value::String(t))) => got.text == *t,
+        ("prefix", Some(Value::String(t))) => got.text.starts_with(t.as_str()),
         (_, None) => true,
         ("exact", Some(b)) => parsed.as_ref() == Some(b),
         ("unordered", Some(Value::Array(b))) => {
@@ -283,4 +288,5 @@ golden! {
     media => "media.json",
     errors => "errors.json",
     limits => "limits.json",
+    plan => "plan.json",
 }

@@ -60,6 +60,9 @@ pub struct ParseConfig {
     pub aggregates: bool,
     /// Parsing bounds.
     pub limits: ParseLimits,
+    /// `rest.plan_enabled` (PostgREST's `db-plan-enabled`): `Accept:
+    /// application/vnd.pgrst.plan` answers the statement's `EXPLAIN`.
+    pub plan: bool,
 }
 
 impl Default for ParseConfig {
@@ -68,6 +71,7 @@ impl Default for ParseConfig {
             schemas: vec!["public".to_string()],
             aggregates: true,
             limits: ParseLimits::default(),
+            plan: false,
         }
     }
 }
@@ -828,7 +832,23 @@ pub fn parse_request(
 
     let accept_items = parse_accept(header_values(input.headers, "accept"));
     let (offered, default) = offers(action);
-    let accept = negotiate(&accept_items, offered, default)?;
+    // The plan media type, when enabled, explains any request on a relation or function;
+    // the media type it is `for` must be one the request could be answered with.
+    let plan_ok = config.plan && !matches!(action, Action::Schema { .. } | Action::Info);
+    let accept = negotiate(
+        &accept_items,
+        |m| match m {
+            MediaType::Plan { for_media, .. } => {
+                plan_ok
+                    && for_media.as_deref().is_none_or(|f| {
+                        let (f, _) = parse_media_type(f);
+                        f == MediaType::Any || offered(&f)
+                    })
+            }
+            m => offered(m),
+        },
+        default,
+    )?;
 
     let content_type = header(input.headers, "content-type")
         .filter(|v| !v.trim().is_empty())

@@ -948,6 +948,112 @@ fn accept_negotiation_per_action() {
 }
 
 #[test]
+fn plan_is_offered_when_enabled() {
+    let cfg = ParseConfig {
+        plan: true,
+        ..config()
+    };
+    let accept = |method: &'static str, path: &'static [&'static str], accept: &'static str| {
+        let body: &[u8] = if method == "GET" { b"" } else { b"{}" };
+        get(path, "")
+            .method(method)
+            .header("Accept", accept)
+            .body(body)
+            .parse_with(&cfg)
+            .map(|r| r.accept)
+    };
+    let plan = |json: bool, for_media: Option<&str>, options: Vec<PlanOption>| MediaType::Plan {
+        json,
+        for_media: for_media.map(str::to_string),
+        options,
+    };
+    let cases: Vec<(&str, &[&str], &str, MediaType)> = vec![
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan+json",
+            plan(true, None, vec![]),
+        ),
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan",
+            plan(false, None, vec![]),
+        ),
+        // As supabase-js's `explain()` sends it (a trailing `;`).
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan+text; for=\"application/vnd.pgrst.object+json\"; options=analyze|verbose;",
+            plan(
+                false,
+                Some("application/vnd.pgrst.object+json"),
+                vec![PlanOption::Analyze, PlanOption::Verbose],
+            ),
+        ),
+        (
+            "POST",
+            TODOS,
+            "application/vnd.pgrst.plan+json; for=\"text/csv\"",
+            plan(true, Some("text/csv"), vec![]),
+        ),
+        (
+            "PATCH",
+            TODOS,
+            "application/vnd.pgrst.plan+json",
+            plan(true, None, vec![]),
+        ),
+        (
+            "DELETE",
+            TODOS,
+            "application/vnd.pgrst.plan+json",
+            plan(true, None, vec![]),
+        ),
+        (
+            "POST",
+            RPC,
+            "application/vnd.pgrst.plan+text",
+            plan(false, None, vec![]),
+        ),
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan+json; for=\"*/*\"",
+            plan(true, Some("*/*"), vec![]),
+        ),
+    ];
+    for (method, path, header, want) in cases {
+        assert_eq!(
+            accept(method, path, header),
+            Ok(want),
+            "{method} {path:?} {header}"
+        );
+    }
+    // The media type it is `for` must be one the request could be answered with; the
+    // OpenAPI document has no plan.
+    for (method, path, header) in [
+        (
+            "GET",
+            TODOS,
+            "application/vnd.pgrst.plan+json; for=\"image/png\"",
+        ),
+        (
+            "POST",
+            TODOS,
+            "application/vnd.pgrst.plan; for=\"text/plain\"",
+        ),
+        ("GET", &[][..], "application/vnd.pgrst.plan+json"),
+    ] {
+        let e = accept(method, path, header).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("PGRST107", 406),
+            "{method} {header}"
+        );
+    }
+}
+
+#[test]
 fn bodies_per_action_and_content_type() {
     let post = |path: &'static [&'static str], ct: Option<&'static str>, body: &'static [u8]| {
         let mut r = get(path, "").method("POST").body(body);

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod api_keys;
 pub mod jwt;
+pub mod hooks;
 pub mod mail;
 pub mod mfa;
 pub mod oauth;

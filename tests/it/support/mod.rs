@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod hook_server;
 pub mod oauth_provider;
 pub mod s3;
 pub mod sms_provider;

@@ -240,7 +240,7 @@ pub async fn checked_code(
         .form(&[("To", format!("+{phone}")), ("Code", code.to_string())]);
     let resp = state.outbound.send(rb).await.map_err(|e| {
         tracing::error!(error = %e, "Twilio Verify check failed");
-        gotrue(500, "sms_send_failed", "Error verifying the code with Twilio Verify")
+        gotrue(500, "unexpected_failure", "Error verifying the code with Twilio Verify")
     })?;
     let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     match resp.status {
@@ -251,7 +251,7 @@ pub async fn checked_code(
             tracing::error!(status = s, body = %v, "Twilio Verify refused the check");
             Err(gotrue(
                 500,
-                "sms_send_failed",
+                "unexpected_failure",
                 format!("Error verifying the code with Twilio Verify: {}", v["message"].as_str().unwrap_or_default()),
             ))
         }

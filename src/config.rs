@@ -590,14 +590,14 @@ impl SmsConfig {
                 ));
             }
         }
-        if !self.enabled {
-            return p;
-        }
         if self.provider == "twilio_verify" && self.mfa_enabled {
             p.push(
                 "`auth.sms.mfa_enabled` is not supported with `auth.sms.provider: twilio_verify`"
                     .into(),
             );
+        }
+        if !self.enabled {
+            return p;
         }
         let twilio = |t: &TwilioSmsConfig| -> Vec<&'static str> {
             [

@@ -30,9 +30,19 @@ const ATTEMPTS: usize = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hook {
     /// An HTTP(S) endpoint and the key bytes of its signing secrets.
-    Http { url: String, keys: Vec<Vec<u8>> },
+    Http {
+        /// Where events are POSTed.
+        url: String,
+        /// One HMAC key per configured secret (each signs every event).
+        keys: Vec<Vec<u8>>,
+    },
     /// A SQL function `schema.function(jsonb) returns jsonb`.
-    Pg { schema: String, function: String },
+    Pg {
+        /// Its schema.
+        schema: String,
+        /// Its name.
+        function: String,
+    },
 }
 
 fn plain_ident(s: &str) -> bool {
@@ -121,11 +131,40 @@ impl Hook {
                 })?;
                 row.get::<_, Option<Value>>(0).unwrap_or(Value::Null)
             }
-            Hook::Http { url, keys } => self::http(state, url, keys, event).await?,
+            Hook::Http { url, keys } => post_event(state, url, keys, event).await?,
         };
         check(&out)?;
         Ok(out)
     }
+}
+
+/// Sends through the hook `name` (`send_sms` or `send_email`) when it is enabled, with GoTrue's
+/// event `{"user": <the User of uid>, <key>: data}`; `Ok(false)` when that hook is off.
+pub async fn send<C: GenericClient>(
+    c: &C,
+    state: &AppState,
+    name: &'static str,
+    uid: uuid::Uuid,
+    key: &str,
+    data: Value,
+) -> Result<bool, ApiError> {
+    let hooks = &state.config.auth.hooks;
+    let cfg = if name == "send_sms" {
+        &hooks.send_sms
+    } else {
+        &hooks.send_email
+    };
+    // Validated with the config: an error here is a bug, not a client's mistake.
+    let Some(hook) = Hook::from_config(name, cfg).map_err(ApiError::internal)? else {
+        return Ok(false);
+    };
+    let user = super::service::user_by_id(c, uid)
+        .await?
+        .ok_or_else(|| ApiError::internal("the user of a hook event is gone"))?;
+    let mut event = serde_json::json!({ "user": user.json });
+    event[key] = data;
+    hook.call(c, state, &event).await?;
+    Ok(true)
 }
 
 /// The error a hook's output carries, as GoTrue reads it: `error.message` set means an
@@ -151,7 +190,7 @@ fn check(out: &Value) -> Result<(), ApiError> {
     Err(gotrue(status, code, message.to_string()))
 }
 
-async fn http(
+async fn post_event(
     state: &AppState,
     url: &str,
     keys: &[Vec<u8>],

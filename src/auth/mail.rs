@@ -211,21 +211,15 @@ pub async fn send<C: GenericClient>(
     let (current, new_email, data): (String, Option<String>, Value) =
         (row.get(0), row.get(1), row.get(2));
     let redirect = redirect_to.unwrap_or(&state.config.auth.site_url);
-    let hooks = &state.config.auth.hooks;
-    if let Some(hook) = super::hooks::Hook::from_config("send_email", &hooks.send_email)
-        .map_err(ApiError::internal)?
-    {
+    if state.config.auth.hooks.send_email.enabled {
         // GoTrue's event; the hook sends (synchronously: its error is the request's).
-        let user = super::service::user_by_id(c, user)
-            .await?
-            .ok_or_else(|| ApiError::internal("the user of a mail is gone"))?;
-        let token_hash = if kind == "reauthentication" { String::new() } else { issued.secret };
-        let event = json!({"user": user.json, "email_data": {
-            "token": issued.code, "token_hash": token_hash, "redirect_to": redirect,
+        let token_hash = if kind == "reauthentication" { "" } else { issued.secret.as_str() };
+        let data = json!({"token": issued.code, "token_hash": token_hash, "redirect_to": redirect,
             "email_action_type": link_type(kind), "site_url": state.config.auth.site_url,
-            "token_new": "", "token_hash_new": ""}});
-        hook.call(c, state, &event).await?;
-        return Ok(());
+            "token_new": "", "token_hash_new": ""});
+        if super::hooks::send(c, state, "send_email", user, "email_data", data).await? {
+            return Ok(());
+        }
     }
     let link = if kind == "reauthentication" {
         String::new()

@@ -291,15 +291,7 @@ pub async fn enqueue<C: GenericClient>(
     channel: &str,
     code: &str,
 ) -> Result<(), ApiError> {
-    let hooks = &state.config.auth.hooks;
-    if let Some(hook) = super::hooks::Hook::from_config("send_sms", &hooks.send_sms)
-        .map_err(ApiError::internal)?
-    {
-        let user = super::service::user_by_id(c, user)
-            .await?
-            .ok_or_else(|| ApiError::internal("the user of an SMS is gone"))?;
-        let event = json!({"user": user.json, "sms": {"otp": code}});
-        hook.call(c, state, &event).await?;
+    if super::hooks::send(c, state, "send_sms", user, "sms", json!({ "otp": code })).await? {
         return Ok(());
     }
     let body = if uses_twilio_verify(state) {

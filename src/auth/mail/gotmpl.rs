@@ -228,9 +228,8 @@ fn tokens(body: &str, line: usize) -> Result<Vec<Tok>, String> {
                 let from_root = c == '$';
                 let mut path = Vec::new();
                 let mut j = i + 1;
-                if from_root && chars.get(j) != Some(&'.') {
-                    // `$` alone.
-                } else {
+                // `$` alone is the root; `$.` and `.` start a chain (`.` alone is dot).
+                if !from_root || chars.get(j) == Some(&'.') {
                     if from_root {
                         j += 1;
                     }

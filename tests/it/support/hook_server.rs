@@ -48,27 +48,12 @@ impl FakeHook {
             answer: Answer::Json(200, serde_json::json!({})),
         }));
         let shared = inner.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(web::Data::new(shared.clone()))
-                        .route("/hook", web::post().to(handle))
-                })
-                .workers(1)
-                .bind(("127.0.0.5", 0))
-                .unwrap();
-                tx.send(server.addrs()[0].port()).unwrap();
-                server.run().await.unwrap();
-            });
+        let port = super::serve_fake("127.0.0.5", move |cfg| {
+            cfg.app_data(web::Data::new(shared.clone()))
+                .route("/hook", web::post().to(handle));
         });
         FakeHook {
-            url: format!("http://127.0.0.5:{}/hook", rx.recv().unwrap()),
+            url: format!("http://127.0.0.5:{port}/hook"),
             inner,
         }
     }

@@ -121,27 +121,12 @@ impl FakeSms {
             checks: Vec::new(),
         }));
         let shared = inner.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(web::Data::new(shared.clone()))
-                        .default_service(web::to(handle))
-                })
-                .workers(1)
-                .bind(("127.0.0.4", 0))
-                .unwrap();
-                tx.send(server.addrs()[0].port()).unwrap();
-                server.run().await.unwrap();
-            });
+        let port = super::serve_fake("127.0.0.4", move |cfg| {
+            cfg.app_data(web::Data::new(shared.clone()))
+                .default_service(web::to(handle));
         });
         FakeSms {
-            base: format!("http://127.0.0.4:{}", rx.recv().unwrap()),
+            base: format!("http://127.0.0.4:{port}"),
             inner,
         }
     }

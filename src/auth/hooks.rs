@@ -74,7 +74,9 @@ impl Hook {
                 )),
             };
         }
-        if !(uri.starts_with("https://") || uri.starts_with("http://")) || url::Url::parse(uri).is_err() {
+        if !(uri.starts_with("https://") || uri.starts_with("http://"))
+            || url::Url::parse(uri).is_err()
+        {
             return Err(format!(
                 "`auth.hooks.{name}.uri` must be an http(s):// URL or pg-functions://…, got {uri:?}"
             ));
@@ -123,7 +125,9 @@ impl Hook {
                     tracing::error!(error = %e, hook = %sql, "auth hook function failed");
                     match e.as_db_error() {
                         // A RAISE in the function: its message is the hook's answer, as GoTrue's.
-                        Some(d) if d.code() == &tokio_postgres::error::SqlState::RAISE_EXCEPTION => {
+                        Some(d)
+                            if d.code() == &tokio_postgres::error::SqlState::RAISE_EXCEPTION =>
+                        {
                             gotrue(500, "unexpected_failure", d.message().to_string())
                         }
                         _ => db(e),
@@ -199,7 +203,13 @@ async fn post_event(
     let body = serde_json::to_vec(event).map_err(ApiError::internal)?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let timeout = Duration::from_secs(state.config.auth.hooks.timeout_secs.max(1));
-    let unavailable = || gotrue(500, "unexpected_failure", "Service currently unavailable due to hook");
+    let unavailable = || {
+        gotrue(
+            500,
+            "unexpected_failure",
+            "Service currently unavailable due to hook",
+        )
+    };
     for attempt in 1..=ATTEMPTS {
         let ts = chrono::Utc::now().timestamp();
         let signature = keys
@@ -256,7 +266,11 @@ async fn post_event(
                         "Invalid JSON response. Received content-type: not application/json",
                     ));
                 }
-                return Ok(if out.is_null() { Value::Object(Default::default()) } else { out });
+                return Ok(if out.is_null() {
+                    Value::Object(Default::default())
+                } else {
+                    out
+                });
             }
             429 | 503 => {
                 check(&out)?;
@@ -308,8 +322,11 @@ mod tests {
             None
         );
         assert_eq!(
-            Hook::from_config("send_sms", &cfg("pg-functions://postgres/public/send_sms", None))
-                .unwrap(),
+            Hook::from_config(
+                "send_sms",
+                &cfg("pg-functions://postgres/public/send_sms", None)
+            )
+            .unwrap(),
             Some(Hook::Pg {
                 schema: "public".into(),
                 function: "send_sms".into()
@@ -323,14 +340,29 @@ mod tests {
         .unwrap();
         assert!(matches!(h, Some(Hook::Http { keys, .. }) if keys.len() == 2));
         for (uri, secrets, needle) in [
-            ("pg-functions://postgres/public", None, "pg-functions://<database>"),
-            ("pg-functions://postgres/pub;lic/f", None, "plain identifiers"),
+            (
+                "pg-functions://postgres/public",
+                None,
+                "pg-functions://<database>",
+            ),
+            (
+                "pg-functions://postgres/pub;lic/f",
+                None,
+                "plain identifiers",
+            ),
             ("ftp://h.test/x", Some(s), "http(s)://"),
             ("https://h.test/x", None, "is required"),
-            ("https://h.test/x", Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "v1,whsec_"),
+            (
+                "https://h.test/x",
+                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                "v1,whsec_",
+            ),
         ] {
             let e = Hook::from_config("send_sms", &cfg(uri, secrets)).unwrap_err();
-            assert!(e.contains(needle) && e.contains("auth.hooks.send_sms"), "{uri}: {e}");
+            assert!(
+                e.contains(needle) && e.contains("auth.hooks.send_sms"),
+                "{uri}: {e}"
+            );
         }
     }
 

@@ -213,7 +213,11 @@ pub async fn send<C: GenericClient>(
     let redirect = redirect_to.unwrap_or(&state.config.auth.site_url);
     if state.config.auth.hooks.send_email.enabled {
         // GoTrue's event; the hook sends (synchronously: its error is the request's).
-        let token_hash = if kind == "reauthentication" { "" } else { issued.secret.as_str() };
+        let token_hash = if kind == "reauthentication" {
+            ""
+        } else {
+            issued.secret.as_str()
+        };
         let data = json!({"token": issued.code, "token_hash": token_hash, "redirect_to": redirect,
             "email_action_type": link_type(kind), "site_url": state.config.auth.site_url,
             "token_new": "", "token_hash_new": ""});

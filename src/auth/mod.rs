@@ -9,8 +9,8 @@
 
 pub mod api;
 pub mod api_keys;
-pub mod jwt;
 pub mod hooks;
+pub mod jwt;
 pub mod mail;
 pub mod mfa;
 pub mod oauth;

@@ -240,7 +240,11 @@ pub async fn checked_code(
         .form(&[("To", format!("+{phone}")), ("Code", code.to_string())]);
     let resp = state.outbound.send(rb).await.map_err(|e| {
         tracing::error!(error = %e, "Twilio Verify check failed");
-        gotrue(500, "unexpected_failure", "Error verifying the code with Twilio Verify")
+        gotrue(
+            500,
+            "unexpected_failure",
+            "Error verifying the code with Twilio Verify",
+        )
     })?;
     let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     match resp.status {
@@ -252,7 +256,10 @@ pub async fn checked_code(
             Err(gotrue(
                 500,
                 "unexpected_failure",
-                format!("Error verifying the code with Twilio Verify: {}", v["message"].as_str().unwrap_or_default()),
+                format!(
+                    "Error verifying the code with Twilio Verify: {}",
+                    v["message"].as_str().unwrap_or_default()
+                ),
             ))
         }
     }
@@ -645,6 +652,37 @@ mod tests {
             render("{{.Code}} / {{ .Other }} {{", "1"),
             "1 / {{ .Other }} {{"
         );
+    }
+
+    #[test]
+    fn twilio_verify_requests_and_answers() {
+        let mut cfg = SmsConfig::default();
+        cfg.provider = "twilio_verify".into();
+        cfg.twilio_verify.account_sid = "AC1".into();
+        cfg.twilio_verify.auth_token = Some(crate::config::Secret::new("tok"));
+        cfg.twilio_verify.message_service_sid = "VA1".into();
+        let r = build(&cfg, "15550100", "", "whatsapp").unwrap();
+        assert_eq!(
+            r.url,
+            "https://verify.twilio.com/v2/Services/VA1/Verifications"
+        );
+        assert_eq!(
+            r.form,
+            vec![
+                ("To".to_string(), "+15550100".to_string()),
+                ("Channel".to_string(), "whatsapp".to_string())
+            ]
+        );
+        assert_eq!(r.auth, ProviderAuth::Basic("AC1".into(), "tok".into()));
+        assert_eq!(channel(&cfg, Some("whatsapp")).unwrap(), "whatsapp");
+        assert_eq!(
+            outcome("twilio_verify", 201, br#"{"sid":"VE1","status":"pending"}"#),
+            Outcome::Sent(Some("VE1".into()))
+        );
+        assert!(matches!(
+            outcome("twilio_verify", 400, br#"{"code":60200,"message":"Invalid parameter"}"#),
+            Outcome::Refused(m) if m.contains("Invalid parameter")
+        ));
     }
 
     #[test]

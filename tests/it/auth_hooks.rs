@@ -61,10 +61,17 @@ async fn an_http_send_sms_hook_gets_the_signed_code_and_its_errors_reach_the_cli
     assert_eq!(events.len(), 1, "called once, within the request");
     let e = &events[0];
     assert_eq!(e["user"]["phone"], "15550100401", "{e}");
-    assert!(e["user"]["id"].is_string() && e["user"]["aud"] == "authenticated", "{e}");
+    assert!(
+        e["user"]["id"].is_string() && e["user"]["aud"] == "authenticated",
+        "{e}"
+    );
     let otp = e["sms"]["otp"].as_str().unwrap().to_string();
     assert_eq!(otp.len(), 6);
-    assert_eq!(queued(&app, "auth.sms").await, 0, "the hook replaces the provider");
+    assert_eq!(
+        queued(&app, "auth.sms").await,
+        0,
+        "the hook replaces the provider"
+    );
     let (s, session) = verify(&app, "sms", "+15550100401", &otp).await;
     assert_eq!(s, 200, "{session}");
     assert!(session["access_token"].is_string());
@@ -93,13 +100,20 @@ async fn an_http_send_sms_hook_gets_the_signed_code_and_its_errors_reach_the_cli
     fake.answer(Answer::Json(500, json!({"oops": true})));
     let (s, e) = post(&app, "/auth/v1/otp", json!({"phone": "+15550100403"})).await;
     assert_eq!((s, code_of(&e)), (500, Some("unexpected_failure")), "{e}");
-    assert_eq!(e["message"], "Unexpected status code returned from hook: 500");
+    assert_eq!(
+        e["message"],
+        "Unexpected status code returned from hook: 500"
+    );
 
     // A hook slower than auth.hooks.timeout_secs is tried 3 times, then hook_timeout_after_retry.
     fake.answer(Answer::Slow(Duration::from_millis(1500)));
     let before = fake.events().len();
     let (s, e) = post(&app, "/auth/v1/otp", json!({"phone": "+15550100404"})).await;
-    assert_eq!((s, code_of(&e)), (422, Some("hook_timeout_after_retry")), "{e}");
+    assert_eq!(
+        (s, code_of(&e)),
+        (422, Some("hook_timeout_after_retry")),
+        "{e}"
+    );
     assert_eq!(fake.events().len(), before + 3);
     assert_eq!(fake.bad_signatures(), 0, "every request was signed");
 }
@@ -124,7 +138,10 @@ async fn an_http_send_email_hook_gets_gotrue_email_data_instead_of_smtp() {
     assert_eq!(d["site_url"], "http://app.test");
     assert_eq!(d["redirect_to"], "http://app.test/welcome");
     assert_eq!(d["token"].as_str().unwrap().len(), 6, "{d}");
-    assert_eq!((d["token_new"].as_str(), d["token_hash_new"].as_str()), (Some(""), Some("")));
+    assert_eq!(
+        (d["token_new"].as_str(), d["token_hash_new"].as_str()),
+        (Some(""), Some(""))
+    );
     assert_eq!(queued(&app, "auth.mail").await, 0, "the hook replaces SMTP");
     // token_hash verifies as verifyOtp({token_hash, type}).
     let (s, session) = post(
@@ -191,7 +208,10 @@ async fn postgres_function_hooks_send_sms_and_mail() {
     .unwrap();
     let last = |db: tokio_postgres::Client| async move {
         let v: Value = db
-            .query_one("SELECT event FROM public.hook_events ORDER BY id DESC LIMIT 1", &[])
+            .query_one(
+                "SELECT event FROM public.hook_events ORDER BY id DESC LIMIT 1",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -215,7 +235,13 @@ async fn postgres_function_hooks_send_sms_and_mail() {
     let (_db, event) = last(db).await;
     assert_eq!(event["user"]["email"], "cy@hook.test");
     let d = &event["email_data"];
-    assert!(matches!(d["email_action_type"].as_str(), Some("signup" | "magiclink")), "{d}");
+    assert!(
+        matches!(
+            d["email_action_type"].as_str(),
+            Some("signup" | "magiclink")
+        ),
+        "{d}"
+    );
     let (s, session) = post(
         &app,
         "/auth/v1/verify",
@@ -223,7 +249,10 @@ async fn postgres_function_hooks_send_sms_and_mail() {
     )
     .await;
     assert_eq!(s, 200, "{session}");
-    assert_eq!(queued(&app, "auth.sms").await + queued(&app, "auth.mail").await, 0);
+    assert_eq!(
+        queued(&app, "auth.sms").await + queued(&app, "auth.mail").await,
+        0
+    );
 }
 
 #[test]

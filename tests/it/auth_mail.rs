@@ -879,7 +879,13 @@ async fn conditional_templates_pick_the_branch_of_the_users_locale() {
         )
         .await;
         assert_eq!(s, 200, "{u}");
-        let (s, b) = post(&app, "/auth/v1/otp", &app.anon_key(), json!({"email": email})).await;
+        let (s, b) = post(
+            &app,
+            "/auth/v1/otp",
+            &app.anon_key(),
+            json!({"email": email}),
+        )
+        .await;
         assert_eq!(s, 200, "{b}");
     }
     let de = sink.wait_for("de@example.test", 1).await;

@@ -908,7 +908,10 @@ async fn twilio_verify_sends_and_checks_the_code_instead_of_storing_one() {
     let (s, session) = verify(&app, "sms", "+15550100301", &code).await;
     assert_eq!(s, 200, "{session}");
     assert!(session["access_token"].is_string());
-    assert!(session["user"]["phone_confirmed_at"].is_string(), "{session}");
+    assert!(
+        session["user"]["phone_confirmed_at"].is_string(),
+        "{session}"
+    );
     assert_eq!(fake.checks().last().unwrap().2, true);
     // Used up at Twilio (404) and here.
     let (s, e) = verify(&app, "sms", "+15550100301", &code).await;

@@ -49,7 +49,10 @@ enum Node {
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
     /// A field chain from the root (`$`) or from dot; an empty chain is the value itself.
-    Field { from_root: bool, path: Vec<String> },
+    Field {
+        from_root: bool,
+        path: Vec<String>,
+    },
     Lit(Value),
     Call(Func, Vec<Expr>),
 }
@@ -131,7 +134,8 @@ fn pieces(src: &str) -> Result<Vec<Piece<'_>>, String> {
             .ok_or_else(|| format!("line {line}: unclosed action (no matching }}}})"))?;
         let mut body = &inner_start[..end];
         trim_next = false;
-        if body.ends_with('-') && body[..body.len() - 1].ends_with(|c: char| c.is_ascii_whitespace())
+        if body.ends_with('-')
+            && body[..body.len() - 1].ends_with(|c: char| c.is_ascii_whitespace())
         {
             trim_next = true;
             body = &body[..body.len() - 1];
@@ -443,7 +447,10 @@ fn expr(body: &str, line: usize, scope: &Scope) -> Result<Expr, String> {
     };
     let e = p.pipeline()?;
     if p.at != p.toks.len() {
-        return Err(format!("line {line}: unexpected {:?} in {{{{ {body} }}}}", p.toks[p.at]));
+        return Err(format!(
+            "line {line}: unexpected {:?} in {{{{ {body} }}}}",
+            p.toks[p.at]
+        ));
     }
     Ok(e)
 }
@@ -501,9 +508,7 @@ fn nodes(
                         }
                         break body;
                     }
-                    End::Eof => {
-                        return Err(format!("line {line}: `if` without its {{{{ end }}}}"))
-                    }
+                    End::Eof => return Err(format!("line {line}: `if` without its {{{{ end }}}}")),
                 }
             };
             out.push(Node::If {
@@ -748,10 +753,16 @@ mod tests {
         assert_eq!(run(t, &none), "Hello ");
         // A missing key is nil: false in `if`, empty when printed, never an error.
         assert_eq!(
-            run("{{ if .Data.nope.deeper }}y{{ else }}n{{ end }}[{{ .Data.nope }}]", &root()),
+            run(
+                "{{ if .Data.nope.deeper }}y{{ else }}n{{ end }}[{{ .Data.nope }}]",
+                &root()
+            ),
             "n[]"
         );
-        assert_eq!(run("{{ if .Data.empty }}y{{ else }}n{{ end }}", &root()), "n");
+        assert_eq!(
+            run("{{ if .Data.empty }}y{{ else }}n{{ end }}", &root()),
+            "n"
+        );
     }
 
     #[test]
@@ -759,16 +770,40 @@ mod tests {
         let v = root();
         for (src, want) in [
             ("{{ ne .Data.locale \"en\" }}", "true"),
-            ("{{ lt .Data.n 3 }} {{ le .Data.n 2 }} {{ gt .Data.n 2 }} {{ ge .N 3 }}", "true true false true"),
-            ("{{ lt \"abc\" \"abd\" }} {{ gt .Email \"b\" }}", "true false"),
+            (
+                "{{ lt .Data.n 3 }} {{ le .Data.n 2 }} {{ gt .Data.n 2 }} {{ ge .N 3 }}",
+                "true true false true",
+            ),
+            (
+                "{{ lt \"abc\" \"abd\" }} {{ gt .Email \"b\" }}",
+                "true false",
+            ),
             ("{{ lt .Data.n \"3\" }}", "false"),
-            ("{{ and .Data.name .Token }}|{{ and .Data.empty .Token }}|", "123456||"),
-            ("{{ or .Data.nope .Data.name }} {{ or .Data.nope false }}", "Ada false"),
+            (
+                "{{ and .Data.name .Token }}|{{ and .Data.empty .Token }}|",
+                "123456||",
+            ),
+            (
+                "{{ or .Data.nope .Data.name }} {{ or .Data.nope false }}",
+                "Ada false",
+            ),
             ("{{ not .Data.nope }} {{ not .Token }}", "true false"),
-            ("{{ len .Token }} {{ len .Data.tags }} {{ len .Data.nope }}", "6 2 0"),
-            ("{{ index .Data \"name\" }} {{ index .Data.tags 1 }}", "Ada y"),
-            ("{{ .Data.locale | eq \"de\" }} {{ if and (eq .N 3) (not .Data.nope) }}ok{{ end }}", "true ok"),
-            ("{{ eq .N 3.0 }} {{ eq 1 \"1\" }} {{ eq .Data.nope nil }}", "true false true"),
+            (
+                "{{ len .Token }} {{ len .Data.tags }} {{ len .Data.nope }}",
+                "6 2 0",
+            ),
+            (
+                "{{ index .Data \"name\" }} {{ index .Data.tags 1 }}",
+                "Ada y",
+            ),
+            (
+                "{{ .Data.locale | eq \"de\" }} {{ if and (eq .N 3) (not .Data.nope) }}ok{{ end }}",
+                "true ok",
+            ),
+            (
+                "{{ eq .N 3.0 }} {{ eq 1 \"1\" }} {{ eq .Data.nope nil }}",
+                "true false true",
+            ),
             ("{{ `raw {{ }}` }} {{ \"q\\\"\\n\" }}", "raw {{ }} q\"\n"),
         ] {
             assert_eq!(run(src, &v), want, "{src}");
@@ -781,12 +816,21 @@ mod tests {
         assert_eq!(run("a  \n {{- .Token -}} \n  b", &v), "a123456b");
         assert_eq!(run("a {{/* a comment, }} inside */}} b", &v), "a  b");
         assert_eq!(run("a {{- /* trimmed */ -}} b", &v), "ab");
-        assert_eq!(run("{{ range .Data.tags }}<{{ . }}>{{ end }}", &v), "<x><y>");
         assert_eq!(
-            run("{{ range .Data.nope }}x{{ else }}none for {{ .Email }}{{ end }}", &v),
+            run("{{ range .Data.tags }}<{{ . }}>{{ end }}", &v),
+            "<x><y>"
+        );
+        assert_eq!(
+            run(
+                "{{ range .Data.nope }}x{{ else }}none for {{ .Email }}{{ end }}",
+                &v
+            ),
             "none for a@x.test"
         );
-        assert_eq!(run("{{ range .Data.tags }}{{ $.Email }} {{ end }}", &v), "a@x.test a@x.test ");
+        assert_eq!(
+            run("{{ range .Data.tags }}{{ $.Email }} {{ end }}", &v),
+            "a@x.test a@x.test "
+        );
         // `{{-3}}` is the number -3, not a trim marker.
         assert_eq!(run("a {{-3}}", &v), "a -3");
     }

@@ -136,7 +136,10 @@ impl Templates {
                     t.content_path
                 )
             })?;
-            (body, format!("auth.templates.{kind}.content_path {:?}", t.content_path))
+            (
+                body,
+                format!("auth.templates.{kind}.content_path {:?}", t.content_path),
+            )
         } else if !t.content.is_empty() {
             (t.content.clone(), format!("auth.templates.{kind}.content"))
         } else {
@@ -265,9 +268,10 @@ mod tests {
         let mut cfg = MailTemplatesConfig::default();
         cfg.magic_link.subject =
             "{{ if eq .Data.locale \"de\" \"at\" }}Anmelden{{ else }}Sign in{{ end }}".into();
-        cfg.magic_link.content = "{{- if eq .Data.locale \"de\" -}}\n<p>Hallo {{ .Data.name }}</p>\n\
+        cfg.magic_link.content =
+            "{{- if eq .Data.locale \"de\" -}}\n<p>Hallo {{ .Data.name }}</p>\n\
              {{- else -}}\n<p>Hello {{ .Data.name }}</p>\n{{- end }}{{/* note */}}"
-            .into();
+                .into();
         let t = Templates::load(&cfg).unwrap();
         let mut p = payload();
         p["data"]["locale"] = "at".into();

@@ -83,7 +83,11 @@ fn signed(req: &HttpRequest, body: &[u8]) -> bool {
             .unwrap_or_default()
             .to_string()
     };
-    let (id, ts, sigs) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+    let (id, ts, sigs) = (
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+    );
     let Ok(t) = ts.parse::<i64>() else {
         return false;
     };

@@ -35,11 +35,12 @@ pub fn serve_fake(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let server =
-                actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
-                    .workers(1)
-                    .bind((ip, 0))
-                    .unwrap();
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new().configure(configure.clone())
+            })
+            .workers(1)
+            .bind((ip, 0))
+            .unwrap();
             tx.send(server.addrs()[0].port()).unwrap();
             server.run().await.unwrap();
         });

@@ -435,7 +435,8 @@ async fn verify(
         "Verifications" => {
             let channel = f("Channel");
             if !["sms", "whatsapp", "call"].contains(&channel.as_str()) {
-                g.refusals.push(format!("twilio_verify: bad Channel {channel:?}"));
+                g.refusals
+                    .push(format!("twilio_verify: bad Channel {channel:?}"));
                 return HttpResponse::BadRequest().json(json!({"code": 60200, "status": 400,
                     "message": "Invalid parameter `Channel`"}));
             }
@@ -465,8 +466,10 @@ async fn verify(
                 g.pending.remove(&to);
             }
             g.checks.push((to.clone(), code, approved));
-            HttpResponse::Ok().json(json!({"sid": "VE0", "service_sid": TWILIO_VERIFY_SID, "to": to,
-                "status": if approved { "approved" } else { "pending" }, "valid": approved}))
+            HttpResponse::Ok().json(
+                json!({"sid": "VE0", "service_sid": TWILIO_VERIFY_SID, "to": to,
+                "status": if approved { "approved" } else { "pending" }, "valid": approved}),
+            )
         }
         other => HttpResponse::NotFound().json(json!({"code": 20404, "status": 404,
             "message": format!("The requested resource {other} was not found")})),

@@ -171,6 +171,7 @@ pub(super) fn per_hour(state: &AppState, bucket: &'static str, limit: u64) -> Re
     state
         .rate_limits
         .check_per(bucket, limit, 3600, "all")
+        .map(|_| ())
         .map_err(|l| {
             state.metrics.observe_rate_limited(bucket);
             l.retry_after_secs

@@ -656,8 +656,10 @@ mod tests {
 
     #[test]
     fn twilio_verify_requests_and_answers() {
-        let mut cfg = SmsConfig::default();
-        cfg.provider = "twilio_verify".into();
+        let mut cfg = SmsConfig {
+            provider: "twilio_verify".into(),
+            ..Default::default()
+        };
         cfg.twilio_verify.account_sid = "AC1".into();
         cfg.twilio_verify.auth_token = Some(crate::config::Secret::new("tok"));
         cfg.twilio_verify.message_service_sid = "VA1".into();

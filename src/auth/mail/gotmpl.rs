@@ -456,7 +456,7 @@ fn expr(body: &str, line: usize, scope: &Scope) -> Result<Expr, String> {
 }
 
 /// What ended a list of nodes.
-enum End {
+enum Closer {
     Eof,
     End,
     Else(Option<Expr>),
@@ -471,7 +471,7 @@ fn keyword<'a>(body: &'a str, word: &str) -> Option<&'a str> {
 fn nodes(
     ps: &mut std::vec::IntoIter<Piece<'_>>,
     scope: &Scope,
-) -> Result<(Vec<Node>, End), String> {
+) -> Result<(Vec<Node>, Closer), String> {
     let mut out = Vec::new();
     while let Some(p) = ps.next() {
         let (body, line) = match p {
@@ -482,15 +482,15 @@ fn nodes(
             Piece::Action { body, line } => (body, line),
         };
         if body == "end" {
-            return Ok((out, End::End));
+            return Ok((out, Closer::End));
         }
         if let Some(rest) = keyword(body, "else") {
             if rest.is_empty() {
-                return Ok((out, End::Else(None)));
+                return Ok((out, Closer::Else(None)));
             }
             let cond = keyword(rest, "if")
                 .ok_or_else(|| format!("line {line}: only `else` and `else if` are supported"))?;
-            return Ok((out, End::Else(Some(expr(cond, line, scope)?))));
+            return Ok((out, Closer::Else(Some(expr(cond, line, scope)?))));
         }
         if let Some(cond) = keyword(body, "if") {
             let mut branches = Vec::new();
@@ -499,16 +499,18 @@ fn nodes(
                 let (body, end) = nodes(ps, scope)?;
                 branches.push((cond, body));
                 match end {
-                    End::End => break Vec::new(),
-                    End::Else(Some(c)) => cond = c,
-                    End::Else(None) => {
+                    Closer::End => break Vec::new(),
+                    Closer::Else(Some(c)) => cond = c,
+                    Closer::Else(None) => {
                         let (body, end) = nodes(ps, scope)?;
-                        if !matches!(end, End::End) {
+                        if !matches!(end, Closer::End) {
                             return Err(format!("line {line}: `if` without its {{{{ end }}}}"));
                         }
                         break body;
                     }
-                    End::Eof => return Err(format!("line {line}: `if` without its {{{{ end }}}}")),
+                    Closer::Eof => {
+                        return Err(format!("line {line}: `if` without its {{{{ end }}}}"))
+                    }
                 }
             };
             out.push(Node::If {
@@ -528,9 +530,9 @@ fn nodes(
             };
             let (body, end) = nodes(ps, &inner)?;
             let otherwise = match end {
-                End::End => Vec::new(),
-                End::Else(None) => match nodes(ps, scope)? {
-                    (b, End::End) => b,
+                Closer::End => Vec::new(),
+                Closer::Else(None) => match nodes(ps, scope)? {
+                    (b, Closer::End) => b,
                     _ => return Err(format!("line {line}: `range` without its {{{{ end }}}}")),
                 },
                 _ => return Err(format!("line {line}: `range` without its {{{{ end }}}}")),
@@ -552,7 +554,7 @@ fn nodes(
         }
         out.push(Node::Print(expr(body, line, scope)?));
     }
-    Ok((out, End::Eof))
+    Ok((out, Closer::Eof))
 }
 
 impl Template {
@@ -564,9 +566,9 @@ impl Template {
             in_range: false,
         };
         match nodes(&mut ps, &scope)? {
-            (nodes, End::Eof) => Ok(Template { nodes }),
-            (_, End::End) => Err("unexpected {{ end }}".into()),
-            (_, End::Else(_)) => Err("unexpected {{ else }}".into()),
+            (nodes, Closer::Eof) => Ok(Template { nodes }),
+            (_, Closer::End) => Err("unexpected {{ end }}".into()),
+            (_, Closer::Else(_)) => Err("unexpected {{ else }}".into()),
         }
     }
 

@@ -293,6 +293,9 @@ pub struct AuthConfig {
     pub smtp: SmtpConfig,
     /// Phone sign-in and the SMS provider that carries its codes.
     pub sms: SmsConfig,
+    /// GoTrue's sending hooks: an HTTP endpoint or a SQL function that sends SMS / mail
+    /// instead of the provider / SMTP.
+    pub hooks: AuthHooksConfig,
     /// URLs besides `site_url` that `redirect_to` may name (exact, a path under one, or a
     /// glob: `*` within a host label or path segment, `**` across them).
     pub redirect_allow_list: Vec<String>,
@@ -382,7 +385,49 @@ impl Default for SmtpConfig {
 }
 
 /// The SMS providers `auth.sms.provider` may name.
-pub const SMS_PROVIDERS: [&str; 5] = ["log", "twilio", "messagebird", "textlocal", "vonage"];
+pub const SMS_PROVIDERS: [&str; 6] = [
+    "log",
+    "twilio",
+    "twilio_verify",
+    "messagebird",
+    "textlocal",
+    "vonage",
+];
+
+/// `auth.hooks.*`: GoTrue's `GOTRUE_HOOK_SEND_SMS_*` and `GOTRUE_HOOK_SEND_EMAIL_*`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthHooksConfig {
+    /// Sends every auth SMS (codes, MFA challenges, nonces) instead of `auth.sms.provider`.
+    pub send_sms: HookConfig,
+    /// Sends every auth mail instead of SMTP (and the templates).
+    pub send_email: HookConfig,
+    /// Seconds one attempt of an HTTP hook may take (3 attempts on timeouts, as GoTrue's 5 s).
+    pub timeout_secs: u64,
+}
+
+impl Default for AuthHooksConfig {
+    fn default() -> Self {
+        AuthHooksConfig {
+            send_sms: HookConfig::default(),
+            send_email: HookConfig::default(),
+            timeout_secs: 5,
+        }
+    }
+}
+
+/// `auth.hooks.<hook>.*`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookConfig {
+    /// Call the hook.
+    pub enabled: bool,
+    /// `https://…` (or `http://…`), or `pg-functions://<database>/<schema>/<function>`.
+    pub uri: String,
+    /// Standard Webhooks signing secrets of an HTTP hook, `v1,whsec_<base64>`; several are
+    /// separated by `|` (each signs; rotate by adding the new one first).
+    pub secrets: Option<Secret>,
+}
 
 /// `auth.sms.*`: phone sign-in as GoTrue's `GOTRUE_EXTERNAL_PHONE_ENABLED`,
 /// `GOTRUE_SMS_AUTOCONFIRM` and `GOTRUE_SMS_*` configure it.
@@ -393,8 +438,8 @@ pub struct SmsConfig {
     pub enabled: bool,
     /// Confirm phone numbers at sign-up without a code.
     pub autoconfirm: bool,
-    /// `log` (development: the code goes to the log), `twilio`, `messagebird`, `textlocal` or
-    /// `vonage`.
+    /// `log` (development: the code goes to the log), `twilio`, `twilio_verify`,
+    /// `messagebird`, `textlocal` or `vonage`.
     pub provider: String,
     /// Seconds a texted code stays valid.
     pub otp_exp: u64,
@@ -410,6 +455,9 @@ pub struct SmsConfig {
     pub mfa_enabled: bool,
     /// Twilio Programmable Messaging.
     pub twilio: TwilioSmsConfig,
+    /// Twilio Verify (`message_service_sid` is the Verify service SID, `VA…`): Twilio makes,
+    /// sends and checks the code.
+    pub twilio_verify: TwilioSmsConfig,
     /// MessageBird (Bird) SMS API.
     pub messagebird: MessagebirdSmsConfig,
     /// Textlocal.
@@ -431,6 +479,7 @@ impl Default for SmsConfig {
             test_otp: Vec::new(),
             mfa_enabled: false,
             twilio: TwilioSmsConfig::default(),
+            twilio_verify: TwilioSmsConfig::default(),
             messagebird: MessagebirdSmsConfig::default(),
             textlocal: TextlocalSmsConfig::default(),
             vonage: VonageSmsConfig::default(),
@@ -530,6 +579,7 @@ impl SmsConfig {
         let secret_set = |s: &Option<Secret>| s.as_ref().is_some_and(|s| !s.expose().is_empty());
         for (name, url) in [
             ("twilio", &self.twilio.api_url),
+            ("twilio_verify", &self.twilio_verify.api_url),
             ("messagebird", &self.messagebird.api_url),
             ("textlocal", &self.textlocal.api_url),
             ("vonage", &self.vonage.api_url),
@@ -540,22 +590,29 @@ impl SmsConfig {
                 ));
             }
         }
+        if self.provider == "twilio_verify" && self.mfa_enabled {
+            p.push(
+                "`auth.sms.mfa_enabled` is not supported with `auth.sms.provider: twilio_verify`"
+                    .into(),
+            );
+        }
         if !self.enabled {
             return p;
         }
-        let missing: Vec<&str> = match self.provider.as_str() {
-            "twilio" => [
-                ("account_sid", !self.twilio.account_sid.is_empty()),
-                ("auth_token", secret_set(&self.twilio.auth_token)),
-                (
-                    "message_service_sid",
-                    !self.twilio.message_service_sid.is_empty(),
-                ),
+        let twilio = |t: &TwilioSmsConfig| -> Vec<&'static str> {
+            [
+                ("account_sid", !t.account_sid.is_empty()),
+                ("auth_token", secret_set(&t.auth_token)),
+                ("message_service_sid", !t.message_service_sid.is_empty()),
             ]
             .iter()
             .filter(|(_, ok)| !ok)
             .map(|(k, _)| *k)
-            .collect(),
+            .collect()
+        };
+        let missing: Vec<&str> = match self.provider.as_str() {
+            "twilio" => twilio(&self.twilio),
+            "twilio_verify" => twilio(&self.twilio_verify),
             "messagebird" => [
                 ("access_key", secret_set(&self.messagebird.access_key)),
                 ("originator", !self.messagebird.originator.is_empty()),
@@ -616,6 +673,7 @@ impl Default for AuthConfig {
             require_apikey: false,
             smtp: SmtpConfig::default(),
             sms: SmsConfig::default(),
+            hooks: AuthHooksConfig::default(),
             redirect_allow_list: Vec::new(),
             external: ExternalConfig::default(),
         }
@@ -1518,14 +1576,10 @@ impl Config {
                 self.auth.smtp.sender
             ));
         }
-        for (kind, t) in self.auth.templates.entries() {
-            if !t.content_path.is_empty() && std::fs::metadata(&t.content_path).is_err() {
-                p.push(format!(
-                    "`auth.templates.{kind}.content_path`: cannot read {:?}",
-                    t.content_path
-                ));
-            }
-        }
+        // Each template is read and parsed as the mailer will: a malformed one is named here.
+        p.extend(crate::auth::mail::templates::Templates::check(
+            &self.auth.templates,
+        ));
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             p.push(format!(
                 "`auth.bcrypt_cost` must be between 4 and 31, got {}",
@@ -1534,6 +1588,17 @@ impl Config {
         }
         p.extend(self.auth.external.validate());
         p.extend(self.auth.sms.validate());
+        for (name, h) in [
+            ("send_sms", &self.auth.hooks.send_sms),
+            ("send_email", &self.auth.hooks.send_email),
+        ] {
+            if let Err(e) = crate::auth::hooks::Hook::from_config(name, h) {
+                p.push(e);
+            }
+        }
+        if self.auth.hooks.timeout_secs == 0 {
+            p.push("`auth.hooks.timeout_secs` must be positive".into());
+        }
         if self.auth.jwt_expiry_secs == 0 {
             p.push("`auth.jwt_expiry_secs` must be positive".into());
         }

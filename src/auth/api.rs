@@ -288,6 +288,17 @@ fn normalise_email(e: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A `password` session for `user`, read afresh in the transaction (it may have just been
+/// confirmed or stamped).
+pub(super) async fn password_session<C: tokio_postgres::GenericClient>(
+    c: &C,
+    state: &AppState,
+    user: service::User,
+) -> Result<Value, ApiError> {
+    let user = service::user_by_id(c, user.id).await?.unwrap_or(user);
+    service::issue_session(c, &state.config, &state.jwt, &user, "password", None, None).await
+}
+
 /// Audits what a user did (or had done for them), in the request's transaction.
 pub(super) async fn audit_user<C: tokio_postgres::GenericClient>(
     c: &C,
@@ -777,18 +788,9 @@ async fn password_grant(
     )
     .await
     .map_err(db)?;
-    let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
-    let session = service::issue_session(
-        &*tx,
-        &state.config,
-        &state.jwt,
-        &user,
-        "password",
-        None,
-        None,
-    )
-    .await?;
-    audit_user(&*tx, req, user.id, "auth.sign_in").await?;
+    let uid = user.id;
+    let session = password_session(&*tx, state, user).await?;
+    audit_user(&*tx, req, uid, "auth.sign_in").await?;
     tx.commit().await.map_err(db)?;
     Ok(HttpResponse::Ok().json(session))
 }
@@ -1114,12 +1116,18 @@ async fn put_user(
     let tx = c.transaction().await.map_err(db)?;
     if let Some(n) = &nonce {
         // The nonce went to the address, or (users without one) texted to the number.
-        let (to, expiry) = if current_email.is_empty() {
-            (&current_phone, cfg.sms.otp_exp)
+        let (to, expiry, nonce) = if current_email.is_empty() {
+            // With Twilio Verify the typed nonce is checked with Twilio first.
+            let checked = super::sms::checked_code(&state, &current_phone, n).await?;
+            (&current_phone, cfg.sms.otp_exp, checked)
         } else {
-            (&current_email, cfg.otp_expiry_secs)
+            (&current_email, cfg.otp_expiry_secs, Some(n.clone()))
         };
-        if !mail::consume_nonce(&*tx, uid, to, n, expiry).await? {
+        let valid = match nonce {
+            Some(n) => mail::consume_nonce(&*tx, uid, to, &n, expiry).await?,
+            None => false,
+        };
+        if !valid {
             return Err(gotrue(
                 422,
                 "reauthentication_not_valid",

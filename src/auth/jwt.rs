@@ -6,7 +6,9 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
 /// Role used when a request carries no token, or a token without a `role` claim.
@@ -49,7 +51,36 @@ pub struct JwtKeys {
     validation: Validation,
     allowed_roles: Vec<String>,
     leeway: i64,
-    verified: Arc<Mutex<HashMap<String, Verified>>>,
+    verified: Arc<Mutex<HashMap<String, Verified, TailHash>>>,
+}
+
+/// Bytes of a token the verified-token cache hashes: its end, the HMAC signature.
+const TAIL: usize = 32;
+
+/// Hashes only the last `TAIL` bytes of each key (keyed SipHash, as std's). A token ends in its
+/// signature, which is what tells verified tokens apart; hashing all of a user's ~1 KB access
+/// token on every request bought nothing but instructions. Equality still compares whole
+/// tokens, and only verified tokens are inserted, so nobody can make up keys that share a
+/// tail to crowd one bucket.
+#[derive(Clone, Default)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(TAIL)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// A token that passed verification: clients send the same token (the anon key, a session's
@@ -92,7 +123,7 @@ impl JwtKeys {
             validation,
             allowed_roles,
             leeway: leeway_secs as i64,
-            verified: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(Mutex::new(HashMap::default())),
         }
     }
 

@@ -338,7 +338,7 @@ pub async fn challenge(
         .await
         .map_err(db)?;
     if let (Some(code), Some(phone)) = (&code, &phone) {
-        super::sms::enqueue(&*tx, &state, phone, "mfa", channel, code).await?;
+        super::sms::enqueue(&*tx, &state, uid, phone, "mfa", channel, code).await?;
     }
     tx.commit().await.map_err(db)?;
     let (id, created): (Uuid, i64) = (row.get(0), row.get(1));

@@ -118,17 +118,7 @@ pub async fn signup(
         )
         .await
         .map_err(db)?;
-        let user = service::user_by_id(&*tx, user.id).await?.unwrap_or(user);
-        service::issue_session(
-            &*tx,
-            &state.config,
-            &state.jwt,
-            &user,
-            "password",
-            None,
-            None,
-        )
-        .await?
+        super::api::password_session(&*tx, state, user).await?
     } else {
         sms::send(&*tx, state, user.id, &phone, sms::CONFIRM, channel).await?;
         service::user_by_id(&*tx, user.id)

@@ -5,6 +5,9 @@
 //! worker to the configured provider (`twilio`, `messagebird`, `textlocal`, `vonage`) over
 //! the SSRF-guarded outbound client, retried on failure, so a slow provider never holds a
 //! request. The `log` provider writes the message to the log instead (development).
+//! `twilio_verify` leaves the code to Twilio Verify: the job asks Twilio to send one and a
+//! typed code is checked with Twilio (`checked_code`), as GoTrue does. With the
+//! `auth.hooks.send_sms` hook, the hook sends instead, synchronously (`enqueue`).
 //!
 //! Must not: send anything itself from a request, or keep a code in clear outside the job.
 
@@ -74,7 +77,9 @@ pub fn require_enabled(state: &AppState, message: &str) -> Result<(), ApiError> 
 pub fn channel(cfg: &SmsConfig, requested: Option<&str>) -> Result<&'static str, ApiError> {
     match requested.filter(|c| !c.is_empty()).unwrap_or("sms") {
         "sms" => Ok("sms"),
-        "whatsapp" if cfg.provider == "twilio" => Ok("whatsapp"),
+        "whatsapp" if matches!(cfg.provider.as_str(), "twilio" | "twilio_verify") => {
+            Ok("whatsapp")
+        }
         _ => Err(gotrue(
             400,
             "validation_failed",
@@ -159,7 +164,13 @@ pub async fn send<C: GenericClient>(
     }
     check_hourly(state)?;
     let fixed = test_otp(cfg, phone);
-    let code = fixed.clone().unwrap_or_else(|| new_code(cfg.otp_length));
+    // With Twilio Verify, Twilio makes the code: a marker stands for it, used up once Twilio
+    // approves the code the user typed (`checked_code`).
+    let code = match &fixed {
+        Some(f) => f.clone(),
+        None if uses_twilio_verify(state) => VERIFY_MARKER.to_string(),
+        None => new_code(cfg.otp_length),
+    };
     c.execute(
         "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
         &[&user, &kind],
@@ -189,23 +200,79 @@ pub async fn send<C: GenericClient>(
     if fixed.is_some() {
         return Ok(());
     }
-    enqueue(c, state, phone, kind, channel, &code).await
+    enqueue(c, state, user, phone, kind, channel, &code).await
 }
+
+/// Stands for a code Twilio Verify made (never a typed code: those are digits).
+const VERIFY_MARKER: &str = "twilio-verify";
+
+/// Whether codes go through Twilio Verify (no send hook overrides the provider).
+fn uses_twilio_verify(state: &AppState) -> bool {
+    state.config.auth.sms.provider == "twilio_verify" && !state.config.auth.hooks.send_sms.enabled
+}
+
+/// The stored code a typed `code` for `phone` stands for: the code itself, or, with Twilio
+/// Verify, the marker once Twilio approves it (`VerificationCheck`). `None`: wrong code.
+pub async fn checked_code(
+    state: &AppState,
+    phone: &str,
+    code: &str,
+) -> Result<Option<String>, ApiError> {
+    let code = code.trim();
+    if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let cfg = &state.config.auth.sms;
+    if !uses_twilio_verify(state) || test_otp(cfg, phone).is_some() {
+        return Ok(Some(code.to_string()));
+    }
+    let t = &cfg.twilio_verify;
+    let url = format!(
+        "{}/v2/Services/{}/VerificationCheck",
+        base(&t.api_url, TWILIO_VERIFY_URL),
+        t.message_service_sid
+    );
+    let rb = state
+        .outbound
+        .request(reqwest::Method::POST, &url)
+        .header("Accept", "application/json")
+        .basic_auth(&t.account_sid, Some(secret(&t.auth_token)))
+        .form(&[("To", format!("+{phone}")), ("Code", code.to_string())]);
+    let resp = state.outbound.send(rb).await.map_err(|e| {
+        tracing::error!(error = %e, "Twilio Verify check failed");
+        gotrue(
+            500,
+            "unexpected_failure",
+            "Error verifying the code with Twilio Verify",
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    match resp.status {
+        // 404: no pending verification (expired, approved already, or too many attempts).
+        200..=299 if v["status"] == "approved" => Ok(Some(VERIFY_MARKER.to_string())),
+        200..=299 | 404 => Ok(None),
+        s => {
+            tracing::error!(status = s, body = %v, "Twilio Verify refused the check");
+            Err(gotrue(
+                500,
+                "unexpected_failure",
+                format!(
+                    "Error verifying the code with Twilio Verify: {}",
+                    v["message"].as_str().unwrap_or_default()
+                ),
+            ))
+        }
+    }
+}
+
+/// Twilio Verify's API.
+const TWILIO_VERIFY_URL: &str = "https://verify.twilio.com";
 
 /// `auth.rate_limit.sms_sent_per_hour` for this instance (GoTrue's `RATE_LIMIT_SMS_SENT`).
 pub fn check_hourly(state: &AppState) -> Result<(), ApiError> {
-    let rl = &state.config.auth.rate_limit;
-    if let Err(l) = state
-        .rate_limits
-        .check_per("auth.sms_sent", rl.sms_sent_per_hour, 3600, "all")
-    {
-        state.metrics.observe_rate_limited("auth.sms_sent");
-        return Err(over_sms_limit(
-            "SMS rate limit exceeded".into(),
-            l.retry_after_secs,
-        ));
-    }
-    Ok(())
+    let limit = state.config.auth.rate_limit.sms_sent_per_hour;
+    super::mail::per_hour(state, "auth.sms_sent", limit)
+        .map_err(|retry| over_sms_limit("SMS rate limit exceeded".into(), retry))
 }
 
 /// A fresh code of `len` digits.
@@ -217,20 +284,31 @@ pub fn new_code(len: u64) -> String {
         .collect()
 }
 
-/// Enqueues the SMS carrying `code` (in `auth.sms.template`) to `phone`, in the caller's
-/// transaction: it is sent when that commits, and never if it rolls back.
+/// Sends the SMS carrying `code` (in `auth.sms.template`) to `phone`, the number of `user`.
+/// With `auth.hooks.send_sms`, the hook gets `{user, sms: {otp}}` now, as GoTrue calls it,
+/// and its error is the request's. Otherwise the SMS is enqueued in the caller's transaction:
+/// it is sent when that commits, and never if it rolls back (with Twilio Verify, the job
+/// asks Twilio to send its own code).
 pub async fn enqueue<C: GenericClient>(
     c: &C,
     state: &AppState,
+    user: Uuid,
     phone: &str,
     kind: &str,
     channel: &str,
     code: &str,
 ) -> Result<(), ApiError> {
+    if super::hooks::send(c, state, "send_sms", user, "sms", json!({ "otp": code })).await? {
+        return Ok(());
+    }
+    let body = if uses_twilio_verify(state) {
+        String::new()
+    } else {
+        render(&state.config.auth.sms.template, code)
+    };
     let spec = JobSpec {
         queue: QUEUE.into(),
-        payload: json!({"kind": kind, "to": phone, "channel": channel,
-                        "body": render(&state.config.auth.sms.template, code)}),
+        payload: json!({"kind": kind, "to": phone, "channel": channel, "body": body}),
         ..Default::default()
     };
     jobs::enqueue(c, &spec).await.map_err(db)?;
@@ -246,11 +324,14 @@ pub async fn consume<C: GenericClient>(
     phone: &str,
     code: &str,
 ) -> Result<Option<(Uuid, String)>, ApiError> {
+    let Some(code) = checked_code(state, phone, code).await? else {
+        return Ok(None);
+    };
     super::mail::consume(
         c,
         kinds,
         None,
-        Some((phone, code.trim())),
+        Some((phone, &code)),
         state.config.auth.sms.otp_exp,
     )
     .await
@@ -325,7 +406,7 @@ pub fn build(
     channel: &str,
 ) -> Result<ProviderRequest, String> {
     let f = |k: &str, v: &str| (k.to_string(), v.to_string());
-    if channel != "sms" && cfg.provider != "twilio" {
+    if channel != "sms" && !matches!(cfg.provider.as_str(), "twilio" | "twilio_verify") {
         return Err(format!(
             "channel {channel:?} is not supported by {}",
             cfg.provider
@@ -351,6 +432,18 @@ pub fn build(
                     f("From", &sender),
                     f("Body", body),
                 ],
+                auth: ProviderAuth::Basic(t.account_sid.clone(), secret(&t.auth_token)),
+            }
+        }
+        "twilio_verify" => {
+            let t = &cfg.twilio_verify;
+            ProviderRequest {
+                url: format!(
+                    "{}/v2/Services/{}/Verifications",
+                    base(&t.api_url, TWILIO_VERIFY_URL),
+                    t.message_service_sid
+                ),
+                form: vec![f("To", &format!("+{to}")), f("Channel", channel)],
                 auth: ProviderAuth::Basic(t.account_sid.clone(), secret(&t.auth_token)),
             }
         }
@@ -443,6 +536,16 @@ pub fn outcome(provider: &str, status: u16, body: &[u8]) -> Outcome {
                 )),
                 _ => Outcome::Sent(text("sid")),
             }
+        }
+        "twilio_verify" => {
+            if !(200..300).contains(&status) {
+                return Outcome::Refused(format!(
+                    "twilio verify {status}: {} More information: {}",
+                    text("message").unwrap_or_default(),
+                    text("more_info").unwrap_or_default()
+                ));
+            }
+            Outcome::Sent(text("sid"))
         }
         "messagebird" => {
             if !(200..300).contains(&status) {
@@ -549,6 +652,39 @@ mod tests {
             render("{{.Code}} / {{ .Other }} {{", "1"),
             "1 / {{ .Other }} {{"
         );
+    }
+
+    #[test]
+    fn twilio_verify_requests_and_answers() {
+        let mut cfg = SmsConfig {
+            provider: "twilio_verify".into(),
+            ..Default::default()
+        };
+        cfg.twilio_verify.account_sid = "AC1".into();
+        cfg.twilio_verify.auth_token = Some(crate::config::Secret::new("tok"));
+        cfg.twilio_verify.message_service_sid = "VA1".into();
+        let r = build(&cfg, "15550100", "", "whatsapp").unwrap();
+        assert_eq!(
+            r.url,
+            "https://verify.twilio.com/v2/Services/VA1/Verifications"
+        );
+        assert_eq!(
+            r.form,
+            vec![
+                ("To".to_string(), "+15550100".to_string()),
+                ("Channel".to_string(), "whatsapp".to_string())
+            ]
+        );
+        assert_eq!(r.auth, ProviderAuth::Basic("AC1".into(), "tok".into()));
+        assert_eq!(channel(&cfg, Some("whatsapp")).unwrap(), "whatsapp");
+        assert_eq!(
+            outcome("twilio_verify", 201, br#"{"sid":"VE1","status":"pending"}"#),
+            Outcome::Sent(Some("VE1".into()))
+        );
+        assert!(matches!(
+            outcome("twilio_verify", 400, br#"{"code":60200,"message":"Invalid parameter"}"#),
+            Outcome::Refused(m) if m.contains("Invalid parameter")
+        ));
     }
 
     #[test]

@@ -851,3 +851,56 @@ async fn per_endpoint_limits_answer_429_with_gotrue_codes() {
     assert_eq!(sink.mails().len(), 1);
     runner.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn conditional_templates_pick_the_branch_of_the_users_locale() {
+    let (sink, app, _runner) = mail_app(|c| {
+        c.auth.templates.magic_link.subject =
+            "{{ if eq .Data.locale \"de\" \"at\" }}Dein Anmeldelink{{ else }}Your sign-in link{{ end }}"
+                .into();
+        c.auth.templates.magic_link.content = "{{/* locale switch */}}\n\
+             {{- if eq .Data.locale \"de\" \"at\" -}}\n<p>Hallo {{ .Data.name }}, Code {{ .Token }}</p>\n\
+             {{- else if and .Data.locale (ne .Data.locale \"en\") -}}\n<p>[{{ .Data.locale }}] code {{ .Token }}</p>\n\
+             {{- else -}}\n<p>Hello {{ or .Data.name \"there\" }}, code {{ .Token }}</p>\n{{- end }}"
+            .into();
+    })
+    .await;
+    let svc = app.service_key();
+    for (email, data) in [
+        ("de@example.test", json!({"locale": "at", "name": "Jo <J>"})),
+        ("fr@example.test", json!({"locale": "fr"})),
+        ("en@example.test", json!({})),
+    ] {
+        let (s, u) = post(
+            &app,
+            "/auth/v1/admin/users",
+            &svc,
+            json!({"email": email, "password": "lovelace1815", "email_confirm": true, "user_metadata": data}),
+        )
+        .await;
+        assert_eq!(s, 200, "{u}");
+        let (s, b) = post(
+            &app,
+            "/auth/v1/otp",
+            &app.anon_key(),
+            json!({"email": email}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let de = sink.wait_for("de@example.test", 1).await;
+    assert_eq!(subject(&de), "Dein Anmeldelink");
+    let text = de.text();
+    let code = code_in(&text);
+    // Trim markers leave exactly the chosen line; values stay HTML-escaped.
+    assert!(
+        text.contains(&format!("<p>Hallo Jo &lt;J&gt;, Code {code}</p>")),
+        "{text}"
+    );
+    assert!(!text.contains("Hello") && !text.contains("{{"), "{text}");
+    let fr = sink.wait_for("fr@example.test", 1).await;
+    assert_eq!(subject(&fr), "Your sign-in link");
+    assert!(fr.text().contains("<p>[fr] code "), "{}", fr.text());
+    let en = sink.wait_for("en@example.test", 1).await;
+    assert!(en.text().contains("<p>Hello there, code "), "{}", en.text());
+}

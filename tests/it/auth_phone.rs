@@ -38,7 +38,7 @@ async fn phone_app(
 
 /// A request with the anon key (or `bearer`) and the API version header, so errors come as
 /// `{code, message}`.
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -59,12 +59,12 @@ async fn call(
     (s, h, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     let (s, _, b) = call(app, reqwest::Method::POST, path, None, Some(body)).await;
     (s, b)
 }
 
-async fn verify(app: &TestApp, kind: &str, phone: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn verify(app: &TestApp, kind: &str, phone: &str, token: &str) -> (u16, Value) {
     post(
         app,
         "/auth/v1/verify",
@@ -82,7 +82,7 @@ async fn password_grant(app: &TestApp, phone: &str, password: &str) -> (u16, Val
     .await
 }
 
-fn code_of(v: &Value) -> Option<&str> {
+pub(crate) fn code_of(v: &Value) -> Option<&str> {
     v["code"].as_str()
 }
 
@@ -860,5 +860,77 @@ async fn mfa_phone_factors_text_their_challenges_and_make_the_session_aal2() {
         (s, code_of(&e)),
         (422, Some("mfa_phone_enroll_not_enabled")),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn twilio_verify_sends_and_checks_the_code_instead_of_storing_one() {
+    use crate::support::sms_provider::TWILIO_VERIFY_SID;
+    let (fake, app, _runner) = phone_app("twilio_verify", |_| {}).await;
+    let (_, _, settings) = call(&app, reqwest::Method::GET, "/auth/v1/settings", None, None).await;
+    assert_eq!(settings["sms_provider"], "twilio_verify");
+
+    // Send: Verify's Verifications endpoint with To (E.164) and Channel; Twilio makes the code.
+    let (s, body) = post(&app, "/auth/v1/otp", json!({"phone": "+1 555 0100 301"})).await;
+    assert_eq!(s, 200, "{body}");
+    let sms = fake.wait_for("15550100301", 1).await;
+    assert_eq!(sms.provider, "twilio_verify");
+    assert_eq!(sms.to, "+15550100301");
+    assert_eq!(sms.from, TWILIO_VERIFY_SID);
+    assert_eq!(sms.form["Channel"], "sms");
+    assert!(!sms.form.contains_key("Body"), "Verify writes its own text");
+    let code = sms.code();
+    // Fluxbase keeps no code of its own: only the marker that a verification is pending.
+    let c = app.db.client().await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM auth.one_time_tokens WHERE relates_to = '15550100301' AND token_type = 'sms'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // A wrong code: checked with Twilio (pending), refused as GoTrue refuses it.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (s, e) = verify(&app, "sms", "+15550100301", wrong).await;
+    assert_eq!((s, code_of(&e)), (403, Some("otp_expired")), "{e}");
+    // A non-numeric code never reaches Twilio.
+    let (s, e) = verify(&app, "sms", "+15550100301", "twilio-verify").await;
+    assert_eq!((s, code_of(&e)), (403, Some("otp_expired")), "{e}");
+    assert_eq!(
+        fake.checks(),
+        vec![("+15550100301".to_string(), wrong.to_string(), false)]
+    );
+
+    // The right code: Twilio approves, the user is confirmed and signed in.
+    let (s, session) = verify(&app, "sms", "+15550100301", &code).await;
+    assert_eq!(s, 200, "{session}");
+    assert!(session["access_token"].is_string());
+    assert!(
+        session["user"]["phone_confirmed_at"].is_string(),
+        "{session}"
+    );
+    assert!(
+        fake.checks().last().unwrap().2,
+        "the right code is approved"
+    );
+    // Used up at Twilio (404) and here.
+    let (s, e) = verify(&app, "sms", "+15550100301", &code).await;
+    assert_eq!((s, code_of(&e)), (403, Some("otp_expired")), "{e}");
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
+
+    // WhatsApp goes through Verify too.
+    let (s, body) = post(
+        &app,
+        "/auth/v1/otp",
+        json!({"phone": "+15550100302", "channel": "whatsapp"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        fake.wait_for("15550100302", 1).await.form["Channel"],
+        "whatsapp"
     );
 }

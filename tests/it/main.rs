@@ -7,6 +7,7 @@ mod support;
 
 mod auth;
 mod auth_hashing;
+mod auth_hooks;
 mod auth_mail;
 mod auth_oauth;
 mod auth_phone;

@@ -8,9 +8,15 @@
 //! Every mail also carries a plain-text alternative from the built-in text of its kind, so
 //! text-only readers (and tests) always find the link and the code.
 //!
-//! Must not: evaluate anything but variable references (no Go template logic: `if`,
-//! `range` … are left in the text as written).
+//! Templates are Go templates (the subset `gotmpl` evaluates: `if`/`else if`/`else`, `eq` …,
+//! `range`, trim markers, comments); a template that does not parse, or names an unknown
+//! variable, is refused by config validation with the template's name, and if it still
+//! reaches the mailer (a `content_path` edited after start-up checks) the built-in templates
+//! are used: a mail is never lost to a template error at send time.
+//!
+//! Must not: read files or parse anything when a mail is sent (templates are parsed once).
 
+use super::gotmpl::Template as Tmpl;
 use crate::config::{MailTemplateConfig, MailTemplatesConfig};
 use serde_json::Value;
 
@@ -62,14 +68,26 @@ pub fn template_kind(mail_kind: &str) -> &'static str {
     }
 }
 
+/// The variables a template may name (`{{ .Name }}`), as in GoTrue.
+pub const VARIABLES: [&str; 8] = [
+    "ConfirmationURL",
+    "Token",
+    "TokenHash",
+    "SiteURL",
+    "Email",
+    "NewEmail",
+    "RedirectTo",
+    "Data",
+];
+
 #[derive(Debug, Clone)]
 struct Template {
-    subject: String,
-    html: String,
-    text: &'static str,
+    subject: Tmpl,
+    html: Tmpl,
+    text: Tmpl,
 }
 
-/// The templates of every kind, resolved once when the mailer starts.
+/// The templates of every kind, parsed once when the mailer starts.
 #[derive(Debug, Clone)]
 pub struct Templates {
     by_kind: Vec<(&'static str, Template)>,
@@ -86,8 +104,13 @@ pub struct Rendered {
     pub text: String,
 }
 
+fn parse(src: &str, what: &str) -> Result<Tmpl, String> {
+    Tmpl::parse(src, &VARIABLES).map_err(|e| format!("{what}: {e}"))
+}
+
 impl Templates {
-    /// Templates from config; a `content_path` that cannot be read is an error.
+    /// Templates from config; a `content_path` that cannot be read, or a template that does
+    /// not parse, is an error naming the template.
     pub fn load(cfg: &MailTemplatesConfig) -> Result<Templates, String> {
         let mut by_kind = Vec::new();
         for (kind, t) in cfg.entries() {
@@ -96,29 +119,41 @@ impl Templates {
         Ok(Templates { by_kind })
     }
 
+    /// Every problem of the configured templates, one line each (for config validation).
+    pub fn check(cfg: &MailTemplatesConfig) -> Vec<String> {
+        cfg.entries()
+            .into_iter()
+            .filter_map(|(kind, t)| Self::one(kind, t).err())
+            .collect()
+    }
+
     fn one(kind: &'static str, t: &MailTemplateConfig) -> Result<Template, String> {
         let (subject, html, text) = builtin(kind);
-        let html = if !t.content_path.is_empty() {
-            std::fs::read_to_string(&t.content_path).map_err(|e| {
+        let (html, html_src) = if !t.content_path.is_empty() {
+            let body = std::fs::read_to_string(&t.content_path).map_err(|e| {
                 format!(
                     "auth.templates.{kind}.content_path {:?}: {e}",
                     t.content_path
                 )
-            })?
+            })?;
+            (
+                body,
+                format!("auth.templates.{kind}.content_path {:?}", t.content_path),
+            )
         } else if !t.content.is_empty() {
-            t.content.clone()
+            (t.content.clone(), format!("auth.templates.{kind}.content"))
         } else {
-            html.to_string()
+            (html.to_string(), format!("built-in {kind} template"))
         };
-        let subject = if t.subject.is_empty() {
-            subject.to_string()
+        let (subject, subject_src) = if t.subject.is_empty() {
+            (subject, format!("built-in {kind} subject"))
         } else {
-            t.subject.clone()
+            (t.subject.as_str(), format!("auth.templates.{kind}.subject"))
         };
         Ok(Template {
-            subject,
-            html,
-            text,
+            subject: parse(subject, &subject_src)?,
+            html: parse(&html, &html_src)?,
+            text: parse(text, &format!("built-in {kind} text"))?,
         })
     }
 
@@ -134,23 +169,27 @@ impl Templates {
     /// `redirect_to`, `data`).
     pub fn render(&self, mail_kind: &str, payload: &Value) -> Rendered {
         let kind = template_kind(mail_kind);
-        let fallback;
-        let t = match self.by_kind.iter().find(|(k, _)| *k == kind) {
-            Some((_, t)) => t,
+        let root = variables(payload);
+        let plain: fn(&str) -> String = str::to_string;
+        match self.by_kind.iter().find(|(k, _)| *k == kind) {
+            Some((_, t)) => Rendered {
+                subject: t.subject.render(&root, plain),
+                html: t.html.render(&root, escape_html),
+                text: t.text.render(&root, plain),
+            },
+            // Only when the built-in templates themselves failed to parse (a bug a unit test
+            // catches): the text version still carries the link and the code.
             None => {
-                let (subject, html, text) = builtin(kind);
-                fallback = Template {
+                let (subject, _, text) = builtin(kind);
+                let text = Tmpl::parse(text, &VARIABLES)
+                    .map(|t| t.render(&root, plain))
+                    .unwrap_or_default();
+                Rendered {
                     subject: subject.into(),
-                    html: html.into(),
+                    html: escape_html(&text),
                     text,
-                };
-                &fallback
+                }
             }
-        };
-        Rendered {
-            subject: substitute(&t.subject, payload, false),
-            html: substitute(&t.html, payload, true),
-            text: substitute(t.text, payload, false),
         }
     }
 }
@@ -170,64 +209,23 @@ fn escape_html(s: &str) -> String {
     out
 }
 
-/// The value of one `.Name` (or `.Data.key`) reference; `None` for unknown names.
-fn variable(name: &str, p: &Value) -> Option<String> {
-    let s = |k: &str| {
-        p.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+/// The template variables of a mail job's payload.
+fn variables(p: &Value) -> Value {
+    let s = |k: &str| Value::String(p.get(k).and_then(Value::as_str).unwrap_or_default().into());
+    let email = match p.get("email").and_then(Value::as_str) {
+        Some(e) => Value::String(e.into()),
+        None => s("to"),
     };
-    let shown = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    Some(match name {
-        "ConfirmationURL" => s("link"),
-        "Token" => s("token"),
-        "TokenHash" => s("token_hash"),
-        "SiteURL" => s("site_url"),
-        "Email" => p
-            .get("email")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| s("to")),
-        "NewEmail" => s("new_email"),
-        "RedirectTo" => s("redirect_to"),
-        "Data" => p.get("data").map(shown).unwrap_or_default(),
-        other => {
-            let key = other.strip_prefix("Data.")?;
-            p.get("data")
-                .and_then(|d| d.get(key))
-                .map(shown)
-                .unwrap_or_default()
-        }
+    serde_json::json!({
+        "ConfirmationURL": s("link"),
+        "Token": s("token"),
+        "TokenHash": s("token_hash"),
+        "SiteURL": s("site_url"),
+        "Email": email,
+        "NewEmail": s("new_email"),
+        "RedirectTo": s("redirect_to"),
+        "Data": p.get("data").cloned().unwrap_or(Value::Null),
     })
-}
-
-/// Replaces `{{ .Name }}` (any inner whitespace) with its value; anything else between
-/// braces stays as written.
-fn substitute(template: &str, p: &Value, html: bool) -> String {
-    let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let inner = after[..end].trim();
-        match inner.strip_prefix('.').and_then(|n| variable(n, p)) {
-            Some(v) if html => out.push_str(&escape_html(&v)),
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -248,7 +246,7 @@ mod tests {
         cfg.invite.subject = "Join {{.SiteURL}} as {{ .Data.name }}".into();
         cfg.invite.content =
             "<a href=\"{{ .ConfirmationURL }}\">go</a> {{.Token}} {{ .TokenHash }} {{ .Email }} \
-             {{ .NewEmail }} {{ .RedirectTo }} {{ .Data.n }} {{ .Data.missing }}| {{ .Nope }} {{ if .X }}"
+             {{ .NewEmail }} {{ .RedirectTo }} {{ .Data.n }} {{ .Data.missing }}|"
                 .into();
         let t = Templates::load(&cfg).unwrap();
         let r = t.render("invite", &payload());
@@ -256,13 +254,63 @@ mod tests {
         assert_eq!(
             r.html,
             "<a href=\"http://h/auth/v1/verify?token=abc&amp;type=invite\">go</a> 123456 abc old@x.test \
-             new@x.test http://app.test/in 2 | {{ .Nope }} {{ if .X }}"
+             new@x.test http://app.test/in 2 |"
         );
         // The text alternative is the built-in one, unescaped.
         assert!(r
             .text
             .contains("http://h/auth/v1/verify?token=abc&type=invite"));
         assert!(r.text.contains("code: 123456"));
+    }
+
+    #[test]
+    fn template_logic_is_evaluated_and_values_stay_escaped() {
+        let mut cfg = MailTemplatesConfig::default();
+        cfg.magic_link.subject =
+            "{{ if eq .Data.locale \"de\" \"at\" }}Anmelden{{ else }}Sign in{{ end }}".into();
+        cfg.magic_link.content =
+            "{{- if eq .Data.locale \"de\" -}}\n<p>Hallo {{ .Data.name }}</p>\n\
+             {{- else -}}\n<p>Hello {{ .Data.name }}</p>\n{{- end }}{{/* note */}}"
+                .into();
+        let t = Templates::load(&cfg).unwrap();
+        let mut p = payload();
+        p["data"]["locale"] = "at".into();
+        let r = t.render("magiclink", &p);
+        assert_eq!(r.subject, "Anmelden");
+        assert_eq!(r.html, "<p>Hello Ada &lt;3</p>");
+        p["data"]["locale"] = "de".into();
+        assert_eq!(t.render("magiclink", &p).html, "<p>Hallo Ada &lt;3</p>");
+        p["data"] = json!(null);
+        assert_eq!(t.render("magiclink", &p).subject, "Sign in");
+    }
+
+    #[test]
+    fn malformed_templates_are_refused_with_their_name() {
+        let mut cfg = MailTemplatesConfig::default();
+        assert!(Templates::check(&cfg).is_empty());
+        cfg.recovery.content = "<p>{{ if .Token }}code{{ .Token }}</p>".into();
+        cfg.invite.subject = "Hi {{ .Nope }}".into();
+        let problems = Templates::check(&cfg);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("auth.templates.invite.subject: ")
+                && problems[0].contains("unknown variable .Nope"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("auth.templates.recovery.content: ")
+                && problems[1].contains("without its {{ end }}"),
+            "{problems:?}"
+        );
+        assert!(Templates::load(&cfg).is_err());
+    }
+
+    #[test]
+    fn builtin_templates_parse() {
+        for (kind, _) in MailTemplatesConfig::default().entries() {
+            let t = Templates::builtin();
+            assert!(t.by_kind.iter().any(|(k, _)| *k == kind), "{kind}");
+        }
     }
 
     #[test]

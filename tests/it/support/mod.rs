@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod hook_server;
 pub mod oauth_provider;
 pub mod s3;
 pub mod sms_provider;
@@ -20,6 +21,32 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Starts a fake outside service: an actix server on `ip` (a free port), one worker, on its own
+/// thread and runtime, its routes and data set by `configure`. Answers the port.
+pub fn serve_fake(
+    ip: &'static str,
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new().configure(configure.clone())
+            })
+            .workers(1)
+            .bind((ip, 0))
+            .unwrap();
+            tx.send(server.addrs()[0].port()).unwrap();
+            server.run().await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
 
 /// The JWT secret every in-process test app uses.
 pub const TEST_SECRET: &str = "fluxbase-test-secret-0123456789abcdef";

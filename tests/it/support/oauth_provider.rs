@@ -159,26 +159,10 @@ impl FakeProvider {
     pub fn start() -> FakeProvider {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = inner.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(web::Data::new(shared.clone()))
-                        .default_service(web::to(handle))
-                })
-                .workers(1)
-                .bind(("127.0.0.3", 0))
-                .unwrap();
-                tx.send(server.addrs()[0].port()).unwrap();
-                server.run().await.unwrap();
-            });
+        let port = super::serve_fake("127.0.0.3", move |cfg| {
+            cfg.app_data(web::Data::new(shared.clone()))
+                .default_service(web::to(handle));
         });
-        let port = rx.recv().unwrap();
         FakeProvider {
             base: format!("http://127.0.0.3:{port}"),
             inner,

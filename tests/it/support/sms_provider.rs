@@ -8,6 +8,11 @@
 //! | messagebird | `POST /messagebird/messages`                    | `Authorization: AccessKey <key>`        |
 //! | textlocal   | `POST /textlocal/send`                          | form `apikey`                           |
 //! | vonage      | `POST /vonage/sms/json`                         | form `api_key` and `api_secret`         |
+//! | twilio_verify | `POST /twilio_verify/v2/Services/{VA sid}/Verifications`, `…/VerificationCheck` | HTTP Basic `sid:token`, the service SID in the path |
+//!
+//! Twilio Verify makes its own 6-digit code per number (recorded as a message "Your
+//! verification code is …"); `VerificationCheck` answers `approved` for that code (and forgets
+//! it), `pending` for a wrong one, and 404 when no verification is pending, as Twilio does.
 //!
 //! Every accepted message is recorded; a test reads it (and the code in it) with `wait_for`,
 //! and a client suite with `GET /messages?to=<digits>`, which answers the recorded messages as
@@ -38,6 +43,8 @@ pub const TEXTLOCAL_KEY: &str = "textlocal-test-key";
 pub const VONAGE_KEY: &str = "vonage-key";
 /// Vonage API secret.
 pub const VONAGE_SECRET: &str = "vonage-secret";
+/// Twilio Verify service SID.
+pub const TWILIO_VERIFY_SID: &str = "VA0123456789abcdef0123456789abcdef";
 /// The sender name configured for the providers that take one.
 pub const SENDER: &str = "Fluxbase";
 
@@ -88,6 +95,10 @@ struct Inner {
     mode: Mode,
     attempts: usize,
     refusals: Vec<String>,
+    /// Twilio Verify: the pending code per `To`.
+    pending: HashMap<String, String>,
+    /// Twilio Verify checks: (`To`, `Code`, approved).
+    checks: Vec<(String, String, bool)>,
 }
 
 /// The running fake.
@@ -106,29 +117,16 @@ impl FakeSms {
             mode: Mode::Accept,
             attempts: 0,
             refusals: Vec::new(),
+            pending: HashMap::new(),
+            checks: Vec::new(),
         }));
         let shared = inner.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(web::Data::new(shared.clone()))
-                        .default_service(web::to(handle))
-                })
-                .workers(1)
-                .bind(("127.0.0.4", 0))
-                .unwrap();
-                tx.send(server.addrs()[0].port()).unwrap();
-                server.run().await.unwrap();
-            });
+        let port = super::serve_fake("127.0.0.4", move |cfg| {
+            cfg.app_data(web::Data::new(shared.clone()))
+                .default_service(web::to(handle));
         });
         FakeSms {
-            base: format!("http://127.0.0.4:{}", rx.recv().unwrap()),
+            base: format!("http://127.0.0.4:{port}"),
             inner,
         }
     }
@@ -155,6 +153,12 @@ impl FakeSms {
                 cfg.textlocal.sender = SENDER.into();
                 cfg.textlocal.api_url = url;
             }
+            "twilio_verify" => {
+                cfg.twilio_verify.account_sid = TWILIO_SID.into();
+                cfg.twilio_verify.auth_token = Some(Secret::new(TWILIO_TOKEN));
+                cfg.twilio_verify.message_service_sid = TWILIO_VERIFY_SID.into();
+                cfg.twilio_verify.api_url = url;
+            }
             "vonage" => {
                 cfg.vonage.api_key = VONAGE_KEY.into();
                 cfg.vonage.api_secret = Some(Secret::new(VONAGE_SECRET));
@@ -178,6 +182,11 @@ impl FakeSms {
     /// Requests that reached an endpoint (accepted, refused or failed on purpose).
     pub fn attempts(&self) -> usize {
         self.inner.lock().unwrap().attempts
+    }
+
+    /// Twilio Verify checks so far: (`To`, `Code`, approved).
+    pub fn checks(&self) -> Vec<(String, String, bool)> {
+        self.inner.lock().unwrap().checks.clone()
     }
 
     /// Why requests were refused (empty when all were well-formed and authenticated).
@@ -277,6 +286,9 @@ async fn handle(
         resp
     };
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if provider == "twilio_verify" {
+        return verify(&req, &path, &form, &inner).await;
+    }
     let (to, from, text) = match provider.as_str() {
         "twilio" => {
             let want = format!("/twilio/2010-04-01/Accounts/{TWILIO_SID}/Messages.json");
@@ -388,5 +400,78 @@ async fn handle(
             "messages": [{"id": n, "recipient": to.parse::<u64>().unwrap_or(0)}], "status": "success"})),
         _ => HttpResponse::Ok().json(json!({"message-count": "1", "messages": [{"to": to, "message-id": id, "status": "0",
             "remaining-balance": "3.14159265", "message-price": "0.03330000", "network": "12345"}]})),
+    }
+}
+
+/// Twilio Verify's two endpoints.
+async fn verify(
+    req: &HttpRequest,
+    path: &str,
+    form: &HashMap<String, String>,
+    inner: &Mutex<Inner>,
+) -> HttpResponse {
+    let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let prefix = format!("/twilio_verify/v2/Services/{TWILIO_VERIFY_SID}/");
+    let mut g = inner.lock().unwrap();
+    let Some(op) = path.strip_prefix(&prefix) else {
+        g.refusals.push(format!("twilio_verify: bad path {path}"));
+        return HttpResponse::NotFound().json(json!({"code": 20404, "status": 404,
+            "message": format!("The requested resource {path} was not found"),
+            "more_info": "https://www.twilio.com/docs/errors/20404"}));
+    };
+    if basic(req) != Some((TWILIO_SID.into(), TWILIO_TOKEN.into())) {
+        g.refusals.push("twilio_verify: bad credentials".into());
+        return HttpResponse::Unauthorized().json(json!({"code": 20003, "status": 401,
+            "message": "Authentication Error - invalid username",
+            "more_info": "https://www.twilio.com/docs/errors/20003"}));
+    }
+    let to = f("To");
+    if !to.starts_with('+') || to.len() < 3 {
+        g.refusals.push(format!("twilio_verify: bad To {to:?}"));
+        return HttpResponse::BadRequest().json(json!({"code": 60200, "status": 400,
+            "message": "Invalid parameter `To`", "more_info": "https://www.twilio.com/docs/errors/60200"}));
+    }
+    match op {
+        "Verifications" => {
+            let channel = f("Channel");
+            if !["sms", "whatsapp", "call"].contains(&channel.as_str()) {
+                g.refusals
+                    .push(format!("twilio_verify: bad Channel {channel:?}"));
+                return HttpResponse::BadRequest().json(json!({"code": 60200, "status": 400,
+                    "message": "Invalid parameter `Channel`"}));
+            }
+            let code = format!("{:06}", rand::random::<u32>() % 1_000_000);
+            g.pending.insert(to.clone(), code.clone());
+            g.messages.push(Sms {
+                provider: "twilio_verify".into(),
+                to: to.clone(),
+                from: TWILIO_VERIFY_SID.into(),
+                body: format!("Your verification code is: {code}"),
+                form: form.clone(),
+            });
+            let n = g.messages.len();
+            HttpResponse::Created().json(json!({"sid": format!("VE{n:032}"), "service_sid": TWILIO_VERIFY_SID,
+                "account_sid": TWILIO_SID, "to": to, "channel": channel, "status": "pending", "valid": false}))
+        }
+        "VerificationCheck" => {
+            let code = f("Code");
+            let Some(want) = g.pending.get(&to).cloned() else {
+                g.checks.push((to, code, false));
+                return HttpResponse::NotFound().json(json!({"code": 20404, "status": 404,
+                    "message": format!("The requested resource /Services/{TWILIO_VERIFY_SID}/VerificationCheck was not found"),
+                    "more_info": "https://www.twilio.com/docs/errors/20404"}));
+            };
+            let approved = want == code;
+            if approved {
+                g.pending.remove(&to);
+            }
+            g.checks.push((to.clone(), code, approved));
+            HttpResponse::Ok().json(
+                json!({"sid": "VE0", "service_sid": TWILIO_VERIFY_SID, "to": to,
+                "status": if approved { "approved" } else { "pending" }, "valid": approved}),
+            )
+        }
+        other => HttpResponse::NotFound().json(json!({"code": 20404, "status": 404,
+            "message": format!("The requested resource {other} was not found")})),
     }
 }

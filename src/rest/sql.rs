@@ -651,42 +651,51 @@ fn select_parts(b: &mut Builder, r: &ReadPlan) -> (String, String, String) {
             })
             .collect();
     }
-    let mut keys = Vec::new();
-    let mut items = Vec::with_capacity(outs.len());
-    for (i, o) in outs.iter().enumerate() {
-        let e = match &o.agg {
+    // Written into one string (this runs for every level of every read).
+    let mut list = String::with_capacity(outs.len() * 24);
+    let mut group = String::new();
+    for (i, o) in outs.into_iter().enumerate() {
+        if i > 0 {
+            list.push_str(", ");
+        }
+        match o.agg {
             Some((func, cast)) => {
-                let agg = format!("{}({})", func.as_str(), o.expr);
-                match cast {
-                    Some(c) => format!("CAST({agg} AS {c})"),
-                    None => agg,
+                if cast.is_some() {
+                    list.push_str("CAST(");
+                }
+                list.push_str(func.as_str());
+                list.push('(');
+                list.push_str(&o.expr);
+                list.push(')');
+                if let Some(c) = &cast {
+                    list.push_str(" AS ");
+                    list.push_str(c);
+                    list.push(')');
                 }
             }
             None => {
-                keys.push((i + 1).to_string());
+                if grouping {
+                    group.push_str(if group.is_empty() { " GROUP BY " } else { ", " });
+                    group.push_str(&(i + 1).to_string());
+                }
                 if grouping && o.json {
-                    format!("({})::jsonb", o.expr)
+                    list.push('(');
+                    list.push_str(&o.expr);
+                    list.push_str(")::jsonb");
                 } else {
-                    o.expr.clone()
+                    list.push_str(&o.expr);
                 }
             }
-        };
-        items.push(match &o.label {
-            Some(l) => format!("{e} AS {}", qi(l)),
-            None => e,
-        });
+        }
+        if let Some(l) = &o.label {
+            list.push_str(" AS ");
+            list.push_str(&qi(l));
+        }
     }
     // `select=` with only embeds spread away, or `rel()`: an empty object per row.
-    let list = if items.is_empty() {
-        "NULL::int AS \"_fx_none\"".into()
-    } else {
-        items.join(", ")
-    };
-    let group = if grouping && !keys.is_empty() {
-        format!(" GROUP BY {}", keys.join(", "))
-    } else {
-        String::new()
-    };
+    if list.is_empty() {
+        list.push_str("NULL::int AS \"_fx_none\"");
+    }
     (list, joins, group)
 }
 

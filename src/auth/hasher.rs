@@ -199,15 +199,18 @@ fn local_pool() -> &'static mpsc::Sender<Job> {
 
 type Pending = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Answer>>>>;
 
-/// One running worker process.
+/// One running worker process, with the waiters of the jobs it holds (its own map, so the
+/// reader of a worker that died can only fail that worker's jobs, never a successor's).
 struct Remote {
     child: Child,
     stdin: BufWriter<ChildStdin>,
     alive: Arc<AtomicBool>,
+    pending: Pending,
 }
 
 impl Remote {
-    fn start(program: &PathBuf, pending: &Pending) -> std::io::Result<Remote> {
+    fn start(program: &PathBuf) -> std::io::Result<Remote> {
+        let pending: Pending = Arc::default();
         let mut child = Command::new(program)
             .arg(WORKER_ARG)
             .stdin(Stdio::piped())
@@ -220,7 +223,7 @@ impl Remote {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
         let alive = Arc::new(AtomicBool::new(true));
-        let (alive2, pending) = (alive.clone(), pending.clone());
+        let (alive2, held) = (alive.clone(), pending.clone());
         let reader = std::thread::Builder::new()
             .name("fluxbase-hash-rd".into())
             .spawn(move || {
@@ -229,16 +232,16 @@ impl Remote {
                     let Some((id, answer)) = decode_answer(&frame) else {
                         break;
                     };
-                    let waiter = pending.lock().ok().and_then(|mut p| p.remove(&id));
+                    let waiter = held.lock().ok().and_then(|mut p| p.remove(&id));
                     if let Some(w) = waiter {
                         let _ = w.send(answer);
                     }
                 }
                 // EOF or garbage: the worker is gone (or must be); fail whatever it held.
-                alive2.store(false, Ordering::SeqCst);
-                if let Ok(mut p) = pending.lock() {
+                if let Ok(mut p) = held.lock() {
                     p.clear();
                 }
+                alive2.store(false, Ordering::SeqCst);
             });
         if let Err(e) = reader {
             let _ = child.kill();
@@ -249,6 +252,7 @@ impl Remote {
             child,
             stdin: BufWriter::new(stdin),
             alive,
+            pending,
         })
     }
 
@@ -260,7 +264,6 @@ impl Remote {
 
 /// The dispatcher loop: keeps one worker process running and writes each job to it.
 fn feed(program: Option<PathBuf>, rx: mpsc::Receiver<Job>) {
-    let pending: Pending = Arc::default();
     let mut remote: Option<Remote> = None;
     let mut next_id: u64 = 0;
     // Consecutive failed starts; past a few the worker is given up for this process.
@@ -280,7 +283,7 @@ fn feed(program: Option<PathBuf>, rx: mpsc::Receiver<Job>) {
             }
         }
         if remote.is_none() {
-            match Remote::start(program, &pending) {
+            match Remote::start(program) {
                 Ok(r) => {
                     failures = 0;
                     remote = Some(r);
@@ -296,14 +299,14 @@ fn feed(program: Option<PathBuf>, rx: mpsc::Receiver<Job>) {
         let Some(r) = remote.as_mut() else { continue };
         next_id = next_id.wrapping_add(1);
         let Job { op, reply } = job;
-        if let Ok(mut p) = pending.lock() {
+        if let Ok(mut p) = r.pending.lock() {
             p.insert(next_id, reply);
         }
         let frame = encode_op(next_id, &op);
         let written = write_frame(&mut r.stdin, &frame).and_then(|_| r.stdin.flush());
         if written.is_err() {
             // The worker is gone: this job fails (its waiter is dropped), the next starts one.
-            if let Ok(mut p) = pending.lock() {
+            if let Ok(mut p) = r.pending.lock() {
                 p.remove(&next_id);
             }
             r.alive.store(false, Ordering::SeqCst);

@@ -206,6 +206,9 @@ struct Remote {
     stdin: BufWriter<ChildStdin>,
     alive: Arc<AtomicBool>,
     pending: Pending,
+    /// Whether it ever answered (a worker that dies before answering counts as a failed
+    /// start, so a binary that cannot be a worker ends in the in-process fallback).
+    answered: Arc<AtomicBool>,
 }
 
 impl Remote {
@@ -223,7 +226,8 @@ impl Remote {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
         let alive = Arc::new(AtomicBool::new(true));
-        let (alive2, held) = (alive.clone(), pending.clone());
+        let answered = Arc::new(AtomicBool::new(false));
+        let (alive2, held, answered2) = (alive.clone(), pending.clone(), answered.clone());
         let reader = std::thread::Builder::new()
             .name("fluxbase-hash-rd".into())
             .spawn(move || {
@@ -232,6 +236,7 @@ impl Remote {
                     let Some((id, answer)) = decode_answer(&frame) else {
                         break;
                     };
+                    answered2.store(true, Ordering::SeqCst);
                     let waiter = held.lock().ok().and_then(|mut p| p.remove(&id));
                     if let Some(w) = waiter {
                         let _ = w.send(answer);
@@ -253,6 +258,7 @@ impl Remote {
             stdin: BufWriter::new(stdin),
             alive,
             pending,
+            answered,
         })
     }
 
@@ -278,16 +284,23 @@ fn feed(program: Option<PathBuf>, rx: mpsc::Receiver<Job>) {
             .is_some_and(|r| !r.alive.load(Ordering::SeqCst))
         {
             if let Some(r) = remote.take() {
+                if r.answered.load(Ordering::SeqCst) {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                }
                 tracing::warn!("the password-hashing worker exited; starting another");
                 r.stop();
             }
         }
+        if failures >= 3 {
+            tracing::error!("the password-hashing worker keeps failing; hashing in this process");
+            let _ = local_pool().send(job);
+            continue;
+        }
         if remote.is_none() {
             match Remote::start(program) {
-                Ok(r) => {
-                    failures = 0;
-                    remote = Some(r);
-                }
+                Ok(r) => remote = Some(r),
                 Err(e) => {
                     failures += 1;
                     tracing::error!(error = %e, program = %program.display(), "could not start the password-hashing worker; hashing in this process");

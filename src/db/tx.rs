@@ -11,23 +11,26 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-macro_rules! setup_sql {
+/// The request settings both setups publish, `$2`…`$6` (the role is `$1`).
+macro_rules! request_settings_sql {
     () => {
-        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-         set_config('request.method', $3, true), set_config('request.path', $4, true), \
-         set_config('request.headers', $5, true), set_config('request.cookies', $6, true)"
+        "set_config('request.jwt.claims', $2, true), set_config('request.method', $3, true), \
+         set_config('request.path', $4, true), set_config('request.headers', $5, true), \
+         set_config('request.cookies', $6, true)"
     };
 }
 
-const SETUP_SQL: &str = setup_sql!();
+const SETUP_SQL: &str = concat!(
+    "SELECT set_config('role', $1, true), ",
+    request_settings_sql!()
+);
 
 macro_rules! wire_setup_sql {
     ($($tail:literal)?) => {
         concat!(
             "SELECT FROM (SELECT CASE WHEN current_user::text IS DISTINCT FROM $1 \
-             THEN set_config('role', $1, false) END, set_config('request.jwt.claims', $2, true), \
-             set_config('request.method', $3, true), set_config('request.path', $4, true), \
-             set_config('request.headers', $5, true), set_config('request.cookies', $6, true)",
+             THEN set_config('role', $1, false) END, ",
+            request_settings_sql!(),
             $($tail,)?
             ") _fx_setup"
         )

@@ -189,13 +189,16 @@ async fn serve(
     };
     // A write that answers nothing but its row count, in one round trip on the wire client,
     // is sent as the plain DML (`sql::PLAIN_WRITE_SETTINGS`).
-    let plain = |w: &plan::WritePlan| {
-        state.wire.is_some()
-            && shape(&api, true) == BodyShape::None
-            && location_pk(&api, w).is_none()
-            && w.returning.timezone.is_none()
-            && execute::one_round_trip(&api, true)
-            && explain.is_none()
+    let plain = match &plan {
+        Plan::Insert(w) | Plan::Upsert(w) | Plan::Update(w) | Plan::Delete(w) => {
+            state.wire.is_some()
+                && shape(&api, true) == BodyShape::None
+                && location_pk(&api, w).is_none()
+                && w.returning.timezone.is_none()
+                && execute::one_round_trip(&api, true)
+                && explain.is_none()
+        }
+        _ => false,
     };
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
@@ -224,7 +227,7 @@ async fn serve(
                     body_json(&api),
                     shape(&api, true),
                     location_pk(&api, w),
-                    plain(w),
+                    plain,
                 ),
                 true,
                 false,
@@ -237,7 +240,7 @@ async fn serve(
                 body_json(&api),
                 shape(&api, true),
                 None,
-                plain(w),
+                plain,
             ),
             true,
             false,
@@ -249,20 +252,13 @@ async fn serve(
                 body_json(&api),
                 shape(&api, true),
                 None,
-                plain(w),
+                plain,
             ),
             true,
             false,
         ),
         Plan::Delete(w) => (
-            sql::write(
-                WriteKind::Delete,
-                w,
-                None,
-                shape(&api, true),
-                None,
-                plain(w),
-            ),
+            sql::write(WriteKind::Delete, w, None, shape(&api, true), None, plain),
             true,
             false,
         ),
@@ -289,10 +285,7 @@ async fn serve(
         execute::Mode {
             read_only: api.action.read_only(),
             is_write,
-            plain_write: match &plan {
-                Plan::Insert(w) | Plan::Upsert(w) | Plan::Update(w) | Plan::Delete(w) => plain(w),
-                _ => false,
-            },
+            plain_write: plain,
         },
     )
     .await;

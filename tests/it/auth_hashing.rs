@@ -5,7 +5,7 @@
 //! These tests use a `fluxbase serve` child process, so killing its worker cannot disturb the
 //! worker the in-process test apps share.
 
-use crate::support::{bin, empty_db, short_tempdir, ServeProcess};
+use crate::support::{cli_key, empty_db, short_tempdir, ServeProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -66,18 +66,7 @@ async fn hashing_runs_in_a_low_priority_worker_that_is_restarted() {
     .unwrap();
     let mut s = ServeProcess::start(tmp.path(), "hash", &["--database-url", &db.url]);
     s.wait_ready(Duration::from_secs(60)).await;
-    let out = bin()
-        .args(["keys", "show", "--database-url", &db.url])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let anon = text
-        .lines()
-        .find_map(|l| l.strip_prefix("anon:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let anon = cli_key(&db.url, "anon");
     let http = reqwest::Client::new();
 
     // No worker before anything needs a hash.

@@ -200,18 +200,7 @@ async fn two_instances_on_one_database_url() {
         assert!(!log.to_lowercase().contains("error"), "{log}");
     }
     // Both verify the key `keys show` prints: they agree on the generated secret.
-    let out = bin()
-        .args(["keys", "show", "--database-url", &db.url])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let service = text
-        .lines()
-        .find_map(|l| l.strip_prefix("service_role:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let service = support::cli_key(&db.url, "service_role");
     for p in [&a, &b] {
         let r = reqwest::Client::new()
             .get(format!("{}/api/v1/admin/info", p.base))

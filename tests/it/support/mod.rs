@@ -428,6 +428,27 @@ pub fn bin() -> Command {
     c
 }
 
+/// The key `fluxbase keys show --database-url URL` prints for `role` (`anon` or
+/// `service_role`); asserts the command succeeds.
+pub fn cli_key(database_url: &str, role: &str) -> String {
+    let out = bin()
+        .args(["keys", "show", "--database-url", database_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("{role}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {role} key in: {text}"))
+        .trim()
+        .to_string()
+}
+
 /// A `fluxbase serve` child process.
 pub struct ServeProcess {
     /// The child.

@@ -10,7 +10,8 @@
 #
 #   bench/pg_ir.sh [bench/pg_ir/NAME.sql ...]     (default: every script)
 #
-# Output: bench/results/<date>/pg_ir.txt. Needs valgrind, pgbench and the PostgreSQL server
+# Output: bench/results/<date>/pg_ir.txt. KEEP_DIR=DIR keeps each backend's callgrind file
+# there (NAME.100.cg, NAME.600.cg) to compare with callgrind_annotate. Needs valgrind, pgbench and the PostgreSQL server
 # binaries (pg_config --bindir); run as root it uses the `postgres` user for the cluster.
 set -euo pipefail
 export LC_ALL=C
@@ -73,8 +74,13 @@ ir_of() {
   done
   after=$(ls "$WORK"/cg.* | sort)
   comm -13 <(echo "$before") <(echo "$after") | while read -r f; do
-    awk '$1 == "summary:" || $1 == "totals:" { print $2; exit }' "$f"
-  done | sort -n | tail -1
+    echo "$(awk '$1 == "summary:" || $1 == "totals:" { print $2; exit }' "$f") $f"
+  done | sort -n | tail -1 | {
+    read -r ir f
+    # KEEP_DIR: keep each measured backend's callgrind file (NAME.N.cg) for callgrind_annotate.
+    [ -z "${KEEP_DIR:-}" ] || cp "$f" "$KEEP_DIR/$(basename "$1" .sql).$2.cg"
+    echo "$ir"
+  }
 }
 {
   echo "# Postgres instructions per transaction (callgrind on the backend), $(date -u +%FT%TZ)"

@@ -183,6 +183,9 @@ pub struct Conn {
     generation: u64,
     /// False from the first byte written until `ReadyForQuery` (idle) is read back.
     clean: bool,
+    /// The role this client last set for the session, when nothing since can have changed
+    /// it unseen (see `RequestTx::pipelined_wire`): a belief, always checked by the server.
+    role: Option<Box<str>>,
 }
 
 impl Conn {
@@ -211,6 +214,7 @@ impl Conn {
             next_name: 0,
             generation: GENERATION.load(Ordering::Relaxed),
             clean: false,
+            role: None,
         };
         conn.startup(t).await?;
         conn.clean = true;
@@ -494,6 +498,20 @@ impl Pooled {
         match self.conn.as_mut() {
             Some(c) => c.pipeline(queries).await,
             None => Err(WireError::Protocol("connection already returned".into())),
+        }
+    }
+
+    /// The role this client believes the session runs as (`None`: unknown).
+    pub fn role(&self) -> Option<&str> {
+        self.conn.as_ref().and_then(|c| c.role.as_deref())
+    }
+
+    /// Records (or forgets, with `None`) the role the session runs as.
+    pub fn set_role(&mut self, role: Option<&str>) {
+        if let Some(c) = self.conn.as_mut() {
+            if c.role.as_deref() != role {
+                c.role = role.map(Into::into);
+            }
         }
     }
 }

@@ -36,6 +36,16 @@ CREATE TRIGGER trig_says BEFORE INSERT OR UPDATE ON trig FOR EACH ROW EXECUTE FU
 -- Changes the role for the whole session, as careless SQL might (`SET ROLE NONE`).
 CREATE FUNCTION drop_role() RETURNS text LANGUAGE plpgsql VOLATILE
   AS $$ BEGIN PERFORM set_config('role', 'none', false); RETURN current_user; END $$;
+-- The same from GETs (a STABLE function may call set_config): a read leaves the session's
+-- role changed, to the login role or to another API role.
+CREATE FUNCTION drop_role_read() RETURNS text LANGUAGE plpgsql STABLE
+  AS $$ BEGIN PERFORM set_config('role', 'none', false); RETURN current_user; END $$;
+CREATE FUNCTION become_anon() RETURNS text LANGUAGE plpgsql STABLE
+  AS $$ BEGIN PERFORM set_config('role', 'anon', false); RETURN current_user; END $$;
+CREATE TABLE staff_only (id int PRIMARY KEY);
+INSERT INTO staff_only VALUES (1);
+REVOKE ALL ON staff_only FROM anon, authenticated;
+GRANT SELECT ON staff_only TO service_role;
 NOTIFY pgrst, 'reload schema';
 ";
 
@@ -352,6 +362,69 @@ async fn role_never_inherited(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+}
+
+#[tokio::test]
+async fn a_role_changed_by_a_read_is_never_inherited() {
+    role_changed_by_read(app().await).await;
+}
+
+#[tokio::test]
+async fn without_the_wire_client_a_role_changed_by_a_read_is_never_inherited() {
+    role_changed_by_read(app_with(false).await).await;
+}
+
+/// The wire client runs a read and its setup as one statement when it believes it knows the
+/// connection's role; a read that changed the role for the session breaks that belief. The
+/// next read must neither be refused for privileges the changed role lacks nor be answered
+/// with privileges the request's role lacks.
+async fn role_changed_by_read(app: TestApp) {
+    let service = app.service_key();
+    let anon = app.anon_key();
+    let get = |path: &'static str, key: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(path)
+                .header("apikey", &key)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        get("/rest/v1/staff_only", service.clone()).await,
+        (StatusCode::OK, json!([{"id": 1}]))
+    );
+    // service_role's session now runs as anon, which may not read staff_only.
+    assert_eq!(
+        get("/rest/v1/rpc/become_anon", service.clone()).await,
+        (StatusCode::OK, json!("anon"))
+    );
+    assert_eq!(
+        get("/rest/v1/staff_only", service.clone()).await,
+        (StatusCode::OK, json!([{"id": 1}]))
+    );
+    // anon's session now runs as the login role, which may read everything.
+    let (s, b) = get("/rest/v1/rpc/drop_role_read", anon.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_ne!(b, json!("anon"), "the function did drop the role");
+    let (s, b) = get("/rest/v1/staff_only", anon.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(b["code"], json!("42501"), "{b}");
+    assert_eq!(
+        get("/rest/v1/rpc/whoami", anon.clone()).await,
+        (StatusCode::OK, json!("anon:-"))
+    );
+    let (s, _) = get("/rest/v1/rpc/drop_role_read", anon.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        get("/rest/v1/rpc/whoami", anon.clone()).await,
+        (StatusCode::OK, json!("anon:-"))
+    );
 }
 
 /// Writes answering only their row count run as the plain DML on the wire client (its

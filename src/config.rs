@@ -783,6 +783,11 @@ pub struct RestConfig {
     /// is refused with 406 `PGRST107`. Plans reveal the schema and data sizes: keep it off
     /// in production.
     pub plan_enabled: bool,
+    /// Publish `request.method`, `request.path`, `request.headers` and `request.cookies` on
+    /// every request. By default each is published only when some SQL of the database names
+    /// it (function bodies, policies, views, defaults, checks, triggers; found when the schema
+    /// cache loads); turn this on when SQL builds those names at run time.
+    pub request_settings_always: bool,
 }
 
 impl Default for RestConfig {
@@ -793,6 +798,7 @@ impl Default for RestConfig {
             aggregates: true,
             anon_role: "anon".into(),
             plan_enabled: false,
+            request_settings_always: false,
         }
     }
 }

@@ -11,47 +11,104 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-/// The request settings both setups publish, `$2`…`$6` (the role is `$1`).
-macro_rules! request_settings_sql {
-    () => {
-        "set_config('request.jwt.claims', $2, true), set_config('request.method', $3, true), \
-         set_config('request.path', $4, true), set_config('request.headers', $5, true), \
-         set_config('request.cookies', $6, true)"
-    };
+/// The request settings published besides the role and the claims, in the order their
+/// values follow the claims in every setup statement.
+const OPTIONAL_SETTINGS: [&str; 4] = [
+    "request.method",
+    "request.path",
+    "request.headers",
+    "request.cookies",
+];
+
+/// Which of [`OPTIONAL_SETTINGS`] a request publishes (bit `i` for setting `i`). Each
+/// `set_config` costs Postgres ~5k instructions per request (a quarter of a single-row
+/// GET's setup, counted with `bench/pg_ir.sh`), so a setting that no SQL of the database
+/// names is not published (`SchemaCache::request_settings`, unless
+/// `rest.request_settings_always`). The role and `request.jwt.claims` are always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published(u8);
+
+impl Published {
+    /// Every setting.
+    pub const ALL: Published = Published(0b1111);
+
+    /// From whether `request.method`, `request.path`, `request.headers` and
+    /// `request.cookies` are published.
+    pub fn new(method: bool, path: bool, headers: bool, cookies: bool) -> Published {
+        Published(method as u8 | (path as u8) << 1 | (headers as u8) << 2 | (cookies as u8) << 3)
+    }
+
+    /// Whether `OPTIONAL_SETTINGS[i]` is published.
+    pub fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
 }
 
-const SETUP_SQL: &str = concat!(
-    "SELECT set_config('role', $1, true), ",
-    request_settings_sql!()
-);
-
-macro_rules! wire_setup_sql {
-    ($($tail:literal)?) => {
-        concat!(
-            "SELECT FROM (SELECT CASE WHEN current_user::text IS DISTINCT FROM $1 \
-             THEN set_config('role', $1, false) END, ",
-            request_settings_sql!(),
-            $($tail,)?
-            ") _fx_setup"
-        )
-    };
+impl Default for Published {
+    fn default() -> Self {
+        Published::ALL
+    }
 }
 
-/// The setup on the wire client's own connections, which serve nothing but REST requests.
-/// The role is set for the session (not the transaction) and only when the connection does
-/// not already run as it: the next request on the connection usually wants the same role,
-/// and a role set per transaction costs Postgres its set, its reset at commit and the scan
-/// for reportable settings that follows (~5k of ~180k instructions per single-row GET,
-/// counted under callgrind). Every request's setup compares `current_user` first, so a role
-/// left behind (by the previous request, or by a function that reset or changed the role
-/// for the session) is always replaced; a failed transaction reverts the change, which the
-/// next comparison sees too. No column comes back (the values would only be sent back).
-const WIRE_SETUP_SQL: &str = wire_setup_sql!();
+/// `, set_config('request.jwt.claims', $first, true)` and the published optional settings
+/// with the parameters that follow.
+fn push_settings_sql(out: &mut String, published: Published, first: usize) {
+    use std::fmt::Write;
+    let _ = write!(out, ", set_config('request.jwt.claims', ${first}, true)");
+    let mut n = first;
+    for (i, name) in OPTIONAL_SETTINGS.iter().enumerate() {
+        if published.has(i) {
+            n += 1;
+            let _ = write!(out, ", set_config('{name}', ${n}, true)");
+        }
+    }
+}
 
-/// The same for a read-only request, where no `BEGIN READ ONLY` opens the (implicit)
-/// transaction: making it read-only is always allowed, even after it began.
-const WIRE_SETUP_READ_ONLY_SQL: &str =
-    wire_setup_sql!(", set_config('transaction_read_only', 'on', true)");
+/// The setup statements for one [`Published`] set.
+struct SetupSql {
+    /// tokio-postgres path: `SELECT set_config('role', $1, true), …` (after a `BEGIN`).
+    tokio: String,
+    /// The wire client's setup, for writes.
+    wire: String,
+    /// The same for a read-only request that is not merged (one with an extra statement),
+    /// where no `BEGIN READ ONLY` opens the (implicit) transaction: making it read-only is
+    /// always allowed, even after it began.
+    wire_read_only: String,
+}
+
+/// The wire setups set the role for the session (not the transaction) and only when the
+/// connection does not already run as it: the next request on the connection usually wants
+/// the same role, and a role set per transaction costs Postgres its set, its reset at commit
+/// and the scan for reportable settings that follows (~5k of ~180k instructions per
+/// single-row GET, counted under callgrind). Every such setup compares `current_user` first,
+/// so a role left behind (by the previous request, or by a function that reset or changed
+/// the role for the session) is always replaced; a failed transaction reverts the change,
+/// which the next comparison sees too. No column comes back (the values would only be sent
+/// back).
+fn setup_sql(published: Published) -> &'static SetupSql {
+    static ALL: std::sync::OnceLock<Vec<SetupSql>> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        (0..16u8)
+            .map(|bits| {
+                let p = Published(bits);
+                let mut settings = String::new();
+                push_settings_sql(&mut settings, p, 2);
+                let wire = |tail: &str| {
+                    format!(
+                        "SELECT FROM (SELECT CASE WHEN current_user::text IS DISTINCT FROM $1 \
+                         THEN set_config('role', $1, false) END{settings}{tail}) _fx_setup"
+                    )
+                };
+                SetupSql {
+                    tokio: format!("SELECT set_config('role', $1, true){settings}"),
+                    wire: wire(""),
+                    wire_read_only: wire(", set_config('transaction_read_only', 'on', true)"),
+                }
+            })
+            .collect()
+    });
+    &all[usize::from(published.0 & 0b1111)]
+}
 
 /// Prepared statements kept per connection before the cache is reset.
 pub const STATEMENT_CACHE_MAX: usize = 512;
@@ -73,6 +130,8 @@ pub struct RequestInfo {
     pub slow_query_ms: u64,
     /// The request's trace span, when it is traced (statements become child spans).
     pub trace: Option<crate::otlp::Parent>,
+    /// Which optional request settings the setup publishes (the others are left empty here).
+    pub published: Published,
 }
 
 /// Appends `s` escaped as the inside of a JSON string (RFC 8259: `"`, `\\` and control
@@ -112,46 +171,54 @@ fn push_json_escaped(out: &mut String, s: &str) {
 impl RequestInfo {
     /// Facts from an actix request; header values that are not text are skipped.
     pub fn from_request(req: &actix_web::HttpRequest) -> Self {
+        let state = req.app_data::<actix_web::web::Data<crate::app::AppState>>();
+        let published = match state {
+            Some(s) if !s.config.rest.request_settings_always => s.schema.get().request_settings,
+            _ => Published::ALL,
+        };
+        let slow_query_ms = state.map_or(0, |s| s.config.log.slow_query_ms);
         // Written directly (no intermediate `Value`): this runs on every request. Header
         // names are lower-case ASCII; values are JSON-escaped by `push_json_escaped`.
-        let mut headers = String::with_capacity(256);
-        headers.push('{');
-        for (k, v) in req.headers() {
-            // UTF-8 check rather than `HeaderValue::to_str` (visible ASCII, byte by byte:
-            // ~3% of a single-row GET's instructions); control characters are escaped below.
-            if let Ok(v) = std::str::from_utf8(v.as_bytes()) {
-                if headers.len() > 1 {
-                    headers.push(',');
+        let mut headers = String::new();
+        if published.has(2) {
+            headers.reserve(256);
+            headers.push('{');
+
+            for (k, v) in req.headers() {
+                // UTF-8 check rather than `HeaderValue::to_str` (visible ASCII, byte by byte:
+                // ~3% of a single-row GET's instructions); control characters are escaped below.
+                if let Ok(v) = std::str::from_utf8(v.as_bytes()) {
+                    if headers.len() > 1 {
+                        headers.push(',');
+                    }
+                    headers.push('"');
+                    headers.push_str(k.as_str());
+                    headers.push_str("\":\"");
+                    push_json_escaped(&mut headers, v);
+                    headers.push('"');
                 }
-                headers.push('"');
-                headers.push_str(k.as_str());
-                headers.push_str("\":\"");
-                push_json_escaped(&mut headers, v);
-                headers.push('"');
             }
+            headers.push('}');
         }
-        headers.push('}');
         // Most API calls send no cookie: then nothing is parsed or built (empty means `{}`).
-        let cookies_json = if req.headers().contains_key(actix_web::http::header::COOKIE) {
-            let mut cookies = serde_json::Map::new();
-            if let Ok(jar) = req.cookies() {
-                for c in jar.iter() {
-                    cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
+        let cookies_json =
+            if published.has(3) && req.headers().contains_key(actix_web::http::header::COOKIE) {
+                let mut cookies = serde_json::Map::new();
+                if let Ok(jar) = req.cookies() {
+                    for c in jar.iter() {
+                        cookies.insert(c.name().to_string(), serde_json::Value::from(c.value()));
+                    }
                 }
-            }
-            serde_json::Value::Object(cookies).to_string()
-        } else {
-            String::new()
-        };
+                serde_json::Value::Object(cookies).to_string()
+            } else {
+                String::new()
+            };
         use actix_web::HttpMessage;
         let request_id = req
             .extensions()
             .get::<crate::app::RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let slow_query_ms = req
-            .app_data::<actix_web::web::Data<crate::app::AppState>>()
-            .map_or(0, |s| s.config.log.slow_query_ms);
         let trace = req.extensions().get::<crate::otlp::Parent>().cloned();
         RequestInfo {
             trace,
@@ -161,6 +228,7 @@ impl RequestInfo {
             path: req.path().to_string(),
             headers_json: headers,
             cookies_json,
+            published,
         }
     }
 }
@@ -187,6 +255,7 @@ pub struct RequestTx {
 async fn prepared(
     pool: &Pool,
     read_only: bool,
+    published: Published,
     sql: &str,
     dberr: impl Fn(tokio_postgres::Error) -> ApiError + Copy,
 ) -> Result<(Object, Statement, Statement, Statement), ApiError> {
@@ -204,26 +273,39 @@ async fn prepared(
         })
         .await
         .map_err(dberr)?;
-    let setup = client.prepare_cached(SETUP_SQL).await.map_err(dberr)?;
+    let setup = client
+        .prepare_cached(&setup_sql(published).tokio)
+        .await
+        .map_err(dberr)?;
     let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
     Ok((client, begin, setup, stmt))
 }
 
-/// The setup statement's values, in `SETUP_SQL`'s order.
-fn setup_values<'a>(ctx: &'a AuthContext, info: &'a RequestInfo) -> [&'a str; 6] {
+/// The setup statement's values: the role, the claims and the published optional
+/// settings (the first `.1` of the array).
+fn setup_values<'a>(ctx: &'a AuthContext, info: &'a RequestInfo) -> ([&'a str; 6], usize) {
     let cookies = if info.cookies_json.is_empty() {
         "{}"
     } else {
         info.cookies_json.as_str()
     };
-    [
-        &ctx.role,
-        &ctx.claims_json,
-        &info.method,
-        &info.path,
-        &info.headers_json,
+    let optional = [
+        info.method.as_str(),
+        info.path.as_str(),
+        info.headers_json.as_str(),
         cookies,
-    ]
+    ];
+    let mut v = [""; 6];
+    v[0] = &ctx.role;
+    v[1] = &ctx.claims_json;
+    let mut n = 2;
+    for (i, value) in optional.into_iter().enumerate() {
+        if info.published.has(i) {
+            v[n] = value;
+            n += 1;
+        }
+    }
+    (v, n)
 }
 
 impl RequestTx {
@@ -238,9 +320,13 @@ impl RequestTx {
     ) -> Result<(RequestTx, Vec<Row>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let (client, begin, setup, stmt) = prepared(pool, read_only, sql, dberr).await?;
-        let values = setup_values(ctx, info);
-        let setup_params = values.each_ref().map(|v| v as &(dyn ToSql + Sync));
+        let (client, begin, setup, stmt) =
+            prepared(pool, read_only, info.published, sql, dberr).await?;
+        let (values, n) = setup_values(ctx, info);
+        let setup_params: Vec<&(dyn ToSql + Sync)> = values[..n]
+            .iter()
+            .map(|v| v as &(dyn ToSql + Sync))
+            .collect();
         // Polled together, tokio-postgres writes all three before reading: one round trip.
         let started = std::time::Instant::now();
         let (b, s, q) = tokio::join!(
@@ -317,14 +403,18 @@ impl RequestTx {
     ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let (client, begin, setup, stmt) = prepared(pool, read_only, sql, dberr).await?;
+        let (client, begin, setup, stmt) =
+            prepared(pool, read_only, info.published, sql, dberr).await?;
         let extra_stmt = match extra {
             Some((text, p)) => Some((client.prepare_cached(text).await.map_err(dberr)?, p)),
             None => None,
         };
         let commit = client.prepare_cached("COMMIT").await.map_err(dberr)?;
-        let values = setup_values(ctx, info);
-        let setup_params = values.each_ref().map(|v| v as &(dyn ToSql + Sync));
+        let (values, n) = setup_values(ctx, info);
+        let setup_params: Vec<&(dyn ToSql + Sync)> = values[..n]
+            .iter()
+            .map(|v| v as &(dyn ToSql + Sync))
+            .collect();
         let started = std::time::Instant::now();
         let (b, s, q, x, c) = tokio::join!(
             client.execute(&begin, &[]),
@@ -377,11 +467,13 @@ impl RequestTx {
         let authenticated = ctx.is_authenticated();
         let werr = |e: super::wire::WireError| ApiError::from_wire(&e, authenticated);
         let mut conn = wire.get().await.map_err(werr)?;
-        let setup = setup_values(ctx, info).map(Some);
+        let (values, n) = setup_values(ctx, info);
+        let setup = values.map(Some);
+        let setup = &setup[..n];
         let params: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
         if read_only && extra.is_none() {
             let started = std::time::Instant::now();
-            let r = merged_read(&mut conn, &ctx.role, sql, params, &setup).await;
+            let r = merged_read(&mut conn, &ctx.role, sql, params, setup, info.published).await;
             observe_wire("read", sql, started.elapsed(), info);
             let main = r.map_err(werr)?;
             return Ok(WireOutcome {
@@ -395,11 +487,11 @@ impl RequestTx {
         let mut queries = Vec::with_capacity(3);
         queries.push(Query {
             sql: if read_only {
-                WIRE_SETUP_READ_ONLY_SQL
+                &setup_sql(info.published).wire_read_only
             } else {
-                WIRE_SETUP_SQL
+                &setup_sql(info.published).wire
             },
-            params: &setup,
+            params: setup,
         });
         queries.push(Query {
             sql,
@@ -518,23 +610,17 @@ const WIRE_ROLE_SQL: &str = "SELECT FROM (SELECT CASE WHEN current_user::text IS
 /// `current_user` is not the request's role after all (a function of an earlier request
 /// changed it for the session), so the statement then answers no row and `merged_read`
 /// runs it again behind `WIRE_ROLE_SQL`. Its parameters are the statement's `n`, then
-/// `setup_values`' six.
-fn merged_read_sql(main: &str, n: usize) -> String {
+/// `setup_values`' (role, claims, published settings).
+fn merged_read_sql(main: &str, n: usize, published: Published) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(main.len() + 480);
+    s.push_str("SELECT _fx_m.* FROM (SELECT NULL");
+    push_settings_sql(&mut s, published, n + 2);
     let _ = write!(
         s,
-        "SELECT _fx_m.* FROM (SELECT set_config('request.jwt.claims', ${c}, true), \
-         set_config('request.method', ${m}, true), set_config('request.path', ${p}, true), \
-         set_config('request.headers', ${h}, true), set_config('request.cookies', ${k}, true), \
-         current_user = ${r}::name AND set_config('transaction_read_only', 'on', true) = 'on' \
+        ", current_user = ${}::name AND set_config('transaction_read_only', 'on', true) = 'on' \
          AS _fx_ok OFFSET 0) _fx_s, LATERAL (SELECT * FROM (",
-        r = n + 1,
-        c = n + 2,
-        m = n + 3,
-        p = n + 4,
-        h = n + 5,
-        k = n + 6,
+        n + 1
     );
     s.push_str(main);
     s.push_str(") _fx_q WHERE _fx_s._fx_ok OFFSET 0) _fx_m");
@@ -551,10 +637,11 @@ async fn merged_read(
     role: &str,
     sql: &str,
     mut params: Vec<Option<&str>>,
-    setup: &[Option<&str>; 6],
+    setup: &[Option<&str>],
+    published: Published,
 ) -> Result<super::wire::Done, super::wire::WireError> {
     use super::wire::{Query, WireError};
-    let merged = merged_read_sql(sql, params.len());
+    let merged = merged_read_sql(sql, params.len(), published);
     params.extend_from_slice(setup);
     let role_params = [Some(role)];
     let mut known = conn.role() == Some(role);
@@ -601,6 +688,44 @@ impl Drop for RequestTx {
             // Still inside a transaction: never hand it to the next request.
             drop(Object::take(c));
         }
+    }
+}
+
+#[cfg(test)]
+mod setup_sql_tests {
+    use super::*;
+
+    #[test]
+    fn setups_number_only_the_published_settings() {
+        let p = Published::new(false, true, false, true);
+        assert_eq!(
+            setup_sql(p).tokio,
+            "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+             set_config('request.path', $3, true), set_config('request.cookies', $4, true)"
+        );
+        assert!(setup_sql(Published::new(false, false, false, false))
+            .wire_read_only
+            .ends_with(
+                "set_config('request.jwt.claims', $2, true), \
+                 set_config('transaction_read_only', 'on', true)) _fx_setup"
+            ));
+        assert_eq!(
+            merged_read_sql("SELECT $1", 1, Published::new(true, false, false, false)),
+            "SELECT _fx_m.* FROM (SELECT NULL, set_config('request.jwt.claims', $3, true), \
+             set_config('request.method', $4, true), current_user = $2::name AND \
+             set_config('transaction_read_only', 'on', true) = 'on' AS _fx_ok OFFSET 0) _fx_s, \
+             LATERAL (SELECT * FROM (SELECT $1) _fx_q WHERE _fx_s._fx_ok OFFSET 0) _fx_m"
+        );
+        let info = RequestInfo {
+            method: "GET".into(),
+            path: "/t".into(),
+            headers_json: "{}".into(),
+            published: Published::new(true, false, false, true),
+            ..Default::default()
+        };
+        let ctx = AuthContext::anon();
+        let (v, n) = setup_values(&ctx, &info);
+        assert_eq!(&v[..n], &[&*ctx.role, &*ctx.claims_json, "GET", "{}"]);
     }
 }
 

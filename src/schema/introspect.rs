@@ -110,6 +110,34 @@ SELECT n.nspname::text, p.proname::text,
   LEFT JOIN pg_namespace an ON an.oid = ac.relnamespace
  WHERE n.nspname = ANY($1) AND p.prokind = 'f'";
 
+/// Which optional request settings (`request.method`, `request.path`, `request.headers`,
+/// `request.cookies`) any SQL of the database names, in any schema: function bodies (the
+/// source text; SQL-standard bodies decompiled), RLS policies, views and rules, column
+/// defaults, check constraints and trigger conditions. Names are matched case-insensitively,
+/// as Postgres matches setting names. A name built at run time (`'request.' || x`) is not
+/// seen: `rest.request_settings_always` publishes every setting for such databases.
+const REQUEST_SETTINGS_NAMED: &str = "
+WITH src(t) AS (
+  SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prolang NOT IN (12, 13)
+  UNION ALL
+  SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind IN ('f', 'p')
+     AND p.prolang = 14 AND p.prosrc = ''
+  UNION ALL SELECT pg_get_expr(polqual, polrelid) FROM pg_policy
+  UNION ALL SELECT pg_get_expr(polwithcheck, polrelid) FROM pg_policy
+  UNION ALL SELECT pg_get_ruledef(r.oid) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+   JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  UNION ALL SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef
+  UNION ALL SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c'
+  UNION ALL SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal)
+SELECT coalesce(bool_or(t ILIKE '%request.method%'), false),
+       coalesce(bool_or(t ILIKE '%request.path%'), false),
+       coalesce(bool_or(t ILIKE '%request.headers%'), false),
+       coalesce(bool_or(t ILIKE '%request.cookies%'), false)
+  FROM src";
+
 /// Introspects the exposed schemas.
 pub async fn load(
     client: &tokio_postgres::Client,
@@ -121,15 +149,16 @@ pub async fn load(
     // table created in the same transaction (seen in CI). They are prepared first: a query
     // given as text is prepared (a round trip) before its Bind/Execute is sent, so in the
     // pipeline below they would run after the COMMIT, each in its own snapshot.
-    let (rels, cols, fks, views, funcs, keys) = tokio::try_join!(
+    let (rels, cols, fks, views, funcs, keys, named) = tokio::try_join!(
         client.prepare(RELATIONS),
         client.prepare(COLUMNS),
         client.prepare(FOREIGN_KEYS),
         client.prepare(VIEWS),
         client.prepare(FUNCTIONS),
         client.prepare(VIEW_BASE_KEYS),
+        client.prepare(REQUEST_SETTINGS_NAMED),
     )?;
-    let (begin, rels, cols, fks, views, funcs, keys, commit) = tokio::join!(
+    let (begin, rels, cols, fks, views, funcs, keys, named, commit) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         client.query(&rels, &p),
         client.query(&cols, &p),
@@ -137,10 +166,12 @@ pub async fn load(
         client.query(&views, &p),
         client.query(&funcs, &p),
         client.query(&keys, &[]),
+        client.query_one(&named, &[]),
         client.batch_execute("COMMIT"),
     );
     begin?;
-    let (rels, cols, fks, views, funcs, keys) = (rels?, cols?, fks?, views?, funcs?, keys?);
+    let (rels, cols, fks, views, funcs, keys, named) =
+        (rels?, cols?, fks?, views?, funcs?, keys?, named?);
     commit?;
     let mut tables: HashMap<(String, String), Table> = HashMap::with_capacity(rels.len());
     for r in rels {
@@ -306,6 +337,12 @@ pub async fn load(
         foreign_keys,
         functions,
         computed: HashMap::new(),
+        request_settings: crate::db::tx::Published::new(
+            named.get(0),
+            named.get(1),
+            named.get(2),
+            named.get(3),
+        ),
     };
     cache.index_computed();
     Ok(cache)

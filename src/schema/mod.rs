@@ -137,6 +137,9 @@ pub struct SchemaCache {
     /// Functions whose one argument is a relation's row type, by that relation (computed
     /// columns and computed relationships; see `computed_column`).
     pub computed: HashMap<(String, String), Vec<Function>>,
+    /// Which of the optional request settings some SQL of the database names (see
+    /// `db::tx::Published`); all of them for a cache that was not loaded from a database.
+    pub request_settings: crate::db::tx::Published,
 }
 
 impl SchemaCache {

@@ -46,6 +46,7 @@ async fn jwt_selects_role_and_rls_filters_rows() {
         request_id: "test".into(),
         slow_query_ms: 0,
         trace: None,
+        published: Default::default(),
     };
     let sql =
         "SELECT current_user::text, auth.uid()::text, auth.role(), (SELECT count(*) FROM notes),

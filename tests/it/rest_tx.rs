@@ -427,6 +427,110 @@ async fn role_changed_by_read(app: TestApp) {
     );
 }
 
+/// A function reading a request setting by a name it builds at run time, so that reading it
+/// does not make the database name it.
+const DYNAMIC_SETTING: &str = "
+CREATE FUNCTION dyn_setting(name text) RETURNS text LANGUAGE sql STABLE
+  AS $$ SELECT current_setting('request.' || name, true) $$;
+NOTIFY pgrst, 'reload schema';
+";
+
+async fn dyn_setting(app: &TestApp, name: &str) -> Value {
+    let anon = app.anon_key();
+    let r = app
+        .get(&format!("/rest/v1/rpc/dyn_setting?name={name}"))
+        .header("apikey", &anon)
+        .header("cookie", "sid=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json::<Value>().await.unwrap()
+}
+
+async fn wait_for_function(app: &TestApp, name: &str) {
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        !app.state.schema.get().functions("public", name).is_empty()
+    })
+    .await;
+    assert!(ok, "schema cache never saw {name}");
+}
+
+/// `request.method`, `request.path`, `request.headers` and `request.cookies` are published
+/// only when some SQL of the database names them (each costs Postgres a `set_config` per
+/// request); `rest.request_settings_always` publishes them whatever the SQL. On both the
+/// wire client and tokio-postgres, reads and writes.
+#[tokio::test]
+async fn optional_request_settings_are_published_when_sql_names_them() {
+    for wire in [true, false] {
+        let app = app_with(wire).await;
+        app.db
+            .client()
+            .await
+            .batch_execute(DYNAMIC_SETTING)
+            .await
+            .unwrap();
+        wait_for_function(&app, "dyn_setting").await;
+        for name in ["method", "path", "headers", "cookies"] {
+            assert_eq!(
+                dyn_setting(&app, name).await,
+                Value::Null,
+                "{name} (wire: {wire})"
+            );
+        }
+        let claims: Value =
+            serde_json::from_str(dyn_setting(&app, "jwt.claims").await.as_str().unwrap()).unwrap();
+        assert_eq!(claims["role"], json!("anon"), "claims are always published");
+
+        // A policy naming two of them, and a function naming another.
+        app.db
+            .client()
+            .await
+            .batch_execute(
+                "CREATE POLICY by_header ON mine USING (current_setting('request.headers', true)                  IS NOT NULL OR current_setting('Request.Cookies', true) IS NOT NULL);
+                 CREATE FUNCTION where_am_i() RETURNS text LANGUAGE plpgsql STABLE
+                   AS $$ BEGIN RETURN current_setting('request.path', true); END $$;
+                 NOTIFY pgrst, 'reload schema';",
+            )
+            .await
+            .unwrap();
+        wait_for_function(&app, "where_am_i").await;
+        assert_eq!(dyn_setting(&app, "method").await, Value::Null);
+        assert_eq!(dyn_setting(&app, "path").await, json!("/rpc/dyn_setting"));
+        let headers: Value =
+            serde_json::from_str(dyn_setting(&app, "headers").await.as_str().unwrap()).unwrap();
+        assert_eq!(headers["cookie"], json!("sid=abc"), "{headers}");
+        assert_eq!(
+            dyn_setting(&app, "cookies").await,
+            json!(r#"{"sid":"abc"}"#)
+        );
+        // A write publishes the same ones.
+        let (s, b) = post(
+            &app,
+            "/rest/v1/rpc/dyn_setting",
+            &app.anon_key(),
+            "",
+            json!({"name": "path"}),
+        )
+        .await;
+        assert_eq!((s, b), (StatusCode::OK, json!("/rpc/dyn_setting")));
+    }
+    let app = TestApp::spawn_with(|c| c.rest.request_settings_always = true).await;
+    app.db
+        .client()
+        .await
+        .batch_execute(DYNAMIC_SETTING)
+        .await
+        .unwrap();
+    wait_for_function(&app, "dyn_setting").await;
+    assert_eq!(dyn_setting(&app, "method").await, json!("GET"));
+    assert_eq!(dyn_setting(&app, "path").await, json!("/rpc/dyn_setting"));
+    assert_eq!(
+        dyn_setting(&app, "cookies").await,
+        json!(r#"{"sid":"abc"}"#)
+    );
+}
+
 /// Writes answering only their row count run as the plain DML on the wire client (its
 /// command tag counts the rows; a trailing read gets the response settings). They must
 /// answer exactly as the CTE statement of the four-statement path does.

@@ -376,6 +376,24 @@ fn args_from(b: &mut Builder, call: &CallPlan) -> String {
         .iter()
         .filter(|a| call.arg_names.contains(&a.name))
         .collect();
+    if let Some(values) = call.text_args.as_ref().filter(|v| v.len() == given.len()) {
+        if given.is_empty() {
+            return String::new();
+        }
+        let cols: Vec<String> = given
+            .iter()
+            .zip(values)
+            .map(|(a, v)| {
+                format!(
+                    "CAST({} AS {}) AS {}",
+                    b.bind(v.as_str()),
+                    a.type_name,
+                    qi(&a.name)
+                )
+            })
+            .collect();
+        return format!("(SELECT {}) AS _fx_args,", cols.join(", "));
+    }
     let cols: Vec<String> = given
         .iter()
         .map(|a| format!("{} {}", qi(&a.name), a.type_name))

@@ -531,6 +531,73 @@ async fn optional_request_settings_are_published_when_sql_names_them() {
     );
 }
 
+/// Query-string arguments are bound one by one and cast to their types; JSON bodies go
+/// through `json_to_record`. Both must give a function the same values and the same errors.
+#[tokio::test]
+async fn query_string_arguments_arrive_as_json_body_strings_do() {
+    let app = app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+             CREATE FUNCTION echo_args(a int, b text, c int[], d posint DEFAULT 1, e date DEFAULT NULL)
+               RETURNS json LANGUAGE sql STABLE
+               AS $$ SELECT json_build_object('a', a, 'b', b, 'c', c, 'd', d, 'e', e) $$;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+    wait_for_function(&app, "echo_args").await;
+    let key = app.anon_key();
+    let get = |q: &'static str| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let r = app
+                .get(&format!("/rest/v1/rpc/echo_args?{q}"))
+                .header("apikey", &key)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let cases = [
+        (
+            "a=1&b=x%20y&c=%7B1,2%7D&d=3&e=2024-01-02",
+            json!({"a": "1", "b": "x y", "c": "{1,2}", "d": "3", "e": "2024-01-02"}),
+        ),
+        ("a=7&b=&c=%7B%7D", json!({"a": "7", "b": "", "c": "{}"})),
+        ("a=x&b=b&c=%7B%7D", json!({"a": "x", "b": "b", "c": "{}"})),
+        (
+            "a=1&b=b&c=%7B%7D&d=0",
+            json!({"a": "1", "b": "b", "c": "{}", "d": "0"}),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (q, body) in cases {
+        let (gs, gb) = get(q).await;
+        let (ps, pb) = post(&app, "/rest/v1/rpc/echo_args", &key, "", body).await;
+        assert_eq!((gs, &gb), (ps, &pb), "{q}");
+        statuses.push((gs.as_u16(), gb.get("code").cloned()));
+    }
+    assert_eq!(
+        statuses,
+        vec![
+            (200, None),
+            (200, None),
+            (400, Some(json!("22P02"))),
+            (400, Some(json!("23514"))),
+        ]
+    );
+    let (_, b) = get("a=1&b=x%20y&c=%7B1,2%7D&d=3&e=2024-01-02").await;
+    assert_eq!(
+        b,
+        json!({"a": 1, "b": "x y", "c": [1, 2], "d": 3, "e": "2024-01-02"})
+    );
+}
+
 /// Writes answering only their row count run as the plain DML on the wire client (its
 /// command tag counts the rows; a trailing read gets the response settings). They must
 /// answer exactly as the CTE statement of the four-statement path does.

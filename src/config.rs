@@ -786,7 +786,9 @@ pub struct RestConfig {
     /// Publish `request.method`, `request.path`, `request.headers` and `request.cookies` on
     /// every request. By default each is published only when some SQL of the database names
     /// it (function bodies, policies, views, defaults, checks, triggers; found when the schema
-    /// cache loads); turn this on when SQL builds those names at run time.
+    /// cache loads); turn this on when SQL builds those names at run time. The same scan
+    /// decides whether `response.status`/`response.headers` are read back after a statement;
+    /// on, they always are.
     pub request_settings_always: bool,
 }
 

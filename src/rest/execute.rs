@@ -96,6 +96,9 @@ pub struct Mode {
     /// row count and `sql::PLAIN_WRITE_SETTINGS` follows it. Only set where
     /// [`one_round_trip`] holds and the wire client exists.
     pub plain_write: bool,
+    /// Some SQL of the database may set `response.status`/`response.headers`: a plain write
+    /// reads them back with `sql::PLAIN_WRITE_SETTINGS` (otherwise the DML goes alone).
+    pub response_settings: bool,
 }
 
 /// Whether a request runs in one round trip, committed in the pipeline: nothing to decide
@@ -121,6 +124,7 @@ pub async fn run(
         read_only,
         is_write,
         plain_write,
+        response_settings,
     } = mode;
     fn as_params(s: &Statement) -> Vec<&(dyn ToSql + Sync)> {
         s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
@@ -151,7 +155,7 @@ pub async fn run(
                 read_only,
                 &stmt.text,
                 &stmt.params,
-                Some((super::sql::PLAIN_WRITE_SETTINGS, &[])),
+                response_settings.then_some((super::sql::PLAIN_WRITE_SETTINGS, &[][..])),
             )
             .await?;
             let mut settings = done

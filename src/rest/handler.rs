@@ -200,6 +200,9 @@ async fn serve(
         }
         _ => false,
     };
+    // `response.status`/`response.headers` are read back only when some SQL of the
+    // database names them (`sql::response_gucs`).
+    let response = state.config.rest.request_settings_always || !cache.response_settings_unnamed;
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
             let c = count_sql(r, &mut count);
@@ -211,9 +214,13 @@ async fn serve(
                 BodyShape::ArrayStripped if one_row => BodyShape::ObjectStripped,
                 s => s,
             };
-            (sql::read(r, shape, c), false, false)
+            (sql::read(r, shape, c, response), false, false)
         }
-        Plan::CallScalar(c) => (sql::call_scalar(c), false, c.function.return_type == "void"),
+        Plan::CallScalar(c) => (
+            sql::call_scalar(c, response),
+            false,
+            c.function.return_type == "void",
+        ),
         Plan::Insert(w) => {
             let kind = if w.on_conflict.is_some() {
                 WriteKind::Upsert
@@ -228,6 +235,7 @@ async fn serve(
                     shape(&api, true),
                     location_pk(&api, w),
                     plain,
+                    response,
                 ),
                 true,
                 false,
@@ -241,6 +249,7 @@ async fn serve(
                 shape(&api, true),
                 None,
                 plain,
+                response,
             ),
             true,
             false,
@@ -253,12 +262,21 @@ async fn serve(
                 shape(&api, true),
                 None,
                 plain,
+                response,
             ),
             true,
             false,
         ),
         Plan::Delete(w) => (
-            sql::write(WriteKind::Delete, w, None, shape(&api, true), None, plain),
+            sql::write(
+                WriteKind::Delete,
+                w,
+                None,
+                shape(&api, true),
+                None,
+                plain,
+                response,
+            ),
             true,
             false,
         ),
@@ -286,6 +304,7 @@ async fn serve(
             read_only: api.action.read_only(),
             is_write,
             plain_write: plain,
+            response_settings: response,
         },
     )
     .await;

@@ -27,15 +27,24 @@ pub struct Statement {
 /// have set. The plain DML's command tag gives the row count, so neither `RETURNING` rows,
 /// the CTE around them nor the count aggregate are needed: Postgres instructions per
 /// single-row `return=minimal` insert with its setup, callgrind on a backend, 218k → 193k
-/// (the reference server's one insert: 89k).
+/// (the reference server's one insert: 89k). Not sent when no SQL of the database names
+/// the settings (`SchemaCache::response_settings_unnamed`).
 pub const PLAIN_WRITE_SETTINGS: &str =
     "SELECT current_setting('response.status', true), current_setting('response.headers', true)";
 
 /// Besides `total` (int8, NULL unless counted), `n` (int8 rows in the body) and `body`
 /// (text), every statement returns `response.status` and `response.headers` as the SQL set
-/// them (PostgREST's way for functions to choose a status and headers).
-const RESPONSE_GUCS: &str = ", current_setting('response.status', true) AS status, \
-     current_setting('response.headers', true) AS headers";
+/// them (PostgREST's way for functions to choose a status and headers) — read only when
+/// `read` (some SQL of the database names them, `SchemaCache::response_settings`): the two
+/// `current_setting` calls cost Postgres ~7.8k instructions per request (`bench/pg_ir.sh`).
+fn response_gucs(read: bool) -> &'static str {
+    if read {
+        ", current_setting('response.status', true) AS status, \
+         current_setting('response.headers', true) AS headers"
+    } else {
+        ", NULL::text AS status, NULL::text AS headers"
+    }
+}
 
 /// How the body is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -781,7 +790,8 @@ fn timezone_guard(b: &mut Builder, tz: Option<&str>) -> Option<String> {
 }
 
 /// A read: rows, their count, and (when asked) the total without the range.
-pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
+pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql, response: bool) -> Statement {
+    let gucs = response_gucs(response);
     let mut b = Builder { params: Vec::new() };
     let guard = timezone_guard(&mut b, r.timezone.as_deref());
     let from = source_sql(&mut b, r);
@@ -815,7 +825,7 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql) -> Statement {
     };
     Statement {
         text: format!(
-            "SELECT {total} AS total, count(*)::int8 AS n, {body} AS body{RESPONSE_GUCS} FROM ({inner}) _fx_t"
+            "SELECT {total} AS total, count(*)::int8 AS n, {body} AS body{gucs} FROM ({inner}) _fx_t"
         ),
         params: b.params,
     }
@@ -842,7 +852,9 @@ pub fn write(
     shape: BodyShape,
     location: Option<&[String]>,
     plain: bool,
+    response: bool,
 ) -> Statement {
+    let gucs = response_gucs(response);
     let mut b = Builder { params: Vec::new() };
     let target = format!(
         "{}.{} AS {}",
@@ -1027,7 +1039,7 @@ pub fn write(
         .map(|g| format!(" WHERE {g}"))
         .unwrap_or_default();
     let text = format!(
-        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(*)::int8 AS n, {body} AS body{RESPONSE_GUCS} \
+        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(*)::int8 AS n, {body} AS body{gucs} \
          FROM (SELECT {list} FROM _fx_rows AS {alias}{joins}{guard}{group}) _fx_t"
     );
     Statement {
@@ -1068,7 +1080,8 @@ pub enum WriteKind {
 }
 
 /// A call of a function returning one value (or a set of scalars / untyped rows).
-pub fn call_scalar(call: &CallPlan) -> Statement {
+pub fn call_scalar(call: &CallPlan, response: bool) -> Statement {
+    let gucs = response_gucs(response);
     let mut b = Builder { params: Vec::new() };
     let f = &call.function;
     let from_args = args_from(&mut b, call).trim_end_matches(',').to_string();
@@ -1085,14 +1098,14 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
             } else {
                 format!("{from}, LATERAL {expr} _fx_r")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{RESPONSE_GUCS}{src}")
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{gucs}{src}")
         } else {
             let src = if from.is_empty() {
                 format!(" FROM {expr} _fx_r(v)")
             } else {
                 format!("{from}, LATERAL {expr} _fx_r(v)")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{RESPONSE_GUCS}{src}")
+            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{gucs}{src}")
         }
     } else if f.returns_composite {
         let src = if from.is_empty() {
@@ -1100,9 +1113,11 @@ pub fn call_scalar(call: &CallPlan) -> Statement {
         } else {
             format!("{from}, LATERAL {expr} _fx_r")
         };
-        format!("SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{RESPONSE_GUCS}{src}")
+        format!(
+            "SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{gucs}{src}"
+        )
     } else {
-        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{RESPONSE_GUCS}{from}")
+        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{gucs}{from}")
     };
     let text = match timezone_guard(&mut b, call.timezone.as_deref()) {
         Some(g) => format!("{text} WHERE {g}"),
@@ -1255,8 +1270,9 @@ mod golden {
             body: body.as_bytes(),
         };
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
+        let response = !cache.response_settings_unnamed;
         match plan(&mut req, cache, None).unwrap() {
-            Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None),
+            Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None, response),
             Plan::Insert(w) => write(
                 WriteKind::Insert,
                 &w,
@@ -1264,6 +1280,7 @@ mod golden {
                 BodyShape::None,
                 None,
                 false,
+                response,
             ),
             Plan::Update(w) => write(
                 WriteKind::Update,
@@ -1272,8 +1289,17 @@ mod golden {
                 BodyShape::None,
                 None,
                 false,
+                response,
             ),
-            Plan::Delete(w) => write(WriteKind::Delete, &w, None, BodyShape::None, None, false),
+            Plan::Delete(w) => write(
+                WriteKind::Delete,
+                &w,
+                None,
+                BodyShape::None,
+                None,
+                false,
+                response,
+            ),
             Plan::Upsert(w) => write(
                 WriteKind::Upsert,
                 &w,
@@ -1281,6 +1307,7 @@ mod golden {
                 BodyShape::None,
                 None,
                 false,
+                response,
             ),
             other => panic!("unexpected plan {other:?}"),
         }
@@ -1310,6 +1337,26 @@ mod golden {
             s.params,
             vec![Some("%gods%".into()), Some("{\"1\",\"2\"}".into())]
         );
+    }
+
+    #[test]
+    fn response_settings_unnamed_are_not_read() {
+        let mut c = cache();
+        c.response_settings_unnamed = true;
+        let s = stmt_in(&c, "GET", &["books"], "select=id&id=eq.1", &[], "");
+        assert_eq!(
+            s.text,
+            "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body, \
+             NULL::text AS status, NULL::text AS headers FROM (\
+             SELECT \"books\".\"id\" AS \"id\" FROM \"public\".\"books\" AS \"books\" \
+             WHERE \"books\".\"id\" = CAST($1::text AS integer)) _fx_t"
+        );
+        let w = stmt_in(&c, "PATCH", &["books"], "id=eq.1", &[], r#"{"title":"x"}"#);
+        assert!(!w.text.contains("current_setting"), "{}", w.text);
+        assert!(w.text.contains("NULL::text AS status"), "{}", w.text);
+        c.response_settings_unnamed = false;
+        let w = stmt_in(&c, "PATCH", &["books"], "id=eq.1", &[], r#"{"title":"x"}"#);
+        assert!(w.text.contains(TAIL), "{}", w.text);
     }
 
     #[test]

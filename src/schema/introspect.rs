@@ -115,7 +115,9 @@ SELECT n.nspname::text, p.proname::text,
 /// source text; SQL-standard bodies decompiled), RLS policies, views and rules, column
 /// defaults, check constraints and trigger conditions. Names are matched case-insensitively,
 /// as Postgres matches setting names. A name built at run time (`'request.' || x`) is not
-/// seen: `rest.request_settings_always` publishes every setting for such databases.
+/// seen: `rest.request_settings_always` publishes every setting for such databases. The
+/// last column: whether any of it names `response.status` or `response.headers` (when none
+/// does, REST statements do not read them back; the same switch reads them always).
 const REQUEST_SETTINGS_NAMED: &str = "
 WITH src(t) AS (
   SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -135,7 +137,8 @@ WITH src(t) AS (
 SELECT coalesce(bool_or(t ILIKE '%request.method%'), false),
        coalesce(bool_or(t ILIKE '%request.path%'), false),
        coalesce(bool_or(t ILIKE '%request.headers%'), false),
-       coalesce(bool_or(t ILIKE '%request.cookies%'), false)
+       coalesce(bool_or(t ILIKE '%request.cookies%'), false),
+       coalesce(bool_or(t ILIKE '%response.status%' OR t ILIKE '%response.headers%'), false)
   FROM src";
 
 /// Introspects the exposed schemas.
@@ -343,6 +346,7 @@ pub async fn load(
             named.get(2),
             named.get(3),
         ),
+        response_settings_unnamed: !named.get::<_, bool>(4),
     };
     cache.index_computed();
     Ok(cache)

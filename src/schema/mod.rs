@@ -140,6 +140,10 @@ pub struct SchemaCache {
     /// Which of the optional request settings some SQL of the database names (see
     /// `db::tx::Published`); all of them for a cache that was not loaded from a database.
     pub request_settings: crate::db::tx::Published,
+    /// No SQL of the database names `response.status` or `response.headers`, so no
+    /// statement can set them and REST statements need not read them back
+    /// (`rest::sql::response_gucs`). False (read them) for a cache not loaded from a database.
+    pub response_settings_unnamed: bool,
 }
 
 impl SchemaCache {

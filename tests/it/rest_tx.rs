@@ -531,6 +531,96 @@ async fn optional_request_settings_are_published_when_sql_names_them() {
     );
 }
 
+/// Sets `response.status` under a name built at run time, which the scan of the database's
+/// SQL cannot see: from a function (reads) and from a trigger (a plain `return=minimal`
+/// insert, whose settings are read by a statement of their own).
+const DYNAMIC_RESPONSE: &str = "
+CREATE FUNCTION dyn_status(code text) RETURNS int LANGUAGE plpgsql STABLE
+  AS $$ BEGIN PERFORM set_config('response.' || 'status', code, true); RETURN 1; END $$;
+CREATE TABLE dyn_rows (id int PRIMARY KEY);
+CREATE FUNCTION dyn_rows_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM set_config('response.' || 'status', '202', true); RETURN NEW; END $$;
+CREATE TRIGGER dyn_rows_status BEFORE INSERT ON dyn_rows
+  FOR EACH ROW EXECUTE FUNCTION dyn_rows_status();
+GRANT ALL ON dyn_rows TO anon;
+NOTIFY pgrst, 'reload schema';
+";
+
+/// The statuses a read (`GET /rpc/dyn_status?code=201`) and a plain insert into `dyn_rows`
+/// answer with.
+async fn dyn_statuses(app: &TestApp, id: i32) -> (StatusCode, StatusCode) {
+    let anon = app.anon_key();
+    let r = app
+        .get("/rest/v1/rpc/dyn_status?code=201")
+        .header("apikey", &anon)
+        .send()
+        .await
+        .unwrap();
+    let read = r.status();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(1));
+    let (write, _) = post(
+        app,
+        "/rest/v1/dyn_rows",
+        &anon,
+        "return=minimal",
+        json!({ "id": id }),
+    )
+    .await;
+    (read, write)
+}
+
+/// `response.status`/`response.headers` are read back only when some SQL of the database
+/// names them (or `rest.request_settings_always`): a database whose SQL never does can't
+/// set them, and the reads cost Postgres two `current_setting` calls per request, a whole
+/// statement after a plain write. A name built at run time is the documented blind spot.
+#[tokio::test]
+async fn response_settings_are_read_when_sql_names_them() {
+    for wire in [true, false] {
+        let app = TestApp::spawn_with(|c| c.database.wire = wire).await;
+        let db = app.db.client().await;
+        db.batch_execute(DYNAMIC_RESPONSE).await.unwrap();
+        wait_for_function(&app, "dyn_status").await;
+        assert!(app.state.schema.get().response_settings_unnamed);
+        assert_eq!(
+            dyn_statuses(&app, 1).await,
+            (StatusCode::OK, StatusCode::CREATED),
+            "nothing names the settings: not read (wire: {wire})"
+        );
+        db.batch_execute(
+            "CREATE FUNCTION teapot() RETURNS int LANGUAGE sql
+               AS $$ SELECT set_config('response.status', '418', true)::int $$;
+             NOTIFY pgrst, 'reload schema';",
+        )
+        .await
+        .unwrap();
+        wait_for_function(&app, "teapot").await;
+        assert!(!app.state.schema.get().response_settings_unnamed);
+        assert_eq!(
+            dyn_statuses(&app, 2).await,
+            (StatusCode::CREATED, StatusCode::ACCEPTED),
+            "a function names them: read (wire: {wire})"
+        );
+        let c = db
+            .query_one("SELECT count(*) FROM dyn_rows", &[])
+            .await
+            .unwrap();
+        assert_eq!(c.get::<_, i64>(0), 2, "both inserts committed");
+    }
+    let app = TestApp::spawn_with(|c| c.rest.request_settings_always = true).await;
+    app.db
+        .client()
+        .await
+        .batch_execute(DYNAMIC_RESPONSE)
+        .await
+        .unwrap();
+    wait_for_function(&app, "dyn_status").await;
+    assert_eq!(
+        dyn_statuses(&app, 1).await,
+        (StatusCode::CREATED, StatusCode::ACCEPTED),
+        "rest.request_settings_always reads them whatever the SQL"
+    );
+}
+
 /// Query-string arguments are bound one by one and cast to their types; JSON bodies go
 /// through `json_to_record`. Both must give a function the same values and the same errors.
 #[tokio::test]

@@ -1,3 +1,0 @@
--- rpc_direct_arg without count(*) (n as NULL): what the count costs.
-\set c random(1, 50)
-SELECT _fx_m.* FROM (SELECT set_config('request.jwt.claims', '{"exp":2111904424,"iat":1796544424,"iss":"fluxbase","role":"anon"}', true), current_user = 'postgres'::name AND set_config('transaction_read_only', 'on', true) = 'on' AS _fx_ok OFFSET 0) _fx_s, LATERAL (SELECT * FROM (SELECT NULL::int8 AS total, NULL::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body, NULL::text AS status, NULL::text AS headers FROM (SELECT "recent_items".* FROM "public"."recent_items"("cat" => CAST(:c::text AS integer)) AS "recent_items") _fx_t) _fx_q WHERE _fx_s._fx_ok OFFSET 0) _fx_m;

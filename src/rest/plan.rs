@@ -423,7 +423,7 @@ pub fn plan(
                             .rpc_params
                             .iter()
                             .filter(|p| !args.contains(&p.name))
-                            .all(|p| p.filter.is_ok())
+                            .all(|p| p.filter.is_some())
                             && pick_function(std::slice::from_ref(*f), &args).is_some()
                     })
                     .min_by_key(|f| f.args.len())

@@ -246,9 +246,11 @@ pub struct RpcParam {
     pub name: String,
     /// The value as sent (decoded).
     pub value: String,
-    /// The parameter read as a filter, or why it cannot be one (only an error if the
-    /// parameter turns out not to be an argument).
-    pub filter: Result<PathFilter, ParseError>,
+    /// The parameter read as a filter; `None` when it does not parse as one (an error only
+    /// if the parameter turns out not to be an argument: [`ApiRequest::resolve_rpc_params`]
+    /// parses it again for the error then, rather than every argument of every call
+    /// building an error message that is thrown away).
+    pub filter: Option<PathFilter>,
 }
 
 /// The query-string parameters, classified and parsed.
@@ -327,11 +329,24 @@ impl ApiRequest {
             if is_arg(&p.name) {
                 self.query.rpc_args.push((p.name, p.value));
             } else {
-                self.query.filters.push(p.filter?);
+                let f = match p.filter {
+                    Some(f) => f,
+                    None => path_filter(&p.name, &p.value)?.0,
+                };
+                self.query.filters.push(f);
             }
         }
         Ok(())
     }
+}
+
+/// A filter parameter `key=value` (`key` may name an embedded resource's column); the flag
+/// says whether `key` is a plain name, which on an RPC GET may be an argument instead.
+fn path_filter(key: &str, value: &str) -> Result<(PathFilter, bool), ParseError> {
+    let (path, field) = filter::parse_tree_path(key)?;
+    let ambiguous = path.is_empty() && field.json_path.is_empty();
+    let filter = filter::parse_filter(field, value)?;
+    Ok((PathFilter { path, filter }, ambiguous))
 }
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_as_space`); invalid escapes are kept
@@ -759,11 +774,7 @@ pub fn parse_request(
                 q.logic.push(PathLogic { path, tree });
             }
             KeyKind::Filter => {
-                let parsed = filter::parse_tree_path(&key).and_then(|(path, field)| {
-                    let ambiguous = path.is_empty() && field.json_path.is_empty();
-                    filter::parse_filter(field, &value)
-                        .map(|filter| (PathFilter { path, filter }, ambiguous))
-                });
+                let parsed = path_filter(&key, &value);
                 if rpc_get {
                     // Until the planner knows the signature, a simple name may be an
                     // argument; anything else can only be a filter.
@@ -772,12 +783,12 @@ pub fn parse_request(
                         Ok((filter, true)) => q.rpc_params.push(RpcParam {
                             name: key,
                             value,
-                            filter: Ok(filter),
+                            filter: Some(filter),
                         }),
-                        Err(e) => q.rpc_params.push(RpcParam {
+                        Err(_) => q.rpc_params.push(RpcParam {
                             name: key,
                             value,
-                            filter: Err(e),
+                            filter: None,
                         }),
                     }
                 } else {

@@ -42,6 +42,16 @@ impl Published {
     pub fn has(self, i: usize) -> bool {
         self.0 & (1 << i) != 0
     }
+
+    /// Whether `request.headers` is published (`OPTIONAL_SETTINGS[2]`).
+    pub fn headers(self) -> bool {
+        self.has(2)
+    }
+
+    /// Whether `request.cookies` is published (`OPTIONAL_SETTINGS[3]`).
+    pub fn cookies(self) -> bool {
+        self.has(3)
+    }
 }
 
 impl Default for Published {
@@ -180,7 +190,7 @@ impl RequestInfo {
         // Written directly (no intermediate `Value`): this runs on every request. Header
         // names are lower-case ASCII; values are JSON-escaped by `push_json_escaped`.
         let mut headers = String::new();
-        if published.has(2) {
+        if published.headers() {
             headers.reserve(256);
             headers.push('{');
 
@@ -202,7 +212,7 @@ impl RequestInfo {
         }
         // Most API calls send no cookie: then nothing is parsed or built (empty means `{}`).
         let cookies_json =
-            if published.has(3) && req.headers().contains_key(actix_web::http::header::COOKIE) {
+            if published.cookies() && req.headers().contains_key(actix_web::http::header::COOKIE) {
                 let mut cookies = serde_json::Map::new();
                 if let Ok(jar) = req.cookies() {
                     for c in jar.iter() {
@@ -694,6 +704,16 @@ impl Drop for RequestTx {
 #[cfg(test)]
 mod setup_sql_tests {
     use super::*;
+
+    #[test]
+    fn named_accessors_match_the_settings_order() {
+        assert_eq!(OPTIONAL_SETTINGS[2], "request.headers");
+        assert_eq!(OPTIONAL_SETTINGS[3], "request.cookies");
+        let h = Published::new(false, false, true, false);
+        assert!(h.headers() && !h.cookies());
+        let c = Published::new(false, false, false, true);
+        assert!(c.cookies() && !c.headers());
+    }
 
     #[test]
     fn setups_number_only_the_published_settings() {

@@ -1085,6 +1085,31 @@ async fn missing_default_fills_absent_keys_per_row() {
     let rows: Value = r.json().await.unwrap();
     assert_eq!(rows[0]["title"], "P2");
     assert_eq!(rows[0]["tags"], json!([]), "the default replaces on merge");
+    // A single object (read as one record, not wrapped in an array) takes the same path.
+    let r = post(
+        json!({"title": "U"}),
+        "return=representation, missing=default",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let rows: Value = r.json().await.unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert!(rows[0]["id"].as_i64().unwrap() > 0, "{rows}");
+    assert_eq!(rows[0]["tags"], json!([]), "{rows}");
+    let r = post(json!({"id": 52, "title": "V"}), "return=representation")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rows: Value = r.json().await.unwrap();
+    assert_eq!(rows[0]["title"], "V", "{rows}");
+    assert_eq!(
+        rows[0]["tags"],
+        Value::Null,
+        "an absent key of `columns=` is NULL without the preference"
+    );
 }
 
 /// `Plan Rows` of the top node, as Postgres's own EXPLAIN gives it for `query`.

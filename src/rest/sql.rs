@@ -35,8 +35,9 @@ pub const PLAIN_WRITE_SETTINGS: &str =
 /// Besides `total` (int8, NULL unless counted), `n` (int8 rows in the body) and `body`
 /// (text), every statement returns `response.status` and `response.headers` as the SQL set
 /// them (PostgREST's way for functions to choose a status and headers) — read only when
-/// `read` (some SQL of the database names them, `SchemaCache::response_settings`): the two
-/// `current_setting` calls cost Postgres ~7.8k instructions per request (`bench/pg_ir.sh`).
+/// `read` (some SQL of the database may set them: `SchemaCache::response_settings_unnamed`
+/// is false): the two `current_setting` calls cost Postgres ~2.7k instructions per
+/// single-row GET (`bench/pg_ir.sh`, single_merged vs single_no_settings).
 fn response_gucs(read: bool) -> &'static str {
     if read {
         ", current_setting('response.status', true) AS status, \

@@ -71,8 +71,23 @@ struct Builder {
 impl Builder {
     fn bind(&mut self, v: impl Into<String>) -> String {
         self.params.push(Some(v.into()));
-        format!("${}::text", self.params.len())
+        let mut p = String::with_capacity(10);
+        push_param(&mut p, self.params.len());
+        p
     }
+}
+
+/// `$n::text` (no `format!`: a bound value is written for nearly every filter).
+fn push_param(out: &mut String, n: usize) {
+    out.push('$');
+    match u8::try_from(n) {
+        Ok(d @ 0..=9) => out.push(char::from(b'0' + d)),
+        _ => {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
+    }
+    out.push_str("::text");
 }
 
 fn literal(s: &str) -> String {
@@ -100,7 +115,12 @@ fn row_expr(r: &ReadPlan) -> String {
 fn field_expr(r: &ReadPlan, f: &Field) -> String {
     let mut e = match r.computed.iter().find(|c| c.name == f.name) {
         Some(c) => format!("{}.{}({})", qi(&c.schema), qi(&c.name), row_expr(r)),
-        None => format!("{}.{}", qi(&r.alias), qi(&f.name)),
+        None => {
+            let mut e = qi(&r.alias);
+            e.push('.');
+            e.push_str(&qi(&f.name));
+            e
+        }
     };
     // JSON arrows apply to `to_jsonb(col)`, as PostgREST does: on json and jsonb columns
     // alike, and on composite and array columns (`location->>lat`, `languages->0`).
@@ -157,6 +177,26 @@ fn array_literal(items: &[String]) -> String {
 
 fn filter_sql(b: &mut Builder, r: &ReadPlan, f: &Filter, col_type: &str) -> String {
     let lhs = lhs_for(r, &f.field);
+    // The commonest filter (`col=eq.v`, a column's own type), written into `lhs` itself.
+    if let (false, true, Operation::Simple { op, value }) =
+        (f.negated, f.field.json_path.is_empty(), &f.operation)
+    {
+        if !matches!(
+            op,
+            SimpleOp::Like | SimpleOp::Ilike | SimpleOp::Match | SimpleOp::Imatch
+        ) {
+            let mut c = lhs;
+            c.push(' ');
+            c.push_str(op.sql());
+            c.push_str(" CAST(");
+            b.params.push(Some(value.clone()));
+            push_param(&mut c, b.params.len());
+            c.push_str(" AS ");
+            c.push_str(col_type);
+            c.push(')');
+            return c;
+        }
+    }
     let ty = value_type(&f.field, col_type);
     let cond = match &f.operation {
         Operation::Simple { op, value } => match op {
@@ -348,7 +388,15 @@ fn embed_source(parent: &ReadPlan, e: &EmbedPlan) -> (String, Vec<String>) {
 
 fn source_sql(b: &mut Builder, r: &ReadPlan) -> String {
     match &r.source {
-        Source::Relation(s, n) => format!("{}.{} AS {}", qi(s), qi(n), qi(&r.alias)),
+        Source::Relation(s, n) => {
+            // Pushed, not `format!`ed: ~1.1k instructions less per read (callgrind).
+            let mut out = qi(s);
+            out.push('.');
+            out.push_str(&qi(n));
+            out.push_str(" AS ");
+            out.push_str(&qi(&r.alias));
+            out
+        }
         Source::Computed {
             schema,
             name,
@@ -464,11 +512,12 @@ fn where_sql(b: &mut Builder, r: &ReadPlan, extra: Vec<String>) -> String {
             }
         });
     }
-    if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
+    let mut w = String::new();
+    for (i, c) in conds.iter().enumerate() {
+        w.push_str(if i == 0 { " WHERE " } else { " AND " });
+        w.push_str(c);
     }
+    w
 }
 
 fn order_sql(r: &ReadPlan) -> String {
@@ -740,11 +789,22 @@ fn embed_sql(b: &mut Builder, parent: &ReadPlan, e: &EmbedPlan) -> String {
 fn subquery(b: &mut Builder, r: &ReadPlan, from: String, extra_where: Vec<String>) -> String {
     let (list, joins, group) = select_parts(b, r);
     let w = where_sql(b, r, extra_where);
-    format!(
-        "SELECT {list} FROM {from}{joins}{w}{group}{}{}",
-        order_sql(r),
-        range_sql(r)
-    )
+    let (order, range) = (order_sql(r), range_sql(r));
+    let mut out = String::with_capacity(
+        16 + list.len()
+            + from.len()
+            + joins.len()
+            + w.len()
+            + group.len()
+            + order.len()
+            + range.len(),
+    );
+    for part in [
+        "SELECT ", &list, " FROM ", &from, &joins, &w, &group, &order, &range,
+    ] {
+        out.push_str(part);
+    }
+    out
 }
 
 /// CSV from each row's JSON, so column order and labels match the JSON body: a header line
@@ -824,10 +884,22 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql, response: bool) -> 
         }
         _ => body_sql(shape),
     };
+    let mut text = String::with_capacity(inner.len() + body.len() + gucs.len() + 96);
+    for part in [
+        "SELECT ",
+        &total,
+        " AS total, count(*)::int8 AS n, ",
+        body,
+        " AS body",
+        gucs,
+        " FROM (",
+        &inner,
+        ") _fx_t",
+    ] {
+        text.push_str(part);
+    }
     Statement {
-        text: format!(
-            "SELECT {total} AS total, count(*)::int8 AS n, {body} AS body{gucs} FROM ({inner}) _fx_t"
-        ),
+        text,
         params: b.params,
     }
 }

@@ -43,6 +43,11 @@ impl Published {
         self.0 & (1 << i) != 0
     }
 
+    /// Whether `request.path` is published (`OPTIONAL_SETTINGS[1]`).
+    pub fn path(self) -> bool {
+        self.has(1)
+    }
+
     /// Whether `request.headers` is published (`OPTIONAL_SETTINGS[2]`).
     pub fn headers(self) -> bool {
         self.has(2)
@@ -707,6 +712,9 @@ mod setup_sql_tests {
 
     #[test]
     fn named_accessors_match_the_settings_order() {
+        assert_eq!(OPTIONAL_SETTINGS[1], "request.path");
+        assert!(Published::new(false, true, false, false).path());
+        assert!(!Published::new(true, false, true, true).path());
         assert_eq!(OPTIONAL_SETTINGS[2], "request.headers");
         assert_eq!(OPTIONAL_SETTINGS[3], "request.cookies");
         let h = Published::new(false, false, true, false);

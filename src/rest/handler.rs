@@ -286,7 +286,9 @@ async fn serve(
         _ => None,
     };
     let mut info = RequestInfo::from_request(req);
-    info.path = rest_path(req.path(), segs.len());
+    if info.published.path() {
+        info.path = rest_path(req.path(), segs.len());
+    }
     if let Some(explain) = explain {
         let body = explain.run(&state.pool, ctx, &info, &api, &stmt).await?;
         return Ok(HttpResponse::Ok()
@@ -438,8 +440,23 @@ fn raised_response(e: &ApiError) -> Result<HttpResponse, ApiError> {
 /// sent (still percent-encoded), whichever mount (`/rest/v1`, `/api/v1/…`) was used. `segs`
 /// path segments make the resource.
 fn rest_path(full: &str, segs: usize) -> String {
-    let parts: Vec<&str> = full.split('/').filter(|s| !s.is_empty()).collect();
-    format!("/{}", parts[parts.len().saturating_sub(segs)..].join("/"))
+    // The last `segs` non-empty segments, each after one '/' (no intermediate Vec or
+    // `format!`: this runs for every REST request).
+    let mut parts: Vec<&str> = full
+        .rsplit('/')
+        .filter(|s| !s.is_empty())
+        .take(segs)
+        .collect();
+    parts.reverse();
+    let mut out = String::with_capacity(full.len() + 1);
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 fn anonymous_as(role: &str) -> AuthContext {

@@ -49,12 +49,22 @@ pub fn check_object(req: &ApiRequest, o: &Outcome) -> Result<(), RestError> {
 }
 
 fn content_range(offset: u64, n: i64, total: Option<i64>) -> String {
-    let total = total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
+    use std::fmt::Write;
+    // Written into one string (not `format!` twice): this runs for every read.
+    let mut out = String::with_capacity(24);
     if n <= 0 {
-        format!("*/{total}")
+        out.push('*');
     } else {
-        format!("{offset}-{}/{total}", offset + n as u64 - 1)
+        let _ = write!(out, "{offset}-{}", offset + n as u64 - 1);
     }
+    out.push('/');
+    match total {
+        Some(t) => {
+            let _ = write!(out, "{t}");
+        }
+        None => out.push('*'),
+    }
+    out
 }
 
 /// Renders a successful outcome.

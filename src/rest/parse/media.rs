@@ -186,12 +186,16 @@ pub fn parse_accept<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Accept
         .filter(|s| !s.is_empty())
         .map(|s| {
             let (media, q) = parse_media_type(s);
-            let text = s
-                .split(';')
-                .map(str::trim)
-                .filter(|p| !p.to_ascii_lowercase().starts_with("q="))
-                .collect::<Vec<_>>()
-                .join("; ");
+            // Without parameters (`application/json`, the usual case) the text is `s`.
+            let text = if !s.contains(';') {
+                s.to_string()
+            } else {
+                s.split(';')
+                    .map(str::trim)
+                    .filter(|p| !p.to_ascii_lowercase().starts_with("q="))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             AcceptItem { media, q, text }
         })
         .collect();

@@ -70,14 +70,34 @@ struct Builder {
 
 impl Builder {
     fn bind(&mut self, v: impl Into<String>) -> String {
-        self.params.push(Some(v.into()));
         let mut p = String::with_capacity(10);
-        push_param(&mut p, self.params.len());
+        self.push_bind(&mut p, v);
         p
+    }
+
+    /// Binds `v` and writes its `$n::text` onto `out`, cast to `ty` when given
+    /// (`CAST($n::text AS ty)`).
+    fn push_cast(&mut self, out: &mut String, v: impl Into<String>, ty: Option<&str>) {
+        if let Some(t) = ty {
+            out.push_str("CAST(");
+            self.push_bind(out, v);
+            out.push_str(" AS ");
+            out.push_str(t);
+            out.push(')');
+        } else {
+            self.push_bind(out, v);
+        }
+    }
+
+    /// Binds `v` and writes `$n::text` onto `out` (no `format!`: a bound value is written
+    /// for nearly every filter).
+    fn push_bind(&mut self, out: &mut String, v: impl Into<String>) {
+        self.params.push(Some(v.into()));
+        push_param(out, self.params.len());
     }
 }
 
-/// `$n::text` (no `format!`: a bound value is written for nearly every filter).
+/// `$n::text`.
 fn push_param(out: &mut String, n: usize) {
     out.push('$');
     match u8::try_from(n) {
@@ -142,11 +162,11 @@ fn field_expr(r: &ReadPlan, f: &Field) -> String {
 }
 
 /// The type a bound value is cast to for a filter on `f` whose column is `col_type`.
-fn value_type(f: &Field, col_type: &str) -> Option<String> {
+fn value_type<'a>(f: &Field, col_type: &'a str) -> Option<&'a str> {
     match f.json_path.last() {
-        None => Some(col_type.to_string()),
+        None => Some(col_type),
         Some(JsonOp::DoubleArrow(_)) => None,
-        Some(JsonOp::Arrow(_)) => Some("jsonb".into()),
+        Some(JsonOp::Arrow(_)) => Some("jsonb"),
     }
 }
 
@@ -156,14 +176,6 @@ fn lhs_for(r: &ReadPlan, f: &Field) -> String {
         // `json` has no equality; compare as jsonb.
         Some(JsonOp::Arrow(_)) => format!("({e})::jsonb"),
         _ => e,
-    }
-}
-
-fn cast(b: &mut Builder, v: &str, ty: Option<&str>) -> String {
-    let p = b.bind(v);
-    match ty {
-        Some(t) => format!("CAST({p} AS {t})"),
-        None => p,
     }
 }
 
@@ -177,33 +189,21 @@ fn array_literal(items: &[String]) -> String {
 
 fn filter_sql(b: &mut Builder, r: &ReadPlan, f: &Filter, col_type: &str) -> String {
     let lhs = lhs_for(r, &f.field);
-    // The commonest filter (`col=eq.v`, a column's own type), written into `lhs` itself.
-    if let (false, true, Operation::Simple { op, value }) =
-        (f.negated, f.field.json_path.is_empty(), &f.operation)
-    {
-        if !matches!(
-            op,
-            SimpleOp::Like | SimpleOp::Ilike | SimpleOp::Match | SimpleOp::Imatch
-        ) {
-            let mut c = lhs;
-            c.push(' ');
-            c.push_str(op.sql());
-            c.push_str(" CAST(");
-            b.params.push(Some(value.clone()));
-            push_param(&mut c, b.params.len());
-            c.push_str(" AS ");
-            c.push_str(col_type);
-            c.push(')');
-            return c;
-        }
-    }
     let ty = value_type(&f.field, col_type);
     let cond = match &f.operation {
         Operation::Simple { op, value } => match op {
             SimpleOp::Like | SimpleOp::Ilike | SimpleOp::Match | SimpleOp::Imatch => {
                 format!("({lhs})::text {} {}", op.sql(), b.bind(value.as_str()))
             }
-            _ => format!("{lhs} {} {}", op.sql(), cast(b, value, ty.as_deref())),
+            // The commonest filter (`col=eq.v`): written onto `lhs` itself, no `format!`.
+            _ => {
+                let mut c = lhs;
+                c.push(' ');
+                c.push_str(op.sql());
+                c.push(' ');
+                b.push_cast(&mut c, value.as_str(), ty);
+                c
+            }
         },
         Operation::Quantified {
             op,

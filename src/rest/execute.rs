@@ -49,6 +49,7 @@ fn outcome_text(rows: Vec<crate::db::wire::Row>) -> Result<Outcome, ApiError> {
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
+    // `n`, `body`, then `total`, `status`, `headers` when selected (`sql::response_gucs`).
     row.resize(5, None);
     let int = |v: Option<String>, i: usize| -> Result<Option<i64>, ApiError> {
         v.map(|v| v.parse::<i64>())
@@ -56,11 +57,11 @@ fn outcome_text(rows: Vec<crate::db::wire::Row>) -> Result<Outcome, ApiError> {
             .map_err(|e| ApiError::internal(format!("REST statement column {i}: {e}")))
     };
     Ok(Outcome {
-        total: int(row[0].take(), 0)?,
-        n: int(row[1].take(), 1)?.unwrap_or(0),
-        body: row[2]
+        n: int(row[0].take(), 0)?.unwrap_or(0),
+        body: row[1]
             .take()
             .ok_or_else(|| ApiError::internal("REST statement returned no body"))?,
+        total: int(row[2].take(), 2)?,
         status: row[3].take(),
         headers: row[4].take(),
     })
@@ -76,12 +77,25 @@ fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
     let row = rows
         .first()
         .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
+    // `n`, `body`, then `total`, `status`, `headers` when selected (`sql::response_gucs`).
+    fn optional<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        row: &tokio_postgres::Row,
+        i: usize,
+    ) -> Result<Option<T>, ApiError> {
+        if i >= row.len() {
+            return Ok(None);
+        }
+        row.try_get(i).map_err(column)
+    }
+    fn column(e: tokio_postgres::Error) -> ApiError {
+        ApiError::internal(format!("REST statement: {e}"))
+    }
     Ok(Outcome {
-        total: row.get(0),
-        n: row.get(1),
-        body: row.get(2),
-        status: row.get(3),
-        headers: row.get(4),
+        n: row.try_get(0).map_err(column)?,
+        body: row.try_get(1).map_err(column)?,
+        total: optional(row, 2)?,
+        status: optional(row, 3)?,
+        headers: optional(row, 4)?,
     })
 }
 

@@ -32,20 +32,28 @@ pub struct Statement {
 pub const PLAIN_WRITE_SETTINGS: &str =
     "SELECT current_setting('response.status', true), current_setting('response.headers', true)";
 
-/// Besides `total` (int8, NULL unless counted), `n` (int8 rows in the body) and `body`
-/// (text), every statement returns `response.status` and `response.headers` as the SQL set
-/// them (PostgREST's way for functions to choose a status and headers) — read only when
+/// Every statement answers one row whose first columns are `n` (int8, rows in the body) and
+/// `body` (text); `total` (int8, NULL unless counted) follows when counted or when the
+/// response settings follow it: `response.status` and `response.headers` as the SQL set
+/// them (PostgREST's way for functions to choose a status and headers), read only when
 /// `read` (some SQL of the database may set them: `SchemaCache::response_settings_unnamed`
-/// is false): the two `current_setting` calls cost Postgres ~2.7k instructions per
-/// single-row GET (`bench/pg_ir.sh`, single_merged vs single_no_settings).
+/// is false). Columns not needed are not selected at all: each costs Postgres executor
+/// start-up and projection work at every level of the merged read — `NULL` placeholders
+/// for `total`, `status` and `headers` cost ~11k instructions per single-row GET
+/// (`bench/pg_ir.sh`, single_no_settings vs single_two_columns), the two `current_setting`
+/// calls ~2.7k more. The reader takes missing trailing columns as NULL.
 fn response_gucs(read: bool) -> &'static str {
     if read {
-        ", current_setting('response.status', true) AS status, \
+        ", NULL::int8 AS total, current_setting('response.status', true) AS status, \
          current_setting('response.headers', true) AS headers"
     } else {
-        ", NULL::text AS status, NULL::text AS headers"
+        ""
     }
 }
+
+/// The response settings' columns alone, after a counted `total`.
+const RESPONSE_SETTINGS_COLUMNS: &str = ", current_setting('response.status', true) AS status, \
+     current_setting('response.headers', true) AS headers";
 
 /// How the body is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -858,19 +866,19 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql, response: bool) -> 
     let from = source_sql(&mut b, r);
     let inner = subquery(&mut b, r, from, guard.into_iter().collect());
     let total = match count {
-        CountSql::None => "NULL::int8".into(),
+        CountSql::None => None,
         CountSql::Exact => {
             let from = source_sql(&mut b, r);
             let w = where_sql(&mut b, r, Vec::new());
-            format!("(SELECT count(*) FROM {from}{w})")
+            Some(format!("(SELECT count(*) FROM {from}{w})"))
         }
         CountSql::UpTo(n) => {
             let from = source_sql(&mut b, r);
             let w = where_sql(&mut b, r, Vec::new());
-            format!(
+            Some(format!(
                 "(SELECT count(*) FROM (SELECT 1 FROM {from}{w} LIMIT {}) _fx_c)",
                 n.saturating_add(1)
-            )
+            ))
         }
     };
     // A set of scalars is answered as the array of its values (CSV keeps the
@@ -884,20 +892,25 @@ pub fn read(r: &ReadPlan, shape: BodyShape, count: CountSql, response: bool) -> 
         }
         _ => body_sql(shape),
     };
-    let mut text = String::with_capacity(inner.len() + body.len() + gucs.len() + 96);
-    for part in [
-        "SELECT ",
-        &total,
-        " AS total, count(*)::int8 AS n, ",
-        body,
-        " AS body",
-        gucs,
-        " FROM (",
-        &inner,
-        ") _fx_t",
-    ] {
-        text.push_str(part);
+    let total_len = total.as_ref().map_or(0, |t| t.len() + 16);
+    let mut text = String::with_capacity(inner.len() + body.len() + gucs.len() + total_len + 64);
+    text.push_str("SELECT count(*)::int8 AS n, ");
+    text.push_str(body);
+    text.push_str(" AS body");
+    match &total {
+        Some(t) => {
+            text.push_str(", ");
+            text.push_str(t);
+            text.push_str(" AS total");
+            if response {
+                text.push_str(RESPONSE_SETTINGS_COLUMNS);
+            }
+        }
+        None => text.push_str(gucs),
     }
+    text.push_str(" FROM (");
+    text.push_str(&inner);
+    text.push_str(") _fx_t");
     Statement {
         text,
         params: b.params,
@@ -1130,7 +1143,7 @@ pub fn write(
         .map(|g| format!(" WHERE {g}"))
         .unwrap_or_default();
     let text = format!(
-        "WITH _fx_rows AS ({dml}) SELECT NULL::int8 AS total, count(*)::int8 AS n, {body} AS body{gucs} \
+        "WITH _fx_rows AS ({dml}) SELECT count(*)::int8 AS n, {body} AS body{gucs} \
          FROM (SELECT {list} FROM _fx_rows AS {alias}{joins}{guard}{group}) _fx_t"
     );
     Statement {
@@ -1189,14 +1202,14 @@ pub fn call_scalar(call: &CallPlan, response: bool) -> Statement {
             } else {
                 format!("{from}, LATERAL {expr} _fx_r")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{gucs}{src}")
+            format!("SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_r), '[]')::text AS body{gucs}{src}")
         } else {
             let src = if from.is_empty() {
                 format!(" FROM {expr} _fx_r(v)")
             } else {
                 format!("{from}, LATERAL {expr} _fx_r(v)")
             };
-            format!("SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{gucs}{src}")
+            format!("SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_r.v), '[]')::text AS body{gucs}{src}")
         }
     } else if f.returns_composite {
         let src = if from.is_empty() {
@@ -1204,11 +1217,9 @@ pub fn call_scalar(call: &CallPlan, response: bool) -> Statement {
         } else {
             format!("{from}, LATERAL {expr} _fx_r")
         };
-        format!(
-            "SELECT NULL::int8 AS total, 1::int8 AS n, row_to_json(_fx_r)::text AS body{gucs}{src}"
-        )
+        format!("SELECT 1::int8 AS n, row_to_json(_fx_r)::text AS body{gucs}{src}")
     } else {
-        format!("SELECT NULL::int8 AS total, 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{gucs}{from}")
+        format!("SELECT 1::int8 AS n, coalesce(to_json({expr})::text, 'null') AS body{gucs}{from}")
     };
     let text = match timezone_guard(&mut b, call.timezone.as_deref()) {
         Some(g) => format!("{text} WHERE {g}"),
@@ -1404,7 +1415,7 @@ mod golden {
         }
     }
 
-    const TAIL: &str = ", current_setting('response.status', true) AS status, current_setting('response.headers', true) AS headers";
+    const TAIL: &str = ", NULL::int8 AS total, current_setting('response.status', true) AS status, current_setting('response.headers', true) AS headers";
 
     #[test]
     fn filtered_ordered_page() {
@@ -1418,7 +1429,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"id\" AS \"id\", \"books\".\"title\" AS \"title\" FROM \"public\".\"books\" AS \"books\" \
                  WHERE (\"books\".\"title\")::text ilike $1::text AND \"books\".\"author_id\" = ANY(CAST($2::text AS integer[])) \
                  ORDER BY \"books\".\"id\" DESC LIMIT 20) _fx_t"
@@ -1437,14 +1448,14 @@ mod golden {
         let s = stmt_in(&c, "GET", &["books"], "select=id&id=eq.1", &[], "");
         assert_eq!(
             s.text,
-            "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body, \
-             NULL::text AS status, NULL::text AS headers FROM (\
+            "SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body FROM (\
              SELECT \"books\".\"id\" AS \"id\" FROM \"public\".\"books\" AS \"books\" \
              WHERE \"books\".\"id\" = CAST($1::text AS integer)) _fx_t"
         );
         let w = stmt_in(&c, "PATCH", &["books"], "id=eq.1", &[], r#"{"title":"x"}"#);
         assert!(!w.text.contains("current_setting"), "{}", w.text);
-        assert!(w.text.contains("NULL::text AS status"), "{}", w.text);
+        assert!(!w.text.contains("AS status"), "{}", w.text);
+        assert!(w.text.contains(" AS body FROM "), "{}", w.text);
         c.response_settings_unnamed = false;
         let w = stmt_in(&c, "PATCH", &["books"], "id=eq.1", &[], r#"{"title":"x"}"#);
         assert!(w.text.contains(TAIL), "{}", w.text);
@@ -1462,7 +1473,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"title\" AS \"title\", to_jsonb(\"books\".\"meta\")->>'lang' AS \"lang\", \
                  (SELECT row_to_json(_fx_e) FROM (SELECT \"authors_2\".\"name\" AS \"name\" FROM \"public\".\"authors\" AS \"authors_2\" \
                  WHERE \"authors_2\".\"id\" = \"books\".\"author_id\") _fx_e) AS \"authors\" \
@@ -1616,7 +1627,7 @@ mod golden {
         assert_eq!(
             s.text,
             format!(
-                "SELECT NULL::int8 AS total, count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
+                "SELECT count(*)::int8 AS n, coalesce(json_agg(_fx_t), '[]')::text AS body{TAIL} FROM (\
                  SELECT \"books\".\"id\" AS \"id\", CAST(\"public\".\"title_upper\"(\"books\".*) AS varchar) AS \"big\" \
                  FROM \"public\".\"books\" AS \"books\" \
                  WHERE (\"public\".\"title_upper\"(\"books\".*))::text like $1::text \

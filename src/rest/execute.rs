@@ -99,6 +99,50 @@ fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
     })
 }
 
+/// A statement's parameter for tokio-postgres: its text sent in text format, whatever type
+/// Postgres inferred for it — as the wire client sends every parameter — so that a
+/// parameter typed by the SQL (`$1::integer`, `sql::typed_parameter`) is read by the
+/// type's input function, as on the wire.
+#[derive(Debug)]
+struct TextParam<'a>(Option<&'a str>);
+
+impl<'a> TextParam<'a> {
+    fn all(s: &'a Statement) -> Vec<TextParam<'a>> {
+        s.params.iter().map(|p| TextParam(p.as_deref())).collect()
+    }
+
+    fn refs<'b>(texts: &'b [TextParam<'a>]) -> Vec<&'b (dyn ToSql + Sync)> {
+        texts.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+impl ToSql for TextParam<'_> {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use tokio_postgres::types::IsNull;
+        Ok(match self.0 {
+            Some(v) => {
+                out.extend_from_slice(v.as_bytes());
+                IsNull::No
+            }
+            None => IsNull::Yes,
+        })
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &tokio_postgres::types::Type) -> tokio_postgres::types::Format {
+        tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// How the statement runs: in a read-only transaction or not, and whether it writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Mode {
@@ -140,11 +184,10 @@ pub async fn run(
         plain_write,
         response_settings,
     } = mode;
-    fn as_params(s: &Statement) -> Vec<&(dyn ToSql + Sync)> {
-        s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
-    }
-    let params = as_params(stmt);
-    let explain_params = count.explain.as_ref().map(as_params);
+    let texts = TextParam::all(stmt);
+    let params = TextParam::refs(&texts);
+    let explain_texts = count.explain.as_ref().map(TextParam::all);
+    let explain_params = explain_texts.as_deref().map(TextParam::refs);
     let explain = count
         .explain
         .as_ref()
@@ -328,11 +371,8 @@ impl Explain {
         stmt: &Statement,
     ) -> Result<String, ApiError> {
         let text = self.statement(&stmt.text);
-        let params: Vec<&(dyn ToSql + Sync)> = stmt
-            .params
-            .iter()
-            .map(|p| p as &(dyn ToSql + Sync))
-            .collect();
+        let texts = TextParam::all(stmt);
+        let params = TextParam::refs(&texts);
         let (tx, rows) =
             RequestTx::begin_with(pool, ctx, info, req.action.read_only(), &text, &params).await?;
         tx.rollback().await?;

@@ -494,12 +494,11 @@ fn args_from(b: &mut Builder, call: &CallPlan) -> String {
             .iter()
             .zip(values)
             .map(|(a, v)| {
-                format!(
-                    "CAST({} AS {}) AS {}",
-                    b.bind(v.as_str()),
-                    a.type_name,
-                    qi(&a.name)
-                )
+                let mut c = String::with_capacity(a.name.len() + a.type_name.len() + 24);
+                b.push_cast(&mut c, v.as_str(), Some(&a.type_name));
+                c.push_str(" AS ");
+                c.push_str(&qi(&a.name));
+                c
             })
             .collect();
         return format!("(SELECT {}) AS _fx_args,", cols.join(", "));
@@ -1460,6 +1459,56 @@ mod golden {
     }
 
     const TAIL: &str = ", NULL::int8 AS total, current_setting('response.status', true) AS status, current_setting('response.headers', true) AS headers";
+
+    #[test]
+    fn rpc_get_arguments_of_built_in_types_are_typed_parameters() {
+        let mut c = cache();
+        c.response_settings_unnamed = true;
+        let arg = |name: &str, ty: &str| crate::schema::Arg {
+            name: name.into(),
+            type_name: ty.into(),
+            has_default: false,
+            variadic: false,
+        };
+        add_fns(
+            &mut c,
+            vec![Function {
+                schema: "public".into(),
+                name: "scaled".into(),
+                args: vec![arg("n", "integer"), arg("m", "public.mood")],
+                returns_set: false,
+                return_type: "integer".into(),
+                return_relation: None,
+                returns_composite: false,
+                return_columns: Vec::new(),
+                volatility: 's',
+                row_arg: None,
+                single_row: true,
+            }],
+        );
+        let input = RequestInput {
+            method: "GET",
+            path: &["rpc", "scaled"],
+            path_schema: None,
+            query: "n=2&m=happy",
+            headers: &[],
+            body: b"",
+        };
+        let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
+        let Plan::CallScalar(call) = plan(&mut req, &c, None).unwrap() else {
+            panic!("a scalar call")
+        };
+        let s = call_scalar(&call, false);
+        // A built-in type is the parameter's own type; a user type (which may be a domain
+        // whose CHECK calls SQL) is converted at execution.
+        assert_eq!(
+            s.text,
+            "SELECT 1::int8 AS n, coalesce(to_json(\"public\".\"scaled\"(\"n\" := _fx_args.\"n\", \
+             \"m\" := _fx_args.\"m\"))::text, 'null') AS body FROM (SELECT $1::integer AS \"n\", \
+             CAST($2::text AS public.mood) AS \"m\") AS _fx_args"
+        );
+        assert_eq!(s.params, vec![Some("2".into()), Some("happy".into())]);
+    }
 
     #[test]
     fn filtered_ordered_page() {

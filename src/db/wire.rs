@@ -186,6 +186,9 @@ pub struct Conn {
     /// The role this client last set for the session, when nothing since can have changed
     /// it unseen (see `RequestTx::pipelined_wire`): a belief, always checked by the server.
     role: Option<Box<str>>,
+    /// The thread (an actix worker's single-threaded runtime) whose reactor the socket is
+    /// registered with: see [`Pool::get`].
+    owner: std::thread::ThreadId,
 }
 
 impl Conn {
@@ -215,6 +218,7 @@ impl Conn {
             generation: GENERATION.load(Ordering::Relaxed),
             clean: false,
             role: None,
+            owner: std::thread::current().id(),
         };
         conn.startup(t).await?;
         conn.clean = true;
@@ -501,6 +505,14 @@ impl Pooled {
         }
     }
 
+    /// Whether the connection was opened on the calling thread (its socket is registered
+    /// with this thread's reactor).
+    pub fn opened_here(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.owner == std::thread::current().id())
+    }
+
     /// The role this client believes the session runs as (`None`: unknown).
     pub fn role(&self) -> Option<&str> {
         self.conn.as_ref().and_then(|c| c.role.as_deref())
@@ -558,15 +570,27 @@ impl Pool {
         })
     }
 
-    /// A connection: an idle one that is still alive, or a new one.
+    /// A connection: an idle one that is still alive — one opened on this thread when there
+    /// is one — or a new one.
     pub async fn get(&self) -> Result<Pooled, WireError> {
         let permit =
             tokio::time::timeout(self.inner.wait, self.inner.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| WireError::Timeout)?
                 .map_err(|_| WireError::Timeout)?;
+        let me = std::thread::current().id();
         loop {
-            let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
+            // An idle connection opened on this thread first: its socket is registered with
+            // this thread's reactor, so its readiness wakes this worker directly instead of
+            // the other worker's reactor waking this one (a cross-thread wake-up per
+            // request, and a delay whenever that worker is busy).
+            let idle = self.inner.idle.lock().ok().and_then(|mut v| {
+                let i = v
+                    .iter()
+                    .rposition(|c| c.owner == me)
+                    .or(v.len().checked_sub(1))?;
+                Some(v.swap_remove(i))
+            });
             match idle {
                 Some(c) if c.stream.is_dead() => continue,
                 Some(c) => {

@@ -454,3 +454,55 @@ async fn managed_tcp_listener_requires_the_generated_password() {
     .unwrap();
     assert!(pg.running_pid().is_none());
 }
+
+/// The wire pool hands a worker an idle connection opened on its own thread (whose reactor
+/// the socket is registered with) before one opened on another worker's thread, and still
+/// serves it another thread's connection when none of its own is idle.
+#[test]
+fn wire_pool_prefers_connections_opened_on_this_thread() {
+    use fluxbase::db::wire::Pool;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    let db = rt.block_on(empty_db());
+    let cfg: tokio_postgres::Config = db.url.parse().unwrap();
+    let pool = Pool::new(&cfg, 3, Duration::from_secs(10)).expect("a wire pool");
+    // Two connections opened on this thread, held ...
+    let (a1, a2) = rt.block_on(async { (pool.get().await.unwrap(), pool.get().await.unwrap()) });
+    assert!(a1.opened_here() && a2.opened_here());
+    // ... while another thread opens a third (its runtime, and so the reactor its socket is
+    // registered with, lives until the end of the test).
+    let (conn_tx, conn_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let other_pool = pool.clone();
+    let other = std::thread::spawn(move || {
+        let rt = runtime();
+        let b = rt.block_on(other_pool.get()).unwrap();
+        assert!(b.opened_here());
+        conn_tx.send(b).unwrap();
+        let _ = end_rx.recv();
+    });
+    let b = conn_rx.recv().unwrap();
+    assert!(!b.opened_here());
+    // Idle, most recently returned last: a1, a2, then the other thread's.
+    drop(a1);
+    drop(a2);
+    drop(b);
+    let c = rt.block_on(pool.get()).unwrap();
+    assert!(
+        c.opened_here(),
+        "took the other thread's connection while one of this thread's was idle"
+    );
+    let d = rt.block_on(pool.get()).unwrap();
+    assert!(d.opened_here());
+    // Only the other thread's is idle now: served rather than a new one opened.
+    let e = rt.block_on(pool.get()).unwrap();
+    assert!(!e.opened_here());
+    drop((c, d, e));
+    end_tx.send(()).unwrap();
+    other.join().unwrap();
+}

@@ -133,7 +133,7 @@ pub const STATEMENT_CACHE_MAX: usize = 512;
 pub struct RequestInfo {
     /// HTTP method.
     pub method: String,
-    /// Request path.
+    /// Request path, for `request.path`: empty when that setting is not published.
     pub path: String,
     /// Request headers as a JSON object (lower-case names).
     pub headers_json: String,
@@ -188,8 +188,11 @@ impl RequestInfo {
     pub fn from_request(req: &actix_web::HttpRequest) -> Self {
         let state = req.app_data::<actix_web::web::Data<crate::app::AppState>>();
         let published = match state {
-            Some(s) if !s.config.rest.request_settings_always => s.schema.get().request_settings,
-            _ => Published::ALL,
+            Some(s) => s
+                .schema
+                .get()
+                .published_settings(s.config.rest.request_settings_always),
+            None => Published::ALL,
         };
         let slow_query_ms = state.map_or(0, |s| s.config.log.slow_query_ms);
         // Written directly (no intermediate `Value`): this runs on every request. Header
@@ -240,7 +243,13 @@ impl RequestInfo {
             request_id,
             slow_query_ms,
             method: req.method().as_str().to_owned(),
-            path: req.path().to_string(),
+            // Only a published `request.path` reads it (the REST handler replaces it with
+            // the path below its prefix).
+            path: if published.path() {
+                req.path().to_string()
+            } else {
+                String::new()
+            },
             headers_json: headers,
             cookies_json,
             published,

@@ -202,7 +202,7 @@ async fn serve(
     };
     // `response.status`/`response.headers` are read back only when some SQL of the
     // database names them (`sql::response_gucs`).
-    let response = state.config.rest.request_settings_always || !cache.response_settings_unnamed;
+    let response = cache.reads_response_settings(state.config.rest.request_settings_always);
     let (stmt, is_write, scalar_void) = match &plan {
         Plan::Read(r) => {
             let c = count_sql(r, &mut count);

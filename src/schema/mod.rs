@@ -147,6 +147,23 @@ pub struct SchemaCache {
 }
 
 impl SchemaCache {
+    /// The optional request settings a request publishes: those some SQL of the database
+    /// names, or all of them with `rest.request_settings_always` (`always`). Decided here,
+    /// beside [`SchemaCache::reads_response_settings`], so the two switches cannot drift.
+    pub fn published_settings(&self, always: bool) -> crate::db::tx::Published {
+        if always {
+            crate::db::tx::Published::ALL
+        } else {
+            self.request_settings
+        }
+    }
+
+    /// Whether REST statements read `response.status`/`response.headers` back: when some
+    /// SQL of the database names them, or always with `rest.request_settings_always`.
+    pub fn reads_response_settings(&self, always: bool) -> bool {
+        always || !self.response_settings_unnamed
+    }
+
     /// A relation.
     pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
         self.tables.get(&(schema.to_string(), name.to_string()))

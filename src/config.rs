@@ -790,6 +790,27 @@ pub struct RestConfig {
     /// decides whether `response.status`/`response.headers` are read back after a statement;
     /// on, they always are.
     pub request_settings_always: bool,
+    /// A function called at the start of every REST request, after the role, the claims
+    /// and the request settings are set and in the request's transaction (read-only for
+    /// reads), as PostgREST's `db-pre-request`: `schema.function` or `function`; empty =
+    /// none. It may raise to refuse the request, or set `response.headers`/`response.status`.
+    pub pre_request: String,
+}
+
+impl RestConfig {
+    /// The statement calling `pre_request` (`SELECT "schema"."function"()`), when set.
+    pub fn pre_request_sql(&self) -> Option<String> {
+        if self.pre_request.is_empty() {
+            return None;
+        }
+        let name = self
+            .pre_request
+            .split('.')
+            .map(crate::db::quote_ident)
+            .collect::<Vec<_>>()
+            .join(".");
+        Some(format!("SELECT {name}()"))
+    }
 }
 
 impl Default for RestConfig {
@@ -801,6 +822,7 @@ impl Default for RestConfig {
             anon_role: "anon".into(),
             plan_enabled: false,
             request_settings_always: false,
+            pre_request: String::new(),
         }
     }
 }
@@ -1619,6 +1641,15 @@ impl Config {
         }
         if self.rest.schemas.is_empty() {
             p.push("`rest.schemas` must name at least one schema".into());
+        }
+        if !self.rest.pre_request.is_empty() {
+            let parts: Vec<&str> = self.rest.pre_request.split('.').collect();
+            if parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.contains('"')) {
+                p.push(format!(
+                    "`rest.pre_request` must be `schema.function` or `function`, got {:?}",
+                    self.rest.pre_request
+                ));
+            }
         }
         if !self.rest.anon_role.is_empty() && !self.allowed_roles().contains(&self.rest.anon_role) {
             p.push(format!(

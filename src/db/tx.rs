@@ -147,6 +147,9 @@ pub struct RequestInfo {
     pub trace: Option<crate::otlp::Parent>,
     /// Which optional request settings the setup publishes (the others are left empty here).
     pub published: Published,
+    /// `rest.pre_request`'s call (`RestConfig::pre_request_sql`), run after the setup and
+    /// before the statement; set by the REST handler only.
+    pub pre_request: Option<String>,
 }
 
 /// Appends `s` escaped as the inside of a JSON string (RFC 8259: `"`, `\\` and control
@@ -253,6 +256,7 @@ impl RequestInfo {
             headers_json: headers,
             cookies_json,
             published,
+            pre_request: None,
         }
     }
 }
@@ -276,13 +280,17 @@ pub struct RequestTx {
 
 /// A pooled connection with the request transaction's three statements prepared (cached per
 /// connection): `BEGIN` (`READ ONLY` when `read_only`), the role/claims setup and `sql`.
+/// The request's connection and its prepared `BEGIN`, setup, pre-request call (when
+/// `rest.pre_request` is set) and statement.
+type Prepared = (Object, Statement, Statement, Option<Statement>, Statement);
+
 async fn prepared(
     pool: &Pool,
     read_only: bool,
-    published: Published,
+    info: &RequestInfo,
     sql: &str,
     dberr: impl Fn(tokio_postgres::Error) -> ApiError + Copy,
-) -> Result<(Object, Statement, Statement, Statement), ApiError> {
+) -> Result<Prepared, ApiError> {
     let client = pool.get().await?;
     // Prepared statements are cached per connection; REST generates many shapes, so the
     // cache is emptied when it grows past a bound instead of growing without one.
@@ -298,11 +306,23 @@ async fn prepared(
         .await
         .map_err(dberr)?;
     let setup = client
-        .prepare_cached(&setup_sql(published).tokio)
+        .prepare_cached(&setup_sql(info.published).tokio)
         .await
         .map_err(dberr)?;
+    let pre = match &info.pre_request {
+        Some(p) => Some(client.prepare_cached(p).await.map_err(dberr)?),
+        None => None,
+    };
     let stmt = client.prepare_cached(sql).await.map_err(dberr)?;
-    Ok((client, begin, setup, stmt))
+    Ok((client, begin, setup, pre, stmt))
+}
+
+/// Runs the pre-request call when there is one (polled beside the others: pipelined).
+async fn run_pre(client: &Object, pre: Option<&Statement>) -> Result<(), tokio_postgres::Error> {
+    match pre {
+        Some(p) => client.execute(p, &[]).await.map(drop),
+        None => Ok(()),
+    }
 }
 
 /// The setup statement's values: the role, the claims and the published optional
@@ -344,18 +364,18 @@ impl RequestTx {
     ) -> Result<(RequestTx, Vec<Row>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let (client, begin, setup, stmt) =
-            prepared(pool, read_only, info.published, sql, dberr).await?;
+        let (client, begin, setup, pre, stmt) = prepared(pool, read_only, info, sql, dberr).await?;
         let (values, n) = setup_values(ctx, info);
         let setup_params: Vec<&(dyn ToSql + Sync)> = values[..n]
             .iter()
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
-        // Polled together, tokio-postgres writes all three before reading: one round trip.
+        // Polled together, tokio-postgres writes them all before reading: one round trip.
         let started = std::time::Instant::now();
-        let (b, s, q) = tokio::join!(
+        let (b, s, p, q) = tokio::join!(
             client.execute(&begin, &[]),
             client.execute(&setup, &setup_params),
+            run_pre(&client, pre.as_ref()),
             client.query(&stmt, params)
         );
         let took = started.elapsed();
@@ -368,7 +388,7 @@ impl RequestTx {
             client: Some(client),
             authenticated,
         };
-        if let Err(e) = b.and(s) {
+        if let Err(e) = b.and(s).map(drop).and(p) {
             tx.abort().await;
             return Err(dberr(e));
         }
@@ -427,8 +447,7 @@ impl RequestTx {
     ) -> Result<(Vec<Row>, Option<Vec<Row>>), ApiError> {
         let authenticated = ctx.is_authenticated();
         let dberr = |e: tokio_postgres::Error| ApiError::from_db(&e, authenticated);
-        let (client, begin, setup, stmt) =
-            prepared(pool, read_only, info.published, sql, dberr).await?;
+        let (client, begin, setup, pre, stmt) = prepared(pool, read_only, info, sql, dberr).await?;
         let extra_stmt = match extra {
             Some((text, p)) => Some((client.prepare_cached(text).await.map_err(dberr)?, p)),
             None => None,
@@ -440,9 +459,10 @@ impl RequestTx {
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
         let started = std::time::Instant::now();
-        let (b, s, q, x, c) = tokio::join!(
+        let (b, s, p, q, x, c) = tokio::join!(
             client.execute(&begin, &[]),
             client.execute(&setup, &setup_params),
+            run_pre(&client, pre.as_ref()),
             client.query(&stmt, params),
             async {
                 match &extra_stmt {
@@ -459,7 +479,7 @@ impl RequestTx {
             t.statement(kind, sql, took);
         }
         // A failed statement turns the COMMIT into a rollback; the session is clean either way.
-        let first_error = b.err().or(s.err());
+        let first_error = b.err().or(s.err()).or(p.err());
         let x = x.transpose();
         match (first_error, q, x, c) {
             (Some(e), _, _, _) => Err(dberr(e)),
@@ -495,7 +515,7 @@ impl RequestTx {
         let setup = values.map(Some);
         let setup = &setup[..n];
         let params: Vec<Option<&str>> = params.iter().map(Option::as_deref).collect();
-        if read_only && extra.is_none() {
+        if read_only && extra.is_none() && info.pre_request.is_none() {
             let started = std::time::Instant::now();
             let r = merged_read(&mut conn, &ctx.role, sql, params, setup, info.published).await;
             observe_wire("read", sql, started.elapsed(), info);
@@ -508,7 +528,7 @@ impl RequestTx {
         }
         let extra_params: Option<Vec<Option<&str>>> =
             extra.map(|(_, p)| p.iter().map(Option::as_deref).collect());
-        let mut queries = Vec::with_capacity(3);
+        let mut queries = Vec::with_capacity(4);
         queries.push(Query {
             sql: if read_only {
                 &setup_sql(info.published).wire_read_only
@@ -517,6 +537,14 @@ impl RequestTx {
             },
             params: setup,
         });
+        // `rest.pre_request`: after the setup (role, claims, settings, read-only), before
+        // the statement, in the same implicit transaction.
+        if let Some(pre) = &info.pre_request {
+            queries.push(Query {
+                sql: pre,
+                params: &[],
+            });
+        }
         queries.push(Query {
             sql,
             params: &params,
@@ -538,7 +566,8 @@ impl RequestTx {
         // The setup set the role unless it failed; a statement of this request may still
         // have changed it for the session, which the next read's guard would catch.
         conn.set_role(r.is_ok().then_some(ctx.role.as_str()));
-        let mut results = r.map_err(werr)?.into_iter().skip(1);
+        let before = 1 + usize::from(info.pre_request.is_some());
+        let mut results = r.map_err(werr)?.into_iter().skip(before);
         let main = results.next().unwrap_or_default();
         Ok(WireOutcome {
             rows: main.rows,

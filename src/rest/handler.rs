@@ -289,6 +289,7 @@ async fn serve(
     if info.published.path() {
         info.path = rest_path(req.path(), segs.len());
     }
+    info.pre_request = state.config.rest.pre_request_sql();
     if let Some(explain) = explain {
         let body = explain.run(&state.pool, ctx, &info, &api, &stmt).await?;
         return Ok(HttpResponse::Ok()

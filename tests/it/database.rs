@@ -47,6 +47,7 @@ async fn jwt_selects_role_and_rls_filters_rows() {
         slow_query_ms: 0,
         trace: None,
         published: Default::default(),
+        pre_request: None,
     };
     let sql =
         "SELECT current_user::text, auth.uid()::text, auth.role(), (SELECT count(*) FROM notes),

@@ -837,3 +837,191 @@ async fn plain_writes_answer_as_the_cte_statement_does() {
     );
     assert_eq!(a[11], "dq=[(1, 1), (2, 20), (3, 3)]");
 }
+
+const PRE_REQUEST: &str = "
+CREATE TABLE pre_items (id int PRIMARY KEY);
+INSERT INTO pre_items VALUES (1);
+CREATE TABLE pre_log (n int);
+GRANT ALL ON pre_items, pre_log TO anon, authenticated;
+-- Refuses a request carrying `x-block: yes`, writes when asked to (`x-log: yes`), and
+-- reports who it ran as, whether read-only, and the claims' role.
+CREATE FUNCTION pre_check() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('request.headers', true)::json->>'x-block' = 'yes' THEN
+    RAISE SQLSTATE 'PGRST' USING
+      message = '{\"code\":\"BLOCKED\",\"message\":\"blocked by the pre-request\"}',
+      detail = '{\"status\":403,\"headers\":{\"X-Why\":\"pre\"}}';
+  END IF;
+  IF current_setting('request.headers', true)::json->>'x-log' = 'yes' THEN
+    INSERT INTO pre_log VALUES (1);
+  END IF;
+  PERFORM set_config('response.headers', json_build_array(json_build_object('X-Pre',
+    current_user || ':' || current_setting('transaction_read_only') || ':' ||
+    coalesce(current_setting('request.jwt.claims', true)::json->>'role', '-')))::text, true);
+END $$;
+GRANT EXECUTE ON FUNCTION pre_check() TO anon, authenticated;
+NOTIFY pgrst, 'reload schema';
+";
+
+/// `rest.pre_request` (PostgREST's `db-pre-request`) runs in every REST request's
+/// transaction after the role, the claims, the request settings and read-only mode are set
+/// and before the statement: it sees them all, may set response headers, and its error
+/// refuses the request with nothing written. On the wire client (one pipeline, reads not
+/// merged) and on tokio-postgres, and on the two-step path (`Prefer: tx=rollback`).
+#[tokio::test]
+async fn pre_request_runs_after_the_setup_and_can_refuse() {
+    for wire in [true, false] {
+        let app = TestApp::spawn_with(|c| {
+            c.database.pool_size = 1;
+            c.database.wire = wire;
+            c.rest.pre_request = "public.pre_check".into();
+        })
+        .await;
+        app.db
+            .client()
+            .await
+            .batch_execute(PRE_REQUEST)
+            .await
+            .unwrap();
+        wait_for_function(&app, "pre_check").await;
+        let key = app.anon_key();
+        let http = reqwest::Client::new();
+        let send =
+            |method: reqwest::Method, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
+                let mut r = http
+                    .request(method, app.url(path))
+                    .header("apikey", &key)
+                    .bearer_auth(&key);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                if let Some(b) = body {
+                    r = r.json(&b);
+                }
+                r.send()
+            };
+        let pre = |r: &reqwest::Response| {
+            r.headers()
+                .get("x-pre")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+
+        let r = send(
+            reqwest::Method::GET,
+            "/rest/v1/pre_items?id=eq.1",
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "wire: {wire}");
+        assert_eq!(
+            pre(&r).as_deref(),
+            Some("anon:on:anon"),
+            "a read (wire: {wire})"
+        );
+        assert_eq!(r.json::<Value>().await.unwrap(), json!([{"id": 1}]));
+
+        let r = send(
+            reqwest::Method::POST,
+            "/rest/v1/pre_items",
+            &[("Prefer", "return=minimal")],
+            Some(json!({"id": 2})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "wire: {wire}");
+        assert_eq!(
+            pre(&r).as_deref(),
+            Some("anon:off:anon"),
+            "a write (wire: {wire})"
+        );
+
+        // Refused: the pre-request's error is the answer, and nothing is written.
+        for (method, path, body, prefer) in [
+            (reqwest::Method::GET, "/rest/v1/pre_items", None, ""),
+            (
+                reqwest::Method::POST,
+                "/rest/v1/pre_items",
+                Some(json!({"id": 3})),
+                "return=minimal",
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/rest/v1/pre_items?id=eq.1",
+                Some(json!({"id": 4})),
+                "tx=rollback",
+            ),
+        ] {
+            let r = send(
+                method.clone(),
+                path,
+                &[("x-block", "yes"), ("Prefer", prefer)],
+                body,
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} (wire: {wire})");
+            assert_eq!(
+                r.headers().get("x-why").and_then(|v| v.to_str().ok()),
+                Some("pre"),
+                "{method} (wire: {wire})"
+            );
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "BLOCKED", "{method} (wire: {wire}): {body}");
+        }
+        assert_eq!(count(&app, "pre_items WHERE id IN (3, 4)").await, 0);
+
+        // A read's pre-request runs read-only: its write fails the request.
+        let r = send(
+            reqwest::Method::GET,
+            "/rest/v1/pre_items",
+            &[("x-log", "yes")],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "wire: {wire}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "25006", "wire: {wire}: {body}");
+        assert_eq!(count(&app, "pre_log").await, 0);
+
+        // The two-step path runs it too (tx=rollback: the write is undone, the header kept).
+        let r = send(
+            reqwest::Method::PATCH,
+            "/rest/v1/pre_items?id=eq.2",
+            &[("Prefer", "tx=rollback")],
+            Some(json!({"id": 5})),
+        )
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{} (wire: {wire})", r.status());
+        assert_eq!(
+            pre(&r).as_deref(),
+            Some("anon:off:anon"),
+            "tx=rollback (wire: {wire})"
+        );
+        assert_eq!(count(&app, "pre_items WHERE id = 5").await, 0);
+    }
+}
+
+/// A malformed `rest.pre_request` is a configuration error, not a failure per request.
+#[test]
+fn pre_request_must_be_a_function_name() {
+    for bad in ["a.b.c", ".f", "s.", "\"s\".f"] {
+        let mut c = fluxbase::config::Config::default();
+        c.rest.pre_request = bad.into();
+        assert!(
+            c.validate().iter().any(|p| p.contains("rest.pre_request")),
+            "{bad:?} accepted"
+        );
+    }
+    let mut c = fluxbase::config::Config::default();
+    c.rest.pre_request = "public.check".into();
+    assert!(!c.validate().iter().any(|p| p.contains("rest.pre_request")));
+    assert_eq!(
+        c.rest.pre_request_sql().as_deref(),
+        Some("SELECT \"public\".\"check\"()")
+    );
+}

@@ -141,8 +141,8 @@ fn push_param_number(out: &mut String, n: usize) {
 /// writes them, without a type modifier), whose input functions are Postgres's own. A
 /// domain, enum or extension type keeps `CAST($n::text AS ty)`, so that nothing of the
 /// database — a domain's CHECK calling a function — runs at bind time, before the
-/// request's settings hold; so does `timestamp with time zone`, whose input depends on
-/// `timezone`, which `Prefer: timezone` sets inside the statement.
+/// request's settings hold; so do the date/time types, whose input depends on `timezone`
+/// (`now`, `today`, offsets), which `Prefer: timezone` sets inside the statement.
 fn typed_parameter(ty: &str) -> bool {
     matches!(
         ty,
@@ -155,8 +155,6 @@ fn typed_parameter(ty: &str) -> bool {
             | "numeric"
             | "real"
             | "double precision"
-            | "date"
-            | "timestamp without time zone"
             | "character varying"
             | "jsonb"
     )
@@ -1475,7 +1473,11 @@ mod golden {
             vec![Function {
                 schema: "public".into(),
                 name: "scaled".into(),
-                args: vec![arg("n", "integer"), arg("m", "public.mood")],
+                args: vec![
+                    arg("n", "integer"),
+                    arg("m", "public.mood"),
+                    arg("d", "date"),
+                ],
                 returns_set: false,
                 return_type: "integer".into(),
                 return_relation: None,
@@ -1490,7 +1492,7 @@ mod golden {
             method: "GET",
             path: &["rpc", "scaled"],
             path_schema: None,
-            query: "n=2&m=happy",
+            query: "n=2&m=happy&d=today",
             headers: &[],
             body: b"",
         };
@@ -1500,14 +1502,19 @@ mod golden {
         };
         let s = call_scalar(&call, false);
         // A built-in type is the parameter's own type; a user type (which may be a domain
-        // whose CHECK calls SQL) is converted at execution.
+        // whose CHECK calls SQL) and a date/time type (whose input depends on `timezone`)
+        // are converted at execution.
         assert_eq!(
             s.text,
             "SELECT 1::int8 AS n, coalesce(to_json(\"public\".\"scaled\"(\"n\" := _fx_args.\"n\", \
-             \"m\" := _fx_args.\"m\"))::text, 'null') AS body FROM (SELECT $1::integer AS \"n\", \
-             CAST($2::text AS public.mood) AS \"m\") AS _fx_args"
+             \"m\" := _fx_args.\"m\", \"d\" := _fx_args.\"d\"))::text, 'null') AS body FROM (\
+             SELECT $1::integer AS \"n\", CAST($2::text AS public.mood) AS \"m\", \
+             CAST($3::text AS date) AS \"d\") AS _fx_args"
         );
-        assert_eq!(s.params, vec![Some("2".into()), Some("happy".into())]);
+        assert_eq!(
+            s.params,
+            vec![Some("2".into()), Some("happy".into()), Some("today".into())]
+        );
     }
 
     #[test]

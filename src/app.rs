@@ -255,22 +255,25 @@ async fn observe(
             HeaderValue::from_static(ADMIN_CSP),
         );
     }
-    let route = match res.request().app_data::<crate::routes::RouteTemplate>() {
-        Some(t) => t.0.to_string(),
-        None => res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| UNMATCHED.to_string()),
-    };
-    let method = res.request().method().as_str().to_string();
+    // Borrowed where they can be (the common case: a registered route template): this runs
+    // for every request.
+    let route: std::borrow::Cow<'static, str> =
+        match res.request().app_data::<crate::routes::RouteTemplate>() {
+            Some(t) => t.0.into(),
+            None => res
+                .request()
+                .match_pattern()
+                .map_or(UNMATCHED.into(), Into::into),
+        };
+    let method = res.request().method().as_str();
     let status = res.status().as_u16();
     let secs = started.elapsed().as_secs_f64();
     if let Some(s) = state.as_ref().filter(|s| s.config.metrics.enabled) {
-        s.metrics.observe_http(&route, &method, status, secs);
+        s.metrics.observe_http(&route, method, status, secs);
     }
     if let Some(span) = span {
         span.finish(crate::otlp::RequestEnd {
-            method: &method,
+            method,
             route: &route,
             path: res.request().path(),
             status,
@@ -278,7 +281,7 @@ async fn observe(
             client: res.request().peer_addr().map(|a| a.ip().to_string()),
         });
     }
-    let quiet = matches!(route.as_str(), "/health" | "/ready" | "/metrics");
+    let quiet = matches!(&*route, "/health" | "/ready" | "/metrics");
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, %route, path = %res.request().path(), status, ms = secs * 1000.0, "request failed");
     } else if quiet {

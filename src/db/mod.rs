@@ -82,6 +82,13 @@ pub async fn wait_for_database(pool: &Pool, total: Duration) -> Result<(), Strin
 pub fn quote_ident(s: &str) -> String {
     // Built by hand (no `format!`, no second allocation): it runs many times per request.
     let mut out = String::with_capacity(s.len() + 2);
+    push_quoted_ident(&mut out, s);
+    out
+}
+
+/// [`quote_ident`] written onto `out` (no allocation of its own: the REST engine quotes
+/// several identifiers into each statement).
+pub fn push_quoted_ident(out: &mut String, s: &str) {
     out.push('"');
     if s.contains('"') {
         out.push_str(&s.replace('"', "\"\""));
@@ -89,7 +96,6 @@ pub fn quote_ident(s: &str) -> String {
         out.push_str(s);
     }
     out.push('"');
-    out
 }
 
 /// Quotes a string literal for SQL text built by the server itself (never for user values,

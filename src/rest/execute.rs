@@ -44,27 +44,88 @@ impl Count {
 
 /// [`outcome`] from the wire client's text columns, moved out of the row (the body is not
 /// copied).
-fn outcome_text(rows: Vec<crate::db::wire::Row>) -> Result<Outcome, ApiError> {
+fn outcome_text(rows: Vec<crate::db::wire::Row>, n_from_body: bool) -> Result<Outcome, ApiError> {
     let mut row = rows
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
-    // `n`, `body`, then `total`, `status`, `headers` when selected (`sql::response_gucs`).
+    // `n` (unless counted from the body), `body`, then `total`, `status`, `headers` when
+    // selected (`sql::response_gucs`).
+    if n_from_body {
+        row.insert(0, None);
+    }
     row.resize(5, None);
     let int = |v: Option<String>, i: usize| -> Result<Option<i64>, ApiError> {
         v.map(|v| v.parse::<i64>())
             .transpose()
             .map_err(|e| ApiError::internal(format!("REST statement column {i}: {e}")))
     };
+    let body = row[1]
+        .take()
+        .ok_or_else(|| ApiError::internal("REST statement returned no body"))?;
     Ok(Outcome {
-        n: int(row[0].take(), 0)?.unwrap_or(0),
-        body: row[1]
-            .take()
-            .ok_or_else(|| ApiError::internal("REST statement returned no body"))?,
+        n: if n_from_body {
+            body_count(&body)?
+        } else {
+            int(row[0].take(), 0)?.unwrap_or(0)
+        },
+        body,
         total: int(row[2].take(), 2)?,
         status: row[3].take(),
         headers: row[4].take(),
     })
+}
+
+/// `n` for a statement whose body is a JSON array (`Statement::n_from_body`).
+fn body_count(body: &str) -> Result<i64, ApiError> {
+    json_array_len(body)
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| ApiError::internal("REST statement's body is not a JSON array"))
+}
+
+/// The number of elements of the JSON array `text` (as Postgres writes it: `json_agg`,
+/// `json_strip_nulls`), counted without parsing the elements: the commas between them at
+/// the top level, outside strings. `None` when `text` is not an array. A few instructions
+/// per byte, against ~6k for `count(*)` in Postgres for a one-row read.
+pub fn json_array_len(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut i = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    if b[i] != b'[' {
+        return None;
+    }
+    i += 1;
+    let (mut depth, mut commas, mut empty) = (1usize, 0usize, true);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // To the closing quote: a backslash escapes the byte after it.
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                empty = false;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                empty = false;
+            }
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let rest = &b[i + 1..];
+                    return rest
+                        .iter()
+                        .all(u8::is_ascii_whitespace)
+                        .then_some(if empty { 0 } else { commas + 1 });
+                }
+            }
+            b',' if depth == 1 => commas += 1,
+            c if !c.is_ascii_whitespace() => empty = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The planned count's `EXPLAIN (FORMAT JSON)` from the wire client's text column.
@@ -73,7 +134,7 @@ fn plan_text(rows: &[crate::db::wire::Row]) -> Option<Vec<serde_json::Value>> {
     serde_json::from_str(text).ok()
 }
 
-fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
+fn outcome(rows: &[tokio_postgres::Row], n_from_body: bool) -> Result<Outcome, ApiError> {
     let row = rows
         .first()
         .ok_or_else(|| ApiError::internal("REST statement returned no row"))?;
@@ -90,12 +151,19 @@ fn outcome(rows: &[tokio_postgres::Row]) -> Result<Outcome, ApiError> {
     fn column(e: tokio_postgres::Error) -> ApiError {
         ApiError::internal(format!("REST statement: {e}"))
     }
+    // Without an `n` column everything sits one place earlier.
+    let at = usize::from(!n_from_body);
+    let body: String = row.try_get(at).map_err(column)?;
     Ok(Outcome {
-        n: row.try_get(0).map_err(column)?,
-        body: row.try_get(1).map_err(column)?,
-        total: optional(row, 2)?,
-        status: optional(row, 3)?,
-        headers: optional(row, 4)?,
+        n: if n_from_body {
+            body_count(&body)?
+        } else {
+            row.try_get(0).map_err(column)?
+        },
+        body,
+        total: optional(row, at + 1)?,
+        status: optional(row, at + 2)?,
+        headers: optional(row, at + 3)?,
     })
 }
 
@@ -232,7 +300,7 @@ pub async fn run(
             RequestTx::pipelined_wire(wire, ctx, info, read_only, &stmt.text, &stmt.params, extra)
                 .await?;
         let (rows, plan) = (done.rows, done.extra);
-        let mut o = outcome_text(rows)?;
+        let mut o = outcome_text(rows, stmt.n_from_body)?;
         if count.explain.is_some() {
             let plan = plan
                 .as_deref()
@@ -246,7 +314,7 @@ pub async fn run(
     if read_only || !decides_after {
         let (rows, plan) =
             RequestTx::pipelined(pool, ctx, info, read_only, &stmt.text, &params, explain).await?;
-        let mut o = outcome(&rows)?;
+        let mut o = outcome(&rows, stmt.n_from_body)?;
         if count.explain.is_some() {
             o.total = count.total(o.total, plan.as_deref());
         }
@@ -254,7 +322,7 @@ pub async fn run(
         return Ok(o);
     }
     let (tx, rows) = RequestTx::begin_with(pool, ctx, info, read_only, &stmt.text, &params).await?;
-    let mut o = outcome(&rows)?;
+    let mut o = outcome(&rows, stmt.n_from_body)?;
     if let Some((text, p)) = explain {
         match tx.query(text, p).await {
             Ok(plan) => o.total = count.total(o.total, Some(&plan)),
@@ -486,6 +554,52 @@ pub async fn openapi_catalog(
             let text: String = r.get(0);
             serde_json::from_str(&text)
                 .map_err(|e| ApiError::internal(format!("OpenAPI catalog: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod body_count_tests {
+    use super::json_array_len;
+
+    #[test]
+    fn counts_top_level_elements_only() {
+        for (text, n) in [
+            ("[]", Some(0)),
+            ("  [ ]\n", Some(0)),
+            ("[{\"id\":1}]", Some(1)),
+            ("[null]", Some(1)),
+            ("[1, 2, 3]", Some(3)),
+            // `json_agg`'s own separator, and commas and brackets nested or inside strings.
+            (
+                "[{\"a\":\"x,y]}\",\"b\":[1,2,{\"c\":[3,4]}]}, \n {\"a\":\"\"}]",
+                Some(2),
+            ),
+            // Escaped quotes and a backslash just before a closing quote.
+            (r#"["say \"hi\", ok", "c:\\", "[,]"]"#, Some(3)),
+            ("[\"\\u005b,\"]", Some(1)),
+            // Not an array, or not all of one.
+            ("{\"a\":1}", None),
+            ("", None),
+            ("[1, 2", None),
+            ("[\"open]", None),
+            ("[1] x", None),
+        ] {
+            assert_eq!(json_array_len(text), n, "{text}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_a_json_parser() {
+        let bodies = [
+            r#"[{"id":1,"name":"item 1","tags":["a","b"],"meta":{"k":[1,{"x":"]"}]}}]"#,
+            r#"[{"t":"line\nbreak, comma"}, {"t":null}, {"t":"\\\""}]"#,
+            r#"[[1,2],[3],[]]"#,
+            r#"["", "", ""]"#,
+        ];
+        for b in bodies {
+            let parsed: serde_json::Value = serde_json::from_str(b).unwrap();
+            assert_eq!(json_array_len(b), parsed.as_array().map(Vec::len), "{b}");
         }
     }
 }

@@ -1,0 +1,3 @@
+-- rpc_typed_two_columns without count(*) (the body's elements are counted by Fluxbase).
+\set c random(1, 50)
+SELECT _fx_m.* FROM (SELECT set_config('request.jwt.claims', '{"exp":2111904424,"iat":1796544424,"iss":"fluxbase","role":"anon"}', true), current_user = 'postgres'::name AND set_config('transaction_read_only', 'on', true) = 'on' AS _fx_ok OFFSET 0) _fx_s, LATERAL (SELECT * FROM (SELECT coalesce(json_agg(_fx_t), '[]')::text AS body FROM (SELECT "recent_items".* FROM (SELECT :c::integer AS "cat") AS _fx_args, LATERAL "public"."recent_items"("cat" => _fx_args."cat") AS "recent_items") _fx_t) _fx_q WHERE _fx_s._fx_ok OFFSET 0) _fx_m;

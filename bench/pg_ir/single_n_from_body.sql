@@ -1,0 +1,3 @@
+-- single_typed_parameter without count(*): Fluxbase counts the JSON array body's elements itself (Statement::n_from_body) since this change.
+\set id random(1, 100000)
+SELECT _fx_m.* FROM (SELECT set_config('request.jwt.claims', '{"exp":2111904424,"iat":1796544424,"iss":"fluxbase","role":"anon"}', true), current_user = 'postgres'::name AND set_config('transaction_read_only', 'on', true) = 'on' AS _fx_ok OFFSET 0) _fx_s, LATERAL (SELECT * FROM (SELECT coalesce(json_agg(_fx_t), '[]')::text AS body FROM (SELECT "items".* FROM "public"."items" AS "items" WHERE "items"."id" = :id::integer) _fx_t) _fx_q WHERE _fx_s._fx_ok OFFSET 0) _fx_m;

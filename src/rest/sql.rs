@@ -50,16 +50,23 @@ pub const PLAIN_WRITE_SETTINGS: &str =
 /// calls ~2.7k more. The reader takes missing trailing columns as NULL.
 fn response_gucs(read: bool) -> &'static str {
     if read {
-        ", NULL::int8 AS total, current_setting('response.status', true) AS status, \
-         current_setting('response.headers', true) AS headers"
+        concat!(", NULL::int8 AS total", response_settings_columns!())
     } else {
         ""
     }
 }
 
+/// The response settings' columns (a macro so that `response_gucs` can `concat!` it).
+macro_rules! response_settings_columns {
+    () => {
+        ", current_setting('response.status', true) AS status, \
+         current_setting('response.headers', true) AS headers"
+    };
+}
+use response_settings_columns;
+
 /// The response settings' columns alone, after a counted `total`.
-const RESPONSE_SETTINGS_COLUMNS: &str = ", current_setting('response.status', true) AS status, \
-     current_setting('response.headers', true) AS headers";
+const RESPONSE_SETTINGS_COLUMNS: &str = response_settings_columns!();
 
 /// How the body is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1421,14 +1428,15 @@ mod golden {
         stmt_in(&cache(), method, path, query, headers, body)
     }
 
-    fn stmt_in(
+    /// The plan of a request against `cache`.
+    fn plan_in(
         cache: &SchemaCache,
         method: &str,
         path: &[&str],
         query: &str,
         headers: &[(&str, &str)],
         body: &str,
-    ) -> Statement {
+    ) -> Plan {
         let input = RequestInput {
             method,
             path,
@@ -1438,8 +1446,19 @@ mod golden {
             body: body.as_bytes(),
         };
         let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
+        plan(&mut req, cache, None).unwrap()
+    }
+
+    fn stmt_in(
+        cache: &SchemaCache,
+        method: &str,
+        path: &[&str],
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Statement {
         let response = !cache.response_settings_unnamed;
-        match plan(&mut req, cache, None).unwrap() {
+        match plan_in(cache, method, path, query, headers, body) {
             Plan::Read(r) => read(&r, BodyShape::Array, CountSql::None, response),
             Plan::Insert(w) => write(
                 WriteKind::Insert,
@@ -1488,16 +1507,7 @@ mod golden {
     #[test]
     fn only_array_bodies_leave_n_to_the_caller() {
         let c = cache();
-        let input = RequestInput {
-            method: "GET",
-            path: &["books"],
-            path_schema: None,
-            query: "select=id&id=eq.1",
-            headers: &[],
-            body: b"",
-        };
-        let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
-        let Plan::Read(r) = plan(&mut req, &c, None).unwrap() else {
+        let Plan::Read(r) = plan_in(&c, "GET", &["books"], "select=id&id=eq.1", &[], "") else {
             panic!("a read")
         };
         for (shape, from_body) in [
@@ -1548,16 +1558,14 @@ mod golden {
                 single_row: true,
             }],
         );
-        let input = RequestInput {
-            method: "GET",
-            path: &["rpc", "scaled"],
-            path_schema: None,
-            query: "n=2&m=happy&d=today",
-            headers: &[],
-            body: b"",
-        };
-        let mut req = parse_request(&input, &ParseConfig::default()).unwrap();
-        let Plan::CallScalar(call) = plan(&mut req, &c, None).unwrap() else {
+        let Plan::CallScalar(call) = plan_in(
+            &c,
+            "GET",
+            &["rpc", "scaled"],
+            "n=2&m=happy&d=today",
+            &[],
+            "",
+        ) else {
             panic!("a scalar call")
         };
         let s = call_scalar(&call, false);
